@@ -1,0 +1,58 @@
+# Fails when a layer includes a header of a layer above it, or a device/storage library header
+# outside the one layer allowed to use it. Run at every build (target check_layers).
+set(allowed_common   common)
+set(allowed_machines common machines)
+set(allowed_protocol common protocol)
+set(allowed_storage  common machines storage)
+set(allowed_devices  common devices)
+set(allowed_cmhost   common protocol storage devices cmhost)
+set(allowed_actors   common machines protocol storage devices actors)
+set(allowed_sim      common machines protocol storage devices actors sim)
+
+set(sqlite_layers  storage)
+set(device_layers  devices)
+
+set(failures "")
+foreach(layer common machines protocol storage devices cmhost actors sim)
+  file(GLOB_RECURSE sources
+    ${SOURCE_DIR}/${layer}/*.cpp ${SOURCE_DIR}/${layer}/*.hpp
+    ${SOURCE_DIR}/include/persoflow/${layer}/*.hpp)
+  foreach(src ${sources})
+    file(STRINGS ${src} includes REGEX "^[ \t]*#[ \t]*include")
+    foreach(line ${includes})
+      if(line MATCHES "persoflow/([a-z_]+)/")
+        set(target_layer ${CMAKE_MATCH_1})
+        list(FIND allowed_${layer} ${target_layer} found)
+        if(found EQUAL -1)
+          string(APPEND failures "${src}: layer '${layer}' may not include '${line}'\n")
+        endif()
+      endif()
+      if(line MATCHES "sqlite3\\.h|libpq-fe\\.h")
+        list(FIND sqlite_layers ${layer} found)
+        if(found EQUAL -1)
+          string(APPEND failures "${src}: only storage/ may include '${line}'\n")
+        endif()
+      endif()
+      if(line MATCHES "winscard\\.h|PCSC/|libp11\\.h|pkcs11\\.h|pkcs11t\\.h")
+        list(FIND device_layers ${layer} found)
+        if(found EQUAL -1)
+          string(APPEND failures "${src}: only devices/ may include '${line}'\n")
+        endif()
+      endif()
+    endforeach()
+  endforeach()
+endforeach()
+
+# machines/ is pure: standard library and its own headers only.
+file(GLOB_RECURSE machine_sources ${SOURCE_DIR}/machines/*.cpp ${SOURCE_DIR}/machines/*.hpp
+  ${SOURCE_DIR}/include/persoflow/machines/*.hpp)
+foreach(src ${machine_sources})
+  file(STRINGS ${src} includes REGEX "^[ \t]*#[ \t]*include[ \t]*<(boost|openssl|asio|nlohmann|fmt|sqlite)")
+  if(includes)
+    string(APPEND failures "${src}: machines/ is standard library only: ${includes}\n")
+  endif()
+endforeach()
+
+if(failures)
+  message(FATAL_ERROR "Layer check failed:\n${failures}")
+endif()

@@ -1,0 +1,117 @@
+// The station journal: SQLite (WAL, synchronous=FULL), write-ahead intent, hash-chained.
+//
+// One append = one event of one workflow, the state it led to and the commands it produced, in
+// one transaction, committed before any command runs (DESIGN.md, "The persistence contract").
+// Every record carries a journal-wide sequence number and SHA-256(previous hash || canonical
+// bytes of this record), so `verify` can prove the journal unaltered and name the first bad
+// record. Values (event, state, command payloads) are stored as opaque canonical bytes produced
+// by machines/codec; the journal never interprets them.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "persoflow/common/status.hpp"
+
+namespace persoflow::storage {
+
+struct CommandEntry {
+  std::uint32_t index = 0;      // position among the commands of this step
+  std::string idempotency_key;  // derived from (workflow id, step, index)
+  std::string type;
+  std::string payload;  // canonical bytes of the machines::Command
+  friend bool operator==(const CommandEntry&, const CommandEntry&) = default;
+};
+
+enum class WorkflowStatus { kRunning, kSuspended, kDone, kCancelled };
+const char* to_string(WorkflowStatus status);
+
+struct AppendRequest {
+  std::string workflow_id;
+  std::string machine;       // machine name, e.g. "issue-card"
+  std::uint64_t step = 0;    // 0 for the workflow's first event, then 1, 2, ... without gaps
+  std::string event_type;
+  std::string event;         // canonical bytes of the machines::Event
+  std::string result_of;     // idempotency key of the command this event answers, or empty
+  std::string state_name;
+  std::string state;         // canonical bytes of the machines::State after the event
+  WorkflowStatus status = WorkflowStatus::kRunning;
+  std::vector<CommandEntry> commands;
+  friend bool operator==(const AppendRequest&, const AppendRequest&) = default;
+};
+
+struct JournalRecord {
+  std::uint64_t seq = 0;  // journal-wide, 1, 2, ... without gaps
+  std::int64_t recorded_at_ms = 0;  // wall clock, for people; not part of any machine's input
+  AppendRequest body;
+  std::string prev_hash;  // hex SHA-256; 64 zeros for the first record
+  std::string hash;       // hex SHA-256 over prev_hash and the canonical bytes of this record
+};
+
+struct WorkflowSummary {
+  std::string workflow_id;
+  std::string machine;
+  std::string state_name;
+  WorkflowStatus status = WorkflowStatus::kRunning;
+  std::uint64_t steps = 0;  // number of events recorded
+  std::int64_t created_at_ms = 0;
+  std::int64_t updated_at_ms = 0;
+};
+
+struct VerifyReport {
+  bool intact = true;
+  std::uint64_t records_checked = 0;
+  std::optional<std::uint64_t> first_bad_seq;  // the first record that fails, when not intact
+  std::string reason;                          // what is wrong with it, for a person
+};
+
+struct OpenOptions {
+  bool create_if_missing = true;
+  bool read_only = false;
+};
+
+// A journal file. One instance is used by one thread at a time; the GroupCommitWriter below
+// serialises the appends of many workflows onto one instance.
+class Journal {
+ public:
+  virtual ~Journal() = default;
+
+  // A path in a missing directory, a read-only file opened for writing, a locked, corrupt or
+  // newer-schema journal, or a file that is not a journal: a clear error, the file untouched.
+  static Result<std::unique_ptr<Journal>> open(const std::string& path, OpenOptions options);
+
+  // One transaction. A failed commit whose outcome is unknown poisons this instance: every later
+  // append fails with Errc::kPoisoned until it is reopened from disk.
+  virtual Status append(const AppendRequest& request) = 0;
+  // All in one transaction (group commit); all or nothing.
+  virtual Status append_batch(std::span<const AppendRequest> requests) = 0;
+
+  virtual Result<std::vector<JournalRecord>> records(const std::string& workflow_id) = 0;
+  virtual Result<std::vector<WorkflowSummary>> workflows() = 0;
+  virtual Result<std::optional<WorkflowSummary>> workflow(const std::string& workflow_id) = 0;
+  // Workflows whose status is running or suspended.
+  virtual Result<std::vector<WorkflowSummary>> unfinished() = 0;
+  virtual Result<VerifyReport> verify() = 0;
+  virtual const std::string& path() const = 0;
+};
+
+// Batches the appends of many workflows into one transaction. Thread-safe; the callback runs on
+// the writer's own thread after the commit (or its failure), so a caller acknowledges an append
+// only once it is durable. Callbacks must not block; they post back to their own strand.
+class GroupCommitWriter {
+ public:
+  using Done = std::function<void(Status)>;
+  virtual ~GroupCommitWriter() = default;
+  static std::unique_ptr<GroupCommitWriter> start(std::unique_ptr<Journal> journal,
+                                                  std::size_t max_batch = 256);
+  virtual void append(AppendRequest request, Done done) = 0;
+  // Commits what is queued, then stops the writer thread.
+  virtual void stop() = 0;
+};
+
+}  // namespace persoflow::storage

@@ -207,9 +207,12 @@ bool CardEmulator::serve(int fd) {
       // kPowerOff, kPowerOn, kReset: vpcd expects no answer; the card keeps no power state.
       continue;
     }
+    {
+      // Counted before the answer leaves, so a caller holding the answer sees the count.
+      std::lock_guard lock(mutex_);
+      ++apdus_;
+    }
     if (!send_message(fd, respond(payload))) return true;
-    std::lock_guard lock(mutex_);
-    ++apdus_;
   }
 }
 

@@ -14,8 +14,8 @@
 #include <cstring>
 #include <exception>
 #include <random>
-#include <thread>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "bench_registry.hpp"
@@ -32,7 +32,8 @@ using Kind = ReaderEvent::Kind;
 
 double percentile(std::vector<double> values, double p) {
   std::sort(values.begin(), values.end());
-  const std::size_t index = static_cast<std::size_t>(p * static_cast<double>(values.size() - 1) + 0.5);
+  const std::size_t index =
+      static_cast<std::size_t>(p * static_cast<double>(values.size() - 1) + 0.5);
   return values[std::min(index, values.size() - 1)];
 }
 
@@ -65,7 +66,9 @@ int run_pcsc(int argc, char** argv) {
     std::size_t from = log.size();
     std::mt19937 rng(20261122);
     std::uniform_int_distribution<int> phase_ms(0, 400);
-    auto random_phase = [&] { std::this_thread::sleep_for(std::chrono::milliseconds(phase_ms(rng))); };
+    auto random_phase = [&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(phase_ms(rng)));
+    };
     for (int i = 0; i < cycles; ++i) {
       random_phase();
       if (Status s = card.insert(); !s.is_ok()) {

@@ -239,7 +239,7 @@ class PcscWatcher final : public ReaderWatcher {
       if (end == SCARD_S_SUCCESS) break;  // stopping
       emit(ReaderEvent::Kind::kServiceLost, {}, {},
            is_service_gone(end) ? std::string("pcscd went away: ") + pcsc_error_text(end)
-               : "lost the PC/SC context: " + pcsc_error_text(end));
+                                : "lost the PC/SC context: " + pcsc_error_text(end));
       lost_reported = true;
       if (wait_or_stop(backoff)) break;
     }
@@ -286,8 +286,8 @@ class PcscWatcher final : public ReaderWatcher {
 
     if (LONG rv = relist(); rv != SCARD_S_SUCCESS) return rv;
     while (true) {
-      LONG rv = SCardGetStatusChange(context, INFINITE, states.data(),
-                                     static_cast<DWORD>(states.size()));
+      LONG rv =
+          SCardGetStatusChange(context, INFINITE, states.data(), static_cast<DWORD>(states.size()));
       if (stopping()) return SCARD_S_SUCCESS;
       if (rv == SCARD_E_CANCELLED || rv == SCARD_E_TIMEOUT) continue;
       if (rv == SCARD_E_UNKNOWN_READER || rv == SCARD_E_READER_UNAVAILABLE) {
@@ -378,7 +378,8 @@ Result<std::vector<ReaderInfo>> list_readers_once(int attempts_left) {
     // A reader vanished between the two calls: try again on a fresh listing.
     if (attempts_left > 1) return list_readers_once(attempts_left - 1);
   }
-  if (rv != SCARD_S_SUCCESS && rv != SCARD_E_TIMEOUT) return pcsc_status(rv, "reading reader states");
+  if (rv != SCARD_S_SUCCESS && rv != SCARD_E_TIMEOUT)
+    return pcsc_status(rv, "reading reader states");
   for (std::size_t i = 0; i < names.size(); ++i) {
     ReaderInfo info;
     info.name = names[i];
@@ -408,12 +409,18 @@ bool reader_matches_slot(std::string_view reader_name, std::string_view slot_des
 
 const char* to_string(ReaderEvent::Kind kind) {
   switch (kind) {
-    case ReaderEvent::Kind::kReaderAdded: return "reader-added";
-    case ReaderEvent::Kind::kReaderRemoved: return "reader-removed";
-    case ReaderEvent::Kind::kCardInserted: return "card-inserted";
-    case ReaderEvent::Kind::kCardRemoved: return "card-removed";
-    case ReaderEvent::Kind::kServiceLost: return "service-lost";
-    case ReaderEvent::Kind::kServiceRestored: return "service-restored";
+    case ReaderEvent::Kind::kReaderAdded:
+      return "reader-added";
+    case ReaderEvent::Kind::kReaderRemoved:
+      return "reader-removed";
+    case ReaderEvent::Kind::kCardInserted:
+      return "card-inserted";
+    case ReaderEvent::Kind::kCardRemoved:
+      return "card-removed";
+    case ReaderEvent::Kind::kServiceLost:
+      return "service-lost";
+    case ReaderEvent::Kind::kServiceRestored:
+      return "service-restored";
   }
   return "unknown";
 }

@@ -58,11 +58,15 @@ Result<std::vector<std::uint8_t>> parse_hex(const std::string& text) {
     char c = text[i];
     if (c == ' ' || c == ':') continue;
     int v;
-    if (c >= '0' && c <= '9') v = c - '0';
-    else if (c >= 'a' && c <= 'f') v = c - 'a' + 10;
-    else if (c >= 'A' && c <= 'F') v = c - 'A' + 10;
-    else return make_status(Errc::kInvalidArgument, "not a hex digit at position " +
-                                                        std::to_string(i + 1) + " of '" + text + "'");
+    if (c >= '0' && c <= '9')
+      v = c - '0';
+    else if (c >= 'a' && c <= 'f')
+      v = c - 'a' + 10;
+    else if (c >= 'A' && c <= 'F')
+      v = c - 'A' + 10;
+    else
+      return make_status(Errc::kInvalidArgument, "not a hex digit at position " +
+                                                     std::to_string(i + 1) + " of '" + text + "'");
     if (high < 0) {
       high = v;
     } else {
@@ -70,13 +74,15 @@ Result<std::vector<std::uint8_t>> parse_hex(const std::string& text) {
       high = -1;
     }
   }
-  if (high >= 0) return make_status(Errc::kInvalidArgument, "odd number of hex digits in '" + text + "'");
+  if (high >= 0)
+    return make_status(Errc::kInvalidArgument, "odd number of hex digits in '" + text + "'");
   return out;
 }
 
 CardEmulator::CardEmulator(CardEmulatorOptions options) : options_(std::move(options)) {
   auto atr = parse_hex(options_.atr_hex);
-  PF_CHECK(atr.is_ok() && !atr->empty() && atr->size() <= 33, "the emulator's ATR is not valid hex");
+  PF_CHECK(atr.is_ok() && !atr->empty() && atr->size() <= 33,
+           "the emulator's ATR is not valid hex");
   atr_ = *atr;
   auto serial = parse_hex(options_.serial_hex);
   PF_CHECK(serial.is_ok(), "the emulator's serial is not valid hex");
@@ -108,8 +114,8 @@ Status CardEmulator::insert(const std::string& atr_hex, std::chrono::millisecond
     auto atr = parse_hex(atr_hex);
     if (!atr.is_ok()) return atr.status().with_context("ATR");
     if (atr->empty() || atr->size() > 33) {
-      return make_status(Errc::kInvalidArgument, "an ATR has 1 to 33 bytes, not " +
-                                                     std::to_string(atr->size()));
+      return make_status(Errc::kInvalidArgument,
+                         "an ATR has 1 to 33 bytes, not " + std::to_string(atr->size()));
     }
     std::lock_guard lock(mutex_);
     atr_ = *atr;
@@ -119,9 +125,9 @@ Status CardEmulator::insert(const std::string& atr_hex, std::chrono::millisecond
   int fd = -1;
   while ((fd = connect_once()) < 0) {
     if (std::chrono::steady_clock::now() + backoff > deadline) {
-      return make_status(Errc::kUnavailable, "no vpcd listening on 127.0.0.1:" +
-                                                 std::to_string(options_.port) +
-                                                 " (is pcscd running with the vpcd driver?)");
+      return make_status(Errc::kUnavailable,
+                         "no vpcd listening on 127.0.0.1:" + std::to_string(options_.port) +
+                             " (is pcscd running with the vpcd driver?)");
     }
     std::this_thread::sleep_for(backoff);  // nothing to await: vpcd gives no sign before listening
     backoff = std::min(backoff * 2, std::chrono::milliseconds(500));

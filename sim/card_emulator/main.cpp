@@ -32,8 +32,7 @@ int main(int argc, char** argv) {
       "atr", po::value<std::string>(&options.atr_hex)->default_value(options.atr_hex),
       "the card's ATR in hex")(
       "serial", po::value<std::string>(&options.serial_hex)->default_value(options.serial_hex),
-      "the card serial answered to GET DATA 9F7F, in hex")(
-      "inserted", "insert the card at start");
+      "the card serial answered to GET DATA 9F7F, in hex")("inserted", "insert the card at start");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -92,8 +91,8 @@ int main(int argc, char** argv) {
     } else if (command == "quit") {
       break;
     } else {
-      std::cout << "error: unknown command '" << command
-                << "' (insert [ATR], remove, status, quit)" << std::endl;
+      std::cout << "error: unknown command '" << command << "' (insert [ATR], remove, status, quit)"
+                << std::endl;
     }
   }
   card.remove();

@@ -59,7 +59,8 @@ TEST(EmulatorReaderTest, AnswersApdusThroughPcscd) {
   ASSERT_EQ(rv, SCARD_S_SUCCESS) << devices::pcsc_error_text(rv) << "\n" << pcscd.log();
 
   using Bytes = std::vector<std::uint8_t>;
-  EXPECT_EQ(transmit(card, protocol, {0x00, 0xA4, 0x04, 0x00, 0x02, 0x3F, 0x00}), (Bytes{0x90, 0x00}));
+  EXPECT_EQ(transmit(card, protocol, {0x00, 0xA4, 0x04, 0x00, 0x02, 0x3F, 0x00}),
+            (Bytes{0x90, 0x00}));
   EXPECT_EQ(transmit(card, protocol, {0x00, 0xCA, 0x9F, 0x7F, 0x00}),
             (Bytes{0x0A, 0x0B, 0x0C, 0x0D, 0x90, 0x00}));
   EXPECT_EQ(transmit(card, protocol, {0x00, 0xCA, 0x00, 0x66, 0x00}), (Bytes{0x6A, 0x88}));
@@ -90,7 +91,8 @@ class EmulatorProcess {
  public:
   explicit EmulatorProcess(const std::vector<std::string>& argv) {
     int in[2], out[2];
-    if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
+    if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0)
+      throw std::runtime_error("pipe");
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);

@@ -1,15 +1,15 @@
 // Readers through a real pcscd (private, see pcscd_fixture.hpp) with the vpcd driver and our own
 // card emulator: listing, insertion and removal with the ATR, stop(), and pcscd going away and
 // coming back during a watch. Every wait is bounded and awaits an event.
-#include <gtest/gtest.h>
+#include "persoflow/devices/readers.hpp"
 
 #include <fmt/format.h>
+#include <gtest/gtest.h>
 
 #include <chrono>
 #include <vector>
 
 #include "pcscd_fixture.hpp"
-#include "persoflow/devices/readers.hpp"
 #include "persoflow/sim/card_emulator.hpp"
 #include "reader_event_log.hpp"
 

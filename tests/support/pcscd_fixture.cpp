@@ -11,9 +11,9 @@
 #include <signal.h>
 #include <sys/inotify.h>
 #include <sys/mount.h>
-#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -139,7 +139,8 @@ std::uint16_t free_port_pair() {
     ::close(fd);
     const unsigned port = ntohs(addr.sin_port);
     if (port >= 65535) continue;
-    if (port_free(static_cast<std::uint16_t>(port)) && port_free(static_cast<std::uint16_t>(port + 1))) {
+    if (port_free(static_cast<std::uint16_t>(port)) &&
+        port_free(static_cast<std::uint16_t>(port + 1))) {
       return static_cast<std::uint16_t>(port);
     }
   }
@@ -240,8 +241,10 @@ void PcscdFixture::start() {
       ::_exit(127);
     };
     if (::unshare(CLONE_NEWNS) != 0) fail("unshare(CLONE_NEWNS)");
-    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) fail("mount --make-rprivate /");
-    if (::mount(run.c_str(), "/run/pcscd", nullptr, MS_BIND, nullptr) != 0) fail("bind mount over /run/pcscd");
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
+      fail("mount --make-rprivate /");
+    if (::mount(run.c_str(), "/run/pcscd", nullptr, MS_BIND, nullptr) != 0)
+      fail("bind mount over /run/pcscd");
     ::execv(args[0], args.data());
     fail("exec pcscd");
   }
@@ -253,8 +256,10 @@ void PcscdFixture::start() {
   std::unique_lock lock(mutex_);
   bool ok = cv_.wait_until(lock, deadline, [this] { return ready_ || output_closed_; });
   std::string failure;
-  if (!ok) failure = "pcscd not ready within 10 s";
-  else if (!ready_) failure = "pcscd exited";
+  if (!ok)
+    failure = "pcscd not ready within 10 s";
+  else if (!ready_)
+    failure = "pcscd exited";
   lock.unlock();
   if (failure.empty() && !wait_for_socket(inotify_fd, socket_dir().socket_path, deadline)) {
     failure = "pcscd's socket did not accept connections within 10 s";

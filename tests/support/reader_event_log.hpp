@@ -34,14 +34,15 @@ class ReaderEventLog {
 
   // The index of the first event at or after `from` matching kind (and reader, when not empty),
   // waiting up to timeout; nullopt on timeout.
-  std::optional<std::size_t> wait_for(devices::ReaderEvent::Kind kind, std::size_t from = 0,
-                                      const std::string& reader = {},
-                                      std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+  std::optional<std::size_t> wait_for(
+      devices::ReaderEvent::Kind kind, std::size_t from = 0, const std::string& reader = {},
+      std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
     std::unique_lock lock(mutex_);
     std::optional<std::size_t> found;
     cv_.wait_for(lock, timeout, [&] {
       for (std::size_t i = from; i < entries_.size(); ++i) {
-        if (entries_[i].event.kind == kind && (reader.empty() || entries_[i].event.reader == reader)) {
+        if (entries_[i].event.kind == kind &&
+            (reader.empty() || entries_[i].event.reader == reader)) {
           found = i;
           return true;
         }

@@ -18,9 +18,9 @@
 namespace persoflow::devices {
 
 struct ReaderInfo {
-  std::string name;        // "Virtual PCD 00 00"
+  std::string name;  // "Virtual PCD 00 00"
   bool card_present = false;
-  std::string atr_hex;     // upper-case hex, empty without a card
+  std::string atr_hex;  // upper-case hex, empty without a card
 };
 
 // The readers pcscd knows now, in pcscd's order, with card presence and ATR (a snapshot: it does

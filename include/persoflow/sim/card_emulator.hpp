@@ -31,7 +31,7 @@ namespace persoflow::sim {
 inline constexpr const char* kDefaultEmulatorAtr = "3B8A8001504552534F464C4F573173";
 
 struct CardEmulatorOptions {
-  std::uint16_t port = 35963;           // vpcd's port for the reader ("Virtual PCD 00 00")
+  std::uint16_t port = 35963;  // vpcd's port for the reader ("Virtual PCD 00 00")
   std::string atr_hex = kDefaultEmulatorAtr;
   std::string serial_hex = "5046000000000001";  // answered to GET DATA 9F7F
 };

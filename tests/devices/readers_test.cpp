@@ -195,6 +195,29 @@ TEST(ReadersTest, PcscdStoppedDuringWatchIsLostThenRestoredWithTheCard) {
   ASSERT_TRUE(log.wait_for(Kind::kCardRemoved, *again, kReader0)) << log.dump();
 }
 
+TEST(ReadersTest, PcscdKilledDuringWatchIsLostThenRestored) {
+  PcscdFixture pcscd;
+  pcscd.start();
+  CardEmulator card(emulator_options(pcscd));
+  ASSERT_TRUE(card.insert().is_ok());
+  ReaderEventLog log;
+  auto watcher = watch_readers(log.callback());
+  auto inserted = log.wait_for(Kind::kCardInserted, 0, kReader0);
+  ASSERT_TRUE(inserted) << log.dump();
+
+  pcscd.kill_hard();  // leaves a stale pcscd.comm, which start() removes
+  auto lost = log.wait_for(Kind::kServiceLost, *inserted);
+  ASSERT_TRUE(lost) << log.dump();
+  EXPECT_EQ(log.at(*lost).event.detail.rfind("pcscd went away", 0), 0u) << log.dump();
+  pcscd.start();
+  auto restored = log.wait_for(Kind::kServiceRestored, *lost);
+  ASSERT_TRUE(restored) << log.dump() << pcscd.log();
+  auto again = log.wait_for(Kind::kCardInserted, *restored, kReader0);
+  ASSERT_TRUE(again) << log.dump();
+  EXPECT_EQ(log.at(*again).event.atr_hex, sim::kDefaultEmulatorAtr);
+  EXPECT_EQ(log.count(Kind::kServiceLost), 1u) << log.dump();
+}
+
 TEST(ReadersTest, WatcherStartedBeforePcscdFindsItWhenItStarts) {
   PcscdFixture pcscd;  // configured, not started
   ReaderEventLog log;

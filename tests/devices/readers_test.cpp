@@ -6,7 +6,14 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/strand.hpp>
 #include <chrono>
+#include <future>
+#include <thread>
+#include <utility>  // before Asio (GCC 12, Boost 1.74)
 #include <vector>
 
 #include "pcscd_fixture.hpp"
@@ -229,6 +236,48 @@ TEST(ReadersTest, WatcherStartedBeforePcscdFindsItWhenItStarts) {
   auto restored = log.wait_for(Kind::kServiceRestored, *lost);
   ASSERT_TRUE(restored) << log.dump();
   ASSERT_TRUE(log.wait_for(Kind::kReaderAdded, *restored, kReader0)) << log.dump();
+}
+
+// The intended use: the callback only posts to the owner's strand; the io_context thread never
+// waits on PC/SC and stays free for other work meanwhile.
+TEST(ReadersTest, CallbackPostsToAStrand) {
+  PcscdFixture pcscd;
+  pcscd.start();
+  namespace asio = boost::asio;
+  asio::io_context io;
+  auto work = asio::make_work_guard(io);
+  auto strand = asio::make_strand(io);
+  std::thread io_thread([&] { io.run(); });
+
+  std::vector<ReaderEvent> seen;  // touched on the strand only
+  std::promise<std::string> inserted_atr;
+  bool inserted = false;
+  auto watcher = watch_readers([&](const ReaderEvent& e) {
+    asio::post(strand, [&, e] {
+      seen.push_back(e);
+      if (e.kind == Kind::kCardInserted && !std::exchange(inserted, true)) {
+        inserted_atr.set_value(e.atr_hex);
+      }
+    });
+  });
+  CardEmulator card(emulator_options(pcscd));
+  ASSERT_TRUE(card.insert().is_ok());
+  auto atr = inserted_atr.get_future();
+  ASSERT_EQ(atr.wait_for(10s), std::future_status::ready);
+  EXPECT_EQ(atr.get(), sim::kDefaultEmulatorAtr);
+
+  // Meanwhile the io_context answers at once: nothing blocks it.
+  std::promise<void> ping;
+  auto t0 = std::chrono::steady_clock::now();
+  asio::post(io, [&] { ping.set_value(); });
+  ASSERT_EQ(ping.get_future().wait_for(1s), std::future_status::ready);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 100ms);
+
+  watcher->stop();  // no callback after this: the last posts are already queued
+  work.reset();
+  io_thread.join();
+  ASSERT_GE(seen.size(), 3u);
+  EXPECT_EQ(seen[0].kind, Kind::kReaderAdded);
 }
 
 TEST(ReadersTest, SlotDescriptionMatchesItsReader) {

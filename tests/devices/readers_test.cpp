@@ -13,7 +13,7 @@
 #include <chrono>
 #include <future>
 #include <thread>
-#include <utility>  // before Asio (GCC 12, Boost 1.74)
+#include <utility>
 #include <vector>
 
 #include "pcscd_fixture.hpp"

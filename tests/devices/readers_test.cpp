@@ -30,6 +30,10 @@ using persoflow::testing::ReaderEventLog;
 using Kind = ReaderEvent::Kind;
 using namespace std::chrono_literals;
 
+// libpcsclite fixes its socket path at the first PC/SC call of the process: point it at the
+// private pcscd before any test of this binary runs (tests never use the machine's pcscd).
+const bool kPrivatePcscd = (PcscdFixture::use_private_socket(), true);
+
 const std::string kReader0 = PcscdFixture::reader_name(0);
 const std::string kReader1 = PcscdFixture::reader_name(1);
 

@@ -12,6 +12,7 @@
 #include <boost/asio/strand.hpp>
 #include <chrono>
 #include <future>
+#include <sstream>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -282,6 +283,35 @@ TEST(ReadersTest, CallbackPostsToAStrand) {
   io_thread.join();
   ASSERT_GE(seen.size(), 3u);
   EXPECT_EQ(seen[0].kind, Kind::kReaderAdded);
+}
+
+// OpenSC's PKCS#11 module, through the same private pcscd, names one slot after each reader:
+// reader_matches_slot() maps every reader to exactly one of them.
+TEST(ReadersTest, OpenScSlotsMapToReaders) {
+  PcscdFixture pcscd;
+  pcscd.start();
+  CardEmulator card(emulator_options(pcscd));
+  ASSERT_TRUE(card.insert().is_ok());
+  auto readers = list_readers();
+  ASSERT_TRUE(readers.is_ok()) << readers.status().message();
+  ASSERT_EQ(readers->size(), 2u);
+
+  const std::string module = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so";
+  auto listed = persoflow::testing::run({"pkcs11-tool", "--module", module, "--list-slots"});
+  ASSERT_EQ(listed.exit_code, 0) << listed.err;
+  std::vector<std::string> descriptions;  // "Slot 0 (0x0): Virtual PCD 00 00"
+  std::istringstream lines(listed.out);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("Slot ", 0) == 0 && line.find("): ") != std::string::npos) {
+      descriptions.push_back(line.substr(line.find("): ") + 3));
+    }
+  }
+  ASSERT_EQ(descriptions.size(), 2u) << listed.out;
+  for (const auto& reader : *readers) {
+    int matches = 0;
+    for (const auto& d : descriptions) matches += reader_matches_slot(reader.name, d);
+    EXPECT_EQ(matches, 1) << reader.name << "\n" << listed.out;
+  }
 }
 
 TEST(ReadersTest, SlotDescriptionMatchesItsReader) {

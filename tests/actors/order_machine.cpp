@@ -3,6 +3,7 @@
 
 #include <sqlite3.h>
 
+#include <optional>
 #include <stdexcept>
 
 #include "persoflow/machines/engine.hpp"
@@ -166,14 +167,29 @@ std::vector<EffectRow> EffectsDb::rows() {
 
 namespace {
 
-// Records the attempt; returns how the fault plan wants it to end: 0 run, 1 fail, 2 hang.
-int plan(OrderEnv& env, const Command& command, const CommandContext& context) {
+enum class Plan { kRun, kFail, kHang, kLoseAnswer };
+
+// Records the attempt and decides how it ends.
+Plan plan(OrderEnv& env, const Command& command, const CommandContext& context) {
   std::lock_guard lock(env.faults.mutex);
   int n = ++env.faults.seen[context.idempotency_key];
   env.faults.attempts[context.idempotency_key].push_back(std::chrono::steady_clock::now());
-  if (n <= env.faults.hang_first[command.type]) return 2;
-  if (n <= env.faults.fail_first[command.type] + env.faults.hang_first[command.type]) return 1;
-  return 0;
+  int hang = env.faults.hang_first[command.type];
+  int fail = env.faults.fail_first[command.type];
+  int lose = env.faults.lose_answer_first[command.type];
+  if (n <= hang) return Plan::kHang;
+  if (n <= hang + fail) return Plan::kFail;
+  if (n <= hang + fail + lose) return Plan::kLoseAnswer;
+  return Plan::kRun;
+}
+
+void hung(OrderEnv& env, const std::string& key) {
+  std::function<void(const std::string&)> hook;
+  {
+    std::lock_guard lock(env.faults.mutex);
+    hook = env.faults.on_hang;
+  }
+  if (hook) hook(key);
 }
 
 // The result an execution produces: derived from the key and the command, so an uninterrupted
@@ -194,13 +210,15 @@ Event answer(const Command& c, const std::string& value) {
 
 void execute(OrderEnv& env, const Command& command, const CommandContext& context,
              const Completion& done) {
-  switch (plan(env, command, context)) {
-    case 2: return;  // never answers: the attempt times out
-    case 1: return done(make_status(Errc::kUnavailable, command.type + " backend unavailable"));
-    default: break;
+  Plan p = plan(env, command, context);
+  if (p == Plan::kHang) return hung(env, context.idempotency_key);  // the attempt times out
+  if (p == Plan::kFail) {
+    return done(make_status(Errc::kUnavailable, command.type + " backend unavailable"));
   }
   ++env.executions;
-  auto value = env.effects->apply(context.idempotency_key, command.type, result_of(command, context.idempotency_key));
+  auto value = env.effects->apply(context.idempotency_key, command.type,
+                                  result_of(command, context.idempotency_key));
+  if (p == Plan::kLoseAnswer) return hung(env, context.idempotency_key);
   if (!value.is_ok()) return done(value.status());
   done(answer(command, *value));
 }

@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -63,6 +64,12 @@ struct Faults {
   std::mutex mutex;
   std::map<std::string, int> fail_first;  // the first N attempts of each key fail (kUnavailable)
   std::map<std::string, int> hang_first;  // the first N attempts of each key never answer
+  // After the hangs and failures: the next N attempts run the effect, then never answer (an
+  // answer lost before it was journaled).
+  std::map<std::string, int> lose_answer_first;
+  // Called (on the executor's thread) when an attempt hangs or loses its answer, so a test can
+  // await that moment instead of sleeping.
+  std::function<void(const std::string& key)> on_hang;
   std::map<std::string, std::vector<std::chrono::steady_clock::time_point>> attempts;  // by key
   std::map<std::string, int> seen;  // attempts by key
 };

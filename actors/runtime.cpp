@@ -398,7 +398,7 @@ Result<std::unique_ptr<Runtime>> Runtime::open(const std::string& journal_path,
                                                ExecutorRegistry executors, RuntimeOptions options) {
   PF_ASSIGN_OR_RETURN(auto journal, storage::Journal::open(journal_path, {}));
   PF_ASSIGN_OR_RETURN(auto reader,
-                      storage::Journal::open(journal_path, {.create_if_missing = false}));
+                      storage::Journal::open(journal_path, {.create_if_missing = false, .read_only = true}));
   auto impl = std::make_unique<Impl>();
   impl->options = std::move(options);
   impl->executors = std::move(executors);

@@ -44,11 +44,11 @@ constexpr const char* kUsage =
     "  resume  runs the given (or every unfinished) workflow until it is done or suspended;\n"
     "          needs the executors of its machine in this program\n"
     "  cancel  records a cancellation (a done workflow cannot be cancelled)\n\n"
-    "The journal is --journal FILE, else $PERSOFLOW_JOURNAL, else ./persoflow-journal.db.\n";
+    "The journal is --journal FILE, else $PERSOFLOW_JOURNAL, else ./station/journal.db.\n";
 
 std::string default_journal() {
   const char* env = std::getenv("PERSOFLOW_JOURNAL");
-  return env && *env ? env : "persoflow-journal.db";
+  return env && *env ? env : "station/journal.db";
 }
 
 struct Common {

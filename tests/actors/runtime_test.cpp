@@ -349,3 +349,29 @@ TEST_F(RuntimeTest, CancelStopsARunningWorkflowAndRefusesADoneOne) {
 
 }  // namespace
 }  // namespace persoflow::actors
+
+namespace persoflow::actors {
+namespace {
+
+void install_probe(ExecutorRegistry& registry) {
+  registry.add("Probe", blocking_executor([](const machines::Command&, const CommandContext& c) {
+                 return Result<machines::Event>(machines::Event{"Probed", {{"key", c.idempotency_key}}});
+               }));
+}
+PF_REGISTER_EXECUTORS(probe, "executor-set-probe", install_probe);
+
+TEST(ExecutorSetsTest, AMachinesExecutorsAreFoundByItsName) {
+  EXPECT_EQ(find_executor_set("no-such-machine"), nullptr);
+  ExecutorInstaller install = find_executor_set("executor-set-probe");
+  ASSERT_NE(install, nullptr);
+  ExecutorRegistry registry;
+  install(registry);
+  ASSERT_NE(registry.find("Probe"), nullptr);
+  EXPECT_TRUE(registry.find("Probe")->blocking);
+  EXPECT_EQ(registry.find("Other"), nullptr);
+  auto names = machines_with_executors();
+  EXPECT_NE(std::find(names.begin(), names.end(), "executor-set-probe"), names.end());
+}
+
+}  // namespace
+}  // namespace persoflow::actors

@@ -274,7 +274,14 @@ class WorkflowActor : public std::enable_shared_from_this<WorkflowActor> {
   }
 
   void issue_all() {
-    if (pending_.empty() && queue_.empty() && !machines::is_terminal(machine_, state_.name)) {
+    if (pending_.empty() && queue_.empty() && machines::is_terminal(machine_, state_.name)) {
+      // Records never leave a terminal state with nothing outstanding "running": the journal
+      // and the machine disagree about which states are terminal.
+      return finish(Outcome::kFailed, {},
+                    make_status(Errc::kCorrupt, "workflow " + id_ + " is running in terminal state " +
+                                                    state_.name + " with no command outstanding"));
+    }
+    if (pending_.empty() && queue_.empty()) {
       return suspend("state " + state_.name +
                      " is not terminal and no command is outstanding: waiting for an outside event");
     }

@@ -67,7 +67,9 @@ TEST_P(JournalCrash, KilledAndRestartedLosesNothingAcknowledged) {
     EXPECT_TRUE(recorded.count(line)) << "acknowledged but not in the journal: " << line;
   }
   const std::size_t total = kWorkflows * kSteps;
-  if (c.k > 1) EXPECT_GT(acked_before_crash, 0u);
+  if (c.k > 1) {
+    EXPECT_GT(acked_before_crash, 0u);
+  }
   if (std::string(c.point) == "journal.group.before_commit") {
     // The killed transaction never committed: its appends were redone and acknowledged.
     EXPECT_EQ(acked.size(), total);

@@ -60,9 +60,7 @@ double percentile_ms(std::vector<double>& us, double p) {
   return us[i] / 1000.0;
 }
 
-double micros(Clock::duration d) {
-  return std::chrono::duration<double, std::micro>(d).count();
-}
+double micros(Clock::duration d) { return std::chrono::duration<double, std::micro>(d).count(); }
 
 struct Figures {
   double per_s = 0, p50 = 0, p99 = 0;
@@ -73,8 +71,8 @@ Result<Figures> run_single(const std::string& path, double seconds) {
   PF_ASSIGN_OR_RETURN(auto journal, st::Journal::open(path, {}));
   std::vector<double> lat;
   auto start = Clock::now();
-  auto deadline = start + std::chrono::duration_cast<Clock::duration>(
-                              std::chrono::duration<double>(seconds));
+  auto deadline =
+      start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
   std::uint64_t step = 0;
   while (Clock::now() < deadline) {
     st::AppendRequest r = make_request("single", step);
@@ -100,8 +98,8 @@ Result<Figures> run_group(const std::string& path, int workflows, double seconds
   std::string failure;
   std::mutex failure_mutex;
   auto start = Clock::now();
-  auto deadline = start + std::chrono::duration_cast<Clock::duration>(
-                              std::chrono::duration<double>(seconds));
+  auto deadline =
+      start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
   std::vector<std::thread> threads;
   for (int w = 0; w < workflows; ++w) {
     threads.emplace_back([&, w] {
@@ -150,10 +148,11 @@ int journal_bench(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--help" || a == "-h") {
-      std::printf("Usage: persoflow-bench journal [--seconds S] [--workflows N]\n"
-                  "  Appends with synchronous=FULL in a temporary directory: one workflow alone\n"
-                  "  (one transaction per event), then N workflows (default 64) on N threads\n"
-                  "  through the group commit writer; S seconds each (default 4).\n");
+      std::printf(
+          "Usage: persoflow-bench journal [--seconds S] [--workflows N]\n"
+          "  Appends with synchronous=FULL in a temporary directory: one workflow alone\n"
+          "  (one transaction per event), then N workflows (default 64) on N threads\n"
+          "  through the group commit writer; S seconds each (default 4).\n");
       return 0;
     }
     if (a == "--seconds" && i + 1 < argc) {

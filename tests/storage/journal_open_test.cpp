@@ -186,8 +186,9 @@ TEST(JournalOpen, RandomFileIsNotAJournal) {
 TEST(JournalOpen, OtherSqliteDatabaseIsNotAJournal) {
   TempDir dir;
   std::string path = dir.file("other.db");
-  sql(path, "CREATE TABLE accounts(id INTEGER PRIMARY KEY, name TEXT); "
-            "INSERT INTO accounts(name) VALUES ('ada');");
+  sql(path,
+      "CREATE TABLE accounts(id INTEGER PRIMARY KEY, name TEXT); "
+      "INSERT INTO accounts(name) VALUES ('ada');");
   expect_refused(path, Errc::kCorrupt, "an SQLite database of another application");
 }
 

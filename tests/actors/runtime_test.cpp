@@ -142,6 +142,18 @@ TEST_F(RuntimeTest, HappyPathRunsEveryWorkflowToItsTerminalStateOnce) {
   EXPECT_TRUE(verify().intact);
 }
 
+TEST_F(RuntimeTest, AFirstEventTheMachineRejectsStartsNothing) {
+  auto rt = open_runtime(env_);
+  ASSERT_TRUE(rt->start("bad", test::kOrderMachine, machines::Event{"OrderPlaced", {}}).is_ok());
+  auto outcomes = rt->wait();
+  ASSERT_EQ(outcomes.size(), 1u);
+  EXPECT_EQ(outcomes[0].outcome, Outcome::kFailed);
+  EXPECT_NE(outcomes[0].error.message().find("needs 'item'"), std::string::npos)
+      << outcomes[0].error.message();
+  EXPECT_TRUE(records("bad").empty());
+  EXPECT_EQ(rt->resume("bad").code(), make_error_code(Errc::kNotFound));
+}
+
 TEST_F(RuntimeTest, TimedOutAndFailedAttemptsAreRetriedWithBackoff) {
   env_->policy.timeout = 150ms;
   env_->policy.initial_delay = 40ms;

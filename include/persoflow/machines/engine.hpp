@@ -37,6 +37,9 @@ std::vector<std::string> accepted_events(const MachineDef& machine, std::string_
 
 std::string render_dot(const MachineDef& machine);
 std::string render_mermaid(const MachineDef& machine);
+// A plain-text table for people: header (name, description, initial, terminal states), then one
+// aligned line per row: from, event, to, note.
+std::string render_table(const MachineDef& machine);
 
 // Canonical bytes: a unique encoding for equal values (fields sorted, lengths explicit), so
 // replay can compare byte for byte and the journal can hash. decode_* reject anything that

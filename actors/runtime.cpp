@@ -1,0 +1,551 @@
+// The workflow runtime and its workflow actors (see runtime.hpp for the guarantees).
+//
+// A WorkflowActor owns its workflow's state, its queue of events waiting to be appended and its
+// outstanding commands. Everything it does runs on its strand: executor completions, timer
+// expiries and journal acknowledgements are posted to it. At most one append per workflow is in
+// flight, so its steps are journaled in order; the commands of a committed step run concurrently.
+#include <utility>  // before Asio (GCC 12 + Boost 1.74)
+
+#include "persoflow/actors/runtime.hpp"
+
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <future>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "persoflow/actors/replay.hpp"
+#include "persoflow/common/crash_point.hpp"
+#include "persoflow/machines/engine.hpp"
+
+namespace persoflow::actors {
+
+namespace asio = boost::asio;
+using machines::Command;
+using machines::Event;
+using machines::MachineDef;
+using machines::State;
+using storage::AppendRequest;
+using storage::WorkflowStatus;
+
+const char* to_string(Outcome outcome) {
+  switch (outcome) {
+    case Outcome::kDone: return "done";
+    case Outcome::kSuspended: return "suspended";
+    case Outcome::kCancelled: return "cancelled";
+    case Outcome::kFailed: return "failed";
+  }
+  return "?";
+}
+
+class WorkflowActor;
+
+struct Runtime::Impl {
+  RuntimeOptions options;
+  ExecutorRegistry executors;
+  asio::io_context io;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
+  std::vector<std::thread> threads;
+  std::unique_ptr<asio::thread_pool> pool;
+  std::unique_ptr<storage::GroupCommitWriter> writer;
+
+  // The facade's bookkeeping (not actor state): guarded by `mutex`.
+  std::mutex mutex;
+  std::condition_variable idle;
+  std::unique_ptr<storage::Journal> reader;
+  std::map<std::string, std::shared_ptr<WorkflowActor>> active;
+  std::vector<WorkflowOutcome> outcomes;
+
+  const MachineDef* resolve(std::string_view name) const {
+    return options.find_machine ? options.find_machine(name) : machines::find_machine(name);
+  }
+
+  // Called once by each actor as it ends.
+  void finished(WorkflowOutcome outcome) {
+    std::lock_guard lock(mutex);
+    active.erase(outcome.workflow_id);
+    outcomes.push_back(std::move(outcome));
+    idle.notify_all();
+  }
+
+  // Appends outside any actor and waits for the commit.
+  Status append_and_wait(AppendRequest request) {
+    std::promise<Status> committed;
+    auto future = committed.get_future();
+    writer->append(std::move(request), [&committed](Status s) { committed.set_value(std::move(s)); });
+    return future.get();
+  }
+};
+
+class WorkflowActor : public std::enable_shared_from_this<WorkflowActor> {
+ public:
+  WorkflowActor(Runtime::Impl& rt, const MachineDef& machine, std::string id)
+      : rt_(rt), machine_(machine), id_(std::move(id)), strand_(asio::make_strand(rt.io)),
+        state_(machines::initial_state(machine)) {}
+
+  void post_start(Event first) {
+    asio::post(strand_, [self = shared_from_this(), first = std::move(first)]() mutable {
+      self->queue_.push_back(Work{std::move(first), {}, false, WorkflowStatus::kRunning, {}});
+      self->pump();
+    });
+  }
+
+  // Continues from a replayed journal; a suspended workflow first records its resumption.
+  void post_resume(Replay replay) {
+    asio::post(strand_, [self = shared_from_this(), replay = std::move(replay)]() mutable {
+      self->state_ = std::move(replay.state);
+      self->next_step_ = replay.next_step;
+      self->status_ = replay.status;
+      for (auto& c : replay.outstanding) {
+        self->pending_.emplace(c.idempotency_key, Pending(self->strand_, std::move(c.command)));
+      }
+      if (self->status_ == WorkflowStatus::kSuspended) {
+        self->queue_.push_back(self->engine_work(kWorkflowResumed,
+                                                 "resumed after: " + replay.suspension_reason,
+                                                 WorkflowStatus::kRunning));
+        self->pump();
+      } else {
+        self->issue_all();
+      }
+    });
+  }
+
+  // Records a replay failure (when `record` is set) and ends the workflow as failed.
+  void post_fail(Status error, std::optional<AppendRequest> record) {
+    asio::post(strand_, [self = shared_from_this(), error = std::move(error),
+                         record = std::move(record)]() mutable {
+      if (!record) return self->finish(Outcome::kFailed, {}, std::move(error));
+      self->appending_ = true;
+      self->rt_.writer->append(std::move(*record), [self, error](Status s) {
+        asio::post(self->strand_, [self, error, s = std::move(s)] {
+          self->appending_ = false;
+          self->finish(Outcome::kFailed, {}, s.is_ok() ? error : s.with_context(error.message()));
+        });
+      });
+    });
+  }
+
+  void post_cancel(std::string reason, std::function<void(Status)> done) {
+    asio::post(strand_, [self = shared_from_this(), reason = std::move(reason),
+                         done = std::move(done)]() mutable {
+      if (self->finished_) {
+        return done(make_status(Errc::kRejected, "workflow " + self->id_ + " has already ended"));
+      }
+      self->stopping_ = true;
+      Work w = self->engine_work(kWorkflowCancelled, std::move(reason), WorkflowStatus::kCancelled);
+      w.on_committed = std::move(done);
+      self->queue_.push_back(std::move(w));
+      self->pump();
+    });
+  }
+
+  // With every thread of the runtime stopped: drop timers so their handlers release the actor.
+  void abandon() {
+    for (auto& [key, p] : pending_) p.timer->cancel();
+    pending_.clear();
+  }
+
+ private:
+  struct Work {
+    Event event;
+    std::string result_of;  // the idempotency key this event answers, or empty
+    bool engine = false;    // an engine event: the machine does not see it
+    WorkflowStatus engine_status = WorkflowStatus::kRunning;
+    std::function<void(Status)> on_committed;
+  };
+
+  struct Pending {
+    Pending(asio::strand<asio::io_context::executor_type> strand, Command c)
+        : command(std::move(c)), timer(std::make_unique<asio::steady_timer>(strand)) {}
+    Command command;
+    std::uint32_t attempts = 0;
+    std::uint64_t generation = 0;  // an attempt's completion counts only while this matches
+    bool answered = false;         // its result is queued or appended; nothing more to run
+    std::unique_ptr<asio::steady_timer> timer;  // the attempt's timeout, then the backoff
+  };
+
+  Work engine_work(std::string_view type, std::string reason, WorkflowStatus status) {
+    return Work{Event{std::string(type), {{"reason", std::move(reason)}}}, {}, true, status, {}};
+  }
+
+  void suspend(std::string reason) {
+    if (stopping_) return;
+    stopping_ = true;
+    queue_.push_back(engine_work(kWorkflowSuspended, std::move(reason), WorkflowStatus::kSuspended));
+    pump();
+  }
+
+  // Appends the next queued event, unless an append is in flight.
+  void pump() {
+    if (appending_ || finished_ || queue_.empty()) return;
+    Work work = std::move(queue_.front());
+    queue_.pop_front();
+
+    AppendRequest request;
+    request.workflow_id = id_;
+    request.machine = std::string(machine_.name);
+    request.step = next_step_;
+    request.event_type = work.event.type;
+    request.event = machines::encode(work.event);
+    request.result_of = work.result_of;
+    State next = state_;
+    std::vector<Command> commands;
+    if (work.engine) {
+      request.status = work.engine_status;
+    } else {
+      auto transition = machines::step(machine_, state_, work.event);
+      if (!transition.is_ok()) {
+        if (next_step_ == 0) {
+          // Nothing is journaled yet: the workflow never started.
+          return finish(Outcome::kFailed, {}, transition.status().with_context("first event"));
+        }
+        // An executor answered with an event the machine rejects: not recorded, so on resume the
+        // command is outstanding again.
+        suspend("the answer " + work.event.type + " to command " + work.result_of +
+                " is rejected by the machine: " + transition.status().message());
+        return;
+      }
+      next = std::move(transition->state);
+      commands = std::move(transition->commands);
+      std::size_t outstanding =
+          pending_.size() - (work.result_of.empty() ? 0 : 1) + commands.size();
+      request.status = machines::is_terminal(machine_, next.name) && outstanding == 0
+                           ? WorkflowStatus::kDone
+                           : WorkflowStatus::kRunning;
+    }
+    request.state_name = next.name;
+    request.state = machines::encode(next);
+    for (std::uint32_t i = 0; i < commands.size(); ++i) {
+      request.commands.push_back({i, idempotency_key(id_, next_step_, i), commands[i].type,
+                                  machines::encode(commands[i])});
+    }
+    WorkflowStatus status = request.status;
+    appending_ = true;
+    rt_.writer->append(std::move(request), [self = shared_from_this(), work = std::move(work),
+                                            next = std::move(next), commands = std::move(commands),
+                                            status](Status s) mutable {
+      asio::post(self->strand_, [self, work = std::move(work), next = std::move(next),
+                                 commands = std::move(commands), status, s = std::move(s)]() mutable {
+        self->committed(std::move(s), std::move(work), std::move(next), std::move(commands), status);
+      });
+    });
+  }
+
+  void committed(Status s, Work work, State next, std::vector<Command> commands,
+                 WorkflowStatus status) {
+    appending_ = false;
+    if (work.on_committed) work.on_committed(s);
+    if (!s.is_ok()) {
+      return finish(Outcome::kFailed, {},
+                    s.with_context("appending step " + std::to_string(next_step_) + " of workflow " + id_));
+    }
+    const std::uint64_t step = next_step_++;
+    state_ = std::move(next);
+    status_ = status;
+    if (!work.result_of.empty()) pending_.erase(work.result_of);
+    for (std::uint32_t i = 0; i < commands.size(); ++i) {
+      auto key = idempotency_key(id_, step, i);
+      pending_.emplace(key, Pending(strand_, std::move(commands[i])));
+      if (!stopping_) issue(key);
+    }
+    if (work.engine) {
+      const std::string& reason = work.event.fields["reason"];
+      if (status == WorkflowStatus::kSuspended) return finish(Outcome::kSuspended, reason, {});
+      if (status == WorkflowStatus::kCancelled) return finish(Outcome::kCancelled, reason, {});
+      issue_all();  // resumed
+    }
+    if (status_ == WorkflowStatus::kDone) return finish(Outcome::kDone, {}, {});
+    if (pending_.empty() && queue_.empty() && !stopping_) {
+      // Nothing outstanding and not terminal: only an event from outside could move it on.
+      return suspend("state " + state_.name +
+                     " is not terminal and no command is outstanding: waiting for an outside event");
+    }
+    pump();
+  }
+
+  void issue_all() {
+    if (pending_.empty() && queue_.empty() && machines::is_terminal(machine_, state_.name)) {
+      // Records never leave a terminal state with nothing outstanding "running": the journal
+      // and the machine disagree about which states are terminal.
+      return finish(Outcome::kFailed, {},
+                    make_status(Errc::kCorrupt, "workflow " + id_ + " is running in terminal state " +
+                                                    state_.name + " with no command outstanding"));
+    }
+    if (pending_.empty() && queue_.empty()) {
+      return suspend("state " + state_.name +
+                     " is not terminal and no command is outstanding: waiting for an outside event");
+    }
+    for (auto& [key, p] : pending_) {
+      if (!p.answered) issue(key);
+    }
+  }
+
+  // Runs one attempt of an outstanding command.
+  void issue(const std::string& key) {
+    auto it = pending_.find(key);
+    if (stopping_ || finished_ || it == pending_.end()) return;
+    Pending& p = it->second;
+    const Executor* executor = rt_.executors.find(p.command.type);
+    if (executor == nullptr) {
+      return suspend("no executor is registered for command " + p.command.type + " (" + key + ")");
+    }
+    if (p.attempts == 0) crash_point("actors.before_command");
+    ++p.attempts;
+    const std::uint64_t generation = ++p.generation;
+    auto self = shared_from_this();
+    if (executor->policy.timeout.count() > 0) {
+      p.timer->expires_after(executor->policy.timeout);
+      p.timer->async_wait(asio::bind_executor(strand_, [self, key, generation,
+                                                        timeout = executor->policy.timeout](
+                                                           const boost::system::error_code& ec) {
+        if (ec) return;
+        self->attempt_failed(key, generation,
+                             make_status(Errc::kTimeout, "no answer within " +
+                                                             std::to_string(timeout.count()) + " ms"));
+      }));
+    }
+    Completion done = [self, key, generation](Result<Event> result) {
+      asio::post(self->strand_, [self, key, generation, result = std::move(result)]() mutable {
+        self->on_result(key, generation, std::move(result));
+      });
+    };
+    CommandContext context{id_, key, p.attempts};
+    auto job = [executor, command = p.command, context = std::move(context), done]() {
+      try {
+        executor->run(command, context, done);
+      } catch (const std::exception& e) {
+        done(make_status(Errc::kInternal, std::string("executor threw: ") + e.what()));
+      } catch (...) {
+        done(make_status(Errc::kInternal, "executor threw"));
+      }
+    };
+    if (executor->blocking) {
+      asio::post(*rt_.pool, std::move(job));
+    } else {
+      asio::post(rt_.io, std::move(job));
+    }
+  }
+
+  void on_result(const std::string& key, std::uint64_t generation, Result<Event> result) {
+    auto it = pending_.find(key);
+    if (finished_ || stopping_ || it == pending_.end()) return;
+    Pending& p = it->second;
+    if (p.generation != generation || p.answered) return;  // a late or repeated completion
+    if (!result.is_ok()) return attempt_failed(key, generation, result.status());
+    p.timer->cancel();
+    crash_point("actors.after_command");
+    p.answered = true;
+    queue_.push_back(Work{std::move(result).value(), key, false, WorkflowStatus::kRunning, {}});
+    pump();
+  }
+
+  void attempt_failed(const std::string& key, std::uint64_t generation, Status why) {
+    auto it = pending_.find(key);
+    if (finished_ || stopping_ || it == pending_.end()) return;
+    Pending& p = it->second;
+    if (p.generation != generation || p.answered) return;
+    const std::uint64_t next_generation = ++p.generation;  // the failed attempt's answer is void
+    const Executor* executor = rt_.executors.find(p.command.type);
+    if (p.attempts >= executor->policy.attempts) {
+      return suspend("command " + p.command.type + " (" + key + ") failed after " +
+                     std::to_string(p.attempts) + " attempt(s): " + why.message());
+    }
+    p.timer->expires_after(executor->policy.backoff(p.attempts + 1));
+    p.timer->async_wait(asio::bind_executor(
+        strand_, [self = shared_from_this(), key, next_generation](const boost::system::error_code& ec) {
+          if (ec) return;
+          auto it = self->pending_.find(key);
+          if (it == self->pending_.end() || it->second.generation != next_generation) return;
+          self->issue(key);
+        }));
+  }
+
+  void finish(Outcome outcome, std::string reason, Status error) {
+    if (finished_) return;
+    finished_ = true;
+    for (auto& [key, p] : pending_) p.timer->cancel();
+    for (auto& w : queue_) {
+      if (w.on_committed) {
+        w.on_committed(make_status(Errc::kRejected, "workflow " + id_ + " ended (" +
+                                                        to_string(outcome) + ") first"));
+      }
+    }
+    queue_.clear();
+    rt_.finished(WorkflowOutcome{id_, std::string(machine_.name), state_.name, outcome,
+                                 std::move(reason), std::move(error)});
+  }
+
+  Runtime::Impl& rt_;
+  const MachineDef& machine_;
+  const std::string id_;
+  asio::strand<asio::io_context::executor_type> strand_;
+  State state_;
+  std::uint64_t next_step_ = 0;
+  WorkflowStatus status_ = WorkflowStatus::kRunning;
+  std::map<std::string, Pending> pending_;  // journaled commands without an appended result
+  std::deque<Work> queue_;                  // events waiting for their append
+  bool appending_ = false;
+  bool stopping_ = false;  // a suspension or cancellation is queued: run nothing more
+  bool finished_ = false;
+};
+
+Runtime::Runtime(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Result<std::unique_ptr<Runtime>> Runtime::open(const std::string& journal_path,
+                                               ExecutorRegistry executors, RuntimeOptions options) {
+  PF_ASSIGN_OR_RETURN(auto journal, storage::Journal::open(journal_path, {}));
+  PF_ASSIGN_OR_RETURN(auto reader,
+                      storage::Journal::open(journal_path, {.create_if_missing = false, .read_only = true}));
+  auto impl = std::make_unique<Impl>();
+  impl->options = std::move(options);
+  impl->executors = std::move(executors);
+  impl->reader = std::move(reader);
+  impl->writer = storage::GroupCommitWriter::start(std::move(journal), impl->options.max_batch);
+  impl->pool = std::make_unique<asio::thread_pool>(std::max(1u, impl->options.blocking_threads));
+  impl->work.emplace(impl->io.get_executor());
+  unsigned threads = impl->options.io_threads;
+  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  for (unsigned i = 0; i < threads; ++i) {
+    impl->threads.emplace_back([io = &impl->io] { io->run(); });
+  }
+  return std::unique_ptr<Runtime>(new Runtime(std::move(impl)));
+}
+
+Runtime::~Runtime() {
+  impl_->work.reset();
+  impl_->io.stop();
+  for (auto& t : impl_->threads) t.join();
+  impl_->pool->stop();
+  impl_->pool->join();
+  impl_->writer->stop();
+  std::lock_guard lock(impl_->mutex);
+  for (auto& [id, actor] : impl_->active) actor->abandon();
+  impl_->active.clear();
+}
+
+Status Runtime::start(const std::string& workflow_id, std::string_view machine_name,
+                      machines::Event first) {
+  const MachineDef* machine = impl_->resolve(machine_name);
+  if (machine == nullptr) {
+    return make_status(Errc::kNotFound, "unknown machine '" + std::string(machine_name) + "'");
+  }
+  if (workflow_id.empty()) return make_status(Errc::kInvalidArgument, "empty workflow id");
+  std::shared_ptr<WorkflowActor> actor;
+  {
+    std::lock_guard lock(impl_->mutex);
+    if (impl_->active.count(workflow_id)) {
+      return make_status(Errc::kAlreadyExists, "workflow " + workflow_id + " is already running");
+    }
+    PF_ASSIGN_OR_RETURN(auto existing, impl_->reader->workflow(workflow_id));
+    if (existing) {
+      return make_status(Errc::kAlreadyExists, "workflow " + workflow_id + " is already in journal " +
+                                                   impl_->reader->path());
+    }
+    actor = std::make_shared<WorkflowActor>(*impl_, *machine, workflow_id);
+    impl_->active.emplace(workflow_id, actor);
+  }
+  actor->post_start(std::move(first));
+  return Status::ok();
+}
+
+Status Runtime::resume(const std::string& workflow_id) {
+  std::shared_ptr<WorkflowActor> actor;
+  Result<Replay> replayed = make_status(Errc::kInternal, "not replayed");
+  std::optional<AppendRequest> nondeterminism_record;
+  {
+    std::lock_guard lock(impl_->mutex);
+    if (impl_->active.count(workflow_id)) {
+      return make_status(Errc::kAlreadyExists, "workflow " + workflow_id + " is already running");
+    }
+    PF_ASSIGN_OR_RETURN(auto records, impl_->reader->records(workflow_id));
+    if (records.empty()) {
+      return make_status(Errc::kNotFound, "no workflow '" + workflow_id + "' in journal " +
+                                              impl_->reader->path());
+    }
+    const auto& last = records.back();
+    if (last.body.status == WorkflowStatus::kDone || last.body.status == WorkflowStatus::kCancelled) {
+      return make_status(Errc::kRejected, "workflow " + workflow_id + " is " +
+                                              storage::to_string(last.body.status) +
+                                              "; there is nothing to resume");
+    }
+    const MachineDef* machine = impl_->resolve(last.body.machine);
+    if (machine == nullptr) {
+      return make_status(Errc::kNotFound, "workflow " + workflow_id + " runs machine '" +
+                                              last.body.machine + "', which this program does not have");
+    }
+    replayed = replay(*machine, records);
+    if (!replayed.is_ok() && replayed.status().code() == make_error_code(Errc::kNondeterminism) &&
+        last.body.event_type != kWorkflowNondeterministic) {
+      nondeterminism_record = engine_record(last, kWorkflowNondeterministic,
+                                            replayed.status().message(), WorkflowStatus::kSuspended);
+    }
+    actor = std::make_shared<WorkflowActor>(*impl_, *machine, workflow_id);
+    impl_->active.emplace(workflow_id, actor);
+  }
+  if (!replayed.is_ok()) {
+    actor->post_fail(replayed.status(), std::move(nondeterminism_record));
+  } else {
+    actor->post_resume(std::move(replayed).value());
+  }
+  return Status::ok();
+}
+
+Result<std::vector<std::string>> Runtime::resume_all(bool include_suspended) {
+  std::vector<storage::WorkflowSummary> unfinished;
+  {
+    std::lock_guard lock(impl_->mutex);
+    PF_ASSIGN_OR_RETURN(unfinished, impl_->reader->unfinished());
+  }
+  std::vector<std::string> ids;
+  for (const auto& w : unfinished) {
+    if (w.status == WorkflowStatus::kSuspended && !include_suspended) continue;
+    Status s = resume(w.workflow_id);
+    if (s.code() == make_error_code(Errc::kAlreadyExists)) continue;
+    PF_RETURN_IF_ERROR(s);
+    ids.push_back(w.workflow_id);
+  }
+  return ids;
+}
+
+Status Runtime::cancel(const std::string& workflow_id, std::string reason) {
+  std::shared_ptr<WorkflowActor> actor;
+  std::vector<storage::JournalRecord> records;
+  {
+    std::lock_guard lock(impl_->mutex);
+    if (auto it = impl_->active.find(workflow_id); it != impl_->active.end()) {
+      actor = it->second;
+    } else {
+      PF_ASSIGN_OR_RETURN(records, impl_->reader->records(workflow_id));
+      if (records.empty()) {
+        return make_status(Errc::kNotFound, "no workflow '" + workflow_id + "' in journal " +
+                                                impl_->reader->path());
+      }
+    }
+  }
+  if (actor) {
+    std::promise<Status> cancelled;
+    auto future = cancelled.get_future();
+    actor->post_cancel(std::move(reason), [&cancelled](Status s) { cancelled.set_value(std::move(s)); });
+    return future.get();
+  }
+  PF_ASSIGN_OR_RETURN(auto request, cancel_record(records, std::move(reason)));
+  return impl_->append_and_wait(std::move(request));
+}
+
+std::vector<WorkflowOutcome> Runtime::wait() {
+  std::unique_lock lock(impl_->mutex);
+  impl_->idle.wait(lock, [this] { return impl_->active.empty(); });
+  return std::exchange(impl_->outcomes, {});
+}
+
+}  // namespace persoflow::actors

@@ -1,0 +1,97 @@
+// The workflow runtime: one io_context with a thread per core, a separate pool for blocking
+// executors, the journal's group-commit writer, and one workflow actor per running workflow.
+//
+// An actor lives on its own strand and is reached only by messages posted to it (no locks in
+// actor code). It appends each event, the state it led to and the commands it produced through
+// the GroupCommitWriter, and runs those commands only once the append is committed
+// (crash_point "actors.before_command" sits between the two). Each command's outcome comes back
+// as an event (crash_point "actors.after_command" sits between the effect and its append) and is
+// appended before the commands it produces run. A command that fails or times out is retried with
+// its executor's backoff; when its attempts are exhausted the workflow is suspended, recorded as a
+// WorkflowSuspended event with the reason.
+//
+// Resuming folds the workflow's records (replay.hpp); a replay that differs from the journal is
+// recorded as WorkflowNondeterministic and stops that workflow; commands without a result are
+// issued again with the same idempotency key.
+//
+// Runtime's own methods are thread-safe and may block the caller; they must not be called from
+// an executor or a completion.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "persoflow/actors/executor.hpp"
+#include "persoflow/common/status.hpp"
+#include "persoflow/machines/machine.hpp"
+#include "persoflow/storage/journal.hpp"
+
+namespace persoflow::actors {
+
+struct RuntimeOptions {
+  unsigned io_threads = 0;        // 0: one per core
+  unsigned blocking_threads = 4;  // the pool of blocking executors
+  std::size_t max_batch = 256;    // appends per group commit
+  // Resolves a journaled machine name; default machines::find_machine. Tests use it to run a
+  // changed machine under the same name.
+  std::function<const machines::MachineDef*(std::string_view)> find_machine;
+};
+
+enum class Outcome {
+  kDone,       // reached a terminal state, every command answered
+  kSuspended,  // waiting for `resume` (reason recorded in the journal)
+  kCancelled,
+  kFailed,     // nondeterminism, corrupt records, or a journal that failed: see `error`
+};
+const char* to_string(Outcome outcome);
+
+struct WorkflowOutcome {
+  std::string workflow_id;
+  std::string machine;
+  std::string state_name;
+  Outcome outcome = Outcome::kDone;
+  std::string reason;  // suspension or cancellation reason
+  Status error;        // for kFailed
+};
+
+class Runtime {
+ public:
+  // Opens the journal (created when missing), starts the writer and the threads.
+  static Result<std::unique_ptr<Runtime>> open(const std::string& journal_path,
+                                               ExecutorRegistry executors,
+                                               RuntimeOptions options = {});
+  // Stops the threads, the blocking pool and the writer; workflows still active stop where they
+  // are and resume from the journal next time.
+  ~Runtime();
+
+  // Starts a new workflow of `machine` with its first event (step 0). kAlreadyExists when the id
+  // is in the journal; kNotFound for an unknown machine.
+  Status start(const std::string& workflow_id, std::string_view machine, machines::Event first);
+
+  // Resumes one unfinished workflow of the journal (a suspended one gets a WorkflowResumed
+  // record). kNotFound for an unknown id; kRejected for a finished workflow. A workflow whose
+  // replay fails is not an error of this call: it ends as Outcome::kFailed.
+  Status resume(const std::string& workflow_id);
+  // Resumes every unfinished workflow; suspended ones too when `include_suspended`.
+  // Returns their ids.
+  Result<std::vector<std::string>> resume_all(bool include_suspended = true);
+
+  // Cancels a workflow: an active one through its actor, otherwise directly.
+  Status cancel(const std::string& workflow_id, std::string reason);
+
+  // Blocks until no workflow is active; returns the outcome of every workflow that ended since
+  // the runtime opened (or since the last wait), in order of ending.
+  std::vector<WorkflowOutcome> wait();
+
+  struct Impl;
+
+ private:
+  explicit Runtime(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace persoflow::actors

@@ -214,7 +214,8 @@ std::string describe_pin(bool initialized, bool locked, bool final_try, bool cou
   if (locked) return std::string("the ") + who + " PIN is locked";
   if (final_try) return "one try left before the " + std::string(who) + " PIN locks";
   if (count_low) return "fewer tries left (a wrong " + std::string(who) + " PIN was entered before)";
-  return "the token reports no retry count for the " + std::string(who) + " PIN";
+  return "no wrong " + std::string(who) +
+         " PIN reported since the last login (or the token does not count them)";
 }
 }  // namespace
 

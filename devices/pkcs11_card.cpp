@@ -25,6 +25,7 @@
 #include <mutex>
 
 #include "persoflow/devices/card.hpp"
+#include "persoflow/devices/readers.hpp"
 
 namespace persoflow::devices {
 namespace {
@@ -339,7 +340,7 @@ Result<std::vector<SlotToken>> scan_tokens(Module& m) {
 }
 
 bool selector_matches(const TokenSelector& sel, const TokenInfo& t) {
-  if (!sel.reader.empty() && sel.reader != t.slot_description) return false;
+  if (!sel.reader.empty() && !reader_matches_slot(sel.reader, t.slot_description)) return false;
   if (!sel.serial.empty() && sel.serial != t.serial) return false;
   if (!sel.label.empty() && sel.label != t.label) return false;
   if (sel.uri) {

@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 #include <string>
+#include <thread>
 
 #include "persoflow/devices/card.hpp"
 #include "softhsm_fixture.hpp"
@@ -423,6 +424,66 @@ TEST_F(CardTest, KeygenNeedsLogin) {
   ASSERT_FALSE(key.is_ok());
   EXPECT_NE(key.status().message().find("CKR_USER_NOT_LOGGED_IN"), std::string::npos)
       << key.status().message();
+}
+
+TEST_F(CardTest, ListingAndClosingOtherCardsKeepsALoginAlive) {
+  auto a = hsm_.create_token("Shared A");
+  auto b = hsm_.create_token("Shared B");
+  auto card_a = open_logged_in(a);
+  ASSERT_TRUE(card_a);
+  {
+    auto card_b = open_logged_in(b);
+    ASSERT_TRUE(card_b);
+    auto tokens = list_tokens(SoftHsm::kModule);  // must not close card_a's sessions
+    ASSERT_TRUE(tokens.is_ok());
+    auto key = card_b->generate_key(parse_key_algorithm("EC:secp256r1").value(), "b/1", "b");
+    ASSERT_TRUE(key.is_ok());
+    auto pkey = card_b->private_key(key->id);  // libp11's slot list comes into play
+    ASSERT_TRUE(pkey.is_ok()) << pkey.status().message();
+    EVP_PKEY_free(*pkey);
+  }  // card_b goes away: the shared module stays, card_a keeps its session and login
+  auto contents = card_a->read_contents(TransportCertificateRule::defaults());
+  ASSERT_TRUE(contents.is_ok()) << contents.status().message();
+  EXPECT_TRUE(contents->logged_in);
+  auto key = card_a->generate_key(parse_key_algorithm("EC:secp256r1").value(), "a/1", "a");
+  EXPECT_TRUE(key.is_ok()) << key.status().message();
+}
+
+TEST_F(CardTest, CardsOnSeveralThreadsAtOnce) {
+  constexpr int kCards = 3;
+  std::vector<SoftHsm::Token> tokens;
+  for (int i = 0; i < kCards; ++i) tokens.push_back(hsm_.create_token("Thread " + std::to_string(i)));
+  std::vector<std::unique_ptr<Card>> cards;
+  for (const auto& t : tokens) {
+    cards.push_back(open_logged_in(t));
+    ASSERT_TRUE(cards.back());
+  }
+  std::vector<std::string> errors(kCards);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kCards; ++i) {
+    threads.emplace_back([&, i] {
+      for (int k = 0; k < 4; ++k) {
+        const std::string idem = "thread/" + std::to_string(i) + "/" + std::to_string(k);
+        auto key = cards[i]->generate_key(parse_key_algorithm("EC:secp256r1").value(), idem, idem);
+        if (!key.is_ok()) {
+          errors[i] = key.status().message();
+          return;
+        }
+        auto csr = cards[i]->make_csr(key->id, "CN=" + idem);
+        if (!csr.is_ok()) {
+          errors[i] = csr.status().message();
+          return;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < kCards; ++i) {
+    EXPECT_EQ(errors[i], "") << "card " << i;
+    auto contents = cards[i]->read_contents(TransportCertificateRule::defaults());
+    ASSERT_TRUE(contents.is_ok());
+    EXPECT_EQ(contents->keys.size(), 4u);
+  }
 }
 
 }  // namespace

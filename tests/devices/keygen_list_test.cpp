@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -87,6 +88,9 @@ struct Bad {
   const char* message;  // the exact message, position included
 };
 
+// Readable names in test output and stable ctest names (not the struct's bytes).
+void PrintTo(const Bad& b, std::ostream* os) { *os << '"' << b.text << '"'; }
+
 class KeygenListBad : public ::testing::TestWithParam<Bad> {};
 
 TEST_P(KeygenListBad, RefusedWithPosition) {
@@ -166,7 +170,8 @@ INSTANTIATE_TEST_SUITE_P(
         Bad{"client.ra-key-generation = EC:",
             "line 1, column 31: missing size or curve after 'EC:'"},
         Bad{"client.ra-key-generation = EC:brainpoolP256r1:x",
-            "line 1, column 46: unexpected ':' after 'EC:brainpoolP256r1': entries are separated by ','"}));
+            "line 1, column 46: unexpected ':' after 'EC:brainpoolP256r1': entries are separated by ','"}),
+    [](const ::testing::TestParamInfo<Bad>& info) { return "Case" + std::to_string(info.index); });
 
 TEST(KeygenList, ValueOnALineOfItsOwnNeedsBackslash) {
   auto list = parse_keygen_value("RSA:2048,\n  RSA:4096");

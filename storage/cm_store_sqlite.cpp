@@ -5,7 +5,9 @@
 // caller's atomically() block can call the other methods on the same thread. Every write runs in
 // BEGIN IMMEDIATE ... COMMIT so another process sharing the file waits instead of failing late.
 #include <openssl/evp.h>
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstring>
@@ -714,6 +716,11 @@ std::string audit_canonical_bytes(const AuditRecord& r) {
 
 Result<std::unique_ptr<CmStore>> open_sqlite_cm_store(const std::string& path,
                                                       CmStoreOptions options) {
+  if (options.create_if_missing) {
+    // The database holds archived keys (encrypted) and the audit log: owner-only from the start.
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (fd >= 0) ::close(fd);
+  }
   sqlite3* db = nullptr;
   int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX;
   if (options.create_if_missing) flags |= SQLITE_OPEN_CREATE;

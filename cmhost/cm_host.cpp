@@ -634,7 +634,9 @@ Result<IssuedCertificate> CmHost::issue(IssueRequest r) {
   }
   PF_RETURN_IF_ERROR(st);
   IssuedCertificate out;
-  out.certificate = std::move(prepared->cert);
+  // Re-read from DER: the object signed in-process shares the request's EVP_PKEY (which may be
+  // a private key); the caller gets a certificate that holds nothing but what it says.
+  PF_ASSIGN_OR_RETURN(out.certificate, x509_from_der(rec.der));
   out.der = rec.der;
   out.serial_hex = rec.serial_hex;
   out.cert_id = rec.cert_id;
@@ -913,7 +915,7 @@ Result<GeneratedKey> CmHost::generate_and_archive(GenerateArchiveRequest r) {
   }
   PF_RETURN_IF_ERROR(st);
   GeneratedKey out;
-  out.certificate.certificate = std::move(prepared->cert);
+  PF_ASSIGN_OR_RETURN(out.certificate.certificate, x509_from_der(rec.der));
   out.certificate.der = rec.der;
   out.certificate.serial_hex = rec.serial_hex;
   out.certificate.cert_id = rec.cert_id;

@@ -281,3 +281,36 @@ TEST_F(CmHostTest, AuditLogIsChainedAndTamperingIsFound) {
 
 }  // namespace
 }  // namespace persoflow::cmhost::testing
+
+namespace persoflow::cmhost::testing {
+namespace {
+
+TEST_F(CmHostTest, TransportCertificatesAreValidatedAgainstTrustedIssuers) {
+  auto tc = issue("transport", "CN=Card 0001 TC", "EC:secp256r1");
+  EXPECT_TRUE(host().validate_transport_certificate("smartcard-tc", tc.certificate.get()).is_ok());
+
+  auto no_tc = host().validate_transport_certificate("smartcard-standard", tc.certificate.get());
+  EXPECT_NE(no_tc.message().find("does not validate transport certificates"), std::string::npos);
+  EXPECT_EQ(host().validate_transport_certificate("nope", tc.certificate.get()).code(), Errc::kNotFound);
+
+  auto user = issue("smartcard-auth", "CN=Not A TC", "EC:secp256r1");
+  auto not_tc = host().validate_transport_certificate("smartcard-tc", user.certificate.get());
+  EXPECT_NE(not_tc.message().find("not a transport procedure"), std::string::npos) << not_tc.message();
+
+  TempDir other;
+  InitOptions opts;
+  opts.officer_password = "pw-other";
+  ASSERT_TRUE(CmHost::init(other.file("cm"), opts).is_ok());
+  Credential foreign = read_p12(other.file("cm/officers/officer.p12"), "pw-other");
+  auto untrusted = host().validate_transport_certificate("smartcard-tc", foreign.cert.get());
+  EXPECT_EQ(untrusted.code(), Errc::kRejected);
+  EXPECT_NE(untrusted.message().find("unable to get local issuer certificate"), std::string::npos)
+      << untrusted.message();
+
+  ASSERT_TRUE(host().revoke(tc.serial_hex, 1, "alice").is_ok());
+  auto revoked = host().validate_transport_certificate("smartcard-tc", tc.certificate.get());
+  EXPECT_NE(revoked.message().find("is revoked"), std::string::npos) << revoked.message();
+}
+
+}  // namespace
+}  // namespace persoflow::cmhost::testing

@@ -129,7 +129,8 @@ int cmd_init(int argc, char** argv) {
       "ca-key-alg", po::value<std::string>()->default_value("ec-p256"),
       "CA key: ec-p256, ec-p384, ec-p521, rsa-2048, rsa-3072, rsa-4096")(
       "ca-subject", po::value<std::string>()->default_value("CN=persoflow CA,O=persoflow"),
-      "CA subject DN")("ca-days", po::value<int>()->default_value(3650), "CA validity in days");
+      "CA subject DN")("archive-key-alg", po::value<std::string>()->default_value("RSA:3072"),
+                       "key-archive key: RSA:BITS or EC:CURVE")("ca-days", po::value<int>()->default_value(3650), "CA validity in days");
   po::variables_map vm;
   if (!parse(argc, argv, opts, vm, "persoflow cm init --dir DIR [options]\n\nCreates a CM host: CA, "
                                    "key-archive key, TLS certificate, cm.json, first officer.")) {
@@ -141,6 +142,7 @@ int cmd_init(int argc, char** argv) {
   o.ca_key_algorithm = vm["ca-key-alg"].as<std::string>();
   o.ca_subject = vm["ca-subject"].as<std::string>();
   o.ca_validity_days = vm["ca-days"].as<int>();
+  o.archive_key_algorithm = vm["archive-key-alg"].as<std::string>();
   if (vm.count("password-file")) o.officer_password = read_password_file(vm["password-file"].as<std::string>());
   auto r = take(CmHost::init(dir, o));
   std::cout << "CM host initialised in " << dir << "\n"

@@ -77,6 +77,31 @@ TEST(CmCli, InitCreatesEverythingAndRefusesAnExistingCa) {
   EXPECT_EQ(officers[0]["name"], "olga");
   EXPECT_EQ(officers[0]["roles"], nlohmann::json({"issue", "recover"}));
 
+  // The default key-archive key is RSA-3072: a generated key is archived and recovered through it.
+  {
+    auto host = CmHost::open(dir);
+    ASSERT_TRUE(host.is_ok()) << host.status().to_string();
+    Credential olga = read_p12(dir + "/officers/olga.p12", "s3cret-pass");
+    GenerateArchiveRequest g;
+    g.procedure = "smartcard-encrypt";
+    g.subject = make_name("CN=RSA Archive User");
+    g.recipient = share(olga.cert.get());
+    g.confirmed = true;
+    auto gen = (*host)->generate_and_archive(std::move(g));
+    ASSERT_TRUE(gen.is_ok()) << gen.status().to_string();
+    RecoverRequest rec;
+    rec.search.cert_id = gen->certificate.cert_id;
+    rec.certificate = "reuse";
+    rec.recipient = share(olga.cert.get());
+    auto back = (*host)->recover(std::move(rec));
+    ASSERT_TRUE(back.is_ok()) << back.status().to_string();
+    ASSERT_EQ(back->size(), 1u);
+    auto a = open_envelope(gen->envelope_der, olga.cert.get(), olga.key.get());
+    auto b = open_envelope(back->front().envelope_der, olga.cert.get(), olga.key.get());
+    ASSERT_TRUE(a.is_ok() && b.is_ok());
+    EXPECT_EQ(*a, *b);
+  }
+
   auto again = cm({"init", "--dir", dir});
   EXPECT_EQ(again.exit_code, 1);
   EXPECT_TRUE(one_line(again.err)) << again.err;
@@ -200,6 +225,7 @@ TEST_F(CmCliTest, BadInputIsOneLineAndNonZero) {
       {"init", "--dir", file("fresh"), "--ca-key-alg", "rsa-512x"},
       {"init", "--dir", file("fresh2"), "--ca-subject", "CN"},
       {"init", "--dir", file("fresh3"), "--officer", "bad/name"},
+      {"init", "--dir", file("fresh4"), "--archive-key-alg", "DSA:2048"},
   };
   for (const auto& args : cases) {
     std::string joined;

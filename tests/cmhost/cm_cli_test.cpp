@@ -100,6 +100,20 @@ TEST(CmCli, InitCreatesEverythingAndRefusesAnExistingCa) {
     auto b = open_envelope(back->front().envelope_der, olga.cert.get(), olga.key.get());
     ASSERT_TRUE(a.is_ok() && b.is_ok());
     EXPECT_EQ(*a, *b);
+
+    // The same through the CLI: search by serial, recover for the officer's certificate.
+    write_file(tmp.file("olga-cert.pem"), to_pem(olga.cert.get()));
+    write_file(tmp.file("olga-key.pem"), key_pem(olga.key.get()));
+    auto found = cm({"keys", "search", "--dir", dir, "--serial", gen->certificate.serial_hex, "--json"});
+    ASSERT_EQ(found.exit_code, 0) << found.err;
+    EXPECT_EQ(nlohmann::json::parse(found.out).size(), 1u);
+    auto rec_cli = cm({"keys", "recover", "--dir", dir, "--subject", "RSA Archive User", "--recipient",
+                       tmp.file("olga-cert.pem"), "--out", tmp.file("rec")});
+    ASSERT_EQ(rec_cli.exit_code, 0) << rec_cli.err;
+    auto dec = run({"openssl", "cms", "-decrypt", "-inform", "DER", "-in", tmp.file("rec-1.p7m"), "-recip",
+                    tmp.file("olga-cert.pem"), "-inkey", tmp.file("olga-key.pem"), "-binary", "-out", tmp.file("rec.key")});
+    EXPECT_EQ(dec.exit_code, 0) << dec.err;
+    EXPECT_EQ(read_file(tmp.file("rec.key")), *a);
   }
 
   auto again = cm({"init", "--dir", dir});
@@ -221,6 +235,10 @@ TEST_F(CmCliTest, BadInputIsOneLineAndNonZero) {
       {"crl", "--dir", file("no-such-dir")},
       {"crl", "--dir", cm_dir(), "--out", "/nonexistent/dir/x.crl"},
       {"audit", "--dir", cm_dir()},
+      {"keys", "search", "--dir", cm_dir()},
+      {"keys", "search", "--dir", cm_dir(), "--serial", "01", "--id", "2"},
+      {"keys", "recover", "--dir", cm_dir(), "--serial", "01"},
+      {"keys", "recover", "--dir", cm_dir(), "--serial", "0BADC0DE", "--recipient", ca_pem(), "--out", file("r")},
       {"procedures", "list", "--dir", cm_dir(), "--bogus"},
       {"init", "--dir", file("fresh"), "--ca-key-alg", "rsa-512x"},
       {"init", "--dir", file("fresh2"), "--ca-subject", "CN"},
@@ -235,7 +253,7 @@ TEST_F(CmCliTest, BadInputIsOneLineAndNonZero) {
     EXPECT_NE(r.exit_code, 0);
     EXPECT_TRUE(one_line(r.err)) << "stderr: [" << r.err << "]";
   }
-  for (const char* sub : {"init", "procedures", "officer", "certs", "revoke", "crl", "audit"}) {
+  for (const char* sub : {"init", "procedures", "officer", "certs", "keys", "revoke", "crl", "audit"}) {
     auto h = cm({sub, "--help"});
     EXPECT_EQ(h.exit_code, 0) << sub;
     EXPECT_NE(h.out.find("Usage: persoflow cm"), std::string::npos) << sub;

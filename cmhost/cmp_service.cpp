@@ -523,6 +523,28 @@ struct Transaction {
     return search;
   }
 
+  // The key procedure a genm names ("key_procedure"), checked for its type and roles.
+  Result<const KeyProcedure*> key_procedure_of(const json& request, const std::string& type,
+                                               const Officer& officer) {
+    if (!request.contains("key_procedure")) return static_cast<const KeyProcedure*>(nullptr);
+    std::string name = request.at("key_procedure").get<std::string>();
+    const KeyProcedure* kp = host.config().key_procedure(name);
+    if (!kp) return make_status(Errc::kNotFound, "unknown key procedure '" + name + "'");
+    if (kp->type != type) {
+      return make_status(Errc::kRejected,
+                         "key procedure '" + name + "' is of type " + kp->type + ", not " + type);
+    }
+    for (const auto& role : kp->roles_required) {
+      if (!officer.has_role(role)) {
+        return make_status(Errc::kPermissionDenied, "officer '" + officer.name +
+                                                        "' lacks the role '" + role +
+                                                        "' that key procedure '" + name +
+                                                        "' requires");
+      }
+    }
+    return kp;
+  }
+
   static json key_json(const ArchivedKeyInfo& k) {
     return json{{"key_id", k.key_id},         {"cert_id", k.cert_id},
                 {"serial", k.serial_hex},     {"subject", k.subject},
@@ -599,9 +621,10 @@ struct Transaction {
         PF_RETURN_IF_ERROR(need_role(officer, kRoleRecover));
         RecoverRequest r;
         PF_ASSIGN_OR_RETURN(r.search, key_search_of(request.value("search", json::object())));
-        r.scope = request.value("scope", std::string("last"));
-        r.certificate = request.value("certificate", std::string("new"));
-        r.procedure = request.value("procedure", t.procedure);
+        PF_ASSIGN_OR_RETURN(const KeyProcedure* kp, key_procedure_of(request, "recover", officer));
+        r.scope = request.value("scope", kp ? kp->scope : std::string("last"));
+        r.certificate = request.value("certificate", kp ? kp->certificate : std::string("new"));
+        r.procedure = request.value("procedure", kp ? kp->certificate_procedure : t.procedure);
         r.requester = officer.name;
         PF_ASSIGN_OR_RETURN(r.recipient, recipient_of(request, officer));
         r.transaction_id = t.tid_hex;
@@ -623,10 +646,11 @@ struct Transaction {
       }
       if (oid == proto::kOidServerKeygen) {
         PF_RETURN_IF_ERROR(need_role(officer, kRoleIssue));
+        PF_ASSIGN_OR_RETURN(const KeyProcedure* kp, key_procedure_of(request, "archive", officer));
         GenerateArchiveRequest g;
-        g.procedure = request.value("procedure", t.procedure);
+        g.procedure = request.value("procedure", kp ? kp->certificate_procedure : t.procedure);
         if (g.procedure.empty()) g.procedure = host.config().default_procedure;
-        g.key_algorithm = request.value("key_algorithm", std::string());
+        g.key_algorithm = request.value("key_algorithm", kp ? kp->key_algorithm : std::string());
         if (!request.contains("subject")) {
           return make_status(Errc::kInvalidArgument, "the request names no subject");
         }
@@ -779,12 +803,15 @@ struct Transaction {
     }
     if (existing->has_value()) {
       const auto& rec = **existing;
-      if (rec.request_digest != request_digest) {
+      // A certConf or error with other bytes (a client that rebuilt it after a lost answer) goes
+      // to the transaction's context again: confirming a certificate twice is harmless. A new
+      // request under a used transactionID is refused.
+      if (rec.request_digest != request_digest && initial) {
         return process_once(msg.get(), procedure, der,
                             "transactionID " + tid_hex + " reused with a different request",
                             tid_hex);
       }
-      if (!rec.response_der.empty()) {
+      if (rec.request_digest == request_digest && !rec.response_der.empty()) {
         if (is_cert_request(*body) && !find(tid_hex)) prime(tid_hex, msg.get(), procedure, der, rec.response_der);
         return HttpReply{200, "application/pkixcmp", rec.response_der};
       }
@@ -814,7 +841,7 @@ struct Transaction {
         const auto& prior = **begun;
         if (prior.request_digest == request_digest && !prior.response_der.empty()) {
           answer = prior.response_der;  // a concurrent duplicate answered first
-        } else if (prior.request_digest == request_digest) {
+        } else if (prior.request_digest == request_digest || !initial) {
           (void)host.store().update_transaction(key, "answered", answer);
         }
       } else if (!begun.is_ok()) {

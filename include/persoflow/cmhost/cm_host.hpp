@@ -260,6 +260,10 @@ class CmHost {
   std::unique_ptr<Impl> impl_;
 };
 
+// Generates a key pair: "RSA:2048", "EC:secp256r1" (any name of client.ra-key-generation),
+// "DSA:1024", "Ed25519", or the CA forms "ec-p256", "rsa-3072". Unknown: kInvalidArgument.
+Result<EvpPkeyPtr> generate_key(const std::string& spec);
+
 // Envelopes data (e.g. a PKCS#8 private key) as CMS EnvelopedData (AES-256-CBC) for recipient's
 // key; returns DER. Exposed for tests and for the station's verification of recovered keys.
 Result<std::string> envelope_for(const X509* recipient, std::string_view data);

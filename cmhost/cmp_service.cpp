@@ -114,6 +114,8 @@ int pkisi_status(const OSSL_CMP_PKISI* si) {
 
 int quiet_log(const char*, const char*, int, OSSL_CMP_severity, const char*) { return 1; }
 
+
+
 }  // namespace
 
 struct CmpService::Impl {
@@ -172,10 +174,10 @@ struct Transaction {
 
   // The officer who signed the current message: the extraCert that verifies its protection and
   // that the CmHost knows as a current officer; then the roles.
-  Result<Officer> authorize(Transaction& t, const OSSL_CMP_MSG* req,
+  Result<Officer> authorize(std::string_view der, const OSSL_CMP_MSG* req,
                             const std::vector<std::string>& roles) {
     std::string why = "the request is not signed by an officer certificate of this CA";
-    for (auto& cert : proto::cmp_extra_certs(t.der)) {
+    for (auto& cert : proto::cmp_extra_certs(der)) {
       proto::CmpCtxPtr probe(OSSL_CMP_CTX_new(nullptr, nullptr));
       OSSL_CMP_CTX_set_log_cb(probe.get(), &quiet_log);
       OSSL_CMP_CTX_set1_srvCert(probe.get(), cert.get());
@@ -231,7 +233,7 @@ struct Transaction {
       refused(t, "", what, *t.refuse);
       return rejection(OSSL_CMP_PKIFAILUREINFO_badRequest, *t.refuse);
     }
-    auto officer = authorize(t, req, {kRoleIssue});
+    auto officer = authorize(t.der, req, {kRoleIssue});
     if (!officer.is_ok()) {
       refused(t, "", what, officer.status().message());
       return rejection(OSSL_CMP_PKIFAILUREINFO_notAuthorized, officer.status().message());
@@ -338,7 +340,7 @@ struct Transaction {
       refused(t, "", "rr", *t.refuse);
       return rejection(OSSL_CMP_PKIFAILUREINFO_badRequest, *t.refuse);
     }
-    auto officer = authorize(t, req, {kRoleIssue});
+    auto officer = authorize(t.der, req, {kRoleIssue});
     if (!officer.is_ok()) {
       refused(t, "", "rr", officer.status().message());
       return rejection(OSSL_CMP_PKIFAILUREINFO_notAuthorized, officer.status().message());
@@ -378,7 +380,7 @@ struct Transaction {
       raise_refusal(*t.refuse);
       return 0;
     }
-    auto officer = authorize(t, req, {});
+    auto officer = authorize(t.der, req, {});
     if (!officer.is_ok()) {
       refused(t, "", "certConf", officer.status().message());
       raise_refusal(officer.status().message());
@@ -423,7 +425,7 @@ struct Transaction {
                        const ASN1_INTEGER*, const OSSL_CMP_PKIFREETEXT*) {
     Transaction& t = tx(srv);
     t.reached_callback = true;
-    auto officer = t.service->authorize(t, req, {});
+    auto officer = t.service->authorize(t.der, req, {});
     if (!officer.is_ok() || t.issued_serial.empty()) return;
     // The requester gave up on the certificate: it is never published.
     (void)t.service->host.reject(t.issued_serial, officer->name);
@@ -443,7 +445,7 @@ struct Transaction {
       raise_refusal(*t.refuse);
       return 0;
     }
-    auto officer = authorize(t, req, {});
+    auto officer = authorize(t.der, req, {});
     if (!officer.is_ok()) {
       refused(t, "", "genm", officer.status().message());
       raise_refusal(officer.status().message());
@@ -738,6 +740,83 @@ struct Transaction {
     return proto::cmp_msg_to_der(rsp.get());
   }
 
+  // The answer to a certificate request with its PKIStatusInfo replaced by a rejection with our
+  // reason, protected again with the CA key (the same protectionAlg as the library chose).
+  Result<std::string> with_status(const std::string& answer, int fail_bit, const std::string& text) {
+    using proto::der_items;
+    using proto::der_tlv;
+    auto top = der_items(answer);
+    if (!top || top->size() != 1) return make_status(Errc::kInternal, "bad answer");
+    auto parts = der_items((*top)[0].content);
+    if (!parts || parts->size() < 3) return make_status(Errc::kInternal, "bad answer");
+    const auto& header = (*parts)[0];
+    const auto& body = (*parts)[1];
+    auto rep = der_items(body.content);  // [n] EXPLICIT CertRepMessage
+    if (!rep || rep->size() != 1) return make_status(Errc::kInternal, "bad answer body");
+    auto rep_fields = der_items((*rep)[0].content);
+    if (!rep_fields || rep_fields->empty()) return make_status(Errc::kInternal, "bad answer body");
+    const auto& responses = rep_fields->back();
+    auto list = der_items(responses.content);
+    if (!list || list->size() != 1) return make_status(Errc::kInternal, "bad answer body");
+    auto response = der_items((*list)[0].content);
+    if (!response || response->size() < 2) return make_status(Errc::kInternal, "bad answer body");
+    OSSL_CMP_PKISI* si = rejection(fail_bit, text);
+    unsigned char* si_der = nullptr;
+    int si_len = i2d_OSSL_CMP_PKISI(si, &si_der);
+    OSSL_CMP_PKISI_free(si);
+    if (si_len <= 0) return proto::openssl_failure("encoding a PKIStatusInfo");
+    std::string new_response((*response)[0].whole);
+    new_response.append(reinterpret_cast<char*>(si_der), static_cast<std::size_t>(si_len));
+    OPENSSL_free(si_der);
+    for (std::size_t i = 2; i < response->size(); ++i) new_response.append((*response)[i].whole);
+    std::string new_rep;
+    for (std::size_t i = 0; i + 1 < rep_fields->size(); ++i) new_rep.append((*rep_fields)[i].whole);
+    new_rep += der_tlv(0x30, der_tlv(0x30, new_response));
+    std::string new_body = der_tlv(static_cast<unsigned char>(body.whole[0]), der_tlv(0x30, new_rep));
+    std::string protected_part = der_tlv(0x30, std::string(header.whole) + new_body);
+    // The protectionAlg ([1] in the header) names the digest.
+    auto header_fields = der_items(header.content);
+    const X509_ALGOR* alg = nullptr;
+    X509_ALGOR* parsed = nullptr;
+    for (std::size_t i = 3; header_fields && i < header_fields->size(); ++i) {
+      const auto& f = (*header_fields)[i];
+      if (f.cls == V_ASN1_CONTEXT_SPECIFIC && f.tag == 1) {
+        const auto* p = reinterpret_cast<const unsigned char*>(f.content.data());
+        parsed = d2i_X509_ALGOR(nullptr, &p, static_cast<long>(f.content.size()));
+        alg = parsed;
+      }
+    }
+    if (!alg) return make_status(Errc::kInternal, "answer without protectionAlg");
+    int md_nid = NID_undef;
+    int pk_nid = NID_undef;
+    OBJ_find_sigid_algs(OBJ_obj2nid(alg->algorithm), &md_nid, &pk_nid);
+    X509_ALGOR_free(parsed);
+    const EVP_MD* md = md_nid == NID_undef ? nullptr : EVP_get_digestbynid(md_nid);
+    EVP_MD_CTX* mctx = EVP_MD_CTX_new();
+    std::size_t sig_len = 0;
+    std::string sig;
+    bool ok = EVP_DigestSignInit(mctx, nullptr, md, nullptr, host.ca_key()) == 1 &&
+              EVP_DigestSign(mctx, nullptr, &sig_len,
+                             reinterpret_cast<const unsigned char*>(protected_part.data()),
+                             protected_part.size()) == 1;
+    if (ok) {
+      sig.resize(sig_len);
+      ok = EVP_DigestSign(mctx, reinterpret_cast<unsigned char*>(sig.data()), &sig_len,
+                          reinterpret_cast<const unsigned char*>(protected_part.data()),
+                          protected_part.size()) == 1;
+      sig.resize(sig_len);
+    }
+    EVP_MD_CTX_free(mctx);
+    if (!ok) return proto::openssl_failure("signing the answer");
+    std::string message = std::string(header.whole) + new_body +
+                          der_tlv(0xA0, der_tlv(0x03, std::string(1, '\0') + sig));
+    for (std::size_t i = 2; i < parts->size(); ++i) {
+      const auto& part = (*parts)[i];
+      if (part.cls == V_ASN1_CONTEXT_SPECIFIC && part.tag == 1) message.append(part.whole);
+    }
+    return der_tlv(0x30, message);
+  }
+
   // A one-message context that is never kept: requests without a transactionID and refusals of a
   // reused transactionID.
   HttpReply process_once(const OSSL_CMP_MSG* msg, const std::string& procedure,
@@ -817,12 +896,37 @@ struct Transaction {
       }
     }
 
+    // OpenSSL checks a p10cr's CSR signature before our callback: check the CSR first, so that
+    // an officer's bad CSR is refused with our reason.
+    std::optional<std::pair<int, std::string>> csr_refusal;
+    if (*body == kP10cr) {
+      auto csr_der = proto::cmp_body_content(der);
+      auto csr = csr_der ? host.validate_csr(*csr_der)
+                         : Result<Csr>(make_status(Errc::kInvalidArgument, "CSR is malformed"));
+      if (!csr.is_ok()) {
+        auto officer = authorize(der, msg.get(), {});
+        if (officer.is_ok()) {
+          int bit = csr.status().message().find("signature") != std::string::npos
+                        ? OSSL_CMP_PKIFAILUREINFO_badPOP
+                        : OSSL_CMP_PKIFAILUREINFO_badDataFormat;
+          csr_refusal.emplace(bit, csr.status().message());
+          audit(officer->name, "refuse",
+                "p10cr (transaction " + tid_hex + "): " + csr.status().message());
+        }
+      }
+    }
     bool created = false;
     auto found = find_or_create(tid_hex, &created);
     if (!found.is_ok()) return HttpReply{500, "text/plain", found.status().message() + "\n"};
     std::shared_ptr<Transaction> t = std::move(found).value();
     std::unique_lock lock(t->mu);
     auto rsp = process(*t, msg.get(), procedure, der, std::nullopt);
+    if (rsp.is_ok() && csr_refusal) {
+      // OpenSSL refused the CSR's proof of possession itself, with its own terse reason; put ours
+      // into the answer and sign it again.
+      auto rewritten = with_status(*rsp, csr_refusal->first, csr_refusal->second);
+      if (rewritten.is_ok()) rsp = std::move(rewritten).value();
+    }
     if (!rsp.is_ok()) {
       lock.unlock();
       drop(tid_hex, t.get());

@@ -5,6 +5,7 @@
 #include <openssl/objects.h>
 
 #include "persoflow/protocol/cm_info_types.hpp"
+#include "persoflow/protocol/cmp_der.hpp"
 
 namespace persoflow::protocol {
 
@@ -46,39 +47,6 @@ Result<X509NamePtr> parse_subject(const std::string& text) {
   return name;
 }
 
-// The senderNonce of an encoded PKIMessage (PKIHeader [5] EXPLICIT OCTET STRING): OpenSSL 3.0
-// has no getter for it, and a resent request must make the context expect it back.
-std::optional<std::string> sender_nonce_of(const std::string& der) {
-  const auto* p = reinterpret_cast<const unsigned char*>(der.data());
-  const unsigned char* end = p + der.size();
-  long len = 0;
-  int tag = 0;
-  int cls = 0;
-  // PKIMessage SEQUENCE, then PKIHeader SEQUENCE.
-  for (int level = 0; level < 2; ++level) {
-    int r = ASN1_get_object(&p, &len, &tag, &cls, end - p);
-    if ((r & 0x80) || tag != V_ASN1_SEQUENCE) return std::nullopt;
-  }
-  const unsigned char* header_end = p + len;
-  while (p < header_end) {
-    const unsigned char* start = p;
-    int r = ASN1_get_object(&p, &len, &tag, &cls, header_end - p);
-    if (r & 0x80) return std::nullopt;
-    if (cls == V_ASN1_CONTEXT_SPECIFIC && tag == 5) {
-      const unsigned char* q = p;
-      long inner = 0;
-      int itag = 0;
-      int icls = 0;
-      int ir = ASN1_get_object(&q, &inner, &itag, &icls, len);
-      if ((ir & 0x80) || itag != V_ASN1_OCTET_STRING) return std::nullopt;
-      return std::string(reinterpret_cast<const char*>(q), static_cast<std::size_t>(inner));
-    }
-    (void)start;
-    p += len;
-  }
-  return std::nullopt;
-}
-
 Asn1OctetStringPtr octet_string(const std::string& bytes) {
   Asn1OctetStringPtr s(ASN1_OCTET_STRING_new());
   ASN1_OCTET_STRING_set(s.get(), reinterpret_cast<const unsigned char*>(bytes.data()),
@@ -114,7 +82,7 @@ struct CmpClient::Impl {
       der = std::move(*resend);
       resend.reset();
       CmpMsgPtr saved = cmp_msg_from_der(der);
-      auto nonce = sender_nonce_of(der);
+      auto nonce = cmp_sender_nonce(der);
       if (!saved || !nonce) {
         transfer_status = make_status(Errc::kCorrupt, "the saved CMP request is not a PKIMessage");
         return nullptr;
@@ -210,6 +178,8 @@ struct CmpClient::Impl {
       char buf[OSSL_CMP_PKISI_BUFLEN];
       if (OSSL_CMP_CTX_snprint_PKIStatus(ctx, buf, sizeof buf)) message += ": " + std::string(buf);
       else if (!text.empty()) message += ": " + text;
+      // An error message's errorDetails (the CM host's reason) arrive on the error queue.
+      if (!queue.empty() && queue != text) message += " (" + queue + ")";
     } else if (!text.empty()) {
       message += ": " + text;
     }

@@ -30,6 +30,24 @@ std::optional<std::vector<DerItem>> der_items(std::string_view bytes) {
   return out;
 }
 
+std::string der_tlv(unsigned char identifier, std::string_view content) {
+  std::string out(1, static_cast<char>(identifier));
+  std::size_t n = content.size();
+  if (n < 0x80) {
+    out.push_back(static_cast<char>(n));
+  } else {
+    std::string len;
+    while (n > 0) {
+      len.insert(len.begin(), static_cast<char>(n & 0xff));
+      n >>= 8;
+    }
+    out.push_back(static_cast<char>(0x80 | len.size()));
+    out += len;
+  }
+  out.append(content);
+  return out;
+}
+
 namespace {
 
 // The children of the PKIMessage SEQUENCE: header, body, [0] protection, [1] extraCerts.
@@ -46,7 +64,10 @@ std::optional<DerItem> header_field(std::string_view msg_der, int context_tag) {
   if (!parts) return std::nullopt;
   auto fields = der_items((*parts)[0].content);
   if (!fields) return std::nullopt;
-  for (const auto& f : *fields) {
+  // pvno, sender and recipient come first; sender and recipient are GeneralNames, whose own
+  // context tags ([4] directoryName) must not be taken for header fields.
+  for (std::size_t i = 3; i < fields->size(); ++i) {
+    const auto& f = (*fields)[i];
     if (f.cls == V_ASN1_CONTEXT_SPECIFIC && f.tag == context_tag) return f;
   }
   return std::nullopt;
@@ -116,6 +137,14 @@ std::optional<int> cmp_body_type(std::string_view msg_der) {
   auto parts = message_parts(msg_der);
   if (!parts || (*parts)[1].cls != V_ASN1_CONTEXT_SPECIFIC) return std::nullopt;
   return (*parts)[1].tag;
+}
+
+std::optional<std::string_view> cmp_body_content(std::string_view msg_der) {
+  auto parts = message_parts(msg_der);
+  if (!parts || (*parts)[1].cls != V_ASN1_CONTEXT_SPECIFIC) return std::nullopt;
+  auto inner = der_items((*parts)[1].content);  // PKIBody choices are EXPLICIT
+  if (!inner || inner->size() != 1) return std::nullopt;
+  return (*inner)[0].whole;
 }
 
 std::optional<int> cmp_rr_reason(std::string_view msg_der) {

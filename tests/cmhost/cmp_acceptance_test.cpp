@@ -167,7 +167,8 @@ TEST(CmpAcceptance, RefusesUnprotectedForeignRevokedAndUnauthorisedRequests) {
   ServeProcess server(cm.dir());
   const auto port = server.port();
   auto key = genkey(cm, "k.pem");
-  std::vector<std::string> ir = {"-cmd", "ir", "-newkey", key, "-subject", "/CN=Mallory"};
+  std::vector<std::string> ir = {"-cmd", "ir", "-newkey", key, "-subject", "/CN=Mallory",
+                                 "-certout", cm.file("mallory.pem")};
 
   auto none = openssl_cmp(cm, port, nullptr, [&] {
     auto a = ir;
@@ -342,7 +343,7 @@ TEST(CmpAcceptance, ServerGeneratedKeyIsRecoveredAndOnlyTheRequesterDecryptsIt) 
   ASSERT_TRUE(generated.is_ok()) << generated.status().message();
   auto g = json::parse(generated->front().value);
   std::string envelope = unbase64(g["envelope"].get<std::string>());
-  auto cert = x509_from_der(unbase64(g["certificate"].get<std::string>()));
+  auto cert = protocol::x509_from_der(unbase64(g["certificate"].get<std::string>()));
   ASSERT_TRUE(cert.is_ok());
 
   auto opened = cmhost::open_envelope(envelope, cm.officer.credentials.cert.get(),

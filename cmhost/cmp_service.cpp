@@ -82,7 +82,21 @@ OSSL_CMP_PKISI* rejection(int fail_bit, const std::string& text) {
   return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection, 1 << fail_bit, text.c_str());
 }
 
+// Set when a CmHost call failed for a reason of its own (not a refusal of the request): the
+// message's database transaction is rolled back.
+thread_local bool t_internal_failure = false;
+
+bool is_refusal(const Status& s) {
+  for (Errc e : {Errc::kPermissionDenied, Errc::kRejected, Errc::kInvalidArgument,
+                 Errc::kNotFound, Errc::kAlreadyExists, Errc::kUnsupported}) {
+    if (s.code() == make_error_code(e)) return true;
+  }
+  if (s.code().category() == openssl_category()) return true;  // bad input OpenSSL refused
+  return false;
+}
+
 int fail_bit_for(const Status& s) {
+  if (!is_refusal(s)) t_internal_failure = true;
   if (s.code() == make_error_code(Errc::kPermissionDenied)) return OSSL_CMP_PKIFAILUREINFO_notAuthorized;
   if (s.code() == make_error_code(Errc::kRejected) ||
       s.code() == make_error_code(Errc::kInvalidArgument) ||
@@ -357,6 +371,7 @@ struct Transaction {
     if (normalized.is_ok()) serial_text = *normalized;
     Status s = host.revoke(serial_text, reason_code, officer->name);
     if (!s.is_ok()) {
+      if (!is_refusal(s)) t_internal_failure = true;
       refused(t, officer->name, "rr", s.message());
       int bit = s.code() == make_error_code(Errc::kAlreadyExists)
                     ? OSSL_CMP_PKIFAILUREINFO_certRevoked
@@ -415,6 +430,7 @@ struct Transaction {
                    ? host.confirm(t.issued_serial, officer->name)
                    : host.reject(t.issued_serial, officer->name);
     if (!s.is_ok()) {
+      if (!is_refusal(s)) t_internal_failure = true;
       raise_refusal("certConf: " + s.message());
       return 0;
     }
@@ -464,6 +480,7 @@ struct Transaction {
       }
       auto answer = genm_item(t, *officer, oid, text);
       if (!answer.is_ok()) {
+        if (!is_refusal(answer.status())) t_internal_failure = true;
         std::string reason = proto::info_type_name(oid) + ": " + answer.status().message();
         refused(t, officer->name, "genm", reason);
         raise_refusal(reason);
@@ -866,8 +883,36 @@ struct Transaction {
       ERR_clear_error();
       return HttpReply{400, "text/plain; charset=utf-8", "bad request: not a CMP PKIMessage\n"};
     }
+    // One database transaction per CMP message: the certificate, the audit records and the stored
+    // answer commit together (one commit instead of several), or not at all when the CM host
+    // failed inside (the client retries the same request).
+    HttpReply reply;
+    bool issued = false;
+    t_internal_failure = false;
+    Status committed = host.store().atomically([&]() -> Status {
+      reply = handle_message(procedure, der, msg.get(), *body, &issued);
+      if (t_internal_failure || reply.status >= 500) {
+        return make_status(Errc::kUnavailable, "the CM host failed while answering");
+      }
+      return Status::ok();
+    });
+    if (!committed.is_ok()) {
+      if (reply.status < 500) {
+        reply = HttpReply{503, "text/plain; charset=utf-8",
+                          "CM host unavailable: " + committed.message() +
+                              "; send the same request again\n"};
+      }
+      return reply;
+    }
+    if (issued) crash_point("cm.after_issue_before_answer");
+    return reply;
+  }
+
+  HttpReply handle_message(const std::string& procedure, const std::string& der,
+                           const OSSL_CMP_MSG* msg, int body_type, bool* issued) {
+    const int* body = &body_type;
     auto tid = proto::cmp_transaction_id(der);
-    if (!tid || tid->empty()) return process_once(msg.get(), procedure, der, std::nullopt, "");
+    if (!tid || tid->empty()) return process_once(msg, procedure, der, std::nullopt, "");
     const std::string tid_hex = proto::hex(reinterpret_cast<const unsigned char*>(tid->data()), tid->size());
     const bool initial = starts_transaction(*body);
     const std::string key = initial ? tid_hex : tid_hex + "/" + body_name(*body);
@@ -886,12 +931,12 @@ struct Transaction {
       // to the transaction's context again: confirming a certificate twice is harmless. A new
       // request under a used transactionID is refused.
       if (rec.request_digest != request_digest && initial) {
-        return process_once(msg.get(), procedure, der,
+        return process_once(msg, procedure, der,
                             "transactionID " + tid_hex + " reused with a different request",
                             tid_hex);
       }
       if (rec.request_digest == request_digest && !rec.response_der.empty()) {
-        if (is_cert_request(*body) && !find(tid_hex)) prime(tid_hex, msg.get(), procedure, der, rec.response_der);
+        if (is_cert_request(*body) && !find(tid_hex)) prime(tid_hex, msg, procedure, der, rec.response_der);
         return HttpReply{200, "application/pkixcmp", rec.response_der};
       }
     }
@@ -904,7 +949,7 @@ struct Transaction {
       auto csr = csr_der ? host.validate_csr(*csr_der)
                          : Result<Csr>(make_status(Errc::kInvalidArgument, "CSR is malformed"));
       if (!csr.is_ok()) {
-        auto officer = authorize(der, msg.get(), {});
+        auto officer = authorize(der, msg, {});
         if (officer.is_ok()) {
           int bit = csr.status().message().find("signature") != std::string::npos
                         ? OSSL_CMP_PKIFAILUREINFO_badPOP
@@ -920,7 +965,7 @@ struct Transaction {
     if (!found.is_ok()) return HttpReply{500, "text/plain", found.status().message() + "\n"};
     std::shared_ptr<Transaction> t = std::move(found).value();
     std::unique_lock lock(t->mu);
-    auto rsp = process(*t, msg.get(), procedure, der, std::nullopt);
+    auto rsp = process(*t, msg, procedure, der, std::nullopt);
     if (rsp.is_ok() && csr_refusal) {
       // OpenSSL refused the CSR's proof of possession itself, with its own terse reason; put ours
       // into the answer and sign it again.
@@ -953,7 +998,7 @@ struct Transaction {
         drop(tid_hex, t.get());
         return HttpReply{503, "text/plain", "CM store unavailable: " + begun.status().message() + "\n"};
       }
-      if (t->issued_now) crash_point("cm.after_issue_before_answer");
+      *issued = t->issued_now;
     }
     // Keep the context only while the transaction waits for certConf.
     auto answer_body = proto::cmp_body_type(answer).value_or(kError);

@@ -3,6 +3,8 @@
 #include "ca_crypto.hpp"
 
 #include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/params.h>
 #include <openssl/dsa.h>
 #include <openssl/ec.h>
 #include <openssl/err.h>
@@ -344,7 +346,22 @@ std::string key_pem_unencrypted(const EVP_PKEY* key) {
   return std::string(data, static_cast<std::size_t>(len));
 }
 
+bool has_private_part(const EVP_PKEY* key) {
+  OSSL_PARAM* params = nullptr;
+  if (EVP_PKEY_todata(key, EVP_PKEY_KEYPAIR, &params) != 1) {
+    ERR_clear_error();
+    return false;
+  }
+  bool has = OSSL_PARAM_locate(params, OSSL_PKEY_PARAM_PRIV_KEY) != nullptr ||
+             OSSL_PARAM_locate(params, OSSL_PKEY_PARAM_RSA_D) != nullptr;
+  OSSL_PARAM_free(params);
+  return has;
+}
+
 Result<std::string> private_key_pkcs8_der(const EVP_PKEY* key) {
+  if (!has_private_part(key)) {
+    return make_status(Errc::kInvalidArgument, "the key has no private part");
+  }
   BioPtr bio(BIO_new(BIO_s_mem()));
   if (!i2d_PKCS8PrivateKeyInfo_bio(bio.get(), const_cast<EVP_PKEY*>(key))) {
     return openssl_failure("encoding the private key (is it a private key?)");

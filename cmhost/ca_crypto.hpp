@@ -55,6 +55,8 @@ Result<EvpPkeyPtr> generate_key(const std::string& spec);
 Result<std::string> encrypted_key_pem(const EVP_PKEY* key, const std::string& passphrase);
 Result<EvpPkeyPtr> load_key_pem(const std::string& pem, const std::string& passphrase);
 std::string key_pem_unencrypted(const EVP_PKEY* key);
+// Whether the key holds its private part (not only the public key).
+bool has_private_part(const EVP_PKEY* key);
 // PKCS#8 PrivateKeyInfo DER (unencrypted: only ever put inside a CMS envelope).
 Result<std::string> private_key_pkcs8_der(const EVP_PKEY* key);
 Result<EvpPkeyPtr> private_key_from_pkcs8_der(const std::string& der);

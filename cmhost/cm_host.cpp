@@ -634,7 +634,9 @@ Result<IssuedCertificate> CmHost::issue(IssueRequest r) {
   }
   PF_RETURN_IF_ERROR(st);
   IssuedCertificate out;
-  out.certificate = std::move(prepared->cert);
+  // Re-read from DER: the object signed in-process shares the request's EVP_PKEY (which may be
+  // a private key); the caller gets a certificate that holds nothing but what it says.
+  PF_ASSIGN_OR_RETURN(out.certificate, x509_from_der(rec.der));
   out.der = rec.der;
   out.serial_hex = rec.serial_hex;
   out.cert_id = rec.cert_id;
@@ -693,6 +695,46 @@ std::optional<CertRecord> CmHost::certificate(const std::string& serial) {
   auto r = store_->certificate_by_serial(*s);
   if (!r.is_ok()) return std::nullopt;
   return *r;
+}
+
+// ------------------------------------------------------------------ transport certificates
+
+Status CmHost::validate_transport_certificate(const std::string& token_procedure, const X509* tc) {
+  const TokenProcedure* t = config_.token_procedure(token_procedure);
+  if (!t) return make_status(Errc::kNotFound, "unknown token procedure '" + token_procedure + "'");
+  auto refuse = [&](const std::string& why) {
+    return make_status(Errc::kRejected, "token procedure '" + token_procedure + "': " + why);
+  };
+  if (!t->tc_validation.required) return refuse("does not validate transport certificates");
+  if (!tc) return refuse("no transport certificate given");
+  std::unique_ptr<X509_STORE, decltype(&X509_STORE_free)> trusted(X509_STORE_new(), X509_STORE_free);
+  for (const auto& file : t->tc_validation.trusted_issuers) {
+    auto pem = read_file(resolve(dir_, file));
+    if (!pem.is_ok()) return pem.status().with_context("trusted TC issuers");
+    PF_ASSIGN_OR_RETURN(auto certs, crypto::load_pem_chain(*pem));
+    for (const auto& c : certs) X509_STORE_add_cert(trusted.get(), c.get());
+  }
+  std::unique_ptr<X509_STORE_CTX, decltype(&X509_STORE_CTX_free)> ctx(X509_STORE_CTX_new(), X509_STORE_CTX_free);
+  if (!X509_STORE_CTX_init(ctx.get(), trusted.get(), const_cast<X509*>(tc), nullptr)) {
+    return openssl_failure("preparing TC validation");
+  }
+  std::string subject = name_to_string(X509_get_subject_name(tc));
+  if (X509_verify_cert(ctx.get()) != 1) {
+    int err = X509_STORE_CTX_get_error(ctx.get());
+    openssl_errors();
+    return refuse("transport certificate '" + subject + "' is not valid: " + X509_verify_cert_error_string(err));
+  }
+  if (X509_NAME_cmp(X509_get_issuer_name(tc), X509_get_subject_name(ca_certificate())) == 0) {
+    PF_ASSIGN_OR_RETURN(auto rec, store_->certificate_by_serial(serial_hex(tc)));
+    if (!rec) return refuse("transport certificate " + serial_hex(tc) + " is unknown to this CM host");
+    const CertificateProcedure* p = procedure(rec->procedure);
+    if (!p || !p->transport) {
+      return refuse("certificate " + rec->serial_hex + " was issued under '" + rec->procedure +
+                    "', not a transport procedure");
+    }
+    if (rec->status == CertStatus::kRevoked) return refuse("transport certificate " + rec->serial_hex + " is revoked");
+  }
+  return Status::ok();
 }
 
 // ------------------------------------------------------------------ officers
@@ -913,7 +955,7 @@ Result<GeneratedKey> CmHost::generate_and_archive(GenerateArchiveRequest r) {
   }
   PF_RETURN_IF_ERROR(st);
   GeneratedKey out;
-  out.certificate.certificate = std::move(prepared->cert);
+  PF_ASSIGN_OR_RETURN(out.certificate.certificate, x509_from_der(rec.der));
   out.certificate.der = rec.der;
   out.certificate.serial_hex = rec.serial_hex;
   out.certificate.cert_id = rec.cert_id;

@@ -732,6 +732,7 @@ Result<std::unique_ptr<CmStore>> open_sqlite_cm_store(const std::string& path,
     sqlite3_close_v2(db);
     return st;
   }
+  sqlite3_extended_result_codes(db, 1);
   sqlite3_busy_timeout(db, 10000);
   auto store = std::make_unique<SqliteCmStore>(db, path);
   Status st = store->init_schema();

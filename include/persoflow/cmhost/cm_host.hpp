@@ -223,6 +223,13 @@ class CmHost {
   Result<std::string> crl_der();
   std::optional<storage::CertRecord> certificate(const std::string& serial_hex);
 
+  // --- transport certificates (TC) on pre-personalized cards
+  // Validates a card's TC for a token procedure before the RA replaces it: the token procedure
+  // must require TC validation; the TC must chain to one of its trusted issuers and be within its
+  // validity; when this CA issued it, it must be a certificate of a transport procedure and not be
+  // revoked. Unknown token procedure: kNotFound; otherwise kRejected naming the reason.
+  Status validate_transport_certificate(const std::string& token_procedure, const X509* tc);
+
   // --- officers
   // The officer whose certificate this is: issued by this CA (signature checked), known to the
   // store, not revoked and its certificate not revoked. Otherwise kPermissionDenied naming why.

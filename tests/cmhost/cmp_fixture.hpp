@@ -1,0 +1,212 @@
+// Test fixture for the CMP acceptance tests: a CM directory made by `persoflow cm init`, a
+// `persoflow cm serve --listen 127.0.0.1:0` process started and stopped by the test, the
+// officer's key and certificate extracted with `openssl pkcs12`, and CMP clients pointed at it.
+#pragma once
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "persoflow/cmhost/cm_host.hpp"
+#include "persoflow/protocol/cmp_client.hpp"
+#include "persoflow/protocol/ossl.hpp"
+#include "test_support.hpp"
+
+namespace persoflow::testing {
+
+inline void write_file(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary);
+  out << text;
+}
+
+inline std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// `persoflow cm serve` as a child process. The constructor waits (bounded) for its
+// "listening on 127.0.0.1:PORT" line.
+class ServeProcess {
+ public:
+  ServeProcess(const std::string& dir, const std::vector<std::string>& env = {}) {
+    int out[2];
+    if (::pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::dup2(out[1], 1);
+      for (const auto& e : env) ::putenv(const_cast<char*>(e.c_str()));
+      std::string bin = persoflow_binary();
+      ::execl(bin.c_str(), bin.c_str(), "cm", "serve", "--dir", dir.c_str(), "--listen",
+              "127.0.0.1:0", "--threads", "2", static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    ::close(out[1]);
+    out_fd_ = out[0];
+    std::string buffer;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (std::chrono::steady_clock::now() < deadline) {
+      pollfd p{out_fd_, POLLIN, 0};
+      if (::poll(&p, 1, 1000) <= 0) continue;
+      char buf[512];
+      ssize_t n = ::read(out_fd_, buf, sizeof buf);
+      if (n <= 0) break;
+      buffer.append(buf, static_cast<std::size_t>(n));
+      auto pos = buffer.find("listening on 127.0.0.1:");
+      if (pos != std::string::npos && buffer.find('\n', pos) != std::string::npos) {
+        port_ = static_cast<std::uint16_t>(std::stoi(buffer.substr(pos + 23)));
+        break;
+      }
+    }
+    if (port_ == 0) {
+      stop();
+      throw std::runtime_error("persoflow cm serve did not start: " + buffer);
+    }
+  }
+  ~ServeProcess() { stop(); }
+
+  std::uint16_t port() const { return port_; }
+  pid_t pid() const { return pid_; }
+
+  // SIGTERM, then waits (bounded; SIGKILL after 10 s). Returns the wait status.
+  int stop() {
+    if (pid_ <= 0) return status_;
+    ::kill(pid_, SIGTERM);
+    status_ = wait_for_exit(std::chrono::seconds(10));
+    return status_;
+  }
+
+  // Waits for the process to end by itself (e.g. killed at a crash point); -1 on timeout.
+  int wait_for_exit(std::chrono::seconds timeout) {
+    if (pid_ <= 0) return status_;
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    int status = 0;
+    while (std::chrono::steady_clock::now() < deadline) {
+      pid_t r = ::waitpid(pid_, &status, WNOHANG);
+      if (r == pid_) {
+        pid_ = -1;
+        ::close(out_fd_);
+        status_ = status;
+        return status;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));  // polling waitpid, bounded
+    }
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    ::close(out_fd_);
+    status_ = -1;
+    return -1;
+  }
+
+  bool alive() const { return pid_ > 0 && ::kill(pid_, 0) == 0; }
+
+ private:
+  pid_t pid_ = -1;
+  int out_fd_ = -1;
+  std::uint16_t port_ = 0;
+  int status_ = 0;
+};
+
+struct OfficerFiles {
+  std::string p12;
+  std::string password;
+  std::string key_pem;
+  std::string cert_pem;
+  protocol::Credentials credentials;
+};
+
+// A CM directory with its first officer ("officer", both roles).
+class CmDir {
+ public:
+  explicit CmDir(const std::string& ca_key_alg = {}) {
+    write_file(tmp_.file("officer.pass"), "officer-secret-1\n");
+    std::vector<std::string> argv = {persoflow_binary(), "cm",      "init",
+                                     "--dir",           dir(),     "--officer",
+                                     "officer",         "--password-file", tmp_.file("officer.pass")};
+    if (!ca_key_alg.empty()) {
+      argv.push_back("--ca-key-alg");
+      argv.push_back(ca_key_alg);
+    }
+    auto r = run(argv);
+    if (r.exit_code != 0) throw std::runtime_error("cm init failed: " + r.out + r.err);
+    officer = extract("officer", dir() + "/officers/officer.p12", "officer-secret-1");
+  }
+
+  std::string dir() const { return tmp_.file("cm"); }
+  std::string file(const std::string& name) const { return tmp_.file(name); }
+  std::string ca_pem() const { return dir() + "/ca/ca.pem"; }
+
+  OfficerFiles extract(const std::string& name, const std::string& p12,
+                       const std::string& password) {
+    OfficerFiles f;
+    f.p12 = p12;
+    f.password = password;
+    f.key_pem = tmp_.file(name + "-key.pem");
+    f.cert_pem = tmp_.file(name + "-cert.pem");
+    write_file(tmp_.file(name + ".pw"), password);
+    auto a = run({"openssl", "pkcs12", "-in", p12, "-passin", "file:" + tmp_.file(name + ".pw"),
+                  "-nocerts", "-nodes", "-out", f.key_pem});
+    auto b = run({"openssl", "pkcs12", "-in", p12, "-passin", "file:" + tmp_.file(name + ".pw"),
+                  "-clcerts", "-nokeys", "-out", f.cert_pem});
+    if (a.exit_code != 0 || b.exit_code != 0) {
+      throw std::runtime_error("openssl pkcs12 failed: " + a.err + b.err);
+    }
+    auto creds = protocol::load_pkcs12(p12, password);
+    if (!creds.is_ok()) throw std::runtime_error(creds.status().message());
+    f.credentials = std::move(creds).value();
+    return f;
+  }
+
+  // Another officer, made through the CmHost API (the server may be running).
+  OfficerFiles add_officer(const std::string& name, const std::vector<std::string>& roles) {
+    auto host = cmhost::CmHost::open(dir());
+    if (!host.is_ok()) throw std::runtime_error(host.status().message());
+    auto added = (*host)->add_officer(name, roles, std::string("pw-") + name + "-12345", "test");
+    if (!added.is_ok()) throw std::runtime_error(added.status().message());
+    return extract(name, added->p12_path, added->password);
+  }
+
+  std::unique_ptr<cmhost::CmHost> open_host() {
+    auto host = cmhost::CmHost::open(dir());
+    if (!host.is_ok()) throw std::runtime_error(host.status().message());
+    return std::move(host).value();
+  }
+
+  std::unique_ptr<protocol::CmpClient> client(std::uint16_t port, const OfficerFiles& who,
+                                              bool implicit_confirm = false) {
+    protocol::CmpClientOptions o;
+    o.https.port = port;
+    o.https.trusted_ca_pem = ca_pem();
+    o.cmp_trusted_pem = ca_pem();
+    o.officer_key = who.credentials.key.get();
+    o.officer_cert = who.credentials.cert.get();
+    o.implicit_confirm = implicit_confirm;
+    return std::make_unique<protocol::CmpClient>(o);
+  }
+
+  OfficerFiles officer;
+
+ private:
+  TempDir tmp_{"pf-cmp"};
+};
+
+inline protocol::EvpPkeyPtr ec_key() {
+  return protocol::EvpPkeyPtr(EVP_EC_gen("P-256"));
+}
+
+}  // namespace persoflow::testing

@@ -14,6 +14,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "persoflow/common/status.hpp"
@@ -68,12 +69,39 @@ struct VerifyReport {
   std::uint64_t records_checked = 0;
   std::optional<std::uint64_t> first_bad_seq;  // the first record that fails, when not intact
   std::string reason;                          // what is wrong with it, for a person
+  std::string head_hash;                       // hash of the last record (64 zeros if none)
 };
 
 struct OpenOptions {
   bool create_if_missing = true;
   bool read_only = false;
+  // A cap on the journal file's size in pages (SQLite's max_page_count); 0 = no cap. Reaching it
+  // fails the append with SQLITE_FULL, like a full disk (and poisons the instance).
+  std::uint32_t max_page_count = 0;
 };
+
+// One append's outcome inside a group (Journal::append_each).
+struct GroupOutcome {
+  Status commit;                // the transaction's outcome; not OK: every request failed
+  std::vector<Status> each;     // per request: its own validation failure, or `commit`
+};
+
+// The canonical bytes of a record that the hash chain covers (layout in journal.cpp and
+// docs/journal.md), and the chain: hex SHA-256 over the 32 raw bytes of prev_hash followed by
+// those bytes. Exposed so a test or an outside tool can check the layout independently.
+std::string canonical_record_bytes(const JournalRecord& record);
+std::string chain_hash(const std::string& prev_hash_hex, const std::string& canonical_bytes);
+// A record's commands as stored in its `commands` column (the command part of the canonical
+// bytes), and back; decode fails with Errc::kCorrupt on anything encode cannot produce.
+std::string encode_commands(const std::vector<CommandEntry>& commands);
+Result<std::vector<CommandEntry>> decode_commands(std::string_view bytes);
+Result<WorkflowStatus> parse_workflow_status(std::string_view text);
+
+// The schema version this build writes; older journals are migrated on a writable open, newer
+// ones refused.
+inline constexpr int kJournalSchemaVersion = 1;
+// SQLite's application_id of a persoflow journal ("PFJN"), checked before anything else.
+inline constexpr std::int32_t kJournalApplicationId = 0x50464A4E;
 
 // A journal file. One instance is used by one thread at a time; the GroupCommitWriter below
 // serialises the appends of many workflows onto one instance.
@@ -90,8 +118,18 @@ class Journal {
   virtual Status append(const AppendRequest& request) = 0;
   // All in one transaction (group commit); all or nothing.
   virtual Status append_batch(std::span<const AppendRequest> requests) = 0;
+  // One transaction for all, but each request stands alone: one that is invalid (wrong step,
+  // duplicate idempotency key) is rolled back to its savepoint and fails by itself while the
+  // others commit. A commit whose outcome is unknown poisons the instance and fails them all.
+  virtual GroupOutcome append_each(std::span<const AppendRequest> requests) = 0;
+  // True once a commit's outcome was unknown; the reason is in every later append's Status.
+  virtual bool poisoned() const = 0;
 
+  // The records of one workflow in step order (empty for an unknown id).
   virtual Result<std::vector<JournalRecord>> records(const std::string& workflow_id) = 0;
+  // Records in seq order, starting at from_seq, at most `limit` (0 = all).
+  virtual Result<std::vector<JournalRecord>> all_records(std::uint64_t from_seq = 1,
+                                                         std::size_t limit = 0) = 0;
   virtual Result<std::vector<WorkflowSummary>> workflows() = 0;
   virtual Result<std::optional<WorkflowSummary>> workflow(const std::string& workflow_id) = 0;
   // Workflows whose status is running or suspended.
@@ -110,8 +148,11 @@ class GroupCommitWriter {
   static std::unique_ptr<GroupCommitWriter> start(std::unique_ptr<Journal> journal,
                                                   std::size_t max_batch = 256);
   virtual void append(AppendRequest request, Done done) = 0;
-  // Commits what is queued, then stops the writer thread.
+  // Commits what is queued, then stops the writer thread. Idempotent; called by the destructor.
+  // An append after stop fails at once with Errc::kCancelled (on the caller's thread).
   virtual void stop() = 0;
+  // True once a group commit's outcome was unknown: every later append fails with kPoisoned.
+  virtual bool poisoned() const = 0;
 };
 
 }  // namespace persoflow::storage

@@ -1,0 +1,199 @@
+// persoflow-bench journal: append throughput and latency of the station journal with
+// synchronous=FULL on a real file in a temporary directory.
+//   single   one workflow appending alone, one transaction (one fsync) per event
+//   group64  64 workflows on 64 threads, each waiting for its acknowledgement before its next
+//            event, through the GroupCommitWriter (one transaction per batch)
+// Prints BENCH lines: appends_per_s, p50_ms, p99_ms for each, and group64.speedup.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bench_registry.hpp"
+#include "persoflow/machines/engine.hpp"
+#include "persoflow/storage/journal.hpp"
+#include "test_support.hpp"
+
+namespace persoflow::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+namespace st = persoflow::storage;
+namespace m = persoflow::machines;
+
+st::AppendRequest make_request(const std::string& workflow, std::uint64_t step) {
+  st::AppendRequest r;
+  r.workflow_id = workflow;
+  r.machine = "issue-card";
+  r.step = step;
+  r.event_type = "KeyGenerated";
+  r.event = m::encode(m::Event{r.event_type,
+                               {{"key_id", "a1b2c3d4e5f60718293a4b5c6d7e8f90"},
+                                {"algorithm", "EC:secp256r1"},
+                                {"reader", "Virtual PCD 00 00"},
+                                {"step", std::to_string(step)}}});
+  r.result_of = workflow + "/" + std::to_string(step) + "/0";
+  r.state_name = "KeygenConfirmed";
+  r.state = m::encode(m::State{r.state_name,
+                               {{"card_serial", "0011223344556677"},
+                                {"procedure", "smartcard-signature"},
+                                {"subject", "CN=Ada Lovelace,O=Example"}}});
+  st::CommandEntry c;
+  c.index = 0;
+  c.idempotency_key = workflow + "/" + std::to_string(step + 1) + "/0";
+  c.type = "SubmitToCm";
+  c.payload = m::encode(m::Command{c.type, {{"procedure", "smartcard-signature"}}});
+  r.commands.push_back(std::move(c));
+  return r;
+}
+
+double percentile_ms(std::vector<double>& us, double p) {
+  if (us.empty()) return 0;
+  std::sort(us.begin(), us.end());
+  std::size_t i = static_cast<std::size_t>(p * static_cast<double>(us.size() - 1));
+  return us[i] / 1000.0;
+}
+
+double micros(Clock::duration d) {
+  return std::chrono::duration<double, std::micro>(d).count();
+}
+
+struct Figures {
+  double per_s = 0, p50 = 0, p99 = 0;
+  std::size_t appends = 0;
+};
+
+Result<Figures> run_single(const std::string& path, double seconds) {
+  PF_ASSIGN_OR_RETURN(auto journal, st::Journal::open(path, {}));
+  std::vector<double> lat;
+  auto start = Clock::now();
+  auto deadline = start + std::chrono::duration_cast<Clock::duration>(
+                              std::chrono::duration<double>(seconds));
+  std::uint64_t step = 0;
+  while (Clock::now() < deadline) {
+    st::AppendRequest r = make_request("single", step);
+    auto t0 = Clock::now();
+    PF_RETURN_IF_ERROR(journal->append(r));
+    lat.push_back(micros(Clock::now() - t0));
+    ++step;
+  }
+  double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  Figures f;
+  f.appends = lat.size();
+  f.per_s = static_cast<double>(lat.size()) / elapsed;
+  f.p50 = percentile_ms(lat, 0.50);
+  f.p99 = percentile_ms(lat, 0.99);
+  return f;
+}
+
+Result<Figures> run_group(const std::string& path, int workflows, double seconds) {
+  PF_ASSIGN_OR_RETURN(auto journal, st::Journal::open(path, {}));
+  auto writer = st::GroupCommitWriter::start(std::move(journal), 256);
+  std::vector<std::vector<double>> lat(static_cast<std::size_t>(workflows));
+  std::atomic<bool> failed{false};
+  std::string failure;
+  std::mutex failure_mutex;
+  auto start = Clock::now();
+  auto deadline = start + std::chrono::duration_cast<Clock::duration>(
+                              std::chrono::duration<double>(seconds));
+  std::vector<std::thread> threads;
+  for (int w = 0; w < workflows; ++w) {
+    threads.emplace_back([&, w] {
+      std::string id = "wf-" + std::to_string(w);
+      std::mutex mu;
+      std::condition_variable cv;
+      for (std::uint64_t step = 0; Clock::now() < deadline && !failed.load(); ++step) {
+        bool done = false;
+        Status result;
+        auto t0 = Clock::now();
+        writer->append(make_request(id, step), [&](Status s) {
+          std::lock_guard lock(mu);
+          result = std::move(s);
+          done = true;
+          cv.notify_one();
+        });
+        std::unique_lock lock(mu);
+        cv.wait(lock, [&] { return done; });
+        if (!result.is_ok()) {
+          std::lock_guard fl(failure_mutex);
+          failure = result.message();
+          failed = true;
+          return;
+        }
+        lat[static_cast<std::size_t>(w)].push_back(micros(Clock::now() - t0));
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  writer->stop();
+  if (failed) return make_status(Errc::kInternal, "group append failed: " + failure);
+  std::vector<double> all;
+  for (auto& v : lat) all.insert(all.end(), v.begin(), v.end());
+  Figures f;
+  f.appends = all.size();
+  f.per_s = static_cast<double>(all.size()) / elapsed;
+  f.p50 = percentile_ms(all, 0.50);
+  f.p99 = percentile_ms(all, 0.99);
+  return f;
+}
+
+int journal_bench(int argc, char** argv) {
+  double seconds = 4;
+  int workflows = 64;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--help" || a == "-h") {
+      std::printf("Usage: persoflow-bench journal [--seconds S] [--workflows N]\n"
+                  "  Appends with synchronous=FULL in a temporary directory: one workflow alone\n"
+                  "  (one transaction per event), then N workflows (default 64) on N threads\n"
+                  "  through the group commit writer; S seconds each (default 4).\n");
+      return 0;
+    }
+    if (a == "--seconds" && i + 1 < argc) {
+      seconds = std::atof(argv[++i]);
+    } else if (a == "--workflows" && i + 1 < argc) {
+      workflows = std::atoi(argv[++i]);
+    } else {
+      std::fprintf(stderr, "persoflow-bench journal: unknown option '%s'\n", a.c_str());
+      return 2;
+    }
+  }
+  if (seconds <= 0 || workflows <= 0) {
+    std::fprintf(stderr, "persoflow-bench journal: --seconds and --workflows must be positive\n");
+    return 2;
+  }
+  testing::TempDir dir("persoflow-bench-journal");
+  auto single = run_single(dir.file("single.db"), seconds);
+  if (!single.is_ok()) {
+    std::fprintf(stderr, "journal bench: %s\n", single.status().message().c_str());
+    return 1;
+  }
+  auto group = run_group(dir.file("group.db"), workflows, seconds);
+  if (!group.is_ok()) {
+    std::fprintf(stderr, "journal bench: %s\n", group.status().message().c_str());
+    return 1;
+  }
+  std::string g = "journal.group" + std::to_string(workflows);
+  report("journal.single.appends_per_s", single->per_s, "appends/s");
+  report("journal.single.p50_ms", single->p50, "ms");
+  report("journal.single.p99_ms", single->p99, "ms");
+  report(g + ".appends_per_s", group->per_s, "appends/s");
+  report(g + ".p50_ms", group->p50, "ms");
+  report(g + ".p99_ms", group->p99, "ms");
+  report(g + ".speedup", group->per_s / single->per_s, "x");
+  return 0;
+}
+
+}  // namespace
+}  // namespace persoflow::bench
+
+PF_REGISTER_BENCH_SUITE(journal, "journal",
+                        "journal appends/s and latency: one workflow alone vs 64 via group commit",
+                        persoflow::bench::journal_bench);

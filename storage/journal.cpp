@@ -1,0 +1,1120 @@
+// The station journal on SQLite (journal.hpp; schema and guarantees in docs/journal.md).
+//
+// Guarantees:
+// - WAL, synchronous=FULL: an append is durable when append() returns OK.
+// - One transaction per append (or per group): record row + command rows + workflow summary +
+//   journal head, all or nothing. Validation (next step, same machine, unique idempotency keys)
+//   happens inside the transaction, so nothing of a refused request is written.
+// - A file that is not a journal, a corrupt one, one of a newer schema, a read-only one opened for
+//   writing, a path in a missing directory: refused with a clear error before anything is
+//   written to it. The identity (application_id, schema version) is checked on a read-only
+//   connection first.
+// - One writer per journal: a writable open takes an exclusive flock on "<journal>.lock" (a
+//   separate file, because closing any descriptor of the database file itself would drop
+//   SQLite's POSIX locks held by this process).
+// - A commit whose outcome is unknown (any COMMIT error; I/O error, full disk, corruption during
+//   the transaction) poisons the instance: every later append fails with Errc::kPoisoned.
+#include "persoflow/storage/journal.hpp"
+
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <utility>
+
+#include "persoflow/common/crash_point.hpp"
+
+namespace persoflow::storage {
+namespace {
+
+const std::string kZeroHash(64, '0');
+constexpr int kBusyTimeoutMs = 200;
+
+// Schema migrations: migration i brings a journal from version i to version i + 1. Never edit a
+// released migration; add the next one.
+constexpr const char* kMigrations[] = {
+    // 0 -> 1: the first schema.
+    R"sql(
+CREATE TABLE meta(
+  key   TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE records(
+  seq            INTEGER PRIMARY KEY,
+  workflow_id    TEXT NOT NULL,
+  step           INTEGER NOT NULL,
+  machine        TEXT NOT NULL,
+  event_type     TEXT NOT NULL,
+  event          BLOB NOT NULL,
+  result_of      TEXT NOT NULL,
+  state_name     TEXT NOT NULL,
+  state          BLOB NOT NULL,
+  status         TEXT NOT NULL,
+  commands       BLOB NOT NULL,
+  recorded_at_ms INTEGER NOT NULL,
+  prev_hash      TEXT NOT NULL,
+  hash           TEXT NOT NULL,
+  UNIQUE(workflow_id, step)
+);
+CREATE TABLE commands(
+  idempotency_key TEXT PRIMARY KEY,
+  seq             INTEGER NOT NULL,
+  workflow_id     TEXT NOT NULL,
+  step            INTEGER NOT NULL,
+  idx             INTEGER NOT NULL,
+  type            TEXT NOT NULL,
+  payload         BLOB NOT NULL
+);
+CREATE INDEX commands_by_seq ON commands(seq, idx);
+CREATE TABLE workflows(
+  workflow_id   TEXT PRIMARY KEY,
+  machine       TEXT NOT NULL,
+  state_name    TEXT NOT NULL,
+  status        TEXT NOT NULL,
+  steps         INTEGER NOT NULL,
+  created_at_ms INTEGER NOT NULL,
+  updated_at_ms INTEGER NOT NULL,
+  last_seq      INTEGER NOT NULL
+);
+CREATE INDEX workflows_by_status ON workflows(status);
+INSERT INTO meta(key, value) VALUES ('magic', 'persoflow-journal'), ('head_seq', '0'),
+  ('head_hash', '0000000000000000000000000000000000000000000000000000000000000000');
+)sql",
+};
+static_assert(std::size(kMigrations) == kJournalSchemaVersion);
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+bool outcome_unknown(int rc) {
+  switch (rc & 0xff) {
+    case SQLITE_IOERR:
+    case SQLITE_FULL:
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+    case SQLITE_NOMEM:
+    case SQLITE_CANTOPEN:
+      return true;
+    default:
+      return false;
+  }
+}
+
+Status sqlite_error(sqlite3* db, int rc, const std::string& what) {
+  std::string detail = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+  return Status(std::error_code(rc, sqlite_category()), what + ": " + detail);
+}
+
+class Stmt {
+ public:
+  Stmt() = default;
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+  ~Stmt() { sqlite3_finalize(stmt_); }
+  Status prepare(sqlite3* db, const char* sql) {
+    int rc = sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt_, nullptr);
+    if (rc != SQLITE_OK) return sqlite_error(db, rc, std::string("preparing ") + sql);
+    return Status::ok();
+  }
+  sqlite3_stmt* get() const { return stmt_; }
+  void finalize() {
+    sqlite3_finalize(stmt_);
+    stmt_ = nullptr;
+  }
+  // Resets and clears the bindings, so each use starts clean.
+  sqlite3_stmt* fresh() {
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+    return stmt_;
+  }
+
+ private:
+  sqlite3_stmt* stmt_ = nullptr;
+};
+
+void bind_text(sqlite3_stmt* s, int i, std::string_view v) {
+  sqlite3_bind_text64(s, i, v.data(), v.size(), SQLITE_TRANSIENT, SQLITE_UTF8);
+}
+void bind_blob(sqlite3_stmt* s, int i, std::string_view v) {
+  sqlite3_bind_blob64(s, i, v.data(), v.size(), SQLITE_TRANSIENT);
+}
+std::string column_string(sqlite3_stmt* s, int i) {
+  const void* p = sqlite3_column_blob(s, i);
+  int n = sqlite3_column_bytes(s, i);
+  return p ? std::string(static_cast<const char*>(p), static_cast<std::size_t>(n)) : std::string();
+}
+
+Status exec(sqlite3* db, const char* sql) {
+  char* err = nullptr;
+  int rc = sqlite3_exec(db, sql, nullptr, nullptr, &err);
+  if (rc == SQLITE_OK) return Status::ok();
+  std::string msg = err ? err : sqlite3_errstr(rc);
+  sqlite3_free(err);
+  return Status(std::error_code(rc, sqlite_category()), msg);
+}
+
+int sqlite_rc(const Status& s) {
+  return s.code().category() == sqlite_category() ? s.code().value() : SQLITE_OK;
+}
+
+// A one-row, one-column query; nullopt when no row.
+Result<std::optional<std::string>> query_one(sqlite3* db, const char* sql) {
+  sqlite3_stmt* s = nullptr;
+  int rc = sqlite3_prepare_v2(db, sql, -1, &s, nullptr);
+  if (rc != SQLITE_OK) {
+    Status st = sqlite_error(db, rc, "reading the journal");
+    sqlite3_finalize(s);
+    return st;
+  }
+  rc = sqlite3_step(s);
+  std::optional<std::string> out;
+  if (rc == SQLITE_ROW) out = column_string(s, 0);
+  Status st = (rc == SQLITE_ROW || rc == SQLITE_DONE) ? Status::ok()
+                                                       : sqlite_error(db, rc, "reading the journal");
+  sqlite3_finalize(s);
+  if (!st.is_ok()) return st;
+  return out;
+}
+
+const char* kRecordColumns =
+    "seq, recorded_at_ms, workflow_id, step, machine, event_type, event, result_of, state_name, "
+    "state, status, commands, prev_hash, hash";
+
+// Reads a row of kRecordColumns; a malformed status or commands column is Errc::kCorrupt.
+Result<JournalRecord> read_record(sqlite3_stmt* s) {
+  JournalRecord r;
+  r.seq = static_cast<std::uint64_t>(sqlite3_column_int64(s, 0));
+  r.recorded_at_ms = sqlite3_column_int64(s, 1);
+  r.body.workflow_id = column_string(s, 2);
+  r.body.step = static_cast<std::uint64_t>(sqlite3_column_int64(s, 3));
+  r.body.machine = column_string(s, 4);
+  r.body.event_type = column_string(s, 5);
+  r.body.event = column_string(s, 6);
+  r.body.result_of = column_string(s, 7);
+  r.body.state_name = column_string(s, 8);
+  r.body.state = column_string(s, 9);
+  auto status = parse_workflow_status(column_string(s, 10));
+  if (!status.is_ok()) return status.status().with_context("record " + std::to_string(r.seq));
+  r.body.status = *status;
+  auto commands = decode_commands(column_string(s, 11));
+  if (!commands.is_ok()) return commands.status().with_context("record " + std::to_string(r.seq));
+  r.body.commands = std::move(*commands);
+  r.prev_hash = column_string(s, 12);
+  r.hash = column_string(s, 13);
+  return r;
+}
+
+struct Probe {
+  int schema_version = 0;
+};
+
+// Identifies an existing, non-empty file on a read-only connection, which never writes to it.
+Result<Probe> probe(const std::string& path) {
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr);
+  auto close = [&db] { sqlite3_close_v2(db); };
+  if (rc != SQLITE_OK) {
+    Status st = sqlite_error(db, rc, "journal " + path + " cannot be opened");
+    close();
+    return st;
+  }
+  sqlite3_busy_timeout(db, kBusyTimeoutMs);
+  auto fail = [&](const Status& s) -> Status {
+    int code = sqlite_rc(s) & 0xff;
+    close();
+    if (code == SQLITE_NOTADB) {
+      return make_status(Errc::kCorrupt,
+                         path + " is not a persoflow journal (not an SQLite database)");
+    }
+    if (code == SQLITE_CORRUPT) {
+      return make_status(Errc::kCorrupt, "journal " + path + " is corrupt: " + s.message());
+    }
+    if (code == SQLITE_BUSY) {
+      return make_status(Errc::kUnavailable,
+                         "journal " + path + " is locked by another process");
+    }
+    return s.with_context("journal " + path);
+  };
+  auto app_id = query_one(db, "PRAGMA application_id");
+  if (!app_id.is_ok()) return fail(app_id.status());
+  if (!app_id->has_value() || std::stol(**app_id) != kJournalApplicationId) {
+    close();
+    return make_status(Errc::kCorrupt,
+                       path + " is not a persoflow journal (an SQLite database of another "
+                              "application)");
+  }
+  Probe p;
+  auto has_meta =
+      query_one(db, "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'meta'");
+  if (!has_meta.is_ok()) return fail(has_meta.status());
+  if (**has_meta != "0") {
+    auto version = query_one(db, "SELECT value FROM meta WHERE key = 'schema_version'");
+    if (!version.is_ok()) return fail(version.status());
+    if (!version->has_value()) {
+      close();
+      return make_status(Errc::kCorrupt,
+                         "journal " + path + " is corrupt: its meta table has no schema_version");
+    }
+    p.schema_version = std::atoi((*version)->c_str());
+  }
+  close();
+  if (p.schema_version > kJournalSchemaVersion) {
+    return make_status(Errc::kUnsupported,
+                       "journal " + path + " has schema version " +
+                           std::to_string(p.schema_version) +
+                           ", newer than this persoflow supports (" +
+                           std::to_string(kJournalSchemaVersion) + "); use a newer persoflow");
+  }
+  return p;
+}
+
+// Checkpoints the WAL into the database file on its own thread and connection, so the writer
+// never pays for a checkpoint inside an append (SQLite's automatic checkpoint runs in the commit
+// that crosses the threshold and would show as a latency spike). PASSIVE checkpoints never
+// block the writer; when continuous appends keep the WAL from ever being fully copied, a
+// RESTART checkpoint (which briefly waits for the writer) bounds its size.
+class Checkpointer {
+ public:
+  static constexpr int kFrames = 1000;        // checkpoint when the WAL holds this many frames
+  static constexpr int kRestartFrames = 8192;  // ~32 MiB of 4 KiB pages: force a restart
+
+  explicit Checkpointer(const std::string& path) {
+    if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK) {
+      sqlite3_close_v2(db_);
+      db_ = nullptr;
+      return;
+    }
+    sqlite3_busy_timeout(db_, kBusyTimeoutMs);
+    thread_ = std::thread([this] { run(); });
+  }
+  ~Checkpointer() {
+    {
+      std::lock_guard lock(mutex_);
+      stop_ = true;
+    }
+    wake_.notify_one();
+    if (thread_.joinable()) thread_.join();
+    sqlite3_close_v2(db_);
+  }
+  // From the writer's WAL hook, after each commit.
+  void frames(int n) {
+    if (n < kFrames || !db_) return;
+    {
+      std::lock_guard lock(mutex_);
+      frames_ = n;
+    }
+    wake_.notify_one();
+  }
+
+ private:
+  void run() {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      wake_.wait(lock, [this] { return stop_ || frames_ > 0; });
+      if (stop_) return;
+      frames_ = 0;
+      lock.unlock();
+      int log = 0, done = 0;
+      sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+      if (log >= kRestartFrames) {
+        sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_RESTART, &log, &done);
+      }
+      lock.lock();
+    }
+  }
+
+  sqlite3* db_ = nullptr;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  int frames_ = 0;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+class SqliteJournal final : public Journal {
+ public:
+  SqliteJournal(std::string path, sqlite3* db, int lock_fd, bool read_only)
+      : path_(std::move(path)), db_(db), lock_fd_(lock_fd), read_only_(read_only) {}
+
+  ~SqliteJournal() override {
+    // Statements first, then the connection, then the writer lock.
+    if (db_) sqlite3_wal_hook(db_, nullptr, nullptr);
+    checkpointer_.reset();
+    for (Stmt* st : {&tail_, &wf_get_, &rec_insert_, &cmd_insert_, &wf_upsert_, &head_update_,
+                     &begin_, &commit_, &savepoint_, &release_, &rollback_to_}) {
+      st->finalize();
+    }
+    sqlite3_close_v2(db_);
+    if (lock_fd_ >= 0) ::close(lock_fd_);
+  }
+
+  // Moves checkpoints off the writer's path (Checkpointer above).
+  Status start_checkpointer() {
+    PF_RETURN_IF_ERROR(exec(db_, "PRAGMA wal_autocheckpoint = 0"));
+    checkpointer_ = std::make_unique<Checkpointer>(path_);
+    sqlite3_wal_hook(
+        db_,
+        [](void* arg, sqlite3*, const char*, int frames) {
+          static_cast<Checkpointer*>(arg)->frames(frames);
+          return SQLITE_OK;
+        },
+        checkpointer_.get());
+    return Status::ok();
+  }
+
+  Status prepare() {
+    PF_RETURN_IF_ERROR(tail_.prepare(db_, "SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1"));
+    PF_RETURN_IF_ERROR(wf_get_.prepare(
+        db_, "SELECT machine, steps, created_at_ms FROM workflows WHERE workflow_id = ?"));
+    PF_RETURN_IF_ERROR(rec_insert_.prepare(
+        db_,
+        "INSERT INTO records(seq, workflow_id, step, machine, event_type, event, result_of, "
+        "state_name, state, status, commands, recorded_at_ms, prev_hash, hash) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+    PF_RETURN_IF_ERROR(cmd_insert_.prepare(
+        db_,
+        "INSERT INTO commands(idempotency_key, seq, workflow_id, step, idx, type, payload) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)"));
+    PF_RETURN_IF_ERROR(wf_upsert_.prepare(
+        db_,
+        "INSERT INTO workflows(workflow_id, machine, state_name, status, steps, created_at_ms, "
+        "updated_at_ms, last_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT(workflow_id) DO UPDATE SET state_name = excluded.state_name, "
+        "status = excluded.status, steps = excluded.steps, updated_at_ms = excluded.updated_at_ms, "
+        "last_seq = excluded.last_seq"));
+    PF_RETURN_IF_ERROR(head_update_.prepare(
+        db_, "UPDATE meta SET value = CASE key WHEN 'head_seq' THEN ?1 ELSE ?2 END "
+             "WHERE key IN ('head_seq', 'head_hash')"));
+    PF_RETURN_IF_ERROR(begin_.prepare(db_, "BEGIN IMMEDIATE"));
+    PF_RETURN_IF_ERROR(commit_.prepare(db_, "COMMIT"));
+    PF_RETURN_IF_ERROR(savepoint_.prepare(db_, "SAVEPOINT one"));
+    PF_RETURN_IF_ERROR(release_.prepare(db_, "RELEASE one"));
+    PF_RETURN_IF_ERROR(rollback_to_.prepare(db_, "ROLLBACK TO one"));
+    return Status::ok();
+  }
+
+  Status append(const AppendRequest& request) override {
+    GroupOutcome out = run_group(std::span(&request, 1), /*isolate=*/false, /*group=*/false);
+    return out.each.front();
+  }
+
+  Status append_batch(std::span<const AppendRequest> requests) override {
+    GroupOutcome out = run_group(requests, /*isolate=*/false, /*group=*/true);
+    for (const Status& s : out.each) {
+      if (!s.is_ok()) return s;
+    }
+    return out.commit;
+  }
+
+  GroupOutcome append_each(std::span<const AppendRequest> requests) override {
+    return run_group(requests, /*isolate=*/true, /*group=*/true);
+  }
+
+  bool poisoned() const override { return poisoned_; }
+
+  Result<std::vector<JournalRecord>> records(const std::string& workflow_id) override {
+    std::string sql = std::string("SELECT ") + kRecordColumns +
+                      " FROM records WHERE workflow_id = ? ORDER BY step";
+    return select_records(sql.c_str(), [&](sqlite3_stmt* s) { bind_text(s, 1, workflow_id); });
+  }
+
+  Result<std::vector<JournalRecord>> all_records(std::uint64_t from_seq,
+                                                 std::size_t limit) override {
+    std::string sql = std::string("SELECT ") + kRecordColumns +
+                      " FROM records WHERE seq >= ? ORDER BY seq LIMIT ?";
+    return select_records(sql.c_str(), [&](sqlite3_stmt* s) {
+      sqlite3_bind_int64(s, 1, static_cast<sqlite3_int64>(from_seq));
+      sqlite3_bind_int64(s, 2, limit == 0 ? -1 : static_cast<sqlite3_int64>(limit));
+    });
+  }
+
+  Result<std::vector<WorkflowSummary>> workflows() override {
+    return select_workflows("1 ORDER BY created_at_ms, workflow_id", {});
+  }
+
+  Result<std::optional<WorkflowSummary>> workflow(const std::string& workflow_id) override {
+    PF_ASSIGN_OR_RETURN(auto list, select_workflows("workflow_id = ?", workflow_id));
+    if (list.empty()) return std::optional<WorkflowSummary>();
+    return std::optional<WorkflowSummary>(std::move(list.front()));
+  }
+
+  Result<std::vector<WorkflowSummary>> unfinished() override {
+    return select_workflows(
+        "status IN ('running', 'suspended') ORDER BY created_at_ms, workflow_id", {});
+  }
+
+  Result<VerifyReport> verify() override;
+
+  const std::string& path() const override { return path_; }
+
+ private:
+  void poison(const Status& cause) {
+    poisoned_ = true;
+    poison_reason_ = cause.message();
+    if (!sqlite3_get_autocommit(db_)) (void)exec(db_, "ROLLBACK");
+  }
+
+  Status poisoned_status() const {
+    return make_status(Errc::kPoisoned,
+                       "journal " + path_ + " refuses appends: an earlier commit's outcome is "
+                       "unknown (" + poison_reason_ + "); restart from disk");
+  }
+
+  GroupOutcome fail_all(std::size_t n, const Status& s) {
+    GroupOutcome out;
+    out.commit = s;
+    out.each.assign(n, s);
+    return out;
+  }
+
+  GroupOutcome run_group(std::span<const AppendRequest> requests, bool isolate, bool group) {
+    const std::size_t n = requests.size();
+    if (poisoned_) return fail_all(n, poisoned_status());
+    if (read_only_) {
+      return fail_all(n, make_status(Errc::kPermissionDenied,
+                                     "journal " + path_ + " is open read-only"));
+    }
+    GroupOutcome out;
+    out.each.assign(n, Status::ok());
+    if (n == 0) return out;
+
+    if (Status s = step_done(begin_, "beginning a transaction"); !s.is_ok()) {
+      if ((sqlite_rc(s) & 0xff) == SQLITE_BUSY) {
+        return fail_all(n, make_status(Errc::kUnavailable,
+                                       "journal " + path_ + " is locked by another process"));
+      }
+      if (outcome_unknown(sqlite_rc(s))) poison(s);
+      return fail_all(n, s.with_context("journal " + path_));
+    }
+    std::uint64_t seq = 0;
+    std::string prev = kZeroHash;
+    if (Status s = load_tail(seq, prev); !s.is_ok()) return abort_group(n, s);
+
+    const std::int64_t at = now_ms();
+    std::size_t written = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      if (isolate) {
+        if (Status s = step_done(savepoint_, "savepoint"); !s.is_ok()) return abort_group(n, s);
+      }
+      std::string hash;
+      Status s = insert_one(requests[i], seq + 1, prev, at, hash);
+      if (s.is_ok()) {
+        ++seq;
+        prev = std::move(hash);
+        ++written;
+        if (isolate) {
+          if (Status r = step_done(release_, "release"); !r.is_ok()) return abort_group(n, r);
+        }
+        continue;
+      }
+      if (outcome_unknown(sqlite_rc(s)) || !isolate) return abort_group(n, s);
+      if (Status r = step_done(rollback_to_, "rollback"); !r.is_ok()) return abort_group(n, r);
+      if (Status r = step_done(release_, "release"); !r.is_ok()) return abort_group(n, r);
+      out.each[i] = s;
+    }
+    if (written == 0) {
+      (void)exec(db_, "ROLLBACK");
+      return out;
+    }
+    // The head (last seq and hash) once per transaction: it lets verify notice a record removed
+    // from the end, which leaves no gap.
+    sqlite3_stmt* hs = head_update_.fresh();
+    bind_text(hs, 1, std::to_string(seq));
+    bind_text(hs, 2, prev);
+    if (Status h = step_done(head_update_, "updating the journal head"); !h.is_ok()) {
+      return abort_group(n, h);
+    }
+    if (group) crash_point("journal.group.before_commit");
+    if (Status s = step_done(commit_, "commit"); !s.is_ok()) {
+      // Any COMMIT failure: the transaction may or may not be on disk.
+      Status cause = s.with_context("journal " + path_ + ": commit");
+      poison(cause);
+      for (auto& e : out.each) {
+        if (e.is_ok()) e = cause;
+      }
+      out.commit = cause;
+      return out;
+    }
+    crash_point("journal.after_commit");
+    return out;
+  }
+
+  // A failure inside the transaction: roll it back, poisoning first when its outcome is unknown.
+  GroupOutcome abort_group(std::size_t n, const Status& s) {
+    if (outcome_unknown(sqlite_rc(s))) {
+      Status cause = s.with_context("journal " + path_);
+      poison(cause);
+      return fail_all(n, cause);
+    }
+    if (!sqlite3_get_autocommit(db_)) (void)exec(db_, "ROLLBACK");
+    return fail_all(n, s);
+  }
+
+  Status load_tail(std::uint64_t& seq, std::string& hash) {
+    sqlite3_stmt* s = tail_.fresh();
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+      seq = static_cast<std::uint64_t>(sqlite3_column_int64(s, 0));
+      hash = column_string(s, 1);
+      if (hash.size() != 64 || hash.find_first_not_of("0123456789abcdef") != std::string::npos) {
+        sqlite3_reset(s);
+        return make_status(Errc::kCorrupt, "journal " + path_ + ": the hash of the last record (" +
+                                               std::to_string(seq) + ") is malformed");
+      }
+    } else if (rc != SQLITE_DONE) {
+      return sqlite_error(db_, rc, "journal " + path_ + ": reading the last record");
+    }
+    sqlite3_reset(s);
+    return Status::ok();
+  }
+
+  Status step_done(Stmt& stmt, const std::string& what) {
+    int rc = sqlite3_step(stmt.get());
+    Status st = rc == SQLITE_DONE ? Status::ok() : sqlite_error(db_, rc, what);
+    sqlite3_reset(stmt.get());
+    return st;
+  }
+
+  Status insert_one(const AppendRequest& r, std::uint64_t seq, const std::string& prev,
+                    std::int64_t at, std::string& hash_out) {
+    const std::string who = "workflow '" + r.workflow_id + "'";
+    if (r.workflow_id.empty() || r.machine.empty() || r.event_type.empty() ||
+        r.state_name.empty()) {
+      return make_status(Errc::kInvalidArgument,
+                         "an append needs a workflow id, a machine, an event type and a state "
+                         "name (" + who + ")");
+    }
+    for (std::size_t i = 0; i < r.commands.size(); ++i) {
+      const CommandEntry& c = r.commands[i];
+      if (c.index != i) {
+        return make_status(Errc::kInvalidArgument,
+                           who + " step " + std::to_string(r.step) + ": command " +
+                               std::to_string(i) + " has index " + std::to_string(c.index));
+      }
+      if (c.idempotency_key.empty() || c.type.empty()) {
+        return make_status(Errc::kInvalidArgument,
+                           who + ": every command needs a type and an idempotency key");
+      }
+    }
+    // The workflow's summary decides the next step.
+    std::uint64_t expected = 0;
+    std::int64_t created = at;
+    {
+      sqlite3_stmt* s = wf_get_.fresh();
+      bind_text(s, 1, r.workflow_id);
+      int rc = sqlite3_step(s);
+      if (rc == SQLITE_ROW) {
+        std::string machine = column_string(s, 0);
+        expected = static_cast<std::uint64_t>(sqlite3_column_int64(s, 1));
+        created = sqlite3_column_int64(s, 2);
+        sqlite3_reset(s);
+        if (machine != r.machine) {
+          return make_status(Errc::kRejected, who + " runs machine '" + machine +
+                                                  "', not '" + r.machine + "'");
+        }
+      } else {
+        sqlite3_reset(s);
+        if (rc != SQLITE_DONE) return sqlite_error(db_, rc, "reading " + who);
+      }
+    }
+    if (r.step != expected) {
+      return make_status(Errc::kRejected,
+                         who + ": step " + std::to_string(r.step) +
+                             " is not the next step (expected " + std::to_string(expected) +
+                             "); nothing written");
+    }
+
+    JournalRecord rec{seq, at, r, prev, {}};
+    std::string commands = encode_commands(r.commands);
+    hash_out = chain_hash(prev, canonical_record_bytes(rec));
+
+    sqlite3_stmt* s = rec_insert_.fresh();
+    sqlite3_bind_int64(s, 1, static_cast<sqlite3_int64>(seq));
+    bind_text(s, 2, r.workflow_id);
+    sqlite3_bind_int64(s, 3, static_cast<sqlite3_int64>(r.step));
+    bind_text(s, 4, r.machine);
+    bind_text(s, 5, r.event_type);
+    bind_blob(s, 6, r.event);
+    bind_text(s, 7, r.result_of);
+    bind_text(s, 8, r.state_name);
+    bind_blob(s, 9, r.state);
+    bind_text(s, 10, to_string(r.status));
+    bind_blob(s, 11, commands);
+    sqlite3_bind_int64(s, 12, at);
+    bind_text(s, 13, prev);
+    bind_text(s, 14, hash_out);
+    PF_RETURN_IF_ERROR(step_done(rec_insert_, "recording " + who));
+
+    for (const CommandEntry& c : r.commands) {
+      sqlite3_stmt* cs = cmd_insert_.fresh();
+      bind_text(cs, 1, c.idempotency_key);
+      sqlite3_bind_int64(cs, 2, static_cast<sqlite3_int64>(seq));
+      bind_text(cs, 3, r.workflow_id);
+      sqlite3_bind_int64(cs, 4, static_cast<sqlite3_int64>(r.step));
+      sqlite3_bind_int64(cs, 5, c.index);
+      bind_text(cs, 6, c.type);
+      bind_blob(cs, 7, c.payload);
+      Status st = step_done(cmd_insert_, "recording the commands of " + who);
+      if ((sqlite_rc(st) & 0xff) == SQLITE_CONSTRAINT) {
+        return make_status(Errc::kAlreadyExists, who + ": idempotency key '" + c.idempotency_key +
+                                                     "' is already recorded; nothing written");
+      }
+      PF_RETURN_IF_ERROR(st);
+    }
+
+    sqlite3_stmt* ws = wf_upsert_.fresh();
+    bind_text(ws, 1, r.workflow_id);
+    bind_text(ws, 2, r.machine);
+    bind_text(ws, 3, r.state_name);
+    bind_text(ws, 4, to_string(r.status));
+    sqlite3_bind_int64(ws, 5, static_cast<sqlite3_int64>(r.step + 1));
+    sqlite3_bind_int64(ws, 6, created);
+    sqlite3_bind_int64(ws, 7, at);
+    sqlite3_bind_int64(ws, 8, static_cast<sqlite3_int64>(seq));
+    PF_RETURN_IF_ERROR(step_done(wf_upsert_, "updating the summary of " + who));
+    return Status::ok();
+  }
+
+  template <typename Bind>
+  Result<std::vector<JournalRecord>> select_records(const char* sql, Bind bind) {
+    sqlite3_stmt* s = nullptr;
+    int rc = sqlite3_prepare_v2(db_, sql, -1, &s, nullptr);
+    if (rc != SQLITE_OK) {
+      sqlite3_finalize(s);
+      return sqlite_error(db_, rc, "journal " + path_ + ": reading records");
+    }
+    bind(s);
+    std::vector<JournalRecord> out;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+      auto r = read_record(s);
+      if (!r.is_ok()) {
+        sqlite3_finalize(s);
+        return r.status().with_context("journal " + path_);
+      }
+      out.push_back(std::move(*r));
+    }
+    Status st = rc == SQLITE_DONE ? Status::ok()
+                                  : sqlite_error(db_, rc, "journal " + path_ + ": reading records");
+    sqlite3_finalize(s);
+    if (!st.is_ok()) return st;
+    return out;
+  }
+
+  Result<std::vector<WorkflowSummary>> select_workflows(const std::string& where,
+                                                        std::optional<std::string> arg) {
+    std::string sql =
+        "SELECT workflow_id, machine, state_name, status, steps, created_at_ms, updated_at_ms "
+        "FROM workflows WHERE " + where;
+    sqlite3_stmt* s = nullptr;
+    int rc = sqlite3_prepare_v2(db_, sql.c_str(), -1, &s, nullptr);
+    if (rc != SQLITE_OK) {
+      sqlite3_finalize(s);
+      return sqlite_error(db_, rc, "journal " + path_ + ": reading workflows");
+    }
+    if (arg) bind_text(s, 1, *arg);
+    std::vector<WorkflowSummary> out;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+      WorkflowSummary w;
+      w.workflow_id = column_string(s, 0);
+      w.machine = column_string(s, 1);
+      w.state_name = column_string(s, 2);
+      auto status = parse_workflow_status(column_string(s, 3));
+      if (!status.is_ok()) {
+        sqlite3_finalize(s);
+        return status.status().with_context("journal " + path_ + ": workflow " + w.workflow_id);
+      }
+      w.status = *status;
+      w.steps = static_cast<std::uint64_t>(sqlite3_column_int64(s, 4));
+      w.created_at_ms = sqlite3_column_int64(s, 5);
+      w.updated_at_ms = sqlite3_column_int64(s, 6);
+      out.push_back(std::move(w));
+    }
+    Status st = rc == SQLITE_DONE
+                    ? Status::ok()
+                    : sqlite_error(db_, rc, "journal " + path_ + ": reading workflows");
+    sqlite3_finalize(s);
+    if (!st.is_ok()) return st;
+    return out;
+  }
+
+  std::string path_;
+  sqlite3* db_;
+  int lock_fd_;
+  bool read_only_;
+  bool poisoned_ = false;
+  std::string poison_reason_;
+  Stmt tail_, wf_get_, rec_insert_, cmd_insert_, wf_upsert_, head_update_;
+  Stmt begin_, commit_, savepoint_, release_, rollback_to_;
+  std::unique_ptr<Checkpointer> checkpointer_;
+};
+
+// ----- verify -----
+
+Result<VerifyReport> SqliteJournal::verify() {
+  VerifyReport report;
+  report.head_hash = kZeroHash;
+  auto bad = [&report](std::optional<std::uint64_t> seq, std::string reason) {
+    report.intact = false;
+    report.first_bad_seq = seq;
+    report.reason = std::move(reason);
+    return report;
+  };
+  // Read everything in one read transaction, so a concurrent writer cannot move the head.
+  PF_RETURN_IF_ERROR(exec(db_, "BEGIN").with_context("journal " + path_));
+  struct EndRead {
+    sqlite3* db;
+    ~EndRead() { (void)exec(db, "COMMIT"); }
+  } end_read{db_};
+
+  auto check = query_one(db_, "PRAGMA quick_check(1)");
+  if (!check.is_ok()) return bad(std::nullopt, "SQLite cannot read the journal: " +
+                                                   check.status().message());
+  if (!check->has_value() || **check != "ok") {
+    return bad(std::nullopt, "the SQLite file is damaged: " + check->value_or("no answer"));
+  }
+
+  std::string sql = std::string("SELECT ") + kRecordColumns + " FROM records ORDER BY seq";
+  sqlite3_stmt* s = nullptr;
+  int rc = sqlite3_prepare_v2(db_, sql.c_str(), -1, &s, nullptr);
+  if (rc != SQLITE_OK) {
+    sqlite3_finalize(s);
+    return bad(std::nullopt, std::string("cannot read records: ") + sqlite3_errmsg(db_));
+  }
+  sqlite3_stmt* cs = nullptr;
+  rc = sqlite3_prepare_v2(
+      db_, "SELECT idempotency_key, idx, type, payload, workflow_id, step FROM commands "
+           "WHERE seq = ? ORDER BY idx", -1, &cs, nullptr);
+  if (rc != SQLITE_OK) {
+    sqlite3_finalize(s);
+    sqlite3_finalize(cs);
+    return bad(std::nullopt, std::string("cannot read commands: ") + sqlite3_errmsg(db_));
+  }
+  struct Finalize {
+    sqlite3_stmt* a;
+    sqlite3_stmt* b;
+    ~Finalize() {
+      sqlite3_finalize(a);
+      sqlite3_finalize(b);
+    }
+  } finalize{s, cs};
+
+  struct Expected {
+    std::string machine, state_name;
+    WorkflowStatus status;
+    std::uint64_t steps = 0;
+    std::int64_t created = 0, updated = 0;
+    std::uint64_t last_seq = 0;
+  };
+  std::map<std::string, Expected> flows;
+  std::uint64_t expected_seq = 1;
+  std::uint64_t commands_seen = 0;
+  std::string prev = kZeroHash;
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    std::uint64_t seq = static_cast<std::uint64_t>(sqlite3_column_int64(s, 0));
+    if (seq != expected_seq) {
+      return bad(expected_seq, "record " + std::to_string(expected_seq) +
+                                   " is missing (the next record is " + std::to_string(seq) + ")");
+    }
+    auto rec = read_record(s);
+    if (!rec.is_ok()) return bad(seq, "record " + std::to_string(seq) + " is malformed: " +
+                                          rec.status().message());
+    const JournalRecord& r = *rec;
+    const std::string at = "record " + std::to_string(seq) + " (workflow '" +
+                           r.body.workflow_id + "', step " + std::to_string(r.body.step) + ")";
+    auto [it, is_new] = flows.try_emplace(r.body.workflow_id);
+    Expected& flow = it->second;
+    if (r.body.step != flow.steps) {
+      return bad(seq, at + ": expected step " + std::to_string(flow.steps) +
+                          " of this workflow (steps out of order or missing)");
+    }
+    if (!is_new && r.body.machine != flow.machine) {
+      return bad(seq, at + ": machine '" + r.body.machine + "' differs from the workflow's '" +
+                          flow.machine + "'");
+    }
+    if (r.prev_hash != prev) {
+      return bad(seq, at + ": prev_hash does not match the hash of the record before it "
+                           "(records removed, inserted or reordered)");
+    }
+    if (chain_hash(prev, canonical_record_bytes(r)) != r.hash) {
+      return bad(seq, at + ": its contents do not match its hash (the record was altered)");
+    }
+    // The command rows must be exactly the record's commands.
+    sqlite3_reset(cs);
+    sqlite3_bind_int64(cs, 1, static_cast<sqlite3_int64>(seq));
+    std::size_t i = 0;
+    while ((rc = sqlite3_step(cs)) == SQLITE_ROW) {
+      bool same = i < r.body.commands.size() &&
+                  column_string(cs, 0) == r.body.commands[i].idempotency_key &&
+                  static_cast<std::uint32_t>(sqlite3_column_int64(cs, 1)) ==
+                      r.body.commands[i].index &&
+                  column_string(cs, 2) == r.body.commands[i].type &&
+                  column_string(cs, 3) == r.body.commands[i].payload &&
+                  column_string(cs, 4) == r.body.workflow_id &&
+                  static_cast<std::uint64_t>(sqlite3_column_int64(cs, 5)) == r.body.step;
+      if (!same) return bad(seq, at + ": its command rows differ from the commands it recorded");
+      ++i;
+    }
+    if (rc != SQLITE_DONE) {
+      return bad(seq, at + ": cannot read its command rows: " + sqlite3_errmsg(db_));
+    }
+    if (i != r.body.commands.size()) {
+      return bad(seq, at + ": command rows are missing");
+    }
+    commands_seen += i;
+    if (is_new) {
+      flow.machine = r.body.machine;
+      flow.created = r.recorded_at_ms;
+    }
+    flow.state_name = r.body.state_name;
+    flow.status = r.body.status;
+    flow.updated = r.recorded_at_ms;
+    flow.last_seq = seq;
+    ++flow.steps;
+    prev = r.hash;
+    ++expected_seq;
+    ++report.records_checked;
+  }
+  if (rc != SQLITE_DONE) {
+    return bad(expected_seq, "record " + std::to_string(expected_seq) +
+                                 " cannot be read: " + sqlite3_errmsg(db_));
+  }
+  report.head_hash = prev;
+  const std::uint64_t last = expected_seq - 1;
+
+  // The head: a record removed from the end leaves no gap, but the head still names it.
+  auto head_seq = query_one(db_, "SELECT value FROM meta WHERE key = 'head_seq'");
+  auto head_hash = query_one(db_, "SELECT value FROM meta WHERE key = 'head_hash'");
+  if (!head_seq.is_ok() || !head_hash.is_ok() || !head_seq->has_value() ||
+      !head_hash->has_value()) {
+    return bad(std::nullopt, "the journal head (meta head_seq, head_hash) is missing");
+  }
+  std::uint64_t head = std::strtoull((*head_seq)->c_str(), nullptr, 10);
+  if (head > last) {
+    return bad(last + 1, "record " + std::to_string(last + 1) +
+                             " is missing: the journal's head names record " +
+                             std::to_string(head) + " but the last record is " +
+                             std::to_string(last));
+  }
+  if (head != last || **head_hash != prev) {
+    return bad(last, "record " + std::to_string(last) +
+                         " does not match the journal's head (head names record " +
+                         std::to_string(head) + ")");
+  }
+  auto total = query_one(db_, "SELECT count(*) FROM commands");
+  if (!total.is_ok() || !total->has_value() ||
+      std::strtoull((*total)->c_str(), nullptr, 10) != commands_seen) {
+    return bad(std::nullopt, "the commands table holds rows that no record recorded");
+  }
+
+  // The summaries must agree with the records.
+  auto summaries = workflows();
+  if (!summaries.is_ok()) {
+    return bad(std::nullopt, "the workflows table cannot be read: " +
+                                 summaries.status().message());
+  }
+  if (summaries->size() != flows.size()) {
+    return bad(std::nullopt, "the workflows table lists " + std::to_string(summaries->size()) +
+                                 " workflows, the records " + std::to_string(flows.size()));
+  }
+  for (const WorkflowSummary& w : *summaries) {
+    auto f = flows.find(w.workflow_id);
+    if (f == flows.end()) {
+      return bad(std::nullopt, "the workflows table lists '" + w.workflow_id +
+                                   "', which has no records");
+    }
+    const Expected& e = f->second;
+    if (w.machine != e.machine || w.state_name != e.state_name || w.status != e.status ||
+        w.steps != e.steps || w.created_at_ms != e.created || w.updated_at_ms != e.updated) {
+      return bad(e.last_seq, "the summary of workflow '" + w.workflow_id +
+                                 "' disagrees with its records (last record " +
+                                 std::to_string(e.last_seq) + ")");
+    }
+  }
+  return report;
+}
+
+// ----- open -----
+
+bool read_only_file(const struct stat& st, const std::string& path) {
+  // Root may write anything; the mode bits still say what the operator meant.
+  return (st.st_mode & (S_IWUSR | S_IWGRP | S_IWOTH)) == 0 || ::access(path.c_str(), W_OK) != 0;
+}
+
+Result<std::unique_ptr<Journal>> open_journal(const std::string& path, OpenOptions options) {
+  namespace fs = std::filesystem;
+  if (path.empty()) return make_status(Errc::kInvalidArgument, "no journal path given");
+  fs::path p(path);
+  fs::path dir = p.parent_path().empty() ? fs::path(".") : p.parent_path();
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) {
+    return make_status(Errc::kNotFound, "journal " + path + ": directory " + dir.string() +
+                                            " does not exist");
+  }
+  struct stat st{};
+  bool exists = ::stat(path.c_str(), &st) == 0;
+  if (!exists && errno != ENOENT) {
+    return make_status(Errc::kPermissionDenied,
+                       "journal " + path + " cannot be read: " + std::strerror(errno));
+  }
+  if (!exists && (options.read_only || !options.create_if_missing)) {
+    return make_status(Errc::kNotFound, "no journal at " + path);
+  }
+  if (exists && !S_ISREG(st.st_mode)) {
+    return make_status(Errc::kInvalidArgument, path + " is not a regular file");
+  }
+  if (!options.read_only) {
+    if (exists && read_only_file(st, path)) {
+      return make_status(Errc::kPermissionDenied,
+                         "journal " + path + " is read-only; it can only be opened for reading "
+                         "(fix its permissions to write to it)");
+    }
+    if (::access(dir.c_str(), W_OK) != 0) {
+      return make_status(Errc::kPermissionDenied,
+                         "journal " + path + ": directory " + dir.string() +
+                             " is not writable (the journal keeps its -wal and -shm files there)");
+    }
+  }
+  if (exists && ::access(path.c_str(), R_OK) != 0) {
+    return make_status(Errc::kPermissionDenied, "journal " + path + " is not readable");
+  }
+  bool fresh = !exists || st.st_size == 0;
+  if (fresh && options.read_only) {
+    return make_status(Errc::kCorrupt, path + " is empty: not a persoflow journal");
+  }
+  if (!fresh) {
+    PF_ASSIGN_OR_RETURN(Probe pr, probe(path));
+    if (options.read_only && pr.schema_version < kJournalSchemaVersion) {
+      return make_status(Errc::kUnsupported,
+                         "journal " + path + " has the older schema version " +
+                             std::to_string(pr.schema_version) +
+                             "; open it once for writing to migrate it");
+    }
+  }
+
+  int lock_fd = -1;
+  if (!options.read_only) {
+    std::string lock_path = path + ".lock";
+    lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (lock_fd < 0) {
+      return make_status(Errc::kPermissionDenied, "journal " + path + ": cannot open " +
+                                                      lock_path + ": " + std::strerror(errno));
+    }
+    if (::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+      int err = errno;
+      ::close(lock_fd);
+      if (err == EWOULDBLOCK) {
+        return make_status(Errc::kUnavailable,
+                           "journal " + path + " is locked by another process (another writer "
+                           "has it open)");
+      }
+      return make_status(Errc::kUnavailable,
+                         "journal " + path + ": cannot lock " + lock_path + ": " +
+                             std::strerror(err));
+    }
+  }
+
+  sqlite3* db = nullptr;
+  int flags = options.read_only ? SQLITE_OPEN_READONLY
+                                : (SQLITE_OPEN_READWRITE | (fresh ? SQLITE_OPEN_CREATE : 0));
+  int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr);
+  auto journal = std::make_unique<SqliteJournal>(path, db, lock_fd, options.read_only);
+  if (rc != SQLITE_OK) return sqlite_error(db, rc, "journal " + path + " cannot be opened");
+  sqlite3_extended_result_codes(db, 1);
+  sqlite3_busy_timeout(db, kBusyTimeoutMs);
+
+  auto fail = [&path](const Status& s) -> Status {
+    int code = sqlite_rc(s) & 0xff;
+    if (code == SQLITE_BUSY) {
+      return make_status(Errc::kUnavailable, "journal " + path + " is locked by another process");
+    }
+    if (code == SQLITE_CORRUPT || code == SQLITE_NOTADB) {
+      return make_status(Errc::kCorrupt, "journal " + path + " is corrupt: " + s.message());
+    }
+    return s.with_context("journal " + path);
+  };
+
+  if (!options.read_only) {
+    PF_RETURN_IF_ERROR(fail(exec(db, "PRAGMA synchronous = FULL")));
+    if (options.max_page_count > 0) {
+      std::string pragma = "PRAGMA max_page_count = " + std::to_string(options.max_page_count);
+      PF_RETURN_IF_ERROR(fail(exec(db, pragma.c_str())));
+    }
+    // A fresh journal gets its identity and schema in rollback mode, so the application_id is
+    // in the database file itself (not only in the WAL) once the creating commit returns.
+    PF_RETURN_IF_ERROR(fail(exec(db, "BEGIN IMMEDIATE")));
+    auto has_meta = query_one(
+        db, "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'meta'");
+    if (!has_meta.is_ok()) {
+      (void)exec(db, "ROLLBACK");
+      return fail(has_meta.status());
+    }
+    int v = 0;
+    if (has_meta->value_or("0") != "0") {
+      auto version = query_one(db, "SELECT value FROM meta WHERE key = 'schema_version'");
+      if (!version.is_ok()) {
+        (void)exec(db, "ROLLBACK");
+        return fail(version.status());
+      }
+      v = std::atoi(version->value_or("0").c_str());
+    }
+    if (v > kJournalSchemaVersion) {
+      (void)exec(db, "ROLLBACK");
+      return make_status(Errc::kUnsupported, "journal " + path + " has a newer schema version");
+    }
+    if (v < kJournalSchemaVersion) {
+      if (v == 0) {
+        std::string app = "PRAGMA application_id = " + std::to_string(kJournalApplicationId);
+        if (Status s = exec(db, app.c_str()); !s.is_ok()) {
+          (void)exec(db, "ROLLBACK");
+          return fail(s);
+        }
+      }
+      for (int m = v; m < kJournalSchemaVersion; ++m) {
+        if (Status s = exec(db, kMigrations[m]); !s.is_ok()) {
+          (void)exec(db, "ROLLBACK");
+          return fail(s.with_context("migrating to schema version " + std::to_string(m + 1)));
+        }
+      }
+      std::string set = "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', '" +
+                        std::to_string(kJournalSchemaVersion) + "')";
+      if (Status s = exec(db, set.c_str()); !s.is_ok()) {
+        (void)exec(db, "ROLLBACK");
+        return fail(s);
+      }
+    }
+    PF_RETURN_IF_ERROR(fail(exec(db, "COMMIT")));
+    auto mode = query_one(db, "PRAGMA journal_mode = WAL");
+    if (!mode.is_ok()) return fail(mode.status());
+    if (mode->value_or("") != "wal") {
+      return make_status(Errc::kUnsupported,
+                         "journal " + path + ": SQLite refused WAL mode (" +
+                             mode->value_or("?") + ")");
+    }
+  } else {
+    PF_RETURN_IF_ERROR(fail(exec(db, "PRAGMA query_only = 1")));
+  }
+  PF_RETURN_IF_ERROR(fail(journal->prepare()));
+  if (!options.read_only) PF_RETURN_IF_ERROR(fail(journal->start_checkpointer()));
+  return std::unique_ptr<Journal>(std::move(journal));
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Journal>> Journal::open(const std::string& path, OpenOptions options) {
+  return open_journal(path, options);
+}
+
+}  // namespace persoflow::storage

@@ -1,0 +1,166 @@
+// Tampering with a closed journal through SQLite itself (as an attacker with file access would):
+// one changed byte, a deleted record, two records swapped, a record rewritten with a recomputed
+// hash, a changed command row. verify() must fail and name the first bad record.
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include "journal_support.hpp"
+#include "persoflow/storage/journal.hpp"
+#include "test_support.hpp"
+
+namespace persoflow::storage {
+namespace {
+
+using test::request;
+
+class Tamper : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    path_ = dir_.file("journal.db");
+    auto j = Journal::open(path_, {});
+    ASSERT_TRUE(j.is_ok()) << j.status().message();
+    // 9 records over three interleaved workflows: seq 1..9.
+    for (std::uint64_t step = 0; step < 3; ++step) {
+      for (const char* wf : {"a", "b", "c"}) ASSERT_TRUE((*j)->append(request(wf, step)).is_ok());
+    }
+  }
+
+  void sql(const std::string& statement) {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+    char* err = nullptr;
+    int rc = sqlite3_exec(db, statement.c_str(), nullptr, nullptr, &err);
+    std::string msg = err ? err : "";
+    sqlite3_free(err);
+    sqlite3_close(db);
+    ASSERT_EQ(rc, SQLITE_OK) << msg << " in: " << statement;
+  }
+
+  // Changes one byte of a blob column of one record, as a disk or an editor would.
+  void flip_byte(std::uint64_t seq, const std::string& column, std::size_t offset) {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+    sqlite3_stmt* s = nullptr;
+    std::string select = "SELECT " + column + " FROM records WHERE seq = ?";
+    ASSERT_EQ(sqlite3_prepare_v2(db, select.c_str(), -1, &s, nullptr), SQLITE_OK);
+    sqlite3_bind_int64(s, 1, static_cast<sqlite3_int64>(seq));
+    ASSERT_EQ(sqlite3_step(s), SQLITE_ROW);
+    std::string blob(static_cast<const char*>(sqlite3_column_blob(s, 0)),
+                     static_cast<std::size_t>(sqlite3_column_bytes(s, 0)));
+    sqlite3_finalize(s);
+    ASSERT_LT(offset, blob.size());
+    blob[offset] = static_cast<char>(blob[offset] ^ 0x01);
+    std::string update = "UPDATE records SET " + column + " = ? WHERE seq = ?";
+    ASSERT_EQ(sqlite3_prepare_v2(db, update.c_str(), -1, &s, nullptr), SQLITE_OK);
+    sqlite3_bind_blob(s, 1, blob.data(), static_cast<int>(blob.size()), SQLITE_TRANSIENT);
+    sqlite3_bind_int64(s, 2, static_cast<sqlite3_int64>(seq));
+    EXPECT_EQ(sqlite3_step(s), SQLITE_DONE);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+  }
+
+  VerifyReport verify() {
+    auto j = Journal::open(path_, {.read_only = true});
+    EXPECT_TRUE(j.is_ok()) << j.status().message();
+    if (!j.is_ok()) return {};
+    auto report = (*j)->verify();
+    EXPECT_TRUE(report.is_ok()) << report.status().message();
+    return report.is_ok() ? *report : VerifyReport{};
+  }
+
+  void expect_bad(std::uint64_t seq, const std::string& reason_part) {
+    VerifyReport r = verify();
+    EXPECT_FALSE(r.intact);
+    ASSERT_TRUE(r.first_bad_seq.has_value()) << r.reason;
+    EXPECT_EQ(*r.first_bad_seq, seq) << r.reason;
+    EXPECT_NE(r.reason.find(reason_part), std::string::npos) << r.reason;
+    // The command line says the same and exits 1.
+    auto cli = testing::run({testing::persoflow_binary(), "journal", "verify", "--journal", path_});
+    EXPECT_EQ(cli.exit_code, 1) << cli.out << cli.err;
+    EXPECT_NE(cli.out.find("record " + std::to_string(seq)), std::string::npos) << cli.out;
+  }
+
+  testing::TempDir dir_;
+  std::string path_;
+};
+
+TEST_F(Tamper, UntouchedJournalIsIntact) {
+  VerifyReport r = verify();
+  EXPECT_TRUE(r.intact) << r.reason;
+  EXPECT_EQ(r.records_checked, 9u);
+  auto cli = testing::run({testing::persoflow_binary(), "journal", "verify", "--journal", path_});
+  EXPECT_EQ(cli.exit_code, 0) << cli.err;
+  EXPECT_EQ(cli.out.rfind("journal intact: 9 records", 0), 0u) << cli.out;
+}
+
+TEST_F(Tamper, OneChangedByteOfAnEvent) {
+  flip_byte(4, "event", 7);
+  expect_bad(4, "do not match its hash");
+}
+
+TEST_F(Tamper, OneChangedByteOfACommandList) {
+  flip_byte(8, "commands", 20);
+  expect_bad(8, "record 8");
+}
+
+TEST_F(Tamper, OneChangedByteOfAState) {
+  sql("UPDATE records SET state_name = 'Step9' WHERE seq = 7");
+  expect_bad(7, "do not match its hash");
+}
+
+TEST_F(Tamper, ChangedTimestamp) {
+  sql("UPDATE records SET recorded_at_ms = recorded_at_ms + 1 WHERE seq = 2");
+  expect_bad(2, "do not match its hash");
+}
+
+TEST_F(Tamper, DeletedRecordInTheMiddle) {
+  sql("DELETE FROM records WHERE seq = 5");
+  expect_bad(5, "record 5 is missing");
+}
+
+TEST_F(Tamper, DeletedLastRecord) {
+  sql("DELETE FROM records WHERE seq = 9");
+  expect_bad(9, "record 9 is missing");
+}
+
+TEST_F(Tamper, DeletedFirstRecord) {
+  sql("DELETE FROM records WHERE seq = 1");
+  expect_bad(1, "record 1 is missing");
+}
+
+TEST_F(Tamper, TwoRecordsSwapped) {
+  // Records 3 (workflow c, step 0) and 5 (workflow b, step 1) trade places, each intact.
+  sql("BEGIN; CREATE TEMP TABLE t AS SELECT * FROM records WHERE seq IN (3, 5); "
+      "DELETE FROM records WHERE seq IN (3, 5); "
+      "INSERT INTO records SELECT CASE seq WHEN 3 THEN 5 ELSE 3 END, workflow_id, step, machine, "
+      "event_type, event, result_of, state_name, state, status, commands, recorded_at_ms, "
+      "prev_hash, hash FROM t; COMMIT;");
+  expect_bad(3, "prev_hash does not match");
+}
+
+TEST_F(Tamper, RecordRewrittenWithARecomputedHash) {
+  // An attacker who recomputes record 4's own hash still breaks the link to record 5.
+  JournalRecord r;
+  {
+    auto j = Journal::open(path_, {.read_only = true});
+    ASSERT_TRUE(j.is_ok());
+    r = (*j)->all_records(4, 1)->front();
+  }
+  r.body.state_name = "Forged";
+  std::string hash = chain_hash(r.prev_hash, canonical_record_bytes(r));
+  sql("UPDATE records SET state_name = 'Forged', hash = '" + hash + "' WHERE seq = 4");
+  expect_bad(5, "prev_hash does not match");
+}
+
+TEST_F(Tamper, ChangedCommandRow) {
+  sql("UPDATE commands SET type = 'DoOtherThing' WHERE seq = 6");
+  expect_bad(6, "command rows differ");
+}
+
+TEST_F(Tamper, ChangedWorkflowSummary) {
+  sql("UPDATE workflows SET status = 'done' WHERE workflow_id = 'b'");
+  expect_bad(8, "summary of workflow 'b'");
+}
+
+}  // namespace
+}  // namespace persoflow::storage

@@ -1,0 +1,280 @@
+// The journal on real SQLite files: appends read back exactly, the hash chain checked by an
+// outside tool (openssl dgst), refused requests write nothing, and group commit of many
+// workflows from many threads acknowledges only what is committed.
+#include "persoflow/storage/journal.hpp"
+
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include <atomic>
+#include <fstream>
+#include <future>
+#include <thread>
+
+#include "journal_support.hpp"
+#include "test_support.hpp"
+
+namespace persoflow::storage {
+namespace {
+
+using test::request;
+using testing::TempDir;
+
+std::unique_ptr<Journal> open_rw(const std::string& path) {
+  auto j = Journal::open(path, {});
+  EXPECT_TRUE(j.is_ok()) << j.status().message();
+  return j.is_ok() ? std::move(j.value()) : nullptr;
+}
+
+TEST(Journal, AppendsReadBackExactly) {
+  TempDir dir;
+  std::string path = dir.file("journal.db");
+  std::vector<AppendRequest> w1 = {request("w1", 0, 2), request("w1", 1, 0), request("w1", 2, 1)};
+  w1[2].status = WorkflowStatus::kDone;
+  {
+    auto j = open_rw(path);
+    ASSERT_TRUE(j);
+    ASSERT_TRUE(j->append(w1[0]).is_ok());
+    ASSERT_TRUE(j->append(request("w2", 0)).is_ok());
+    ASSERT_TRUE(j->append(w1[1]).is_ok());
+    ASSERT_TRUE(j->append(w1[2]).is_ok());
+    auto recs = j->records("w1");
+    ASSERT_TRUE(recs.is_ok()) << recs.status().message();
+    ASSERT_EQ(recs->size(), 3u);
+    for (std::size_t i = 0; i < 3; ++i) EXPECT_EQ((*recs)[i].body, w1[i]);
+    EXPECT_EQ((*recs)[0].seq, 1u);
+    EXPECT_EQ((*recs)[1].seq, 3u);
+    EXPECT_EQ((*recs)[0].prev_hash, std::string(64, '0'));
+    auto all = j->all_records();
+    ASSERT_TRUE(all.is_ok());
+    ASSERT_EQ(all->size(), 4u);
+    for (std::size_t i = 1; i < all->size(); ++i) EXPECT_EQ((*all)[i].prev_hash, (*all)[i - 1].hash);
+    EXPECT_EQ(j->all_records(3, 1)->front().seq, 3u);
+  }
+  // Reopened from disk: the summaries, the unfinished list, and the chain continue.
+  auto j = open_rw(path);
+  ASSERT_TRUE(j);
+  auto w = j->workflow("w1");
+  ASSERT_TRUE(w.is_ok() && w->has_value());
+  EXPECT_EQ((*w)->steps, 3u);
+  EXPECT_EQ((*w)->state_name, "Step2");
+  EXPECT_EQ((*w)->status, WorkflowStatus::kDone);
+  EXPECT_FALSE(j->workflow("nope")->has_value());
+  auto unfinished = j->unfinished();
+  ASSERT_EQ(unfinished->size(), 1u);
+  EXPECT_EQ(unfinished->front().workflow_id, "w2");
+  EXPECT_EQ(j->workflows()->size(), 2u);
+  ASSERT_TRUE(j->append(request("w2", 1)).is_ok());
+  auto report = j->verify();
+  ASSERT_TRUE(report.is_ok());
+  EXPECT_TRUE(report->intact) << report->reason;
+  EXPECT_EQ(report->records_checked, 5u);
+  EXPECT_EQ(report->head_hash, j->all_records()->back().hash);
+}
+
+TEST(Journal, FileIsWalWithApplicationIdAndSchemaVersion) {
+  TempDir dir;
+  std::string path = dir.file("journal.db");
+  {
+    auto j = open_rw(path);
+    ASSERT_TRUE(j && j->append(request("w", 0)).is_ok());
+  }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+  auto one = [db](const char* sql) {
+    sqlite3_stmt* s = nullptr;
+    sqlite3_prepare_v2(db, sql, -1, &s, nullptr);
+    std::string out = sqlite3_step(s) == SQLITE_ROW
+                          ? reinterpret_cast<const char*>(sqlite3_column_text(s, 0))
+                          : "";
+    sqlite3_finalize(s);
+    return out;
+  };
+  EXPECT_EQ(one("PRAGMA journal_mode"), "wal");
+  EXPECT_EQ(one("PRAGMA application_id"), std::to_string(kJournalApplicationId));
+  EXPECT_EQ(one("SELECT value FROM meta WHERE key = 'schema_version'"), "1");
+  sqlite3_close(db);
+}
+
+TEST(Journal, HashChainMatchesOpensslAndTheDocumentedLayout) {
+  TempDir dir;
+  auto j = open_rw(dir.file("journal.db"));
+  ASSERT_TRUE(j);
+  ASSERT_TRUE(j->append(request("w", 0)).is_ok());
+  ASSERT_TRUE(j->append(request("w", 1)).is_ok());
+  auto recs = j->all_records();
+  ASSERT_TRUE(recs.is_ok());
+  for (const JournalRecord& r : *recs) {
+    std::string bytes = canonical_record_bytes(r);
+    ASSERT_EQ(bytes.substr(0, 5), std::string("PFJR\x01"));
+    EXPECT_EQ(bytes.substr(5, 8), std::string("\0\0\0\0\0\0\0", 7) + static_cast<char>(r.seq));
+    // SHA-256(raw prev hash || canonical bytes), computed by openssl from a file.
+    std::string raw_prev;
+    for (std::size_t i = 0; i < 64; i += 2) {
+      raw_prev += static_cast<char>(std::stoi(r.prev_hash.substr(i, 2), nullptr, 16));
+    }
+    std::string file = dir.file("record.bin");
+    std::ofstream(file, std::ios::binary) << raw_prev << bytes;
+    auto out = testing::run({"openssl", "dgst", "-sha256", "-r", file});
+    ASSERT_EQ(out.exit_code, 0) << out.err;
+    EXPECT_EQ(out.out.substr(0, 64), r.hash);
+  }
+}
+
+TEST(Journal, RefusedRequestsWriteNothing) {
+  TempDir dir;
+  auto j = open_rw(dir.file("journal.db"));
+  ASSERT_TRUE(j);
+  ASSERT_TRUE(j->append(request("w", 0)).is_ok());
+
+  Status gap = j->append(request("w", 2));
+  EXPECT_EQ(gap.code(), Errc::kRejected);
+  EXPECT_EQ(gap.message(), "workflow 'w': step 2 is not the next step (expected 1); nothing written");
+  EXPECT_EQ(j->append(request("w", 0)).code(), Errc::kRejected);       // repeated step
+  EXPECT_EQ(j->append(request("new", 1)).code(), Errc::kRejected);     // must start at 0
+  EXPECT_EQ(j->append(request("w", 1, 1, "other")).code(), Errc::kRejected);  // other machine
+  AppendRequest dup = request("v", 0);
+  dup.commands[0].idempotency_key = "w/0/0";
+  EXPECT_EQ(j->append(dup).code(), Errc::kAlreadyExists);
+  AppendRequest bad_index = request("v", 0, 2);
+  bad_index.commands[1].index = 5;
+  EXPECT_EQ(j->append(bad_index).code(), Errc::kInvalidArgument);
+  AppendRequest no_id = request("", 0);
+  EXPECT_EQ(j->append(no_id).code(), Errc::kInvalidArgument);
+
+  EXPECT_FALSE(j->poisoned());
+  EXPECT_EQ(j->all_records()->size(), 1u);
+  EXPECT_EQ(j->workflows()->size(), 1u);
+  auto report = j->verify();
+  EXPECT_TRUE(report->intact) << report->reason;
+  EXPECT_TRUE(j->append(request("w", 1)).is_ok());
+}
+
+TEST(Journal, AppendBatchIsAllOrNothing) {
+  TempDir dir;
+  auto j = open_rw(dir.file("journal.db"));
+  ASSERT_TRUE(j);
+  std::vector<AppendRequest> batch = {request("a", 0), request("b", 0), request("a", 5)};
+  Status s = j->append_batch(batch);
+  EXPECT_EQ(s.code(), Errc::kRejected);
+  EXPECT_TRUE(j->all_records()->empty());
+  batch.pop_back();
+  batch.push_back(request("a", 1));
+  EXPECT_TRUE(j->append_batch(batch).is_ok());
+  EXPECT_EQ(j->all_records()->size(), 3u);
+}
+
+TEST(Journal, AppendEachFailsAnInvalidRequestAlone) {
+  TempDir dir;
+  auto j = open_rw(dir.file("journal.db"));
+  ASSERT_TRUE(j);
+  std::vector<AppendRequest> batch = {request("a", 0), request("b", 3), request("a", 1),
+                                      request("c", 0)};
+  GroupOutcome out = j->append_each(batch);
+  EXPECT_TRUE(out.commit.is_ok());
+  ASSERT_EQ(out.each.size(), 4u);
+  EXPECT_TRUE(out.each[0].is_ok());
+  EXPECT_EQ(out.each[1].code(), Errc::kRejected);
+  EXPECT_TRUE(out.each[2].is_ok());
+  EXPECT_TRUE(out.each[3].is_ok());
+  auto all = j->all_records();
+  ASSERT_EQ(all->size(), 3u);
+  EXPECT_EQ((*all)[2].body.workflow_id, "c");
+  EXPECT_EQ((*all)[2].seq, 3u);  // no hole left by the refused request
+  EXPECT_TRUE(j->verify()->intact);
+}
+
+TEST(GroupCommit, ManyWorkflowsFromManyThreads) {
+  TempDir dir;
+  std::string path = dir.file("journal.db");
+  auto j = open_rw(path);
+  ASSERT_TRUE(j);
+  // An outside reader proves each acknowledged append is already committed.
+  sqlite3* reader = nullptr;
+  ASSERT_EQ(sqlite3_open_v2(path.c_str(), &reader, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+  std::mutex reader_mutex;
+  auto committed = [&](const std::string& wf, std::uint64_t step) {
+    std::lock_guard lock(reader_mutex);
+    sqlite3_stmt* s = nullptr;
+    sqlite3_prepare_v2(reader, "SELECT count(*) FROM records WHERE workflow_id = ? AND step = ?",
+                       -1, &s, nullptr);
+    sqlite3_bind_text(s, 1, wf.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(s, 2, static_cast<sqlite3_int64>(step));
+    int n = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int(s, 0) : -1;
+    sqlite3_finalize(s);
+    return n == 1;
+  };
+
+  auto writer = GroupCommitWriter::start(std::move(j), 32);
+  constexpr int kThreads = 16, kFlowsPerThread = 4, kSteps = 12;
+  std::atomic<int> not_committed_at_ack{0}, failures{0}, refused_ok{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int step = 0; step < kSteps; ++step) {
+        for (int f = 0; f < kFlowsPerThread; ++f) {
+          std::string wf = "t" + std::to_string(t) + "-f" + std::to_string(f);
+          std::promise<Status> done;
+          auto fut = done.get_future();
+          auto st = static_cast<std::uint64_t>(step);
+          writer->append(request(wf, st), [&, wf, st](Status s) {
+            if (s.is_ok() && !committed(wf, st)) ++not_committed_at_ack;
+            done.set_value(std::move(s));
+          });
+          if (!fut.get().is_ok()) ++failures;
+          if (t == 0 && f == 0 && step == 5) {
+            // A wrong step in the middle of everyone's batches fails alone.
+            std::promise<Status> bad;
+            auto bad_fut = bad.get_future();
+            writer->append(request(wf, 99), [&bad](Status s) { bad.set_value(std::move(s)); });
+            if (bad_fut.get().code() == Errc::kRejected) ++refused_ok;
+          }
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  writer->stop();
+  sqlite3_close(reader);
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(not_committed_at_ack.load(), 0);
+  EXPECT_EQ(refused_ok.load(), 1);
+  EXPECT_FALSE(writer->poisoned());
+
+  std::promise<Status> after;
+  writer->append(request("late", 0), [&after](Status s) { after.set_value(std::move(s)); });
+  EXPECT_EQ(after.get_future().get().code(), Errc::kCancelled);
+
+  auto reopened = Journal::open(path, {.read_only = true});
+  ASSERT_TRUE(reopened.is_ok()) << reopened.status().message();
+  auto report = (*reopened)->verify();
+  ASSERT_TRUE(report.is_ok());
+  EXPECT_TRUE(report->intact) << report->reason;
+  EXPECT_EQ(report->records_checked, static_cast<std::uint64_t>(kThreads * kFlowsPerThread * kSteps));
+  auto flows = (*reopened)->workflows();
+  ASSERT_TRUE(flows.is_ok());
+  EXPECT_EQ(flows->size(), static_cast<std::size_t>(kThreads * kFlowsPerThread));
+  for (const auto& w : *flows) EXPECT_EQ(w.steps, static_cast<std::uint64_t>(kSteps));
+}
+
+TEST(GroupCommit, StopCommitsWhatIsQueued) {
+  TempDir dir;
+  std::string path = dir.file("journal.db");
+  auto j = open_rw(path);
+  ASSERT_TRUE(j);
+  auto writer = GroupCommitWriter::start(std::move(j), 4);
+  std::atomic<int> ok{0};
+  for (int i = 0; i < 20; ++i) {
+    writer->append(request("w" + std::to_string(i), 0), [&ok](Status s) {
+      if (s.is_ok()) ++ok;
+    });
+  }
+  writer->stop();
+  EXPECT_EQ(ok.load(), 20);
+  auto reopened = Journal::open(path, {.read_only = true});
+  ASSERT_TRUE(reopened.is_ok());
+  EXPECT_EQ((*reopened)->all_records()->size(), 20u);
+}
+
+}  // namespace
+}  // namespace persoflow::storage

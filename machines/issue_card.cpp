@@ -85,8 +85,8 @@ Command submit_command(const State& s) {
     } else if (kind == "archive") {
       f[item("request", n, "key_ref")] = get(s.data, item("key", i, "key_ref"));
     } else {
-      wf::copy_prefixed(s.data, item("key", i, "recovered") + ".",
-                        f, item("request", n, "recovered") + ".");
+      wf::copy_prefixed(s.data, item("key", i, "recovered") + ".", f,
+                        item("request", n, "recovered") + ".");
     }
     ++n;
   }
@@ -188,8 +188,9 @@ Result<Transition> on_contents_read(const State& from, const Event& e) {
     return Transition{std::move(to), {wf::command("NotifyOperator", {{"reason", reason}})}};
   }
   if (entries(to) == 0) {
-    return wf::invalid("CardContentsRead lists no key entry (key.0.*): the card is not "
-                       "pre-personalised");
+    return wf::invalid(
+        "CardContentsRead lists no key entry (key.0.*): the card is not "
+        "pre-personalised");
   }
   to.name = "ContentsConfirmed";
   return wf::enter(kKit, std::move(to));
@@ -197,9 +198,9 @@ Result<Transition> on_contents_read(const State& from, const Event& e) {
 
 Result<Transition> on_procedure_chosen(const State& from, const Event& e) {
   PF_ASSIGN_OR_RETURN(std::string procedure, wf::need(e, "procedure"));
-  PF_ASSIGN_OR_RETURN(std::string delivery,
-                      wf::need_one_of(e, "pin_delivery", {"entered", "generated", "mailer",
-                                                          "letter"}));
+  PF_ASSIGN_OR_RETURN(
+      std::string delivery,
+      wf::need_one_of(e, "pin_delivery", {"entered", "generated", "mailer", "letter"}));
   PF_ASSIGN_OR_RETURN(std::string op_pin,
                       wf::need_one_of(e, "operator_pin", {"none", "required"}, "none"));
   State to{"ProcedureConfirmed", from.data};
@@ -219,7 +220,8 @@ Result<Transition> on_procedure_chosen(const State& from, const Event& e) {
   // procedure archives, and offered for recovery when it recovers.
   for (int i = 0; i < entries(to); ++i) {
     const bool free = get(to.data, item("key", i, "id")).empty();
-    to.data[item("key", i, "archive")] = free && wf::is_yes(to.data, "key_archiving") ? "yes" : "no";
+    to.data[item("key", i, "archive")] =
+        free && wf::is_yes(to.data, "key_archiving") ? "yes" : "no";
     to.data[item("key", i, "recoverable")] = free && recoveries > 0 ? "yes" : "no";
   }
   return wf::enter(kKit, std::move(to));
@@ -279,8 +281,8 @@ Result<Transition> on_actions_chosen(const State& from, const Event& e) {
       }
       // By default a recovery request is sent; with several recovery procedures, only where a
       // key to recover was selected or the request flag was set by hand.
-      bool send = request == "yes" ||
-                  (request == "default" && (recoveries == 1 || search != "auto"));
+      bool send =
+          request == "yes" || (request == "default" && (recoveries == 1 || search != "auto"));
       to.data[item("key", i, "search")] = search;
       to.data[item("key", i, "recovery")] = std::to_string(r);
       to.data[item("key", i, "request")] = send ? "yes" : "no";
@@ -297,7 +299,8 @@ Result<Transition> on_actions_chosen(const State& from, const Event& e) {
       keys_phase = true;
       to.data[item("key", i, "status")] = "requested";
     }
-    if (kind == "generate") wf::append_unique(to.data, "object", "key:" + get(to.data, item("key", i, "id")));
+    if (kind == "generate")
+      wf::append_unique(to.data, "object", "key:" + get(to.data, item("key", i, "id")));
   }
   if (work == 0) {
     return refuse(from, "nothing to issue: choose add or recover (with a request) for an entry");
@@ -310,7 +313,7 @@ Result<Transition> on_actions_chosen(const State& from, const Event& e) {
 Result<Transition> on_key_confirmed(const State& from, const Event& e) {
   PF_ASSIGN_OR_RETURN(int i, wf::need_int(e, "entry", 0, entries(from) - 1));
   const std::string kind = op(from, i);
-  const std::string expected = e.type == "KeyGenerated"       ? "generate"
+  const std::string expected = e.type == "KeyGenerated"        ? "generate"
                                : e.type == "ServerKeyArchived" ? "archive"
                                                                : "recover";
   if (kind != expected) {
@@ -331,9 +334,9 @@ Result<Transition> on_key_confirmed(const State& from, const Event& e) {
   } else {
     const int n = wf::list_size(e.fields, "recovered");
     if (n == 0) return wf::invalid("KeyRecovered lists no recovered key (recovered.0.key_ref)");
-    const std::string scope = get(from.data, item("recovery",
-                                                  wf::get_int(from.data, item("key", i, "recovery"), 0),
-                                                  "scope"), "last");
+    const std::string scope = get(
+        from.data, item("recovery", wf::get_int(from.data, item("key", i, "recovery"), 0), "scope"),
+        "last");
     if (scope == "last" && n > 1) {
       return wf::invalid("KeyRecovered returned " + std::to_string(n) +
                          " keys for a recovery of the last key only");
@@ -392,8 +395,9 @@ Result<Transition> on_certificates_issued(const State& from, const Event& e) {
   wf::copy_prefixed(e.fields, "cert.", to.data, "cert.");
   wf::copy_prefixed(e.fields, "ca_cert.", to.data, "ca_cert.");
   for (int k = 0; k < n; ++k) {
-    Event one{e.type, {{"serial", get(e.fields, item("cert", k, "serial"))},
-                       {"ref", get(e.fields, item("cert", k, "ref"))}}};
+    Event one{e.type,
+              {{"serial", get(e.fields, item("cert", k, "serial"))},
+               {"ref", get(e.fields, item("cert", k, "ref"))}}};
     PF_RETURN_IF_ERROR(wf::need(one, "serial").status());
     PF_RETURN_IF_ERROR(wf::need(one, "ref").status());
     wf::append_unique(to.data, "issued", one.fields["serial"]);
@@ -451,7 +455,8 @@ Result<Transition> after_pin_obtained(const State& s) {
 }
 
 Result<Transition> next_pin_or_done(State s, int index) {
-  if (index + 1 < wf::get_int(s.data, "pin.count", 1)) return wf::pin_begin(kKit, std::move(s), index + 1);
+  if (index + 1 < wf::get_int(s.data, "pin.count", 1))
+    return wf::pin_begin(kKit, std::move(s), index + 1);
   s.name = std::string(wf::kDone);
   return Transition{std::move(s), {}};
 }
@@ -485,16 +490,36 @@ Result<Transition> on_pin_delivered(const State& from, const Event& e) {
 
 // Thin adapters binding the common handlers to this machine's kit (one function each, so the
 // rows of a guarded choice share one handler).
-Result<Transition> card_removed(const State& s, const Event& e) { return wf::on_card_removed(kKit, s, e); }
-Result<Transition> card_reinserted(const State& s, const Event& e) { return wf::on_card_reinserted(kKit, s, e); }
-Result<Transition> cm_unreachable(const State& s, const Event& e) { return wf::on_cm_unreachable(kKit, s, e); }
-Result<Transition> retry_requested(const State& s, const Event& e) { return wf::on_retry_requested(kKit, s, e); }
-Result<Transition> cancel_requested(const State& s, const Event& e) { return wf::on_cancel_requested(kKit, s, e); }
-Result<Transition> rollback_confirmed(const State& s, const Event& e) { return wf::on_rollback_confirmed(kKit, s, e); }
-Result<Transition> cm_refused(const State& s, const Event& e) { return wf::on_cm_refused(kKit, s, e); }
-Result<Transition> officer_pin_entered(const State& s, const Event& e) { return wf::on_officer_pin_entered(kKit, s, e); }
-Result<Transition> officer_pin_rejected(const State& s, const Event& e) { return wf::on_officer_pin_rejected(kKit, s, e); }
-Result<Transition> pin_event(const State& s, const Event& e) { return wf::on_pin_event(kKit, s, e); }
+Result<Transition> card_removed(const State& s, const Event& e) {
+  return wf::on_card_removed(kKit, s, e);
+}
+Result<Transition> card_reinserted(const State& s, const Event& e) {
+  return wf::on_card_reinserted(kKit, s, e);
+}
+Result<Transition> cm_unreachable(const State& s, const Event& e) {
+  return wf::on_cm_unreachable(kKit, s, e);
+}
+Result<Transition> retry_requested(const State& s, const Event& e) {
+  return wf::on_retry_requested(kKit, s, e);
+}
+Result<Transition> cancel_requested(const State& s, const Event& e) {
+  return wf::on_cancel_requested(kKit, s, e);
+}
+Result<Transition> rollback_confirmed(const State& s, const Event& e) {
+  return wf::on_rollback_confirmed(kKit, s, e);
+}
+Result<Transition> cm_refused(const State& s, const Event& e) {
+  return wf::on_cm_refused(kKit, s, e);
+}
+Result<Transition> officer_pin_entered(const State& s, const Event& e) {
+  return wf::on_officer_pin_entered(kKit, s, e);
+}
+Result<Transition> officer_pin_rejected(const State& s, const Event& e) {
+  return wf::on_officer_pin_rejected(kKit, s, e);
+}
+Result<Transition> pin_event(const State& s, const Event& e) {
+  return wf::on_pin_event(kKit, s, e);
+}
 
 // ----- The table -----
 
@@ -548,14 +573,12 @@ constexpr Row kBaseRows[] = {
     {"WriteRequested", "CardWritten", "CaCertsReplaceRequested", on_card_written,
      "replace CA certificates"},
     {"WriteRequested", "CardWritten", "PinEntryAwaited", on_card_written, "PIN entered at RA"},
-    {"WriteRequested", "CardWritten", "PinGenerationRequested", on_card_written,
-     "PIN generated"},
+    {"WriteRequested", "CardWritten", "PinGenerationRequested", on_card_written, "PIN generated"},
     {"WriteRequested", "CardWritten", "PinMailerAddressAwaited", on_card_written, "PIN mailer"},
     {"WriteRequested", "CardWritten", "PinLetterIdAwaited", on_card_written, "PIN letter"},
     {"WriteRequested", "CardFull", kRollback, on_card_full},
     {"CaCertsReplaceRequested", "CaCertificatesReplaced", "PinEntryAwaited", on_ca_replaced},
-    {"CaCertsReplaceRequested", "CaCertificatesReplaced", "PinGenerationRequested",
-     on_ca_replaced},
+    {"CaCertsReplaceRequested", "CaCertificatesReplaced", "PinGenerationRequested", on_ca_replaced},
     {"CaCertsReplaceRequested", "CaCertificatesReplaced", "PinMailerAddressAwaited",
      on_ca_replaced},
     {"CaCertsReplaceRequested", "CaCertificatesReplaced", "PinLetterIdAwaited", on_ca_replaced},
@@ -587,11 +610,12 @@ constexpr Row kBaseRows[] = {
 
 // States in which the card is part of the workflow: a removal suspends, the same card resumes.
 constexpr std::string_view kCardStates[] = {
-    "ContentsReadRequested", "ContentsConfirmed", "ProcedureConfirmed", "KeysRequested",
-    "SignaturePinAwaited", "SignatureRequested", "SubmittedToCm", "OperatorPinAwaited",
-    "WriteRequested", "CaCertsReplaceRequested", "PinEntryAwaited", "PinGenerationRequested",
-    "PinMailerAddressAwaited", "PinLetterIdAwaited", "PinLetterResolutionRequested",
-    "PinSetRequested", "PinDeliveryRequested", kRollback,
+    "ContentsReadRequested",   "ContentsConfirmed",    "ProcedureConfirmed",
+    "KeysRequested",           "SignaturePinAwaited",  "SignatureRequested",
+    "SubmittedToCm",           "OperatorPinAwaited",   "WriteRequested",
+    "CaCertsReplaceRequested", "PinEntryAwaited",      "PinGenerationRequested",
+    "PinMailerAddressAwaited", "PinLetterIdAwaited",   "PinLetterResolutionRequested",
+    "PinSetRequested",         "PinDeliveryRequested", kRollback,
 };
 // Cancel before anything may be on the card: straight to Cancelled.
 constexpr std::string_view kCancelBefore[] = {"ContentsReadRequested", "ContentsConfirmed",
@@ -601,9 +625,11 @@ constexpr std::string_view kCancelMaybe[] = {"KeysRequested", "SignaturePinAwait
                                              "SignatureRequested", "SubmittedToCm", kSuspRetry};
 // Cancel once the write was requested: always a rollback.
 constexpr std::string_view kCancelAfter[] = {
-    "OperatorPinAwaited", "WriteRequested",         "CaCertsReplaceRequested",      "PinEntryAwaited",
-    "PinGenerationRequested", "PinMailerAddressAwaited",      "PinLetterIdAwaited",
-    "PinLetterResolutionRequested", "PinSetRequested", "PinDeliveryRequested"};
+    "OperatorPinAwaited",      "WriteRequested",
+    "CaCertsReplaceRequested", "PinEntryAwaited",
+    "PinGenerationRequested",  "PinMailerAddressAwaited",
+    "PinLetterIdAwaited",      "PinLetterResolutionRequested",
+    "PinSetRequested",         "PinDeliveryRequested"};
 
 constexpr std::size_t kRowCount = std::size(kBaseRows) + 2 * std::size(kCardStates) + 3 +
                                   std::size(kCancelBefore) + 2 * std::size(kCancelMaybe) +
@@ -620,8 +646,7 @@ constexpr std::array<Row, kRowCount> kRows = [] {
   for (std::string_view s : kCardStates) {
     rows[n++] = Row{kSuspCard, "CardInserted", s, card_reinserted, "same card, resume"};
   }
-  rows[n++] = Row{kSuspCard, "CardInserted", kSuspCard, card_reinserted,
-                  "other card, RefuseCard"};
+  rows[n++] = Row{kSuspCard, "CardInserted", kSuspCard, card_reinserted, "other card, RefuseCard"};
   rows[n++] = Row{kSuspCard, "CancelRequested", "Cancelled", cancel_requested, "nothing on card"};
   for (std::string_view s : kCancelBefore) {
     rows[n++] = Row{s, "CancelRequested", "Cancelled", cancel_requested};

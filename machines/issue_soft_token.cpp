@@ -56,8 +56,8 @@ Result<KeyGenerationList> parse_key_generation_list(std::string_view text) {
     }
     if (is_default) {
       if (!list.default_entry.empty()) {
-        return wf::invalid("key-generation list marks two defaults (" + list.default_entry +
-                           "*, " + entry + "*)");
+        return wf::invalid("key-generation list marks two defaults (" + list.default_entry + "*, " +
+                           entry + "*)");
       }
       list.default_entry = entry;
     }
@@ -132,8 +132,8 @@ std::vector<Command> pending(const State& s) {
                                         {"local_keys", get(d, "local_keys")}})};
   }
   if (n == "SeedRequested") {
-    return {wf::command("InitializeKeyGeneration",
-                        {{"sources", "officer-card,os"}, {"attempt", get(d, "seed.attempt", "1")}})};
+    return {wf::command("InitializeKeyGeneration", {{"sources", "officer-card,os"},
+                                                    {"attempt", get(d, "seed.attempt", "1")}})};
   }
   if (n == "KeysRequested") return keys_pending(s);
   if (n == "SubmittedToCm") {
@@ -169,16 +169,14 @@ std::vector<Command> pending(const State& s) {
         }
       }
       for (int k = 0; k < wf::list_size(d, "key_proc"); ++k) {
-        wf::copy_prefixed(d, item("key_proc", k, "key") + ".", f,
-                          item("server_key", k) + ".");
+        wf::copy_prefixed(d, item("key_proc", k, "key") + ".", f, item("server_key", k) + ".");
       }
       out.push_back(wf::command("WritePkcs12", std::move(f)));
     }
     if (!wf::is_yes(d, "cert_file.written")) {
-      out.push_back(wf::command("WriteCertificateFile",
-                                {{"path", get(d, "cert_file")},
-                                 {"format", get(d, "cert_file_format")},
-                                 {"cert_ref", get(d, "cert.0.ref")}}));
+      out.push_back(wf::command("WriteCertificateFile", {{"path", get(d, "cert_file")},
+                                                         {"format", get(d, "cert_file_format")},
+                                                         {"cert_ref", get(d, "cert.0.ref")}}));
     }
     return out;
   }
@@ -199,15 +197,16 @@ Transition refuse(const State& from, const std::string& reason) {
 Result<Transition> on_procedure_chosen(const State& from, const Event& e) {
   PF_ASSIGN_OR_RETURN(std::string id, wf::need(e, "workflow_id"));
   PF_ASSIGN_OR_RETURN(std::string procedure, wf::need(e, "procedure"));
-  PF_ASSIGN_OR_RETURN(std::string delivery,
-                      wf::need_one_of(e, "pin_delivery", {"entered", "generated", "mailer",
-                                                          "letter"}));
+  PF_ASSIGN_OR_RETURN(
+      std::string delivery,
+      wf::need_one_of(e, "pin_delivery", {"entered", "generated", "mailer", "letter"}));
   const int certs = wf::list_size(e.fields, "cert_proc");
-  if (certs == 0) return wf::invalid("ProcedureChosen lists no certificate procedure (cert_proc.0.*)");
+  if (certs == 0)
+    return wf::invalid("ProcedureChosen lists no certificate procedure (cert_proc.0.*)");
   const int keys = wf::list_size(e.fields, "key_proc");
-  PF_ASSIGN_OR_RETURN(KeyGenerationList algorithms,
-                      parse_key_generation_list(get(e.fields, "ra_key_generation",
-                                                    kDefaultKeyGenerationList)));
+  PF_ASSIGN_OR_RETURN(
+      KeyGenerationList algorithms,
+      parse_key_generation_list(get(e.fields, "ra_key_generation", kDefaultKeyGenerationList)));
   State to{"ProcedureConfirmed", {}};
   to.data["workflow_id"] = id;
   to.data["procedure"] = procedure;
@@ -220,8 +219,9 @@ Result<Transition> on_procedure_chosen(const State& from, const Event& e) {
   }
   std::vector<std::string> archived;
   for (int k = 0; k < keys; ++k) {
-    Event one{e.type, {{"kind", get(e.fields, item("key_proc", k, "kind"))},
-                       {"scope", get(e.fields, item("key_proc", k, "scope"), "last")}}};
+    Event one{e.type,
+              {{"kind", get(e.fields, item("key_proc", k, "kind"))},
+               {"scope", get(e.fields, item("key_proc", k, "scope"), "last")}}};
     PF_ASSIGN_OR_RETURN(std::string kind, wf::need_one_of(one, "kind", {"archive", "recover"}));
     PF_ASSIGN_OR_RETURN(std::string scope, wf::need_one_of(one, "scope", {"last", "all"}));
     const std::string usage = canonical_usage(get(e.fields, item("key_proc", k, "key_usage")));
@@ -235,8 +235,10 @@ Result<Transition> on_procedure_chosen(const State& from, const Event& e) {
   for (int c = 0; c < certs; ++c) {
     const std::string usage = canonical_usage(get(e.fields, item("cert_proc", c, "key_usage")));
     if (officer && !usage.empty()) {
-      return refuse(from, "a PKCS#12 for an officer needs certificate procedures without key "
-                          "usage; certificate procedure " + std::to_string(c) + " has " + usage);
+      return refuse(from,
+                    "a PKCS#12 for an officer needs certificate procedures without key "
+                    "usage; certificate procedure " +
+                        std::to_string(c) + " has " + usage);
     }
     // The RA generates the key of a certificate procedure whose key usage no archiving key
     // procedure covers; the others come from the CM host.
@@ -276,7 +278,8 @@ Result<Transition> on_request_entered(const State& from, const Event& e) {
   to.data["p12_file"] = p12;
   to.data["cert_file"] = cert_file;
   auto ends_with = [](const std::string& s, std::string_view suffix) {
-    return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+    return s.size() >= suffix.size() &&
+           s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
   };
   to.data["cert_file_format"] = ends_with(cert_file, ".pem") ? "pem" : "der";
   for (int k = 0; k < wf::list_size(from.data, "key_proc"); ++k) {
@@ -330,8 +333,8 @@ bool all_confirmed(const State& s) {
 Result<Transition> on_key_confirmed(const State& from, const Event& e) {
   State to{"KeysRequested", from.data};
   if (e.type == "LocalKeyGenerated") {
-    PF_ASSIGN_OR_RETURN(int c, wf::need_int(e, "cert_proc", 0,
-                                            wf::list_size(from.data, "cert_proc") - 1));
+    PF_ASSIGN_OR_RETURN(int c,
+                        wf::need_int(e, "cert_proc", 0, wf::list_size(from.data, "cert_proc") - 1));
     if (get(from.data, item("cert_proc", c, "key")) != "local") {
       return wf::invalid("LocalKeyGenerated for certificate procedure " + std::to_string(c) +
                          ", whose key comes from the CM host");
@@ -340,8 +343,8 @@ Result<Transition> on_key_confirmed(const State& from, const Event& e) {
     to.data[item("cert_proc", c, "key_ref")] = ref;
     to.data[item("cert_proc", c, "status")] = "confirmed";
   } else {
-    PF_ASSIGN_OR_RETURN(int k, wf::need_int(e, "key_proc", 0,
-                                            wf::list_size(from.data, "key_proc") - 1));
+    PF_ASSIGN_OR_RETURN(int k,
+                        wf::need_int(e, "key_proc", 0, wf::list_size(from.data, "key_proc") - 1));
     const std::string kind = get(from.data, item("key_proc", k, "kind"));
     if ((e.type == "ServerKeyArchived") != (kind == "archive")) {
       return wf::invalid(e.type + " for key procedure " + std::to_string(k) + " of kind " + kind);
@@ -374,12 +377,11 @@ Result<Transition> on_key_confirmed(const State& from, const Event& e) {
 }
 
 Result<Transition> on_algorithm_unsupported(const State& from, const Event& e) {
-  return wf::fail(kKit, from, "the RA cannot generate a " +
-                                  get(e.fields, "algorithm", get(from.data, "algorithm")) +
-                                  " key here" +
-                                  (has(e.fields, "reason") ? ": " + get(e.fields, "reason")
-                                                           : std::string()) +
-                                  "; choose another algorithm from the list");
+  return wf::fail(kKit, from,
+                  "the RA cannot generate a " +
+                      get(e.fields, "algorithm", get(from.data, "algorithm")) + " key here" +
+                      (has(e.fields, "reason") ? ": " + get(e.fields, "reason") : std::string()) +
+                      "; choose another algorithm from the list");
 }
 
 Result<Transition> on_officer_signed(const State& from, const Event& e) {
@@ -399,8 +401,9 @@ Result<Transition> on_certificates_issued(const State& from, const Event& e) {
   wf::copy_prefixed(e.fields, "cert.", to.data, "cert.");
   wf::copy_prefixed(e.fields, "chain.", to.data, "chain.");
   for (int k = 0; k < n; ++k) {
-    Event one{e.type, {{"serial", get(e.fields, item("cert", k, "serial"))},
-                       {"ref", get(e.fields, item("cert", k, "ref"))}}};
+    Event one{e.type,
+              {{"serial", get(e.fields, item("cert", k, "serial"))},
+               {"ref", get(e.fields, item("cert", k, "ref"))}}};
     PF_ASSIGN_OR_RETURN(std::string serial, wf::need(one, "serial"));
     PF_RETURN_IF_ERROR(wf::need(one, "ref").status());
     wf::append_unique(to.data, "issued", serial);
@@ -415,7 +418,7 @@ Result<Transition> after_pin_obtained(const State& s) {
   return wf::enter(kKit, std::move(to));
 }
 
-Result<Transition> on_file_written(const State& from, const Event&e) {
+Result<Transition> on_file_written(const State& from, const Event& e) {
   State to = from;
   to.data[e.type == "Pkcs12Written" ? "p12.written" : "cert_file.written"] = "yes";
   if (!wf::is_yes(to.data, "p12.written") || !wf::is_yes(to.data, "cert_file.written")) {
@@ -430,9 +433,10 @@ Result<Transition> on_file_written(const State& from, const Event&e) {
 }
 
 Result<Transition> on_file_write_failed(const State& from, const Event& e) {
-  return wf::fail(kKit, from, "writing " + get(e.fields, "path", "a file") + " failed: " +
-                                  get(e.fields, "reason", "no reason given") +
-                                  "; check the path and write access");
+  return wf::fail(kKit, from,
+                  "writing " + get(e.fields, "path", "a file") +
+                      " failed: " + get(e.fields, "reason", "no reason given") +
+                      "; check the path and write access");
 }
 
 Result<Transition> on_pin_delivered(const State& from, const Event&) {
@@ -441,14 +445,30 @@ Result<Transition> on_pin_delivered(const State& from, const Event&) {
   return Transition{std::move(to), {}};
 }
 
-Result<Transition> cm_unreachable(const State& s, const Event& e) { return wf::on_cm_unreachable(kKit, s, e); }
-Result<Transition> retry_requested(const State& s, const Event& e) { return wf::on_retry_requested(kKit, s, e); }
-Result<Transition> cancel_requested(const State& s, const Event& e) { return wf::on_cancel_requested(kKit, s, e); }
-Result<Transition> rollback_confirmed(const State& s, const Event& e) { return wf::on_rollback_confirmed(kKit, s, e); }
-Result<Transition> cm_refused(const State& s, const Event& e) { return wf::on_cm_refused(kKit, s, e); }
-Result<Transition> officer_pin_entered(const State& s, const Event& e) { return wf::on_officer_pin_entered(kKit, s, e); }
-Result<Transition> officer_pin_rejected(const State& s, const Event& e) { return wf::on_officer_pin_rejected(kKit, s, e); }
-Result<Transition> pin_event(const State& s, const Event& e) { return wf::on_pin_event(kKit, s, e); }
+Result<Transition> cm_unreachable(const State& s, const Event& e) {
+  return wf::on_cm_unreachable(kKit, s, e);
+}
+Result<Transition> retry_requested(const State& s, const Event& e) {
+  return wf::on_retry_requested(kKit, s, e);
+}
+Result<Transition> cancel_requested(const State& s, const Event& e) {
+  return wf::on_cancel_requested(kKit, s, e);
+}
+Result<Transition> rollback_confirmed(const State& s, const Event& e) {
+  return wf::on_rollback_confirmed(kKit, s, e);
+}
+Result<Transition> cm_refused(const State& s, const Event& e) {
+  return wf::on_cm_refused(kKit, s, e);
+}
+Result<Transition> officer_pin_entered(const State& s, const Event& e) {
+  return wf::on_officer_pin_entered(kKit, s, e);
+}
+Result<Transition> officer_pin_rejected(const State& s, const Event& e) {
+  return wf::on_officer_pin_rejected(kKit, s, e);
+}
+Result<Transition> pin_event(const State& s, const Event& e) {
+  return wf::on_pin_event(kKit, s, e);
+}
 
 // ----- The table -----
 
@@ -467,8 +487,7 @@ constexpr Row kBaseRows[] = {
      "refused: algorithm not in list, ..."},
     {"SeedRequested", "KeyGenerationInitialized", "KeysRequested", on_seeded,
      "GenerateKeyLocally / RequestServerKeygenAndArchive / RequestKeyRecovery"},
-    {"SeedRequested", "SeedInterrupted", "SeedRequested", on_seed_interrupted,
-     "re-initialise"},
+    {"SeedRequested", "SeedInterrupted", "SeedRequested", on_seed_interrupted, "re-initialise"},
     {"KeysRequested", "LocalKeyGenerated", "KeysRequested", on_key_confirmed, "others pending"},
     {"KeysRequested", "LocalKeyGenerated", "SignaturePinAwaited", on_key_confirmed,
      "all keys there"},
@@ -524,11 +543,18 @@ constexpr Row kBaseRows[] = {
 };
 
 // Nothing written before the PKCS#12 is requested: a cancel ends at once.
-constexpr std::string_view kCancelBefore[] = {
-    "ProcedureConfirmed",    "SeedRequested",          "KeysRequested",
-    "SignaturePinAwaited",   "SignatureRequested",     "SubmittedToCm",
-    "PinEntryAwaited",       "PinGenerationRequested", "PinMailerAddressAwaited",
-    "PinLetterIdAwaited",    "PinLetterResolutionRequested", kSuspRetry};
+constexpr std::string_view kCancelBefore[] = {"ProcedureConfirmed",
+                                              "SeedRequested",
+                                              "KeysRequested",
+                                              "SignaturePinAwaited",
+                                              "SignatureRequested",
+                                              "SubmittedToCm",
+                                              "PinEntryAwaited",
+                                              "PinGenerationRequested",
+                                              "PinMailerAddressAwaited",
+                                              "PinLetterIdAwaited",
+                                              "PinLetterResolutionRequested",
+                                              kSuspRetry};
 constexpr std::string_view kCancelAfter[] = {"Pkcs12WriteRequested", "PinDeliveryRequested"};
 
 constexpr std::size_t kRowCount =

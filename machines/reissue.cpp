@@ -109,8 +109,9 @@ Result<Transition> on_started(const State& from, const Event& e) {
   PF_ASSIGN_OR_RETURN(std::string procedure, wf::need(e, "procedure"));
   PF_ASSIGN_OR_RETURN(std::string search, wf::need(e, "search"));
   if (search.rfind("subject:", 0) == 0) {
-    return wf::invalid("ReissueStarted: the previous certificate is found by serial:<hex> or "
-                       "id:<decimal>, not by subject");
+    return wf::invalid(
+        "ReissueStarted: the previous certificate is found by serial:<hex> or "
+        "id:<decimal>, not by subject");
   }
   PF_RETURN_IF_ERROR(wf::check_search(search, false).with_context("ReissueStarted"));
   PF_ASSIGN_OR_RETURN(std::string rule,
@@ -148,9 +149,10 @@ Result<Transition> on_previous_found(const State& from, const Event& e) {
 }
 
 Result<Transition> on_previous_not_found(const State& from, const Event&) {
-  return wf::fail(kKit, from, "no certificate found for " + get(from.data, "search") +
-                                  ": check the serial number (hexadecimal) or certificate ID "
-                                  "(decimal)");
+  return wf::fail(kKit, from,
+                  "no certificate found for " + get(from.data, "search") +
+                      ": check the serial number (hexadecimal) or certificate ID "
+                      "(decimal)");
 }
 
 bool allowed(const State& s, const std::string& key) {
@@ -160,7 +162,8 @@ bool allowed(const State& s, const std::string& key) {
 
 std::string allowed_list(const State& s) {
   std::string out;
-  for (const std::string& k : wf::values(s.data, "allowed_key")) out += (out.empty() ? "" : ", ") + k;
+  for (const std::string& k : wf::values(s.data, "allowed_key"))
+    out += (out.empty() ? "" : ", ") + k;
   return out;
 }
 
@@ -204,12 +207,12 @@ Transition csr_rejected(const State& from, const std::string& problem) {
 Result<Transition> on_csr_parsed(const State& from, const Event& e) {
   PF_ASSIGN_OR_RETURN(std::string key, wf::need(e, "key_algorithm"));
   PF_ASSIGN_OR_RETURN(std::string subject, wf::need(e, "subject"));
-  PF_ASSIGN_OR_RETURN(std::string signature,
-                      wf::need_one_of(e, "signature", {"valid", "invalid"}));
+  PF_ASSIGN_OR_RETURN(std::string signature, wf::need_one_of(e, "signature", {"valid", "invalid"}));
   std::vector<std::string> problems;
   if (signature != "valid") {
-    problems.push_back("its signature does not verify with its own public key (altered or not "
-                       "signed by the key it carries)");
+    problems.push_back(
+        "its signature does not verify with its own public key (altered or not "
+        "signed by the key it carries)");
   }
   if (!allowed(from, key)) {
     problems.push_back("its key " + key + " is not allowed by procedure " +
@@ -260,9 +263,10 @@ Result<Transition> on_card_failure(const State& from, const Event& e) {
   if (e.type == "CardFull") {
     return wf::fail(kKit, from, "the card is full; free space on it or use a CSR");
   }
-  return wf::fail(kKit, from, "the card does not support the key " +
-                                  get(e.fields, "algorithm", get(from.data, "algorithm")) +
-                                  "; choose another algorithm");
+  return wf::fail(kKit, from,
+                  "the card does not support the key " +
+                      get(e.fields, "algorithm", get(from.data, "algorithm")) +
+                      "; choose another algorithm");
 }
 
 Result<Transition> on_officer_signed(const State& from, const Event& e) {
@@ -298,8 +302,8 @@ Result<Transition> on_certificate_issued(const State& from, const Event& e) {
 }
 
 Result<Transition> on_cm_waiting(const State& from, const Event& e) {
-  const int polls = from.name == "AwaitingEmailVerification" ? wf::get_int(from.data, "polls", 1) + 1
-                                                             : 1;
+  const int polls =
+      from.name == "AwaitingEmailVerification" ? wf::get_int(from.data, "polls", 1) + 1 : 1;
   if (polls > wf::get_int(from.data, "max_polls", 48)) {
     return wf::fail(kKit, from,
                     "the e-mail address was not verified within the " +
@@ -313,8 +317,9 @@ Result<Transition> on_cm_waiting(const State& from, const Event& e) {
 }
 
 Result<Transition> on_verification_expired(const State& from, const Event&) {
-  return wf::fail(kKit, from, "the e-mail verification expired at the CM host; start the "
-                              "reissue again");
+  return wf::fail(kKit, from,
+                  "the e-mail verification expired at the CM host; start the "
+                  "reissue again");
 }
 
 Result<Transition> on_installed(const State& from, const Event&) {
@@ -336,8 +341,8 @@ Result<Transition> on_previous_revoked(const State& from, const Event&) {
 
 Result<Transition> on_revocation_refused(const State& from, const Event& e) {
   State to{std::string(wf::kFailed), from.data};
-  const std::string reason = "the new certificate " + get(from.data, "cert.serial") +
-                             " is issued" + (on_card(from) ? " and installed" : "") +
+  const std::string reason = "the new certificate " + get(from.data, "cert.serial") + " is issued" +
+                             (on_card(from) ? " and installed" : "") +
                              ", but the CM host refused to revoke the previous certificate " +
                              get(from.data, "previous.serial") + ": " +
                              get(e.fields, "reason", "no reason given") + "; revoke it by hand";
@@ -345,15 +350,33 @@ Result<Transition> on_revocation_refused(const State& from, const Event& e) {
   return Transition{std::move(to), {wf::command("NotifyOperator", {{"reason", reason}})}};
 }
 
-Result<Transition> card_removed(const State& s, const Event& e) { return wf::on_card_removed(kKit, s, e); }
-Result<Transition> card_reinserted(const State& s, const Event& e) { return wf::on_card_reinserted(kKit, s, e); }
-Result<Transition> cm_unreachable(const State& s, const Event& e) { return wf::on_cm_unreachable(kKit, s, e); }
-Result<Transition> retry_requested(const State& s, const Event& e) { return wf::on_retry_requested(kKit, s, e); }
-Result<Transition> cancel_requested(const State& s, const Event& e) { return wf::on_cancel_requested(kKit, s, e); }
-Result<Transition> rollback_confirmed(const State& s, const Event& e) { return wf::on_rollback_confirmed(kKit, s, e); }
-Result<Transition> cm_refused(const State& s, const Event& e) { return wf::on_cm_refused(kKit, s, e); }
-Result<Transition> officer_pin_entered(const State& s, const Event& e) { return wf::on_officer_pin_entered(kKit, s, e); }
-Result<Transition> officer_pin_rejected(const State& s, const Event& e) { return wf::on_officer_pin_rejected(kKit, s, e); }
+Result<Transition> card_removed(const State& s, const Event& e) {
+  return wf::on_card_removed(kKit, s, e);
+}
+Result<Transition> card_reinserted(const State& s, const Event& e) {
+  return wf::on_card_reinserted(kKit, s, e);
+}
+Result<Transition> cm_unreachable(const State& s, const Event& e) {
+  return wf::on_cm_unreachable(kKit, s, e);
+}
+Result<Transition> retry_requested(const State& s, const Event& e) {
+  return wf::on_retry_requested(kKit, s, e);
+}
+Result<Transition> cancel_requested(const State& s, const Event& e) {
+  return wf::on_cancel_requested(kKit, s, e);
+}
+Result<Transition> rollback_confirmed(const State& s, const Event& e) {
+  return wf::on_rollback_confirmed(kKit, s, e);
+}
+Result<Transition> cm_refused(const State& s, const Event& e) {
+  return wf::on_cm_refused(kKit, s, e);
+}
+Result<Transition> officer_pin_entered(const State& s, const Event& e) {
+  return wf::on_officer_pin_entered(kKit, s, e);
+}
+Result<Transition> officer_pin_rejected(const State& s, const Event& e) {
+  return wf::on_officer_pin_rejected(kKit, s, e);
+}
 
 // ----- The table -----
 
@@ -363,8 +386,7 @@ constexpr std::string_view kRollback = wf::kRollbackRequested;
 
 constexpr Row kBaseRows[] = {
     {"Idle", "ReissueStarted", "PreviousSearchRequested", on_started, "FindCertificate"},
-    {"PreviousSearchRequested", "PreviousCertificateFound", "PreviousConfirmed",
-     on_previous_found},
+    {"PreviousSearchRequested", "PreviousCertificateFound", "PreviousConfirmed", on_previous_found},
     {"PreviousSearchRequested", "PreviousCertificateNotFound", "Failed", on_previous_not_found},
     {"PreviousSearchRequested", "CmUnreachable", kSuspRetry, cm_unreachable},
     {"PreviousConfirmed", "KeyMethodChosen", "CsrValidationRequested", on_key_method_chosen,
@@ -382,8 +404,7 @@ constexpr Row kBaseRows[] = {
     {"CsrRejected", "KeyMethodChosen", "CardKeyRequested", on_key_method_chosen},
     {"CsrRejected", "KeyMethodChosen", "CsrRejected", on_key_method_chosen,
      "refused: algorithm not allowed"},
-    {"CardKeyRequested", "KeyGenerated", "CsrBuildRequested", on_key_generated,
-     "BuildCsrOnCard"},
+    {"CardKeyRequested", "KeyGenerated", "CsrBuildRequested", on_key_generated, "BuildCsrOnCard"},
     {"CardKeyRequested", "AlgorithmUnsupported", kRollback, on_card_failure},
     {"CardKeyRequested", "CardFull", kRollback, on_card_failure},
     {"CsrBuildRequested", "CsrBuiltOnCard", "SignaturePinAwaited", on_csr_built},
@@ -395,8 +416,7 @@ constexpr Row kBaseRows[] = {
      "tries left"},
     {"SignatureRequested", "OfficerPinRejected", kRollback, officer_pin_rejected,
      "blocked, key on card"},
-    {"SignatureRequested", "OfficerPinRejected", "Failed", officer_pin_rejected,
-     "blocked, CSR"},
+    {"SignatureRequested", "OfficerPinRejected", "Failed", officer_pin_rejected, "blocked, CSR"},
     {"SubmittedToCm", "CertificateIssued", "InstallRequested", on_certificate_issued,
      "key on card / WriteCertificateToCard"},
     {"SubmittedToCm", "CertificateIssued", "RevocationRequested", on_certificate_issued,
@@ -425,10 +445,8 @@ constexpr Row kBaseRows[] = {
     {"InstallRequested", "CertificateInstalled", "RevocationRequested", on_installed},
     {"InstallRequested", "CertificateInstalled", "Done", on_installed},
     {"InstallRequested", "CardFull", kRollback, on_card_failure},
-    {"RevocationRequested", "PreviousRevoked", "Done", on_previous_revoked,
-     "reason superseded"},
-    {"RevocationRequested", "CmRefused", "Failed", on_revocation_refused,
-     "new certificate kept"},
+    {"RevocationRequested", "PreviousRevoked", "Done", on_previous_revoked, "reason superseded"},
+    {"RevocationRequested", "CmRefused", "Failed", on_revocation_refused, "new certificate kept"},
     {"RevocationRequested", "CmUnreachable", kSuspRetry, cm_unreachable},
     {kSuspRetry, "RetryRequested", "PreviousSearchRequested", retry_requested},
     {kSuspRetry, "RetryRequested", "SubmittedToCm", retry_requested, "same transactionID"},
@@ -467,8 +485,7 @@ constexpr std::array<Row, kRowCount> kRows = [] {
   for (std::string_view s : kCardStates) {
     rows[n++] = Row{kSuspCard, "CardInserted", s, card_reinserted, "same card, resume"};
   }
-  rows[n++] = Row{kSuspCard, "CardInserted", kSuspCard, card_reinserted,
-                  "other card, RefuseCard"};
+  rows[n++] = Row{kSuspCard, "CardInserted", kSuspCard, card_reinserted, "other card, RefuseCard"};
   for (std::string_view s : kCancelBefore) {
     rows[n++] = Row{s, "CancelRequested", "Cancelled", cancel_requested};
   }

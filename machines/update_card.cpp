@@ -240,8 +240,9 @@ Result<Transition> on_certificates_issued(const State& from, const Event& e) {
   wf::copy_prefixed(e.fields, "ca_cert.", to.data, "ca_cert.");
   bool write = false;
   for (int k = 0; k < n; ++k) {
-    Event one{e.type, {{"serial", get(e.fields, item("cert", k, "serial"))},
-                       {"entry", get(e.fields, item("cert", k, "entry"))}}};
+    Event one{e.type,
+              {{"serial", get(e.fields, item("cert", k, "serial"))},
+               {"entry", get(e.fields, item("cert", k, "entry"))}}};
     PF_ASSIGN_OR_RETURN(std::string serial, wf::need(one, "serial"));
     PF_ASSIGN_OR_RETURN(int i, wf::need_int(one, "entry", 0, entries(from) - 1));
     wf::append_unique(to.data, "issued", serial);
@@ -314,8 +315,9 @@ Result<Transition> on_operator_pin_entered(const State& from, const Event& e) {
 Result<Transition> on_card_pin_rejected(const State& from, const Event& e) {
   PF_ASSIGN_OR_RETURN(int tries_left, wf::need_int(e, "tries_left", 0, 99));
   if (tries_left == 0) {
-    return wf::fail(kKit, from, "the card's PIN is blocked (wrong too often): unblock it with "
-                                "the PUK and update again");
+    return wf::fail(kKit, from,
+                    "the card's PIN is blocked (wrong too often): unblock it with "
+                    "the PUK and update again");
   }
   State to{"CardPinAwaited", from.data};
   // The card refused the login: nothing of this write reached it.
@@ -345,15 +347,33 @@ Result<Transition> on_card_full(const State& from, const Event& e) {
                       "; remove certificates or use redo instead of add");
 }
 
-Result<Transition> card_removed(const State& s, const Event& e) { return wf::on_card_removed(kKit, s, e); }
-Result<Transition> card_reinserted(const State& s, const Event& e) { return wf::on_card_reinserted(kKit, s, e); }
-Result<Transition> cm_unreachable(const State& s, const Event& e) { return wf::on_cm_unreachable(kKit, s, e); }
-Result<Transition> retry_requested(const State& s, const Event& e) { return wf::on_retry_requested(kKit, s, e); }
-Result<Transition> cancel_requested(const State& s, const Event& e) { return wf::on_cancel_requested(kKit, s, e); }
-Result<Transition> rollback_confirmed(const State& s, const Event& e) { return wf::on_rollback_confirmed(kKit, s, e); }
-Result<Transition> cm_refused(const State& s, const Event& e) { return wf::on_cm_refused(kKit, s, e); }
-Result<Transition> officer_pin_entered(const State& s, const Event& e) { return wf::on_officer_pin_entered(kKit, s, e); }
-Result<Transition> officer_pin_rejected(const State& s, const Event& e) { return wf::on_officer_pin_rejected(kKit, s, e); }
+Result<Transition> card_removed(const State& s, const Event& e) {
+  return wf::on_card_removed(kKit, s, e);
+}
+Result<Transition> card_reinserted(const State& s, const Event& e) {
+  return wf::on_card_reinserted(kKit, s, e);
+}
+Result<Transition> cm_unreachable(const State& s, const Event& e) {
+  return wf::on_cm_unreachable(kKit, s, e);
+}
+Result<Transition> retry_requested(const State& s, const Event& e) {
+  return wf::on_retry_requested(kKit, s, e);
+}
+Result<Transition> cancel_requested(const State& s, const Event& e) {
+  return wf::on_cancel_requested(kKit, s, e);
+}
+Result<Transition> rollback_confirmed(const State& s, const Event& e) {
+  return wf::on_rollback_confirmed(kKit, s, e);
+}
+Result<Transition> cm_refused(const State& s, const Event& e) {
+  return wf::on_cm_refused(kKit, s, e);
+}
+Result<Transition> officer_pin_entered(const State& s, const Event& e) {
+  return wf::on_officer_pin_entered(kKit, s, e);
+}
+Result<Transition> officer_pin_rejected(const State& s, const Event& e) {
+  return wf::on_officer_pin_rejected(kKit, s, e);
+}
 
 // ----- The table -----
 
@@ -411,16 +431,17 @@ constexpr Row kBaseRows[] = {
 };
 
 constexpr std::string_view kCardStates[] = {
-    "ContentsReadRequested", "ContentsConfirmed",  "ProcedureConfirmed",
-    "TcValidationRequested", "SignaturePinAwaited", "SignatureRequested",
-    "SubmittedToCm",         "CardPinAwaited",      "OperatorPinAwaited",
+    "ContentsReadRequested", "ContentsConfirmed",       "ProcedureConfirmed",
+    "TcValidationRequested", "SignaturePinAwaited",     "SignatureRequested",
+    "SubmittedToCm",         "CardPinAwaited",          "OperatorPinAwaited",
     "WriteRequested",        "CaCertsReplaceRequested", kRollback,
 };
 // Nothing is on the card before the write is requested.
-constexpr std::string_view kCancelBefore[] = {
-    "ContentsReadRequested", "ContentsConfirmed", "ProcedureConfirmed", "TcValidationRequested",
-    "SignaturePinAwaited",   "SignatureRequested", "SubmittedToCm",     "CardPinAwaited",
-    "OperatorPinAwaited",    kSuspRetry};
+constexpr std::string_view kCancelBefore[] = {"ContentsReadRequested", "ContentsConfirmed",
+                                              "ProcedureConfirmed",    "TcValidationRequested",
+                                              "SignaturePinAwaited",   "SignatureRequested",
+                                              "SubmittedToCm",         "CardPinAwaited",
+                                              "OperatorPinAwaited",    kSuspRetry};
 constexpr std::string_view kCancelAfter[] = {"WriteRequested", "CaCertsReplaceRequested"};
 
 constexpr std::size_t kRowCount = std::size(kBaseRows) + 2 * std::size(kCardStates) + 3 +
@@ -437,8 +458,7 @@ constexpr std::array<Row, kRowCount> kRows = [] {
   for (std::string_view s : kCardStates) {
     rows[n++] = Row{kSuspCard, "CardInserted", s, card_reinserted, "same card, resume"};
   }
-  rows[n++] = Row{kSuspCard, "CardInserted", kSuspCard, card_reinserted,
-                  "other card, RefuseCard"};
+  rows[n++] = Row{kSuspCard, "CardInserted", kSuspCard, card_reinserted, "other card, RefuseCard"};
   rows[n++] = Row{kSuspCard, "CancelRequested", "Cancelled", cancel_requested, "nothing on card"};
   for (std::string_view s : kCancelBefore) {
     rows[n++] = Row{s, "CancelRequested", "Cancelled", cancel_requested};

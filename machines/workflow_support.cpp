@@ -145,8 +145,8 @@ Status check_entries(const Event& event, std::string_view list, int size) {
       if (number) i = i * 10 + (c - '0');
     }
     if (!number || i >= size) {
-      return invalid(event.type + ": field '" + it->first + "' names " + std::string(list) +
-                     " " + index + ", but there are " + std::to_string(size) + " (0 to " +
+      return invalid(event.type + ": field '" + it->first + "' names " + std::string(list) + " " +
+                     index + ", but there are " + std::to_string(size) + " (0 to " +
                      std::to_string(size - 1) + ")");
     }
   }
@@ -231,7 +231,9 @@ Status check_search(std::string_view search, bool allow_auto) {
 
 // ----- Building transitions -----
 
-Command command(std::string type, Fields fields) { return Command{std::move(type), std::move(fields)}; }
+Command command(std::string type, Fields fields) {
+  return Command{std::move(type), std::move(fields)};
+}
 
 Status invalid(const std::string& message) { return make_status(Errc::kInvalidArgument, message); }
 
@@ -260,9 +262,9 @@ Transition fail(const Kit& kit, const State& from, const std::string& reason) {
 Result<Transition> on_card_removed(const Kit& kit, const State& from, const Event& event) {
   State to{std::string(kSuspendedAwaitingCard), from.data};
   if (from.name != kSuspendedAwaitingRetry) to.data["resume_state"] = from.name;
-  to.data["suspend_reason"] = "card removed" + (has(event.fields, "reader")
-                                                    ? " from reader " + get(event.fields, "reader")
-                                                    : std::string());
+  to.data["suspend_reason"] =
+      "card removed" +
+      (has(event.fields, "reader") ? " from reader " + get(event.fields, "reader") : std::string());
   return enter(kit, std::move(to));
 }
 
@@ -400,11 +402,10 @@ std::vector<Command> pin_pending(const Kit& kit, const State& state) {
     return {command("AskOperator", std::move(f))};
   }
   if (state.name == "PinGenerationRequested") {
-    return {command("GeneratePin", {{"pin_index", index},
-                                    {"procedure", get(state.data, "procedure")},
-                                    {"show_once", get(state.data, "pin.delivery") == "mailer"
-                                                      ? "no"
-                                                      : "yes"}})};
+    return {command("GeneratePin",
+                    {{"pin_index", index},
+                     {"procedure", get(state.data, "procedure")},
+                     {"show_once", get(state.data, "pin.delivery") == "mailer" ? "no" : "yes"}})};
   }
   if (state.name == "PinMailerAddressAwaited") {
     return {command("AskOperator", {{"ask", "pin_mailer_address"}})};

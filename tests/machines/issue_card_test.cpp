@@ -146,9 +146,9 @@ void entered_pin_cancelled_then_second_entered(Driver& d) {
 
 void generate_and_archive_with_operator_pin_ca_and_mailer(Driver& d) {
   insert(d, 2, 0, 2);
-  d.on("ProcedureChosen", procedure("mailer", {{"key_archiving", "yes"},
-                                               {"operator_pin", "required"},
-                                               {"replace_ca", "yes"}}));
+  d.on("ProcedureChosen",
+       procedure("mailer",
+                 {{"key_archiving", "yes"}, {"operator_pin", "required"}, {"replace_ca", "yes"}}));
   EXPECT_EQ(d.arg("AskOperator", "key.0.mark"), "generate-archive");
   d.on("ActionsChosen", subject({{"key.0.action", "add"}, {"key.1.action", "add"}}));
   ASSERT_EQ(d.at(), "KeysRequested");
@@ -193,10 +193,10 @@ void recover_last_default_request_with_letters(Driver& d) {
   EXPECT_EQ(d.arg("RequestKeyRecovery", "search"), "auto");
   EXPECT_EQ(d.arg("RequestKeyRecovery", "subject.CN"), "Ada Lovelace");
   EXPECT_EQ(d.arg("RequestKeyRecovery", "scope"), "last");
-  EXPECT_FALSE(d.refused("KeyRecovered", {{"entry", "0"},
-                                          {"recovered.0.key_ref", "a"},
-                                          {"recovered.1.key_ref", "b"}})
-                   .empty());  // two keys for "last" is a CM bug, not accepted
+  EXPECT_FALSE(
+      d.refused("KeyRecovered",
+                {{"entry", "0"}, {"recovered.0.key_ref", "a"}, {"recovered.1.key_ref", "b"}})
+          .empty());  // two keys for "last" is a CM bug, not accepted
   d.on("KeyRecovered", {{"entry", "0"}, {"recovered.0.key_ref", "recovered:r0"}});
   sign_and_issue(d);
   EXPECT_EQ(d.arg("WriteKeysAndCertificates", "key.0.recovered.0.key_ref"), "recovered:r0");
@@ -216,8 +216,8 @@ void recover_last_default_request_with_letters(Driver& d) {
 // Two recovery procedures: no request unless a key was selected or the flag set by hand.
 void recover_with_several_procedures(Driver& d) {
   insert(d, 3);
-  d.on("ProcedureChosen", procedure("generated", {{"recovery.0.scope", "last"},
-                                                  {"recovery.1.scope", "all"}}));
+  d.on("ProcedureChosen",
+       procedure("generated", {{"recovery.0.scope", "last"}, {"recovery.1.scope", "all"}}));
   d.on("ActionsChosen", subject({{"key.0.action", "recover"}}));
   EXPECT_EQ(d.at(), "ProcedureConfirmed");  // auto search, default flag: nothing to send
   EXPECT_NE(d.arg("NotifyOperator", "reason").find("nothing to issue"), std::string::npos);
@@ -419,7 +419,8 @@ void card_full_at_write(Driver& d) {
 void algorithm_unsupported(Driver& d) {
   insert(d, 1);
   d.on("ProcedureChosen", procedure("generated"));
-  d.on("ActionsChosen", subject({{"key.0.action", "add"}, {"key.0.algorithm", "EC:brainpoolP512r1"}}));
+  d.on("ActionsChosen",
+       subject({{"key.0.action", "add"}, {"key.0.algorithm", "EC:brainpoolP512r1"}}));
   EXPECT_EQ(d.arg("GenerateKeyOnCard", "algorithm"), "EC:brainpoolP512r1");
   d.on("AlgorithmUnsupported", {{"entry", "0"}, {"algorithm", "EC:brainpoolP512r1"}});
   ASSERT_EQ(d.at(), "RollbackRequested");

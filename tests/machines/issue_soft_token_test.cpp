@@ -50,7 +50,8 @@ Fields server_procedure(std::string delivery, Fields extra = {}) {
 }
 
 Fields request(Fields extra = {}) {
-  Fields f{{"subject.CN", "Alan Turing"}, {"p12_file", "/tokens/alan.p12"},
+  Fields f{{"subject.CN", "Alan Turing"},
+           {"p12_file", "/tokens/alan.p12"},
            {"cert_file", "/tokens/alan.der"}};
   for (auto& [k, v] : extra) f[k] = v;
   return f;
@@ -181,9 +182,9 @@ void custom_list_and_officer_rules(Driver& d) {
   EXPECT_EQ(parse_key_generation_list("EC:secp384r1, EC:secp256r1*")->default_entry,
             "EC:secp256r1");
   EXPECT_EQ(parse_key_generation_list("RSA:3072, RSA:4096")->default_entry, "RSA:3072");
-  EXPECT_FALSE(d.refused("ProcedureChosen", mixed_procedure("generated",
-                                                            {{"ra_key_generation", "bad"}}))
-                   .empty());
+  EXPECT_FALSE(
+      d.refused("ProcedureChosen", mixed_procedure("generated", {{"ra_key_generation", "bad"}}))
+          .empty());
   // An officer's P12: certificate procedures must have no key usage.
   d.on("ProcedureChosen", mixed_procedure("generated", {{"officer", "yes"}}));
   ASSERT_EQ(d.at(), "Idle");

@@ -22,12 +22,9 @@ constexpr const char* kCard = "TOKEN-R1";
 constexpr const char* kSubject = "CN=Edsger Dijkstra,O=Example";
 
 void start(Driver& d, Fields extra = {}) {
-  Fields f{{"workflow_id", kWf},
-           {"procedure", "reissue-user"},
-           {"search", "serial:0A1B2C"},
-           {"allowed_key.0", "RSA:2048"},
-           {"allowed_key.1", "RSA:3072"},
-           {"allowed_key.2", "EC:secp256r1"}};
+  Fields f{{"workflow_id", kWf},          {"procedure", "reissue-user"},
+           {"search", "serial:0A1B2C"},   {"allowed_key.0", "RSA:2048"},
+           {"allowed_key.1", "RSA:3072"}, {"allowed_key.2", "EC:secp256r1"}};
   for (auto& [k, v] : extra) f[k] = v;
   d.on("ReissueStarted", f);
   ASSERT_EQ(d.at(), "PreviousSearchRequested");
@@ -141,8 +138,8 @@ void csr_rejected_then_good(Driver& d) {
   ASSERT_EQ(d.at(), "CsrRejected");
   EXPECT_NE(d.data("csr_problem").find("the procedure's 'CN=Role Account'"), std::string::npos);
   d.on("KeyMethodChosen", {{"method", "csr"}, {"csr_ref", "csr-store:2"}});
-  d.on("CsrParsed", {{"key_algorithm", "EC:secp256r1"}, {"subject", "CN=Role Account"},
-                     {"signature", "valid"}});
+  d.on("CsrParsed",
+       {{"key_algorithm", "EC:secp256r1"}, {"subject", "CN=Role Account"}, {"signature", "valid"}});
   ASSERT_EQ(d.at(), "SignaturePinAwaited");
   sign(d);
   d.on("CertificateIssued", kIssued);
@@ -335,16 +332,21 @@ void revocation_refused_keeps_new_certificate(Driver& d) {
 }
 
 void search_rules_and_not_found(Driver& d) {
-  EXPECT_FALSE(d.refused("ReissueStarted", {{"workflow_id", kWf}, {"procedure", "p"},
+  EXPECT_FALSE(d.refused("ReissueStarted", {{"workflow_id", kWf},
+                                            {"procedure", "p"},
                                             {"search", "subject:CN=x"},
                                             {"allowed_key.0", "RSA:2048"}})
                    .empty());
-  EXPECT_NE(d.refused("ReissueStarted", {{"workflow_id", kWf}, {"procedure", "p"},
-                                         {"search", "serial:XYZ"}, {"allowed_key.0", "RSA:2048"}})
+  EXPECT_NE(d.refused("ReissueStarted", {{"workflow_id", kWf},
+                                         {"procedure", "p"},
+                                         {"search", "serial:XYZ"},
+                                         {"allowed_key.0", "RSA:2048"}})
                 .find("hexadecimal"),
             std::string::npos);
-  EXPECT_NE(d.refused("ReissueStarted", {{"workflow_id", kWf}, {"procedure", "p"},
-                                         {"search", "id:12a"}, {"allowed_key.0", "RSA:2048"}})
+  EXPECT_NE(d.refused("ReissueStarted", {{"workflow_id", kWf},
+                                         {"procedure", "p"},
+                                         {"search", "id:12a"},
+                                         {"allowed_key.0", "RSA:2048"}})
                 .find("decimal"),
             std::string::npos);
   start(d);

@@ -43,7 +43,8 @@ void insert(Driver& d, bool tc, int pins = 1, const char* issuer = kTcIssuer) {
 }
 
 Fields procedure(Fields extra = {}) {
-  Fields f{{"procedure", "smartcard-update"}, {"tc_trusted_issuer.0", "CN=Other"},
+  Fields f{{"procedure", "smartcard-update"},
+           {"tc_trusted_issuer.0", "CN=Other"},
            {"tc_trusted_issuer.1", kTcIssuer}};
   for (auto& [k, v] : extra) f[k] = v;
   return f;
@@ -81,15 +82,19 @@ void redo_on_tc_card(Driver& d) {
   EXPECT_EQ(d.arg("SubmitToCm", "request.0.kind"), "redo");
   EXPECT_EQ(d.arg("SubmitToCm", "request.0.replaces"), "7C");
   EXPECT_EQ(d.arg("SubmitToCm", "request.1.kind"), "issue");
-  d.on("CertificatesIssued", {{"cert.0.serial", "C0"}, {"cert.0.ref", "c:C0"}, {"cert.0.entry", "0"},
-                              {"cert.1.serial", "C1"}, {"cert.1.ref", "c:C1"}, {"cert.1.entry", "1"}});
+  d.on("CertificatesIssued", {{"cert.0.serial", "C0"},
+                              {"cert.0.ref", "c:C0"},
+                              {"cert.0.entry", "0"},
+                              {"cert.1.serial", "C1"},
+                              {"cert.1.ref", "c:C1"},
+                              {"cert.1.entry", "1"}});
   ASSERT_EQ(d.at(), "CardPinAwaited");
   EXPECT_EQ(d.arg("AskOperator", "ask"), "card_pin");
   d.on("CardPinEntered", {{"pin_index", "0"}, {"pin_ref", "secret-store:card-pin"}});
   ASSERT_EQ(d.at(), "WriteRequested");
   const Command w = d.command("WriteKeysAndCertificates");
   EXPECT_EQ(wf::get(w.fields, "object.0"), "cert:C0");
-  EXPECT_EQ(wf::get(w.fields, "object.1"), "");  // the issue-only certificate is not stored
+  EXPECT_EQ(wf::get(w.fields, "object.1"), "");         // the issue-only certificate is not stored
   EXPECT_EQ(wf::get(w.fields, "remove.0"), "cert:7C");  // the TC goes
   EXPECT_EQ(wf::get(w.fields, "card_pin.0.ref"), "secret-store:card-pin");
   d.on("CardWritten");
@@ -106,7 +111,8 @@ void add_on_tc_card_refused(Driver& d) {
   ASSERT_EQ(d.at(), "ProcedureConfirmed");
   const std::string reason = d.arg("NotifyOperator", "reason");
   EXPECT_NE(reason.find("add is refused on a card holding a transport certificate"),
-            std::string::npos) << reason;
+            std::string::npos)
+      << reason;
   EXPECT_NE(reason.find("redo on key 0"), std::string::npos) << reason;
   ASSERT_EQ(d.last().size(), 1u);  // nothing else, certainly nothing written
   d.on("ActionsChosen", subject({{"key.0.action", "issue"}}));
@@ -166,8 +172,10 @@ void add_with_two_pins_operator_pin_and_ca(Driver& d) {
   d.on("ProcedureChosen", procedure({{"operator_pin", "required"}, {"replace_ca", "yes"}}));
   d.on("ActionsChosen", subject({{"key.1.action", "add"}}));
   sign(d);
-  d.on("CertificatesIssued", {{"cert.0.serial", "D1"}, {"cert.0.ref", "c:D1"},
-                              {"cert.0.entry", "1"}, {"ca_cert.0.ref", "ca:new-root"}});
+  d.on("CertificatesIssued", {{"cert.0.serial", "D1"},
+                              {"cert.0.ref", "c:D1"},
+                              {"cert.0.entry", "1"},
+                              {"ca_cert.0.ref", "ca:new-root"}});
   ASSERT_EQ(d.at(), "CardPinAwaited");
   d.on("CardPinEntered", {{"pin_index", "0"}, {"pin_ref", "secret-store:p0"}});
   ASSERT_EQ(d.at(), "CardPinAwaited");
@@ -192,7 +200,8 @@ void issue_only_writes_nothing(Driver& d) {
   d.on("ProcedureChosen", procedure());
   d.on("ActionsChosen", subject({{"key.2.action", "issue"}}));
   sign(d);
-  d.on("CertificatesIssued", {{"cert.0.serial", "E2"}, {"cert.0.ref", "c:E2"}, {"cert.0.entry", "2"}});
+  d.on("CertificatesIssued",
+       {{"cert.0.serial", "E2"}, {"cert.0.ref", "c:E2"}, {"cert.0.entry", "2"}});
   EXPECT_EQ(d.at(), "Done");
   EXPECT_TRUE(d.last().empty());
 }
@@ -202,7 +211,8 @@ void card_pin_wrong_then_blocked(Driver& d) {
   d.on("ProcedureChosen", procedure());
   d.on("ActionsChosen", subject({{"key.0.action", "redo"}}));
   sign(d);
-  d.on("CertificatesIssued", {{"cert.0.serial", "F0"}, {"cert.0.ref", "c:F0"}, {"cert.0.entry", "0"}});
+  d.on("CertificatesIssued",
+       {{"cert.0.serial", "F0"}, {"cert.0.ref", "c:F0"}, {"cert.0.entry", "0"}});
   d.on("CardPinEntered", {{"pin_index", "0"}, {"pin_ref", "secret-store:wrong"}});
   d.on("CardPinRejected", {{"tries_left", "2"}});
   ASSERT_EQ(d.at(), "CardPinAwaited");
@@ -219,7 +229,8 @@ void card_full(Driver& d) {
   d.on("ProcedureChosen", procedure());
   d.on("ActionsChosen", subject({{"key.0.action", "add"}}));
   sign(d);
-  d.on("CertificatesIssued", {{"cert.0.serial", "F1"}, {"cert.0.ref", "c:F1"}, {"cert.0.entry", "0"}});
+  d.on("CertificatesIssued",
+       {{"cert.0.serial", "F1"}, {"cert.0.ref", "c:F1"}, {"cert.0.entry", "0"}});
   d.on("CardPinEntered", {{"pin_index", "0"}, {"pin_ref", "secret-store:p"}});
   d.on("CardFull");
   ASSERT_EQ(d.at(), "RollbackRequested");
@@ -258,7 +269,8 @@ void card_removed_at_write_other_card_refused(Driver& d) {
   d.on("ActionsChosen", subject({{"key.0.action", "redo"}}));
   d.on("TcValidated");
   sign(d);
-  d.on("CertificatesIssued", {{"cert.0.serial", "C0"}, {"cert.0.ref", "c:C0"}, {"cert.0.entry", "0"}});
+  d.on("CertificatesIssued",
+       {{"cert.0.serial", "C0"}, {"cert.0.ref", "c:C0"}, {"cert.0.entry", "0"}});
   d.on("CardPinEntered", {{"pin_index", "0"}, {"pin_ref", "secret-store:p"}});
   const Command write = d.command("WriteKeysAndCertificates");
   d.on("CardRemoved");
@@ -277,7 +289,9 @@ void cancel_at_write_rolls_back(Driver& d) {
   d.on("ProcedureChosen", procedure({{"replace_ca", "yes"}}));
   d.on("ActionsChosen", subject({{"key.0.action", "redo"}}));
   sign(d);
-  d.on("CertificatesIssued", {{"cert.0.serial", "C9"}, {"cert.0.ref", "c:C9"}, {"cert.0.entry", "0"},
+  d.on("CertificatesIssued", {{"cert.0.serial", "C9"},
+                              {"cert.0.ref", "c:C9"},
+                              {"cert.0.entry", "0"},
                               {"ca_cert.0.ref", "ca:r"}});
   d.on("CardPinEntered", {{"pin_index", "0"}, {"pin_ref", "secret-store:p"}});
   d.on("CancelRequested");

@@ -194,9 +194,8 @@ inline void exercise_common_rows(const MachineDef& machine, Log& log) {
         auto t = take(s.state, ev("CardRemoved", {{"reader", "r0"}}));
         ASSERT_TRUE(t.is_ok()) << t.status().message();
         EXPECT_EQ(t->state.name, to);
-        std::string expected = from == wf::kSuspendedAwaitingRetry
-                                   ? wf::get(s.state.data, "resume_state")
-                                   : from;
+        std::string expected =
+            from == wf::kSuspendedAwaitingRetry ? wf::get(s.state.data, "resume_state") : from;
         EXPECT_EQ(wf::get(t->state.data, "resume_state"), expected) << from;
         ASSERT_EQ(t->commands.size(), 1u);
         EXPECT_EQ(wf::get(t->commands[0].fields, "ask"), "reinsert_card");
@@ -218,9 +217,9 @@ inline void exercise_common_rows(const MachineDef& machine, Log& log) {
         if (wf::get(s.state.data, "token_serial").empty()) continue;
         auto removed = take(s.state, ev("CardRemoved"));
         ASSERT_TRUE(removed.is_ok()) << to << ": " << removed.status().message();
-        auto back = take(removed->state, ev("CardInserted", {{"token_serial",
-                                                              wf::get(s.state.data,
-                                                                      "token_serial")}}));
+        auto back =
+            take(removed->state,
+                 ev("CardInserted", {{"token_serial", wf::get(s.state.data, "token_serial")}}));
         ASSERT_TRUE(back.is_ok()) << back.status().message();
         const State& expected = s.state;
         EXPECT_EQ(back->state, expected) << "resume into " << to;
@@ -272,8 +271,8 @@ inline void check_row(const MachineDef& machine, const Log& log, std::size_t ind
       return;
     }
   }
-  ADD_FAILURE() << "row never exercised by a scenario: " << row.from << " --" << row.event
-                << "--> " << row.to;
+  ADD_FAILURE() << "row never exercised by a scenario: " << row.from << " --" << row.event << "--> "
+                << row.to;
 }
 
 inline std::string row_test_name(const MachineDef& machine, std::size_t index) {
@@ -293,20 +292,19 @@ inline bool suggests_clear_secret(const std::string& name) {
   for (char c : name) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   // The leaf names the value ("pin.0.ref": a reference); the components before it are
   // namespaces.
-  const std::string part = lower.substr(lower.rfind('.') == std::string::npos
-                                            ? 0
-                                            : lower.rfind('.') + 1);
-  for (const char* secret : {"pin", "puk", "password", "passphrase", "secret", "pin_code",
-                             "pin_value", "private_key", "so_pin", "user_pin", "signature_pin",
-                             "card_pin", "new_pin", "old_pin"}) {
+  const std::string part =
+      lower.substr(lower.rfind('.') == std::string::npos ? 0 : lower.rfind('.') + 1);
+  for (const char* secret :
+       {"pin", "puk", "password", "passphrase", "secret", "pin_code", "pin_value", "private_key",
+        "so_pin", "user_pin", "signature_pin", "card_pin", "new_pin", "old_pin"}) {
     if (part == secret) return true;
   }
   const bool mentions = part.find("pin") != std::string::npos ||
                         part.find("puk") != std::string::npos ||
                         part.find("password") != std::string::npos;
   if (!mentions) return false;
-  static const char* kSafeEndings[] = {"_ref", "_digest", "_index", "_count", "_delivery",
-                                       "tries_left", "_id"};
+  static const char* kSafeEndings[] = {"_ref",      "_digest",    "_index", "_count",
+                                       "_delivery", "tries_left", "_id"};
   for (const char* end : kSafeEndings) {
     std::string e(end);
     if (part.size() >= e.size() && part.compare(part.size() - e.size(), e.size(), e) == 0) {

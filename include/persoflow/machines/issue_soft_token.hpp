@@ -49,6 +49,7 @@
 //
 // The diagram (render_mermaid; tests/golden/machines/issue-soft-token.mmd is the committed
 // copy; the test compares both with the table):
+// clang-format off
 // BEGIN MERMAID
 // stateDiagram-v2
 //     [*] --> Idle
@@ -115,6 +116,7 @@
 //     Cancelled --> [*]
 //     Failed --> [*]
 // END MERMAID
+// clang-format on
 #pragma once
 
 #include <string>

@@ -56,6 +56,7 @@
 //
 // The diagram (render_mermaid; tests/golden/machines/reissue.mmd is the committed copy; the
 // test compares both with the table):
+// clang-format off
 // BEGIN MERMAID
 // stateDiagram-v2
 //     [*] --> Idle
@@ -146,6 +147,7 @@
 //     Cancelled --> [*]
 //     Failed --> [*]
 // END MERMAID
+// clang-format on
 #pragma once
 
 #include "persoflow/machines/machine.hpp"

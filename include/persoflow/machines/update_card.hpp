@@ -50,6 +50,7 @@
 //
 // The diagram (render_mermaid; tests/golden/machines/update-card.mmd is the committed copy;
 // the test compares both with the table):
+// clang-format off
 // BEGIN MERMAID
 // stateDiagram-v2
 //     [*] --> Idle
@@ -132,6 +133,7 @@
 //     Cancelled --> [*]
 //     Failed --> [*]
 // END MERMAID
+// clang-format on
 #pragma once
 
 #include "persoflow/machines/machine.hpp"

@@ -1,0 +1,702 @@
+// The station and the issue-card executors on real parts (station.hpp): PKCS#11 cards through
+// devices::Card, the officer's PKCS#12, CMP over HTTPS through protocol::CmpClient.
+//
+// Each executor is idempotent by construction: it first looks at what is already there (the key
+// under its derived CKA_ID, the certificate on the card, the saved CMP request, the saved PIN)
+// and only then acts, so a repeat after a timeout or a crash ends in the same place.
+#include "persoflow/actors/station.hpp"
+
+#include <fcntl.h>
+#include <openssl/rand.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "persoflow/devices/card.hpp"
+#include "persoflow/devices/officer.hpp"
+#include "persoflow/machines/workflow_support.hpp"
+#include "persoflow/protocol/cmp_client.hpp"
+
+namespace persoflow::actors {
+namespace {
+
+namespace fs = std::filesystem;
+namespace dv = persoflow::devices;
+namespace pr = persoflow::protocol;
+using machines::Command;
+using machines::Event;
+using machines::Fields;
+using nlohmann::json;
+
+std::string field(const Command& c, const std::string& key) {
+  auto it = c.fields.find(key);
+  return it == c.fields.end() ? std::string() : it->second;
+}
+
+Result<std::string> read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return make_status(Errc::kNotFound, "cannot read " + path);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+Result<std::string> first_line(const std::string& path) {
+  PF_ASSIGN_OR_RETURN(std::string text, read_file(path));
+  std::string line = text.substr(0, text.find('\n'));
+  if (!line.empty() && line.back() == '\r') line.pop_back();
+  if (line.empty()) return make_status(Errc::kInvalidArgument, path + " is empty");
+  return line;
+}
+
+// Writes the file durably: a temporary file, fsync, rename, fsync of the folder.
+Status write_durably(const std::string& path, const std::string& data, mode_t mode = 0644) {
+  const std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0) return make_status(Errc::kUnavailable, "cannot create " + tmp);
+  std::size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n <= 0) {
+      ::close(fd);
+      return make_status(Errc::kUnavailable, "cannot write " + tmp);
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    return make_status(Errc::kUnavailable, "cannot flush " + tmp);
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    return make_status(Errc::kUnavailable, "cannot rename " + tmp + " to " + path);
+  }
+  int dir = ::open(fs::path(path).parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir >= 0) {
+    (void)::fsync(dir);
+    ::close(dir);
+  }
+  return Status::ok();
+}
+
+// A workflow id or reference as a file name: only [A-Za-z0-9._-].
+bool safe_name(const std::string& name) {
+  if (name.empty() || name[0] == '.') return false;
+  for (char c : name) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-')
+      return false;
+  }
+  return true;
+}
+
+std::string resolve(const fs::path& base, const std::string& p) {
+  if (p.empty()) return p;
+  fs::path path(p);
+  return path.is_absolute() ? p : (base / path).lexically_normal().string();
+}
+
+}  // namespace
+
+// ----- Configuration and requests -----
+
+Result<StationConfig> load_station_config(const std::string& path) {
+  auto text = read_file(path);
+  if (!text) {
+    return make_status(Errc::kNotFound, "cannot read the station configuration " + path);
+  }
+  json j;
+  try {
+    j = json::parse(*text);
+  } catch (const std::exception& e) {
+    return make_status(Errc::kInvalidArgument, path + ": not JSON: " + e.what());
+  }
+  const fs::path base = fs::absolute(path).parent_path();
+  StationConfig c;
+  try {
+    auto str = [&](const char* key, std::string& out, bool is_path, bool required) -> Status {
+      if (!j.contains(key)) {
+        if (required) {
+          return make_status(Errc::kInvalidArgument, path + ": missing \"" + key + "\"");
+        }
+        return Status::ok();
+      }
+      out = j.at(key).get<std::string>();
+      if (is_path) out = resolve(base, out);
+      return Status::ok();
+    };
+    PF_RETURN_IF_ERROR(str("cm_url", c.cm_url, false, true));
+    PF_RETURN_IF_ERROR(str("cm_ca", c.cm_ca, true, true));
+    PF_RETURN_IF_ERROR(str("pkcs11_module", c.pkcs11_module, false, false));
+    PF_RETURN_IF_ERROR(str("softhsm2_conf", c.softhsm2_conf, true, false));
+    PF_RETURN_IF_ERROR(str("officer_p12", c.officer_p12, true, true));
+    PF_RETURN_IF_ERROR(str("officer_password_file", c.officer_password_file, true, true));
+    PF_RETURN_IF_ERROR(str("card_pin_file", c.card_pin_file, true, true));
+    PF_RETURN_IF_ERROR(str("journal", c.journal, true, true));
+    PF_RETURN_IF_ERROR(str("state_dir", c.state_dir, true, true));
+    PF_RETURN_IF_ERROR(str("procedure", c.procedure, false, false));
+    PF_RETURN_IF_ERROR(str("key_algorithm", c.key_algorithm, false, false));
+    if (j.contains("key_entries")) c.key_entries = j.at("key_entries").get<int>();
+  } catch (const std::exception& e) {
+    return make_status(Errc::kInvalidArgument, path + ": " + e.what());
+  }
+  if (c.cm_url.rfind("https://", 0) != 0) {
+    return make_status(Errc::kInvalidArgument,
+                       path + ": cm_url must be https://HOST:PORT, not '" + c.cm_url + "'");
+  }
+  if (c.key_entries < 1 || c.key_entries > 16) {
+    return make_status(Errc::kInvalidArgument, path + ": key_entries must be 1..16");
+  }
+  return c;
+}
+
+Status save_station_config(const StationConfig& c, const std::string& path) {
+  json j = {{"cm_url", c.cm_url},
+            {"cm_ca", c.cm_ca},
+            {"pkcs11_module", c.pkcs11_module},
+            {"softhsm2_conf", c.softhsm2_conf},
+            {"officer_p12", c.officer_p12},
+            {"officer_password_file", c.officer_password_file},
+            {"card_pin_file", c.card_pin_file},
+            {"journal", c.journal},
+            {"state_dir", c.state_dir},
+            {"procedure", c.procedure},
+            {"key_algorithm", c.key_algorithm},
+            {"key_entries", c.key_entries}};
+  return write_durably(path, j.dump(2) + "\n");
+}
+
+Result<CardRequest> card_request_from_json(const std::string& line) {
+  CardRequest r;
+  try {
+    json j = json::parse(line);
+    r.workflow_id = j.value("workflow_id", "");
+    r.token_label = j.value("token_label", "");
+    r.token_serial = j.value("token_serial", "");
+    r.procedure = j.value("procedure", "");
+    r.pin_delivery = j.value("pin_delivery", "generated");
+    if (j.contains("subject")) {
+      for (auto& [k, v] : j.at("subject").items()) r.subject[k] = v.get<std::string>();
+    }
+  } catch (const std::exception& e) {
+    return make_status(Errc::kInvalidArgument, std::string("request is not valid JSON: ") + e.what());
+  }
+  if (!safe_name(r.workflow_id)) {
+    return make_status(Errc::kInvalidArgument,
+                       "request: workflow_id must be letters, digits, '.', '_' or '-', not '" +
+                           r.workflow_id + "'");
+  }
+  if (r.token_label.empty() && r.token_serial.empty()) {
+    return make_status(Errc::kInvalidArgument,
+                       "request " + r.workflow_id + ": give token_label or token_serial");
+  }
+  if (r.subject.empty()) {
+    return make_status(Errc::kInvalidArgument,
+                       "request " + r.workflow_id + ": subject is empty (e.g. {\"CN\": \"Alice\"})");
+  }
+  if (r.pin_delivery != "generated") {
+    return make_status(Errc::kUnsupported,
+                       "request " + r.workflow_id + ": pin_delivery '" + r.pin_delivery +
+                           "' is not supported by this station yet (use generated)");
+  }
+  return r;
+}
+
+std::string card_request_to_json(const CardRequest& r) {
+  json j = {{"workflow_id", r.workflow_id},   {"token_label", r.token_label},
+            {"token_serial", r.token_serial}, {"procedure", r.procedure},
+            {"pin_delivery", r.pin_delivery}, {"subject", r.subject}};
+  return j.dump();
+}
+
+// ----- The station -----
+
+struct Station::Impl {
+  StationConfig config;
+  std::string card_pin;
+
+  // One Card per token serial, opened on first use; `mu` serialises an executor's sequence of
+  // calls on that card (login state included).
+  struct CardSlot {
+    std::mutex mu;
+    std::unique_ptr<dv::Card> card;
+    bool logged_in = false;
+    std::string current_pin;
+  };
+  std::mutex cards_mu;
+  std::map<std::string, std::shared_ptr<CardSlot>> cards;
+
+  std::mutex officer_mu;
+  std::unique_ptr<dv::OfficerToken> officer;
+
+  std::mutex display_mu;
+  PinDisplay display;
+
+  std::string dir(const char* sub) const { return (fs::path(config.state_dir) / sub).string(); }
+
+  std::shared_ptr<CardSlot> slot(const std::string& serial) {
+    std::lock_guard lock(cards_mu);
+    auto& s = cards[serial];
+    if (!s) s = std::make_shared<CardSlot>();
+    return s;
+  }
+
+  // Opens the card (only the one with this serial) and logs in with the card's PIN.
+  Status ready(CardSlot& s, const std::string& serial) {
+    if (!s.card) {
+      dv::TokenSelector sel;
+      sel.serial = serial;
+      PF_ASSIGN_OR_RETURN(s.card, dv::open_card(config.pkcs11_module, sel));
+    }
+    if (!s.logged_in) {
+      PF_RETURN_IF_ERROR(s.card->login(dv::UserType::kUser, card_pin));
+      s.logged_in = true;
+      s.current_pin = card_pin;
+    }
+    return Status::ok();
+  }
+
+  Result<dv::OfficerToken*> officer_token(const std::string& pin_ref) {
+    std::lock_guard lock(officer_mu);
+    if (officer) return officer.get();
+    if (pin_ref != "officer-password-file") {
+      return make_status(Errc::kNotFound, "unknown officer PIN reference '" + pin_ref + "'");
+    }
+    PF_ASSIGN_OR_RETURN(std::string password, first_line(config.officer_password_file));
+    PF_ASSIGN_OR_RETURN(officer, dv::open_officer_pkcs12(config.officer_p12, password));
+    return officer.get();
+  }
+};
+
+Station::Station(StationConfig config, std::unique_ptr<Impl> impl)
+    : config_(std::move(config)), impl_(std::move(impl)) {}
+Station::~Station() = default;
+
+Result<std::shared_ptr<Station>> Station::open(StationConfig config) {
+  if (!config.softhsm2_conf.empty()) ::setenv("SOFTHSM2_CONF", config.softhsm2_conf.c_str(), 1);
+  auto impl = std::make_unique<Impl>();
+  impl->config = config;
+  PF_ASSIGN_OR_RETURN(impl->card_pin, first_line(config.card_pin_file));
+  for (const char* sub : {"requests", "cmp", "certs", "secrets"}) {
+    std::error_code ec;
+    fs::create_directories(fs::path(config.state_dir) / sub, ec);
+    if (ec) {
+      return make_status(Errc::kUnavailable, "cannot create " + config.state_dir + "/" + sub +
+                                                 ": " + ec.message());
+    }
+  }
+  fs::permissions(fs::path(config.state_dir) / "secrets", fs::perms::owner_all,
+                  fs::perm_options::replace);
+  impl->display = [](const std::string& wf, const std::string& serial, const std::string& pin) {
+    std::cout << "PIN for card " << serial << " (" << wf << ", shown once): " << pin << std::endl;
+  };
+  return std::shared_ptr<Station>(new Station(std::move(config), std::move(impl)));
+}
+
+Status Station::save_request(const CardRequest& request) {
+  if (!safe_name(request.workflow_id)) {
+    return make_status(Errc::kInvalidArgument, "bad workflow id '" + request.workflow_id + "'");
+  }
+  return write_durably(impl_->dir("requests") + "/" + request.workflow_id + ".json",
+                       card_request_to_json(request) + "\n");
+}
+
+Result<CardRequest> Station::load_request(const std::string& workflow_id) const {
+  if (!safe_name(workflow_id)) {
+    return make_status(Errc::kInvalidArgument, "bad workflow id '" + workflow_id + "'");
+  }
+  auto text = read_file(impl_->dir("requests") + "/" + workflow_id + ".json");
+  if (!text) {
+    return make_status(Errc::kNotFound, "no request saved for workflow " + workflow_id + " in " +
+                                            impl_->dir("requests"));
+  }
+  return card_request_from_json(*text);
+}
+
+Result<std::string> Station::token_serial(const std::string& label) {
+  PF_ASSIGN_OR_RETURN(auto tokens, dv::list_tokens(config_.pkcs11_module));
+  for (const auto& t : tokens) {
+    if (t.label == label) return t.serial;
+  }
+  return make_status(Errc::kNotFound, "no token labelled '" + label + "' in " +
+                                          config_.pkcs11_module);
+}
+
+void Station::set_pin_display(PinDisplay display) {
+  std::lock_guard lock(impl_->display_mu);
+  impl_->display = std::move(display);
+}
+
+// ----- Executors -----
+
+namespace {
+
+using Impl = Station::Impl;
+
+Event event(std::string type, Fields fields = {}) { return Event{std::move(type), std::move(fields)}; }
+
+// The CKA_ID on the card of the key the machine calls `key_id`: generated keys are stored under
+// derive_key_id(key_id) (devices::Card::generate_key); a key the card already held keeps its id.
+Result<std::vector<unsigned char>> card_key_id(const std::string& kind, const std::string& key_id) {
+  if (kind == "generate") return dv::derive_key_id(key_id);
+  return dv::from_hex(key_id);
+}
+
+Result<Event> read_card_contents(Impl& st, const Command& c) {
+  const std::string serial = field(c, "token_serial");
+  auto slot = st.slot(serial);
+  std::lock_guard lock(slot->mu);
+  PF_RETURN_IF_ERROR(st.ready(*slot, serial));
+  PF_ASSIGN_OR_RETURN(dv::CardContents contents,
+                      slot->card->read_contents(dv::TransportCertificateRule::defaults()));
+  if (contents.token.serial != serial) {
+    return make_status(Errc::kRejected, "the card in use is " + contents.token.serial +
+                                            ", not the workflow's card " + serial);
+  }
+  Fields f{{"token_serial", serial}, {"pin_count", "1"}, {"tc.present", "no"}};
+  int i = 0;
+  for (const dv::KeyInfo& k : contents.keys) {
+    f[machines::wf::item("key", i, "id")] = k.id_hex;
+    f[machines::wf::item("key", i, "label")] = k.label;
+    for (const dv::CertificateInfo& cert : contents.certificates) {
+      if (cert.id_hex == k.id_hex) f[machines::wf::item("key", i, "cert_serial")] = cert.serial_hex;
+    }
+    ++i;
+  }
+  for (; i < st.config.key_entries; ++i) f[machines::wf::item("key", i, "id")] = "";
+  for (const dv::CertificateInfo& cert : contents.certificates) {
+    if (!cert.transport_certificate) continue;
+    f["tc.present"] = "yes";
+    f["tc.subject"] = cert.subject;
+    f["tc.issuer"] = cert.issuer;
+    f["tc.serial"] = cert.serial_hex;
+  }
+  return event("CardContentsRead", std::move(f));
+}
+
+Result<Event> ask_operator(Station& station, const Command& c, const CommandContext& ctx) {
+  const std::string ask = field(c, "ask");
+  PF_ASSIGN_OR_RETURN(CardRequest req, station.load_request(ctx.workflow_id));
+  if (ask == "procedure") {
+    return event("ProcedureChosen",
+                 {{"procedure", req.procedure.empty() ? station.config().procedure : req.procedure},
+                  {"pin_delivery", req.pin_delivery},
+                  {"key_algorithm", station.config().key_algorithm},
+                  {"key_archiving", "no"},
+                  {"replace_ca", "no"},
+                  {"operator_pin", "none"}});
+  }
+  if (ask == "key_actions") {
+    Fields f{{"key.0.action", "add"}};
+    for (const auto& [name, value] : req.subject) f["subject." + name] = value;
+    return event("ActionsChosen", std::move(f));
+  }
+  if (ask == "signature_pin") {
+    // The officer's PKCS#12 password stays in its file; the journal holds this reference only.
+    return event("OfficerPinEntered", {{"pin_ref", "officer-password-file"}});
+  }
+  return make_status(Errc::kUnsupported,
+                     "the station cannot answer the operator question '" + ask +
+                         "' unattended; answer it at an operator terminal");
+}
+
+Result<Event> generate_key(Impl& st, const Command& c, const CommandContext& ctx) {
+  const std::string serial = field(c, "token_serial");
+  const std::string key_id = field(c, "key_id");
+  PF_ASSIGN_OR_RETURN(dv::KeyAlgorithm alg, dv::parse_key_algorithm(field(c, "algorithm")));
+  auto slot = st.slot(serial);
+  std::lock_guard lock(slot->mu);
+  PF_RETURN_IF_ERROR(st.ready(*slot, serial));
+  if (Status s = slot->card->check_keygen_supported(alg); !s) {
+    if (s.code() == make_error_code(Errc::kUnsupported)) {
+      return event("AlgorithmUnsupported",
+                   {{"entry", field(c, "entry")}, {"algorithm", field(c, "algorithm")}});
+    }
+    return s;
+  }
+  // generate_key returns the key already there under this id (an interrupted earlier attempt).
+  auto key = slot->card->generate_key(alg, key_id, "persoflow " + ctx.workflow_id);
+  if (!key) return key.status();
+  return event("KeyGenerated", {{"entry", field(c, "entry")}, {"key_id", key_id}});
+}
+
+Result<Event> sign_with_officer(Impl& st, const Command& c) {
+  auto token = st.officer_token(field(c, "pin_ref"));
+  if (!token) {
+    if (token.status().code() == make_error_code(Errc::kPermissionDenied)) {
+      // A PKCS#12 has no retry counter: a wrong password in the station's file does not get
+      // better by asking again.
+      return event("OfficerPinRejected", {{"tries_left", "0"}});
+    }
+    return token.status();
+  }
+  X509* cert = (*token)->certificate();
+  return event("OfficerSigned", {{"signer_ref", "officer-p12:" + pr::serial_hex(
+                                                    X509_get0_serialNumber(cert))}});
+}
+
+Result<Event> submit_to_cm(Impl& st, const Command& c) {
+  const std::string tid_hex = field(c, "transaction_id");
+  if (tid_hex.size() != 32) return make_status(Errc::kInvalidArgument, "bad transaction_id");
+  if (c.fields.count("request.1.entry")) {
+    return make_status(Errc::kUnsupported, "this station sends one key per request");
+  }
+  const std::string kind = field(c, "request.0.kind");
+  if (kind != "generate" && kind != "certify") {
+    return make_status(Errc::kUnsupported, "request kind '" + kind + "' (keys from the CM host) "
+                                           "is not supported by this station yet");
+  }
+  const std::string entry = field(c, "request.0.entry");
+  PF_ASSIGN_OR_RETURN(auto cka, card_key_id(kind, field(c, "request.0.key_id")));
+  const std::string serial = field(c, "token_serial");
+
+  // The CM host: https://HOST:PORT
+  const std::string hostport = st.config.cm_url.substr(8);
+  const auto colon = hostport.rfind(':');
+  if (colon == std::string::npos) return make_status(Errc::kInvalidArgument, "cm_url has no port");
+
+  PF_ASSIGN_OR_RETURN(dv::OfficerToken * officer, st.officer_token("officer-password-file"));
+  pr::CmpClientOptions o;
+  o.https.host = hostport.substr(0, colon);
+  o.https.port = static_cast<std::uint16_t>(std::stoi(hostport.substr(colon + 1)));
+  o.https.trusted_ca_pem = st.config.cm_ca;
+  o.https.timeout = std::chrono::seconds(20);
+  o.cmp_trusted_pem = st.config.cm_ca;
+  o.officer_key = officer->key();
+  o.officer_cert = officer->certificate();
+  o.officer_chain = officer->chain();
+  o.implicit_confirm = true;
+  pr::CmpClient client(o);
+
+  const std::string saved = st.dir("cmp") + "/" + tid_hex + ".der";
+  if (fs::exists(saved)) {
+    PF_ASSIGN_OR_RETURN(std::string der, read_file(saved));
+    client.resend_next(der);  // the same bytes: the CM host answers from its store
+  }
+  Status save_status;
+  client.on_request_sent([&](const std::string& der) {
+    if (!fs::exists(saved)) save_status = write_durably(saved, der);
+  });
+
+  pr::CertRequest req;
+  req.type = pr::CertRequestType::kIr;
+  req.procedure = field(c, "procedure");
+  for (const auto& [k, v] : c.fields) {
+    if (k.rfind("subject.", 0) == 0) req.subject += "/" + k.substr(8) + "=" + v;
+  }
+  PF_ASSIGN_OR_RETURN(auto tid, dv::from_hex(tid_hex));
+  req.transaction_id.assign(tid.begin(), tid.end());
+
+  auto slot = st.slot(serial);
+  std::unique_lock lock(slot->mu);
+  PF_RETURN_IF_ERROR(st.ready(*slot, serial));
+  PF_ASSIGN_OR_RETURN(EVP_PKEY * key, slot->card->private_key(cka));
+  pr::EvpPkeyPtr key_owner(key);
+  req.key = key;
+  auto enrolled = client.enroll(req);
+  lock.unlock();
+  PF_RETURN_IF_ERROR(save_status);
+  if (!enrolled) {
+    const pr::CmpFailure& f = client.last_failure();
+    if (f.pki_status >= 0) {
+      return event("CmRefused", {{"reason", f.text.empty() ? enrolled.status().message() : f.text}});
+    }
+    return enrolled.status();  // unreachable or broken transport: the engine retries
+  }
+  PF_ASSIGN_OR_RETURN(std::string der, pr::x509_to_der(enrolled->cert.get()));
+  const std::string cert_file = st.dir("certs") + "/" + enrolled->serial_hex + ".der";
+  PF_RETURN_IF_ERROR(write_durably(cert_file, der));
+  // ref: the saved certificate and the CKA_ID it belongs under.
+  return event("CertificatesIssued", {{"cert.0.serial", enrolled->serial_hex},
+                                      {"cert.0.ref", enrolled->serial_hex + "@" + dv::to_hex(cka)},
+                                      {"cert.0.entry", entry}});
+}
+
+Result<Event> write_keys_and_certificates(Impl& st, const Command& c) {
+  const std::string serial = field(c, "token_serial");
+  auto slot = st.slot(serial);
+  std::lock_guard lock(slot->mu);
+  PF_RETURN_IF_ERROR(st.ready(*slot, serial));
+  if (slot->card->token().serial != serial) {
+    return make_status(Errc::kRejected, "refusing to write to card " + slot->card->token().serial +
+                                            ": the workflow's card is " + serial);
+  }
+  // Re-read the card first: a certificate already there counts as written.
+  PF_ASSIGN_OR_RETURN(dv::CardContents contents,
+                      slot->card->read_contents(dv::TransportCertificateRule::defaults()));
+  for (int k = 0; c.fields.count(machines::wf::item("cert", k, "ref")); ++k) {
+    const std::string ref = field(c, machines::wf::item("cert", k, "ref"));
+    const auto at = ref.find('@');
+    if (at == std::string::npos) return make_status(Errc::kInvalidArgument, "bad cert ref " + ref);
+    const std::string cert_serial = ref.substr(0, at);
+    bool present = false;
+    for (const auto& cert : contents.certificates) {
+      if (cert.serial_hex == cert_serial) present = true;
+    }
+    if (present) continue;
+    PF_ASSIGN_OR_RETURN(auto id, dv::from_hex(ref.substr(at + 1)));
+    PF_ASSIGN_OR_RETURN(std::string der, read_file(st.dir("certs") + "/" + cert_serial + ".der"));
+    Status s = slot->card->store_certificate(der, id, "persoflow certificate");
+    if (!s) {
+      if (s.message().find("CKR_DEVICE_MEMORY") != std::string::npos) {
+        return event("CardFull", {{"reason", s.message()}});
+      }
+      return s;
+    }
+  }
+  return event("CardWritten");
+}
+
+std::string pin_ref_for(const CommandContext& ctx) {
+  return "pin-" + machines::wf::derive_id(ctx.idempotency_key, "card-pin");
+}
+
+Result<Event> generate_pin(Impl& st, const Command& c, const CommandContext& ctx) {
+  const std::string ref = pin_ref_for(ctx);
+  const std::string path = st.dir("secrets") + "/" + ref;
+  if (!fs::exists(path)) {  // a repeat keeps the PIN generated the first time
+    unsigned char bytes[8];
+    if (RAND_bytes(bytes, sizeof bytes) != 1) {
+      return make_status(Errc::kInternal, "no random bytes for a PIN");
+    }
+    std::string pin;
+    for (unsigned char b : bytes) pin += static_cast<char>('0' + b % 10);
+    PF_RETURN_IF_ERROR(write_durably(path, pin + "\n", 0600));
+  }
+  return event("PinGenerated", {{"pin_index", field(c, "pin_index")}, {"pin_ref", ref}});
+}
+
+Result<std::string> secret(Impl& st, const std::string& ref) {
+  if (!safe_name(ref)) return make_status(Errc::kInvalidArgument, "bad PIN reference " + ref);
+  return first_line(st.dir("secrets") + "/" + ref);
+}
+
+Result<Event> set_card_pin(Impl& st, const Command& c) {
+  const std::string serial = field(c, "token_serial");
+  PF_ASSIGN_OR_RETURN(std::string pin, secret(st, field(c, "pin_ref")));
+  auto slot = st.slot(serial);
+  std::lock_guard lock(slot->mu);
+  if (!slot->card) {
+    dv::TokenSelector sel;
+    sel.serial = serial;
+    PF_ASSIGN_OR_RETURN(slot->card, dv::open_card(st.config.pkcs11_module, sel));
+  }
+  if (!slot->logged_in) {
+    // A repeat after the PIN was changed: the new PIN already opens the card.
+    if (slot->card->login(dv::UserType::kUser, pin)) {
+      slot->logged_in = true;
+      slot->current_pin = pin;
+    } else {
+      PF_RETURN_IF_ERROR(st.ready(*slot, serial));
+    }
+  }
+  if (slot->current_pin != pin) {
+    PF_RETURN_IF_ERROR(slot->card->change_user_pin(slot->current_pin, pin));
+    slot->current_pin = pin;
+  }
+  return event("CardPinSet", {{"pin_index", field(c, "pin_index")}});
+}
+
+Result<Event> show_pin_once(Impl& st, const Command& c, const CommandContext& ctx,
+                            const std::string& token_serial) {
+  const std::string ref = field(c, "pin_ref");
+  auto pin = secret(st, ref);
+  if (pin) {
+    {
+      std::lock_guard lock(st.display_mu);
+      if (st.display) st.display(ctx.workflow_id, token_serial, *pin);
+    }
+    std::error_code ec;
+    fs::remove(st.dir("secrets") + "/" + ref, ec);
+  }
+  // No saved PIN: it was shown by an earlier attempt and deleted then.
+  return event("PinDelivered", {{"pin_index", field(c, "pin_index")}});
+}
+
+}  // namespace
+
+void install_issue_card_executors(ExecutorRegistry& registry, std::shared_ptr<Station> station) {
+  RetryPolicy card{3, std::chrono::milliseconds(60'000), std::chrono::milliseconds(200),
+                   std::chrono::milliseconds(2'000)};
+  RetryPolicy cm{6, std::chrono::milliseconds(30'000), std::chrono::milliseconds(200),
+                 std::chrono::milliseconds(5'000)};
+  RetryPolicy quick{3, std::chrono::milliseconds(10'000), std::chrono::milliseconds(100),
+                    std::chrono::milliseconds(1'000)};
+  auto s = station;
+  registry.add("ReadCardContents",
+               blocking_executor([s](const Command& c, const CommandContext&) {
+                 return read_card_contents(s->impl(), c);
+               }, card));
+  registry.add("AskOperator", blocking_executor([s](const Command& c, const CommandContext& ctx) {
+                 return ask_operator(*s, c, ctx);
+               }, quick));
+  registry.add("GenerateKeyOnCard",
+               blocking_executor([s](const Command& c, const CommandContext& ctx) {
+                 return generate_key(s->impl(), c, ctx);
+               }, card));
+  registry.add("SignWithOfficer", blocking_executor([s](const Command& c, const CommandContext&) {
+                 return sign_with_officer(s->impl(), c);
+               }, quick));
+  registry.add("SubmitToCm", blocking_executor([s](const Command& c, const CommandContext&) {
+                 return submit_to_cm(s->impl(), c);
+               }, cm));
+  registry.add("WriteKeysAndCertificates",
+               blocking_executor([s](const Command& c, const CommandContext&) {
+                 return write_keys_and_certificates(s->impl(), c);
+               }, card));
+  registry.add("GeneratePin", blocking_executor([s](const Command& c, const CommandContext& ctx) {
+                 return generate_pin(s->impl(), c, ctx);
+               }, quick));
+  registry.add("SetCardPin", blocking_executor([s](const Command& c, const CommandContext&) {
+                 return set_card_pin(s->impl(), c);
+               }, card));
+  registry.add("ShowPinOnce",
+               blocking_executor([s](const Command& c, const CommandContext& ctx) -> Result<Event> {
+                 PF_ASSIGN_OR_RETURN(CardRequest req, s->load_request(ctx.workflow_id));
+                 return show_pin_once(s->impl(), c, ctx, req.token_serial);
+               }, quick));
+}
+
+Result<std::shared_ptr<Station>> station_from_environment() {
+  static std::mutex mu;
+  static std::shared_ptr<Station> station;
+  std::lock_guard lock(mu);
+  if (station) return station;
+  const char* path = std::getenv("PERSOFLOW_STATION_CONFIG");
+  if (!path || !*path) {
+    return make_status(Errc::kNotFound,
+                       "set PERSOFLOW_STATION_CONFIG to the station configuration (station.conf)");
+  }
+  PF_ASSIGN_OR_RETURN(StationConfig config, load_station_config(path));
+  PF_ASSIGN_OR_RETURN(station, Station::open(std::move(config)));
+  return station;
+}
+
+namespace {
+
+// For `persoflow workflows resume`: executors over the station of $PERSOFLOW_STATION_CONFIG.
+// Without it every command fails with that message (and the workflow is suspended, not lost).
+void install_from_environment(ExecutorRegistry& registry) {
+  auto station = station_from_environment();
+  if (station) {
+    install_issue_card_executors(registry, *station);
+    return;
+  }
+  const Status why = station.status();
+  for (const char* type : {"ReadCardContents", "AskOperator", "GenerateKeyOnCard",
+                           "SignWithOfficer", "SubmitToCm", "WriteKeysAndCertificates",
+                           "GeneratePin", "SetCardPin", "ShowPinOnce"}) {
+    registry.add(type, blocking_executor([why](const Command&, const CommandContext&)
+                                             -> Result<Event> { return why; },
+                                         RetryPolicy{1}));
+  }
+}
+
+}  // namespace
+
+PF_REGISTER_EXECUTORS(issue_card, "issue-card", install_from_environment);
+
+}  // namespace persoflow::actors

@@ -1,0 +1,160 @@
+// A batch of issue-card workflows through the runtime (station_batch.hpp).
+#include "station_batch.hpp"
+
+#include <chrono>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <set>
+#include <sstream>
+
+#include "persoflow/actors/runtime.hpp"
+#include "persoflow/machines/engine.hpp"
+#include "persoflow/machines/workflow_support.hpp"
+#include "persoflow/storage/journal.hpp"
+
+namespace persoflow::apps {
+namespace {
+namespace ac = persoflow::actors;
+namespace st = persoflow::storage;
+namespace m = persoflow::machines;
+}  // namespace
+
+Result<std::vector<ac::CardRequest>> read_queue(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return make_status(Errc::kNotFound, "cannot read the queue file " + path);
+  std::vector<ac::CardRequest> out;
+  std::set<std::string> ids;
+  std::string line;
+  for (int n = 1; std::getline(in, line); ++n) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    auto r = ac::card_request_from_json(line);
+    if (!r) return make_status(Errc::kInvalidArgument, path + ":" + std::to_string(n) + ": " +
+                                                           r.status().message());
+    if (!ids.insert(r->workflow_id).second) {
+      return make_status(Errc::kInvalidArgument, path + ":" + std::to_string(n) +
+                                                     ": workflow_id " + r->workflow_id +
+                                                     " appears twice");
+    }
+    out.push_back(std::move(*r));
+  }
+  return out;
+}
+
+Result<BatchReport> run_station_batch(const std::string& config_path,
+                                      std::vector<ac::CardRequest> requests, std::ostream& out,
+                                      bool show_pins) {
+  const auto t0 = std::chrono::steady_clock::now();
+  PF_ASSIGN_OR_RETURN(ac::StationConfig config, ac::load_station_config(config_path));
+  PF_ASSIGN_OR_RETURN(auto station, ac::Station::open(config));
+
+  std::mutex pins_mu;
+  std::map<std::string, std::string> pins;  // workflow id -> PIN shown in this run
+  station->set_pin_display([&](const std::string& wf, const std::string& serial,
+                               const std::string& pin) {
+    std::lock_guard lock(pins_mu);
+    pins[wf] = pin;
+    if (show_pins) out << "PIN for card " << serial << " (" << wf << ", shown once): " << pin << "\n";
+  });
+
+  // Every request names its card by serial before it is saved: the workflow must never write to
+  // another card.
+  for (auto& r : requests) {
+    if (r.token_serial.empty()) {
+      PF_ASSIGN_OR_RETURN(r.token_serial, station->token_serial(r.token_label));
+    }
+    PF_RETURN_IF_ERROR(station->save_request(r));
+  }
+
+  ac::ExecutorRegistry registry;
+  ac::install_issue_card_executors(registry, station);
+  ac::RuntimeOptions options;
+  options.blocking_threads = 4;
+  PF_ASSIGN_OR_RETURN(auto runtime, ac::Runtime::open(config.journal, std::move(registry), options));
+  PF_ASSIGN_OR_RETURN(std::vector<std::string> resumed, runtime->resume_all(true));
+  if (!resumed.empty()) {
+    out << "resuming " << resumed.size() << " unfinished workflow(s) from " << config.journal
+        << "\n";
+  }
+  std::vector<std::string> ids = resumed;
+  std::set<std::string> seen(ids.begin(), ids.end());
+  for (const auto& r : requests) {
+    m::Event first{"CardInserted",
+                   {{"workflow_id", r.workflow_id},
+                    {"token_serial", r.token_serial},
+                    {"reader", r.token_label.empty() ? r.token_serial : r.token_label}}};
+    Status s = runtime->start(r.workflow_id, "issue-card", std::move(first));
+    if (!s && s.code() != make_error_code(Errc::kAlreadyExists)) return s;
+    if (seen.insert(r.workflow_id).second) ids.push_back(r.workflow_id);
+  }
+  std::vector<ac::WorkflowOutcome> outcomes = runtime->wait();
+  runtime.reset();  // closes the journal's writer before we read it
+
+  std::map<std::string, ac::WorkflowOutcome> by_id;
+  for (auto& o : outcomes) by_id[o.workflow_id] = o;
+  std::map<std::string, const ac::CardRequest*> req_by_id;
+  for (const auto& r : requests) req_by_id[r.workflow_id] = &r;
+
+  PF_ASSIGN_OR_RETURN(auto journal,
+                      st::Journal::open(config.journal, {.create_if_missing = false,
+                                                         .read_only = true}));
+  BatchReport report;
+  std::set<std::string> resumed_set(resumed.begin(), resumed.end());
+  for (const auto& id : ids) {
+    BatchRow row;
+    row.workflow_id = id;
+    row.resumed = resumed_set.count(id) > 0;
+    PF_ASSIGN_OR_RETURN(auto summary, journal->workflow(id));
+    if (summary) {
+      row.state = summary->state_name;
+      row.status = st::to_string(summary->status);
+      row.steps = summary->steps;
+      row.seconds = static_cast<double>(summary->updated_at_ms - summary->created_at_ms) / 1000.0;
+    }
+    PF_ASSIGN_OR_RETURN(auto records, journal->records(id));
+    if (!records.empty()) {
+      auto state = m::decode_state(records.back().body.state);
+      if (state) {
+        row.cert_serial = m::wf::get(state->data, "issued.0");
+        row.token_serial = m::wf::get(state->data, "token_serial");
+        row.token_label = m::wf::get(state->data, "reader");
+      }
+    }
+    if (auto it = by_id.find(id); it != by_id.end()) {
+      row.reason = it->second.reason;
+      if (it->second.outcome == ac::Outcome::kFailed) row.reason = it->second.error.message();
+    }
+    if (auto it = pins.find(id); it != pins.end()) row.pin_shown = it->second;
+    if (row.state != "Done") report.all_done = false;
+    report.rows.push_back(std::move(row));
+  }
+  report.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return report;
+}
+
+void print_batch_table(const BatchReport& report, std::ostream& out, bool with_pins) {
+  out << std::left << std::setw(10) << "card" << std::setw(22) << "workflow" << std::setw(10)
+      << "state" << std::setw(7) << "steps" << std::setw(34) << "certificate serial"
+      << std::setw(8) << "time";
+  if (with_pins) out << "PIN (shown once)";
+  out << "\n";
+  for (const auto& r : report.rows) {
+    std::ostringstream t;
+    t << std::fixed << std::setprecision(2) << r.seconds << "s";
+    out << std::left << std::setw(10) << r.token_label << std::setw(22)
+        << (r.workflow_id + (r.resumed ? "*" : "")) << std::setw(10) << r.state << std::setw(7)
+        << r.steps << std::setw(34) << (r.cert_serial.empty() ? "-" : r.cert_serial)
+        << std::setw(8) << t.str();
+    if (with_pins) out << (r.pin_shown.empty() ? "-" : r.pin_shown);
+    out << "\n";
+    if (!r.reason.empty() && r.state != "Done") out << "    " << r.reason << "\n";
+  }
+  bool any_resumed = false;
+  for (const auto& r : report.rows) any_resumed |= r.resumed;
+  if (any_resumed) out << "(* resumed from the journal after the interruption)\n";
+}
+
+}  // namespace persoflow::apps

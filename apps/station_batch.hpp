@@ -1,0 +1,50 @@
+// Running issue-card workflows for a batch of card requests through the workflow runtime, shared
+// by `persoflow station run` and `persoflow demo`: resumes the journal's unfinished workflows
+// first, starts one workflow per request not yet in the journal, waits, and reports each workflow
+// from the journal (state, steps, certificate serial, time).
+#pragma once
+
+#include <cstdint>
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+#include "persoflow/actors/station.hpp"
+#include "persoflow/common/status.hpp"
+
+namespace persoflow::apps {
+
+struct BatchRow {
+  std::string workflow_id;
+  std::string token_label;
+  std::string token_serial;
+  std::string state;
+  std::string status;       // running | suspended | done | cancelled
+  std::string reason;       // why it is not done (suspension reason, failure)
+  std::uint64_t steps = 0;
+  std::string cert_serial;  // empty until issued
+  double seconds = 0;       // first to last record
+  bool resumed = false;     // was unfinished in the journal when the batch began
+  std::string pin_shown;    // the PIN shown once in this run (demo table only)
+};
+
+struct BatchReport {
+  std::vector<BatchRow> rows;
+  bool all_done = true;
+  double seconds = 0;
+};
+
+// Reads a JSON Lines queue file (one actors::CardRequest per line; blank lines skipped). Each bad
+// line is an error naming its line number.
+Result<std::vector<actors::CardRequest>> read_queue(const std::string& path);
+
+// Runs the batch against the station of `config_path`. `show_pins`: print each generated PIN to
+// `out` once (else it appears only in the returned rows' pin_shown).
+Result<BatchReport> run_station_batch(const std::string& config_path,
+                                      std::vector<actors::CardRequest> requests,
+                                      std::ostream& out, bool show_pins);
+
+// A table a person reads.
+void print_batch_table(const BatchReport& report, std::ostream& out, bool with_pins);
+
+}  // namespace persoflow::apps

@@ -1,0 +1,99 @@
+// The station: what the issue-card executors need to carry out the machine's commands on real
+// parts — the PKCS#11 module and its cards, the officer's credential, the CM host over CMP/HTTPS,
+// and a small state directory for what must outlive a crash without entering the journal.
+//
+// Guarantees (docs/station.md):
+// - A key is generated on the card under CKA_ID = devices::derive_key_id(<the machine's key id>),
+//   which the machine derives from the workflow id: a resumed workflow finds its key there.
+// - Every CMP request's DER is written (fsync, rename) to <state_dir>/cmp/<transactionID>.der
+//   before it is sent; a repeated SubmitToCm resends those exact bytes, so the CM host answers
+//   from its store and never issues a second certificate.
+// - A generated card PIN is kept only in <state_dir>/secrets/<ref> (mode 0600) between its
+//   generation and its single showing, then deleted; the journal holds the reference only.
+// - The certificate is written only to the card whose serial the workflow names; a present
+//   certificate counts as written.
+//
+// The operator's answers (procedure, subject fields, PIN delivery) come from the card's request,
+// saved as <state_dir>/requests/<workflow id>.json before the workflow starts, so a restarted
+// station answers the same way.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "persoflow/actors/executor.hpp"
+#include "persoflow/common/status.hpp"
+
+namespace persoflow::actors {
+
+struct StationConfig {
+  std::string cm_url;                 // "https://127.0.0.1:PORT"
+  std::string cm_ca;                  // CA certificate(s) (PEM): the CM host's TLS and CMP trust
+  std::string pkcs11_module = "/usr/lib/softhsm/libsofthsm2.so";
+  std::string softhsm2_conf;          // exported as SOFTHSM2_CONF when non-empty
+  std::string officer_p12;            // the officer's PKCS#12
+  std::string officer_password_file;  // its password (first line)
+  std::string card_pin_file;          // the pre-personalised cards' user PIN (first line)
+  std::string journal;                // the station journal
+  std::string state_dir;              // requests/, cmp/, certs/, secrets/
+  std::string procedure = "smartcard-auth";  // the CM certificate procedure (CMP path)
+  std::string key_algorithm = "EC:secp256r1";
+  int key_entries = 1;  // key entries of a blank pre-personalised card
+};
+
+// Reads a station configuration (JSON); relative paths are relative to the file's folder.
+Result<StationConfig> load_station_config(const std::string& path);
+Status save_station_config(const StationConfig& config, const std::string& path);
+
+// One card's issue request (a line of a queue file).
+struct CardRequest {
+  std::string workflow_id;
+  std::string token_label;
+  std::string token_serial;  // filled from the token when empty
+  std::string procedure;     // empty: the station's
+  std::string pin_delivery = "generated";
+  std::map<std::string, std::string> subject;  // "CN" -> "Card 01"
+};
+Result<CardRequest> card_request_from_json(const std::string& line);
+std::string card_request_to_json(const CardRequest& request);
+
+class Station {
+ public:
+  // Exports SOFTHSM2_CONF (before the module is loaded) and creates the state folders.
+  static Result<std::shared_ptr<Station>> open(StationConfig config);
+  ~Station();
+
+  const StationConfig& config() const { return config_; }
+
+  // Saves the request (fsync) so any later process answers for the workflow.
+  Status save_request(const CardRequest& request);
+  Result<CardRequest> load_request(const std::string& workflow_id) const;
+  // The serial of the token with this label (the module's view).
+  Result<std::string> token_serial(const std::string& label);
+
+  // Where a PIN generated for a card is shown, once. Default: printed on stdout.
+  using PinDisplay = std::function<void(const std::string& workflow_id,
+                                        const std::string& token_serial, const std::string& pin)>;
+  void set_pin_display(PinDisplay display);
+
+  struct Impl;
+  Impl& impl() { return *impl_; }
+
+ private:
+  Station(StationConfig config, std::unique_ptr<Impl> impl);
+  StationConfig config_;
+  std::unique_ptr<Impl> impl_;
+};
+
+// The executors of the issue-card machine on real parts: ReadCardContents, AskOperator (answered
+// from the saved request), GenerateKeyOnCard, SignWithOfficer, SubmitToCm, WriteKeysAndCertificates,
+// GeneratePin, SetCardPin, ShowPinOnce. All are blocking (they run on the runtime's pool).
+void install_issue_card_executors(ExecutorRegistry& registry, std::shared_ptr<Station> station);
+
+// The station of $PERSOFLOW_STATION_CONFIG (for `persoflow workflows resume`), opened once.
+Result<std::shared_ptr<Station>> station_from_environment();
+
+}  // namespace persoflow::actors

@@ -265,8 +265,9 @@ Result<Probe> probe(const std::string& path) {
     if (!magic.is_ok()) return fail(magic.status());
     if (magic->value_or("") != "persoflow-journal") {
       close();
-      return make_status(Errc::kCorrupt, path + " is not a persoflow journal (its meta table "
-                                                "lacks the persoflow-journal magic)");
+      return make_status(Errc::kCorrupt, path +
+                                             " is not a persoflow journal (its meta table "
+                                             "lacks the persoflow-journal magic)");
     }
     auto version = query_one(db, "SELECT value FROM meta WHERE key = 'schema_version'");
     if (!version.is_ok()) return fail(version.status());

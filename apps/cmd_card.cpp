@@ -88,7 +88,8 @@ int card_list(int argc, char** argv) {
       out["readers"] = json::array();
       for (const auto& r : *readers) {
         json j{{"name", r.name}, {"card_present", r.card_present}, {"atr_hex", r.atr_hex}};
-        if (const auto* t = token_in(r.name)) j["token"] = {{"label", t->label}, {"serial", t->serial}};
+        if (const auto* t = token_in(r.name))
+          j["token"] = {{"label", t->label}, {"serial", t->serial}};
         out["readers"].push_back(j);
       }
     } else {
@@ -142,12 +143,13 @@ int card_show(int argc, char** argv) {
       "module", po::value(&module)->default_value(dev::kDefaultPkcs11Module),
       "the PKCS#11 module (a URI's module-path= wins)")(
       "reader", po::value(&reader), "the token in this reader (the slot description)")(
-      "token", po::value(&label), "the token with this label")(
-      "serial", po::value(&serial), "the token with this serial number")(
+      "token", po::value(&label), "the token with this label")("serial", po::value(&serial),
+                                                               "the token with this serial number")(
       "uri", po::value(&uri_text), "a PKCS#11 URI (RFC 7512), e.g. 'pkcs11:token=Card%20A'")(
       "pin-fd", po::value(&pin_fd), "log in with the user PIN read from this file descriptor")(
       "ask-pin", "log in with the user PIN asked at the terminal")(
-      "tc-issuer", po::value(&tc_issuers), "TC rule: issuer DN, e.g. 'CN=Transport CA,O=Example' (repeatable)")(
+      "tc-issuer", po::value(&tc_issuers),
+      "TC rule: issuer DN, e.g. 'CN=Transport CA,O=Example' (repeatable)")(
       "tc-policy", po::value(&tc_policies), "TC rule: a certificate policy OID (repeatable)")(
       "tc-label-prefix", po::value(&tc_prefixes), "TC rule: a label prefix (repeatable)")(
       "json", "JSON output");
@@ -191,12 +193,13 @@ int card_show(int argc, char** argv) {
   if (!contents.is_ok()) return fail(contents.status().message());
   const auto& c = *contents;
   if (vm.count("json")) {
-    json out{{"token", token_json(c.token)}, {"logged_in", c.logged_in},
-             {"keys", json::array()}, {"certificates", json::array()}};
+    json out{{"token", token_json(c.token)},
+             {"logged_in", c.logged_in},
+             {"keys", json::array()},
+             {"certificates", json::array()}};
     for (const auto& k : c.keys) {
-      json j{{"id", k.id_hex},           {"label", k.label},
-             {"type", dev::key_type_name(k.type)}, {"bits", k.bits},
-             {"private", k.has_private}, {"public", k.has_public},
+      json j{{"id", k.id_hex},  {"label", k.label},         {"type", dev::key_type_name(k.type)},
+             {"bits", k.bits},  {"private", k.has_private}, {"public", k.has_public},
              {"usage", k.usage}};
       if (k.type == dev::KeyType::kEc) j["curve"] = k.curve;
       out["keys"].push_back(j);
@@ -229,12 +232,12 @@ int card_show(int argc, char** argv) {
     if (k.type == dev::KeyType::kEc) alg += " " + k.curve;
     if (k.bits) alg += " (" + std::to_string(k.bits) + " bits)";
     std::string parts = k.has_private && k.has_public ? "private+public"
-                        : k.has_private              ? "private"
-                                                     : "public";
+                        : k.has_private               ? "private"
+                                                      : "public";
     std::string usage;
     for (const auto& u : k.usage) usage += (usage.empty() ? "" : ",") + u;
-    std::printf("  id %s  %s  label '%s'  %s  %s\n", k.id_hex.c_str(), alg.c_str(),
-                k.label.c_str(), parts.c_str(), usage.c_str());
+    std::printf("  id %s  %s  label '%s'  %s  %s\n", k.id_hex.c_str(), alg.c_str(), k.label.c_str(),
+                parts.c_str(), usage.c_str());
   }
   std::printf("\nCertificates (%zu):\n", c.certificates.size());
   for (const auto& cert : c.certificates) {
@@ -265,5 +268,6 @@ int card_main(int argc, char** argv) {
 }  // namespace
 }  // namespace persoflow::apps
 
-PF_REGISTER_COMMAND_GROUP(card, "card", "smart cards and tokens: list readers and tokens, show a token",
+PF_REGISTER_COMMAND_GROUP(card, "card",
+                          "smart cards and tokens: list readers and tokens, show a token",
                           persoflow::apps::card_main);

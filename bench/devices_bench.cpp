@@ -3,15 +3,15 @@
 // Each figure is the median of a few repetitions, in milliseconds.
 //
 //   persoflow-bench devices [--reps N]      (default 5; RSA keygen varies a lot: raise N)
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
-
-#include <openssl/evp.h>
-#include <openssl/x509.h>
 
 #include "bench_registry.hpp"
 #include "persoflow/devices/card.hpp"

@@ -143,9 +143,9 @@ Result<std::shared_ptr<Module>> load_module(const std::string& path) {
     std::string why = openssl_errors();
     PKCS11_CTX_free(raw->ctx);
     raw->ctx = nullptr;
-    return fail(make_status(Errc::kUnavailable, "PKCS#11 module '" + path +
-                                                    "' failed to initialise" +
-                                                    (why.empty() ? "" : ": " + why)));
+    return fail(make_status(
+        Errc::kUnavailable,
+        "PKCS#11 module '" + path + "' failed to initialise" + (why.empty() ? "" : ": " + why)));
   }
   std::shared_ptr<Module> m(raw, destroy_module);
   g_modules[path] = m;
@@ -192,7 +192,8 @@ class Template {
 std::optional<Bytes> get_attr(CK_FUNCTION_LIST_PTR fl, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o,
                               CK_ATTRIBUTE_TYPE type) {
   CK_ATTRIBUTE a{type, nullptr, 0};
-  if (fl->C_GetAttributeValue(s, o, &a, 1) != CKR_OK || a.ulValueLen == CK_UNAVAILABLE_INFORMATION) {
+  if (fl->C_GetAttributeValue(s, o, &a, 1) != CKR_OK ||
+      a.ulValueLen == CK_UNAVAILABLE_INFORMATION) {
     return std::nullopt;
   }
   Bytes v(a.ulValueLen);
@@ -208,8 +209,8 @@ bool get_bool(CK_FUNCTION_LIST_PTR fl, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o,
   return v && v->size() == sizeof(CK_BBOOL) && (*v)[0] == CK_TRUE;
 }
 
-std::optional<CK_ULONG> get_ulong(CK_FUNCTION_LIST_PTR fl, CK_SESSION_HANDLE s,
-                                  CK_OBJECT_HANDLE o, CK_ATTRIBUTE_TYPE type) {
+std::optional<CK_ULONG> get_ulong(CK_FUNCTION_LIST_PTR fl, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o,
+                                  CK_ATTRIBUTE_TYPE type) {
   auto v = get_attr(fl, s, o, type);
   if (!v || v->size() != sizeof(CK_ULONG)) return std::nullopt;
   CK_ULONG out;
@@ -254,9 +255,12 @@ struct Curve {
 constexpr CK_FLAGS kCkfEcParameters = 1UL << 22;
 
 const Curve kCurves[] = {
-    {"secp256r1", NID_X9_62_prime256v1, 256},   {"secp384r1", NID_secp384r1, 384},
-    {"secp521r1", NID_secp521r1, 521},          {"brainpoolP256r1", NID_brainpoolP256r1, 256},
-    {"brainpoolP320r1", NID_brainpoolP320r1, 320}, {"brainpoolP384r1", NID_brainpoolP384r1, 384},
+    {"secp256r1", NID_X9_62_prime256v1, 256},
+    {"secp384r1", NID_secp384r1, 384},
+    {"secp521r1", NID_secp521r1, 521},
+    {"brainpoolP256r1", NID_brainpoolP256r1, 256},
+    {"brainpoolP320r1", NID_brainpoolP320r1, 320},
+    {"brainpoolP384r1", NID_brainpoolP384r1, 384},
     {"brainpoolP512r1", NID_brainpoolP512r1, 512},
 };
 
@@ -371,7 +375,10 @@ class Pkcs11Card final : public Card {
  public:
   Pkcs11Card(std::shared_ptr<Module> module, CK_SLOT_ID slot, TokenInfo info,
              CK_SESSION_HANDLE session)
-      : module_(std::move(module)), fl_(module_->fl), slot_(slot), token_(std::move(info)),
+      : module_(std::move(module)),
+        fl_(module_->fl),
+        slot_(slot),
+        token_(std::move(info)),
         session_(session) {}
 
   ~Pkcs11Card() override {
@@ -436,16 +443,24 @@ class Pkcs11Card final : public Card {
     Template pub, priv;
     CK_MECHANISM mech{};
     const std::string lbl(label);
-    pub.boolean(CKA_TOKEN, true).boolean(CKA_PRIVATE, false).boolean(CKA_VERIFY, true)
-        .bytes(CKA_ID, id).str(CKA_LABEL, lbl);
-    priv.boolean(CKA_TOKEN, true).boolean(CKA_PRIVATE, true).boolean(CKA_SENSITIVE, true)
-        .boolean(CKA_EXTRACTABLE, false).boolean(CKA_SIGN, true).bytes(CKA_ID, id)
+    pub.boolean(CKA_TOKEN, true)
+        .boolean(CKA_PRIVATE, false)
+        .boolean(CKA_VERIFY, true)
+        .bytes(CKA_ID, id)
+        .str(CKA_LABEL, lbl);
+    priv.boolean(CKA_TOKEN, true)
+        .boolean(CKA_PRIVATE, true)
+        .boolean(CKA_SENSITIVE, true)
+        .boolean(CKA_EXTRACTABLE, false)
+        .boolean(CKA_SIGN, true)
+        .bytes(CKA_ID, id)
         .str(CKA_LABEL, lbl);
     if (a.family == KeyFamily::kRsa) {
       mech.mechanism = CKM_RSA_PKCS_KEY_PAIR_GEN;
       const unsigned char e[] = {0x01, 0x00, 0x01};
       pub.ulong(CKA_MODULUS_BITS, static_cast<CK_ULONG>(a.bits))
-          .add(CKA_PUBLIC_EXPONENT, e, sizeof e).boolean(CKA_ENCRYPT, true);
+          .add(CKA_PUBLIC_EXPONENT, e, sizeof e)
+          .boolean(CKA_ENCRYPT, true);
       priv.boolean(CKA_DECRYPT, true);
     } else {
       mech.mechanism = CKM_EC_KEY_PAIR_GEN;
@@ -471,7 +486,8 @@ class Pkcs11Card final : public Card {
         rv == CKR_KEY_SIZE_RANGE || rv == CKR_MECHANISM_INVALID) {
       return ck_status(rv, "token '" + token_.label + "' cannot generate " + a.to_string());
     }
-    if (rv != CKR_OK) return ck_status(rv, "generating " + a.to_string() + " on token '" + token_.label + "'");
+    if (rv != CKR_OK)
+      return ck_status(rv, "generating " + a.to_string() + " on token '" + token_.label + "'");
     PF_ASSIGN_OR_RETURN(auto made, keys_locked(id));
     if (made.empty()) {
       return make_status(Errc::kInternal, "the generated key with id " + to_hex(id) +
@@ -512,10 +528,16 @@ class Pkcs11Card final : public Card {
     Bytes issuer = i2d(X509_get_issuer_name(x509.get()), i2d_X509_NAME);
     Bytes serial = i2d(X509_get0_serialNumber(x509.get()), i2d_ASN1_INTEGER);
     Template t;
-    t.ulong(CKA_CLASS, CKO_CERTIFICATE).ulong(CKA_CERTIFICATE_TYPE, CKC_X_509)
-        .boolean(CKA_TOKEN, true).boolean(CKA_PRIVATE, false).str(CKA_LABEL, label)
-        .bytes(CKA_ID, id).bytes(CKA_SUBJECT, subject).bytes(CKA_ISSUER, issuer)
-        .bytes(CKA_SERIAL_NUMBER, serial).str(CKA_VALUE, der);
+    t.ulong(CKA_CLASS, CKO_CERTIFICATE)
+        .ulong(CKA_CERTIFICATE_TYPE, CKC_X_509)
+        .boolean(CKA_TOKEN, true)
+        .boolean(CKA_PRIVATE, false)
+        .str(CKA_LABEL, label)
+        .bytes(CKA_ID, id)
+        .bytes(CKA_SUBJECT, subject)
+        .bytes(CKA_ISSUER, issuer)
+        .bytes(CKA_SERIAL_NUMBER, serial)
+        .str(CKA_VALUE, der);
     auto attrs = t.view();
     CK_OBJECT_HANDLE h;
     CK_TRY(fl_->C_CreateObject(session_, attrs.data(), static_cast<CK_ULONG>(attrs.size()), &h),
@@ -549,10 +571,9 @@ class Pkcs11Card final : public Card {
   Status change_user_pin(std::string_view old_pin, std::string_view new_pin) override {
     std::lock_guard lock(mu_);
     std::string o(old_pin), n(new_pin);
-    CK_RV rv = fl_->C_SetPIN(session_, reinterpret_cast<CK_UTF8CHAR_PTR>(o.data()),
-                             static_cast<CK_ULONG>(o.size()),
-                             reinterpret_cast<CK_UTF8CHAR_PTR>(n.data()),
-                             static_cast<CK_ULONG>(n.size()));
+    CK_RV rv = fl_->C_SetPIN(
+        session_, reinterpret_cast<CK_UTF8CHAR_PTR>(o.data()), static_cast<CK_ULONG>(o.size()),
+        reinterpret_cast<CK_UTF8CHAR_PTR>(n.data()), static_cast<CK_ULONG>(n.size()));
     OPENSSL_cleanse(o.data(), o.size());
     OPENSSL_cleanse(n.data(), n.size());
     if (rv == CKR_PIN_INCORRECT) return wrong_pin(rv, UserType::kUser);
@@ -694,14 +715,15 @@ class Pkcs11Card final : public Card {
 
   Status login_locked(UserType who, std::string_view pin) {
     std::string p(pin);
-    CK_RV rv = fl_->C_Login(session_, who == UserType::kUser ? CKU_USER : CKU_SO,
-                            reinterpret_cast<CK_UTF8CHAR_PTR>(p.data()),
-                            static_cast<CK_ULONG>(p.size()));
+    CK_RV rv =
+        fl_->C_Login(session_, who == UserType::kUser ? CKU_USER : CKU_SO,
+                     reinterpret_cast<CK_UTF8CHAR_PTR>(p.data()), static_cast<CK_ULONG>(p.size()));
     OPENSSL_cleanse(p.data(), p.size());
     if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN) return Status::ok();
     if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LOCKED) return wrong_pin(rv, who);
     if (rv == CKR_PIN_LEN_RANGE) {
-      return ck_status(rv, "the PIN for token '" + token_.label + "' has a length the token refuses");
+      return ck_status(rv,
+                       "the PIN for token '" + token_.label + "' has a length the token refuses");
     }
     return ck_status(rv, std::string("logging in to token '") + token_.label + "' as " +
                              (who == UserType::kUser ? "user" : "SO"));
@@ -713,8 +735,9 @@ class Pkcs11Card final : public Card {
     int bits = a.bits;
     if (a.family == KeyFamily::kDsa) {
       return make_status(Errc::kUnsupported,
-                         a.to_string() + " is not generated on cards: persoflow generates RSA and "
-                                         "EC keys on a card (DSA only for software tokens)");
+                         a.to_string() +
+                             " is not generated on cards: persoflow generates RSA and "
+                             "EC keys on a card (DSA only for software tokens)");
     }
     if (a.family == KeyFamily::kRsa) {
       if (a.bits < 2048 || a.bits > 8192) {
@@ -747,10 +770,10 @@ class Pkcs11Card final : public Card {
     // Key sizes are in bits for both mechanisms (PKCS#11 2.40); 0 means "not said".
     if ((info.ulMinKeySize && static_cast<CK_ULONG>(bits) < info.ulMinKeySize) ||
         (info.ulMaxKeySize && static_cast<CK_ULONG>(bits) > info.ulMaxKeySize)) {
-      return make_status(Errc::kUnsupported,
-                         a.to_string() + " cannot be generated" + on + ": it generates " +
-                             std::to_string(info.ulMinKeySize) + " to " +
-                             std::to_string(info.ulMaxKeySize) + " bit keys");
+      return make_status(Errc::kUnsupported, a.to_string() + " cannot be generated" + on +
+                                                 ": it generates " +
+                                                 std::to_string(info.ulMinKeySize) + " to " +
+                                                 std::to_string(info.ulMaxKeySize) + " bit keys");
     }
     if (a.family == KeyFamily::kEc && !(info.flags & CKF_EC_NAMEDCURVE) &&
         (info.flags & (CKF_EC_F_P | kCkfEcParameters | CKF_EC_NAMEDCURVE))) {
@@ -770,9 +793,8 @@ class Pkcs11Card final : public Card {
       PF_ASSIGN_OR_RETURN(auto handles, find_objects(fl_, session_, t));
       for (CK_OBJECT_HANDLE h : handles) {
         Bytes kid = get_attr(fl_, session_, h, CKA_ID).value_or(Bytes{});
-        auto it = std::find_if(out.begin(), out.end(), [&](const KeyInfo& k) {
-          return !kid.empty() && k.id == kid;
-        });
+        auto it = std::find_if(out.begin(), out.end(),
+                               [&](const KeyInfo& k) { return !kid.empty() && k.id == kid; });
         if (it == out.end()) {
           out.emplace_back();
           it = out.end() - 1;
@@ -795,7 +817,8 @@ class Pkcs11Card final : public Card {
           }
         } else if (type && *type == CKK_EC) {
           k.type = KeyType::kEc;
-          if (auto params = get_attr(fl_, session_, h, CKA_EC_PARAMS)) describe_ec_params(*params, k);
+          if (auto params = get_attr(fl_, session_, h, CKA_EC_PARAMS))
+            describe_ec_params(*params, k);
         }
         auto flag = [&](CK_ATTRIBUTE_TYPE a, const char* name) {
           if (get_bool(fl_, session_, h, a) &&
@@ -907,7 +930,8 @@ class Pkcs11Card final : public Card {
       params[2] = OSSL_PARAM_construct_end();
       ctx.reset(EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr));
     } else {
-      return make_status(Errc::kUnsupported, "the key with id " + to_hex(id) + " is neither RSA nor EC");
+      return make_status(Errc::kUnsupported,
+                         "the key with id " + to_hex(id) + " is neither RSA nor EC");
     }
     EVP_PKEY* pkey = nullptr;
     if (!ctx || EVP_PKEY_fromdata_init(ctx.get()) != 1 ||
@@ -963,8 +987,8 @@ class Pkcs11Card final : public Card {
                                      0) != 1) {
         X509_NAME_free(name);
         ERR_clear_error();
-        return make_status(Errc::kInvalidArgument,
-                           "subject '" + std::string(dn) + "': unknown attribute type '" + type + "'");
+        return make_status(Errc::kInvalidArgument, "subject '" + std::string(dn) +
+                                                       "': unknown attribute type '" + type + "'");
       }
     }
     return name;
@@ -1001,10 +1025,9 @@ Result<std::unique_ptr<Card>> open_card(const std::string& module_path,
                                             module_path + "'; " + describe_tokens(tokens));
   }
   if (matches.size() > 1) {
-    return make_status(Errc::kNotFound, std::to_string(matches.size()) + " tokens match " +
-                                            selector.to_string() +
-                                            ": name one by serial or reader; " +
-                                            describe_tokens(tokens));
+    return make_status(Errc::kNotFound,
+                       std::to_string(matches.size()) + " tokens match " + selector.to_string() +
+                           ": name one by serial or reader; " + describe_tokens(tokens));
   }
   const SlotToken& st = *matches.front();
   CK_SESSION_HANDLE session;

@@ -134,5 +134,48 @@ TEST_F(CardCliTest, ClearErrors) {
   EXPECT_EQ(persoflow({"card", "list", "--help"}).exit_code, 0);
 }
 
+TEST_F(CardCliTest, KeygenIsIdempotent) {
+  std::vector<std::string> args = {"card",
+                                   "keygen",
+                                   "--serial",
+                                   token_.serial,
+                                   "--module",
+                                   SoftHsm::kModule,
+                                   "--alg",
+                                   "EC:brainpoolP256r1",
+                                   "--idempotency-key",
+                                   "wf-9/step-2",
+                                   "--pin-fd",
+                                   "0",
+                                   "--json"};
+  auto first = persoflow(args, "2468\n");
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  json a = json::parse(first.out);
+  EXPECT_EQ(a["id"], to_hex(derive_key_id("wf-9/step-2")));
+  EXPECT_EQ(a["curve"], "brainpoolP256r1");
+  auto again = persoflow(args, "2468\n");
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_EQ(json::parse(again.out)["id"], a["id"]);
+  auto show = persoflow({"card", "show", "--token", "CLI Card", "--module", SoftHsm::kModule,
+                         "--pin-fd", "0", "--json"},
+                        "2468\n");
+  ASSERT_EQ(show.exit_code, 0);
+  EXPECT_EQ(json::parse(show.out)["keys"].size(), 2u) << "one from SetUp, one from keygen";
+
+  auto no_pin = persoflow({"card", "keygen", "--token", "CLI Card", "--module", SoftHsm::kModule,
+                           "--alg", "EC:secp256r1", "--idempotency-key", "x"});
+  EXPECT_EQ(no_pin.exit_code, 2);
+  EXPECT_NE(no_pin.err.find("needs the user PIN"), std::string::npos) << no_pin.err;
+  auto bad_alg = persoflow({"card", "keygen", "--token", "CLI Card", "--alg", "EC:secp999r1",
+                            "--idempotency-key", "x", "--pin-fd", "0"});
+  EXPECT_EQ(bad_alg.exit_code, 2);
+  EXPECT_NE(bad_alg.err.find("unknown EC curve 'secp999r1'"), std::string::npos) << bad_alg.err;
+  auto dsa = persoflow({"card", "keygen", "--token", "CLI Card", "--module", SoftHsm::kModule,
+                        "--alg", "DSA:1024", "--idempotency-key", "x", "--pin-fd", "0"},
+                       "2468\n");
+  EXPECT_EQ(dsa.exit_code, 1);
+  EXPECT_NE(dsa.err.find("DSA:1024 is not generated on cards"), std::string::npos) << dsa.err;
+}
+
 }  // namespace
 }  // namespace persoflow::devices

@@ -237,15 +237,27 @@ class PcscWatcher final : public ReaderWatcher {
       }
       SCardReleaseContext(context);
       if (end == SCARD_S_SUCCESS) break;  // stopping
-      emit(ReaderEvent::Kind::kServiceLost, {}, {},
-           is_service_gone(end) ? std::string("pcscd went away: ") + pcsc_error_text(end)
-                                : "lost the PC/SC context: " + pcsc_error_text(end));
+      emit(ReaderEvent::Kind::kServiceLost, {}, {}, loss_detail(end));
       lost_reported = true;
       if (wait_or_stop(backoff)) break;
     }
     std::lock_guard lock(mutex_);
     finished_ = true;
     cv_.notify_all();
+  }
+
+  // Why the session ended, for people. When pcscd dies under a waiting client, libpcsclite
+  // 1.9.9 may answer with an unrelated code (SCARD_W_SECURITY_VIOLATION was seen): ask pcscd
+  // whether it is still there before blaming the code.
+  static std::string loss_detail(LONG end) {
+    if (is_service_gone(end)) return "pcscd went away: " + pcsc_error_text(end);
+    SCARDCONTEXT probe = 0;
+    LONG rv = SCardEstablishContext(SCARD_SCOPE_SYSTEM, nullptr, nullptr, &probe);
+    if (rv == SCARD_S_SUCCESS) {
+      SCardReleaseContext(probe);
+      return "lost the PC/SC context: " + pcsc_error_text(end);
+    }
+    return "pcscd went away (the wait ended with " + pcsc_error_text(end) + ")";
   }
 
   // One context's life. Returns SCARD_S_SUCCESS when stopping, else the code that ended it.

@@ -25,6 +25,10 @@ using persoflow::testing::PcscdFixture;
 using persoflow::testing::ReaderEventLog;
 using Kind = ReaderEvent::Kind;
 
+// libpcsclite fixes its socket path at the first PC/SC call of the process: point it at the
+// private pcscd before any test of this binary runs (tests never use the machine's pcscd).
+const bool kPrivatePcscd = (PcscdFixture::use_private_socket(), true);
+
 std::vector<std::uint8_t> transmit(SCARDHANDLE card, DWORD protocol,
                                    const std::vector<std::uint8_t>& apdu) {
   std::vector<std::uint8_t> response(258);

@@ -6,7 +6,15 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/strand.hpp>
 #include <chrono>
+#include <future>
+#include <sstream>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "pcscd_fixture.hpp"
@@ -22,6 +30,10 @@ using persoflow::testing::PcscdFixture;
 using persoflow::testing::ReaderEventLog;
 using Kind = ReaderEvent::Kind;
 using namespace std::chrono_literals;
+
+// libpcsclite fixes its socket path at the first PC/SC call of the process: point it at the
+// private pcscd before any test of this binary runs (tests never use the machine's pcscd).
+const bool kPrivatePcscd = (PcscdFixture::use_private_socket(), true);
 
 const std::string kReader0 = PcscdFixture::reader_name(0);
 const std::string kReader1 = PcscdFixture::reader_name(1);
@@ -195,6 +207,29 @@ TEST(ReadersTest, PcscdStoppedDuringWatchIsLostThenRestoredWithTheCard) {
   ASSERT_TRUE(log.wait_for(Kind::kCardRemoved, *again, kReader0)) << log.dump();
 }
 
+TEST(ReadersTest, PcscdKilledDuringWatchIsLostThenRestored) {
+  PcscdFixture pcscd;
+  pcscd.start();
+  CardEmulator card(emulator_options(pcscd));
+  ASSERT_TRUE(card.insert().is_ok());
+  ReaderEventLog log;
+  auto watcher = watch_readers(log.callback());
+  auto inserted = log.wait_for(Kind::kCardInserted, 0, kReader0);
+  ASSERT_TRUE(inserted) << log.dump();
+
+  pcscd.kill_hard();  // leaves a stale pcscd.comm, which start() removes
+  auto lost = log.wait_for(Kind::kServiceLost, *inserted);
+  ASSERT_TRUE(lost) << log.dump();
+  EXPECT_EQ(log.at(*lost).event.detail.rfind("pcscd went away", 0), 0u) << log.dump();
+  pcscd.start();
+  auto restored = log.wait_for(Kind::kServiceRestored, *lost);
+  ASSERT_TRUE(restored) << log.dump() << pcscd.log();
+  auto again = log.wait_for(Kind::kCardInserted, *restored, kReader0);
+  ASSERT_TRUE(again) << log.dump();
+  EXPECT_EQ(log.at(*again).event.atr_hex, sim::kDefaultEmulatorAtr);
+  EXPECT_EQ(log.count(Kind::kServiceLost), 1u) << log.dump();
+}
+
 TEST(ReadersTest, WatcherStartedBeforePcscdFindsItWhenItStarts) {
   PcscdFixture pcscd;  // configured, not started
   ReaderEventLog log;
@@ -206,6 +241,77 @@ TEST(ReadersTest, WatcherStartedBeforePcscdFindsItWhenItStarts) {
   auto restored = log.wait_for(Kind::kServiceRestored, *lost);
   ASSERT_TRUE(restored) << log.dump();
   ASSERT_TRUE(log.wait_for(Kind::kReaderAdded, *restored, kReader0)) << log.dump();
+}
+
+// The intended use: the callback only posts to the owner's strand; the io_context thread never
+// waits on PC/SC and stays free for other work meanwhile.
+TEST(ReadersTest, CallbackPostsToAStrand) {
+  PcscdFixture pcscd;
+  pcscd.start();
+  namespace asio = boost::asio;
+  asio::io_context io;
+  auto work = asio::make_work_guard(io);
+  auto strand = asio::make_strand(io);
+  std::thread io_thread([&] { io.run(); });
+
+  std::vector<ReaderEvent> seen;  // touched on the strand only
+  std::promise<std::string> inserted_atr;
+  bool inserted = false;
+  auto watcher = watch_readers([&](const ReaderEvent& e) {
+    asio::post(strand, [&, e] {
+      seen.push_back(e);
+      if (e.kind == Kind::kCardInserted && !std::exchange(inserted, true)) {
+        inserted_atr.set_value(e.atr_hex);
+      }
+    });
+  });
+  CardEmulator card(emulator_options(pcscd));
+  ASSERT_TRUE(card.insert().is_ok());
+  auto atr = inserted_atr.get_future();
+  ASSERT_EQ(atr.wait_for(10s), std::future_status::ready);
+  EXPECT_EQ(atr.get(), sim::kDefaultEmulatorAtr);
+
+  // Meanwhile the io_context answers at once: nothing blocks it.
+  std::promise<void> ping;
+  auto t0 = std::chrono::steady_clock::now();
+  asio::post(io, [&] { ping.set_value(); });
+  ASSERT_EQ(ping.get_future().wait_for(1s), std::future_status::ready);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 100ms);
+
+  watcher->stop();  // no callback after this: the last posts are already queued
+  work.reset();
+  io_thread.join();
+  ASSERT_GE(seen.size(), 3u);
+  EXPECT_EQ(seen[0].kind, Kind::kReaderAdded);
+}
+
+// OpenSC's PKCS#11 module, through the same private pcscd, names one slot after each reader:
+// reader_matches_slot() maps every reader to exactly one of them.
+TEST(ReadersTest, OpenScSlotsMapToReaders) {
+  PcscdFixture pcscd;
+  pcscd.start();
+  CardEmulator card(emulator_options(pcscd));
+  ASSERT_TRUE(card.insert().is_ok());
+  auto readers = list_readers();
+  ASSERT_TRUE(readers.is_ok()) << readers.status().message();
+  ASSERT_EQ(readers->size(), 2u);
+
+  const std::string module = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so";
+  auto listed = persoflow::testing::run({"pkcs11-tool", "--module", module, "--list-slots"});
+  ASSERT_EQ(listed.exit_code, 0) << listed.err;
+  std::vector<std::string> descriptions;  // "Slot 0 (0x0): Virtual PCD 00 00"
+  std::istringstream lines(listed.out);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("Slot ", 0) == 0 && line.find("): ") != std::string::npos) {
+      descriptions.push_back(line.substr(line.find("): ") + 3));
+    }
+  }
+  ASSERT_EQ(descriptions.size(), 2u) << listed.out;
+  for (const auto& reader : *readers) {
+    int matches = 0;
+    for (const auto& d : descriptions) matches += reader_matches_slot(reader.name, d);
+    EXPECT_EQ(matches, 1) << reader.name << "\n" << listed.out;
+  }
 }
 
 TEST(ReadersTest, SlotDescriptionMatchesItsReader) {

@@ -302,6 +302,12 @@ void PcscdFixture::stop() {
   g_running = false;
 }
 
+void PcscdFixture::kill_hard() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGKILL);
+  stop();  // reaps it (SIGTERM to a dead process is harmless)
+}
+
 std::string PcscdFixture::log() const {
   std::lock_guard lock(mutex_);
   return log_;

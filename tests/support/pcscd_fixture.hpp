@@ -36,6 +36,8 @@ class PcscdFixture {
   void start();
   // SIGTERM and wait (bounded; SIGKILL after 10 s). No-op when not running.
   void stop();
+  // SIGKILL, as a crash would: pcscd leaves its socket file behind (the next start() copes).
+  void kill_hard();
   bool running() const { return pid_ > 0; }
 
   // vpcd's port for reader 0 ("Virtual PCD 00 00"); reader 1 listens on port() + 1.

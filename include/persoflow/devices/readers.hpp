@@ -56,7 +56,9 @@ const char* to_string(ReaderEvent::Kind kind);
 
 // Watches every reader on its own thread (SCardGetStatusChange blocks) and hands each event to
 // the callback, from that thread: the callback must only post to its owner's strand. stop()
-// cancels the wait (SCardCancel) and joins; it is also called by the destructor.
+// cancels the wait (SCardCancel) and joins, within milliseconds; no callback runs after it
+// returns. It is also called by the destructor. Never call stop() from the callback (it would
+// join its own thread).
 //
 // Order of events: at start, kReaderAdded for each reader and kCardInserted for each card
 // present (or kServiceLost when pcscd is not running). When pcscd goes away, kServiceLost once;

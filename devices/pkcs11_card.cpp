@@ -203,12 +203,6 @@ std::optional<Bytes> get_attr(CK_FUNCTION_LIST_PTR fl, CK_SESSION_HANDLE s, CK_O
   return v;
 }
 
-bool get_bool(CK_FUNCTION_LIST_PTR fl, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o,
-              CK_ATTRIBUTE_TYPE type) {
-  auto v = get_attr(fl, s, o, type);
-  return v && v->size() == sizeof(CK_BBOOL) && (*v)[0] == CK_TRUE;
-}
-
 std::optional<CK_ULONG> get_ulong(CK_FUNCTION_LIST_PTR fl, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o,
                                   CK_ATTRIBUTE_TYPE type) {
   auto v = get_attr(fl, s, o, type);
@@ -218,11 +212,74 @@ std::optional<CK_ULONG> get_ulong(CK_FUNCTION_LIST_PTR fl, CK_SESSION_HANDLE s, 
   return out;
 }
 
-std::string get_string(CK_FUNCTION_LIST_PTR fl, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o,
-                       CK_ATTRIBUTE_TYPE type) {
-  auto v = get_attr(fl, s, o, type);
-  return v ? std::string(v->begin(), v->end()) : std::string();
-}
+// Several attributes of one object in two calls (sizes, then values): a card answers each call
+// with APDUs and SoftHSM2 re-reads the object file, so one attribute per call is slow. Per
+// PKCS#11 every attribute is processed even when one is invalid or sensitive (its length is then
+// CK_UNAVAILABLE_INFORMATION); a module that fails otherwise gets one call per attribute.
+class AttrSet {
+ public:
+  AttrSet(CK_FUNCTION_LIST_PTR fl, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o,
+          std::initializer_list<CK_ATTRIBUTE_TYPE> types) {
+    std::vector<CK_ATTRIBUTE> attrs;
+    for (CK_ATTRIBUTE_TYPE t : types) attrs.push_back({t, nullptr, 0});
+    auto tolerated = [](CK_RV rv) {
+      return rv == CKR_OK || rv == CKR_ATTRIBUTE_SENSITIVE || rv == CKR_ATTRIBUTE_TYPE_INVALID;
+    };
+    CK_RV rv = fl->C_GetAttributeValue(s, o, attrs.data(), static_cast<CK_ULONG>(attrs.size()));
+    if (tolerated(rv)) {
+      for (auto& a : attrs) {
+        if (a.ulValueLen == CK_UNAVAILABLE_INFORMATION) continue;
+        values_[a.type] = Bytes(a.ulValueLen);
+        a.pValue = values_[a.type].data();
+      }
+      std::vector<CK_ATTRIBUTE> wanted;
+      for (const auto& a : attrs) {
+        if (a.ulValueLen != CK_UNAVAILABLE_INFORMATION) wanted.push_back(a);
+      }
+      rv = wanted.empty()
+               ? CKR_OK
+               : fl->C_GetAttributeValue(s, o, wanted.data(), static_cast<CK_ULONG>(wanted.size()));
+      if (tolerated(rv)) {
+        for (const auto& a : wanted) {
+          if (a.ulValueLen == CK_UNAVAILABLE_INFORMATION) {
+            values_.erase(a.type);
+          } else {
+            values_[a.type].resize(a.ulValueLen);
+          }
+        }
+        return;
+      }
+    }
+    values_.clear();
+    for (CK_ATTRIBUTE_TYPE t : types) {
+      if (auto v = get_attr(fl, s, o, t)) values_[t] = std::move(*v);
+    }
+  }
+
+  const Bytes* find(CK_ATTRIBUTE_TYPE t) const {
+    auto it = values_.find(t);
+    return it == values_.end() ? nullptr : &it->second;
+  }
+  Bytes bytes(CK_ATTRIBUTE_TYPE t) const { return find(t) ? *find(t) : Bytes{}; }
+  std::string str(CK_ATTRIBUTE_TYPE t) const {
+    const Bytes* v = find(t);
+    return v ? std::string(v->begin(), v->end()) : std::string();
+  }
+  bool flag(CK_ATTRIBUTE_TYPE t) const {
+    const Bytes* v = find(t);
+    return v && v->size() == sizeof(CK_BBOOL) && (*v)[0] == CK_TRUE;
+  }
+  std::optional<CK_ULONG> ulong(CK_ATTRIBUTE_TYPE t) const {
+    const Bytes* v = find(t);
+    if (!v || v->size() != sizeof(CK_ULONG)) return std::nullopt;
+    CK_ULONG out;
+    std::memcpy(&out, v->data(), sizeof out);
+    return out;
+  }
+
+ private:
+  std::map<CK_ATTRIBUTE_TYPE, Bytes> values_;
+};
 
 Result<std::vector<CK_OBJECT_HANDLE>> find_objects(CK_FUNCTION_LIST_PTR fl, CK_SESSION_HANDLE s,
                                                    Template& t) {
@@ -792,7 +849,11 @@ class Pkcs11Card final : public Card {
       if (id) t.bytes(CKA_ID, *id);
       PF_ASSIGN_OR_RETURN(auto handles, find_objects(fl_, session_, t));
       for (CK_OBJECT_HANDLE h : handles) {
-        Bytes kid = get_attr(fl_, session_, h, CKA_ID).value_or(Bytes{});
+        const AttrSet attrs(
+            fl_, session_, h,
+            {CKA_ID, CKA_LABEL, CKA_KEY_TYPE, CKA_MODULUS, CKA_MODULUS_BITS, CKA_EC_PARAMS,
+             CKA_SIGN, CKA_DECRYPT, CKA_UNWRAP, CKA_DERIVE, CKA_VERIFY, CKA_ENCRYPT, CKA_WRAP});
+        Bytes kid = attrs.bytes(CKA_ID);
         auto it = std::find_if(out.begin(), out.end(),
                                [&](const KeyInfo& k) { return !kid.empty() && k.id == kid; });
         if (it == out.end()) {
@@ -802,27 +863,23 @@ class Pkcs11Card final : public Card {
           it->id_hex = to_hex(kid);
         }
         KeyInfo& k = *it;
-        if (std::string label = get_string(fl_, session_, h, CKA_LABEL); !label.empty()) {
-          k.label = label;
-        }
-        auto type = get_ulong(fl_, session_, h, CKA_KEY_TYPE);
+        if (std::string label = attrs.str(CKA_LABEL); !label.empty()) k.label = label;
+        auto type = attrs.ulong(CKA_KEY_TYPE);
         if (type && *type == CKK_RSA) {
           k.type = KeyType::kRsa;
-          if (auto mod = get_attr(fl_, session_, h, CKA_MODULUS); mod && !mod->empty()) {
+          if (const Bytes* mod = attrs.find(CKA_MODULUS); mod && !mod->empty()) {
             std::size_t skip = 0;
             while (skip < mod->size() && (*mod)[skip] == 0) ++skip;
             k.bits = static_cast<int>((mod->size() - skip) * 8);
-          } else if (auto mb = get_ulong(fl_, session_, h, CKA_MODULUS_BITS)) {
+          } else if (auto mb = attrs.ulong(CKA_MODULUS_BITS)) {
             k.bits = static_cast<int>(*mb);
           }
         } else if (type && *type == CKK_EC) {
           k.type = KeyType::kEc;
-          if (auto params = get_attr(fl_, session_, h, CKA_EC_PARAMS))
-            describe_ec_params(*params, k);
+          if (const Bytes* params = attrs.find(CKA_EC_PARAMS)) describe_ec_params(*params, k);
         }
         auto flag = [&](CK_ATTRIBUTE_TYPE a, const char* name) {
-          if (get_bool(fl_, session_, h, a) &&
-              std::find(k.usage.begin(), k.usage.end(), name) == k.usage.end()) {
+          if (attrs.flag(a) && std::find(k.usage.begin(), k.usage.end(), name) == k.usage.end()) {
             k.usage.push_back(name);
           }
         };
@@ -850,16 +907,16 @@ class Pkcs11Card final : public Card {
     PF_ASSIGN_OR_RETURN(auto handles, find_objects(fl_, session_, t));
     std::vector<CertificateInfo> out;
     for (CK_OBJECT_HANDLE h : handles) {
-      auto value = get_attr(fl_, session_, h, CKA_VALUE);
+      const AttrSet attrs(fl_, session_, h, {CKA_VALUE, CKA_ID, CKA_LABEL});
       CertificateInfo c;
-      if (value) {
+      if (const Bytes* value = attrs.find(CKA_VALUE)) {
         auto described = describe_certificate(
             std::string_view(reinterpret_cast<const char*>(value->data()), value->size()));
         if (described.is_ok()) c = std::move(described).value();
       }
-      c.id = get_attr(fl_, session_, h, CKA_ID).value_or(Bytes{});
+      c.id = attrs.bytes(CKA_ID);
       c.id_hex = to_hex(c.id);
-      c.label = get_string(fl_, session_, h, CKA_LABEL);
+      c.label = attrs.str(CKA_LABEL);
       out.push_back(std::move(c));
     }
     return out;

@@ -74,7 +74,8 @@ std::string normalise_dn(std::string_view dn) {
       while (!v.empty() && std::isspace(static_cast<unsigned char>(v.back()))) v.pop_back();
       return v;
     };
-    std::string norm = eq == std::string::npos ? trim(p) : trim(p.substr(0, eq)) + "=" + trim(p.substr(eq + 1));
+    std::string norm =
+        eq == std::string::npos ? trim(p) : trim(p.substr(0, eq)) + "=" + trim(p.substr(eq + 1));
     if (!out.empty()) out += ',';
     out += lower(norm);
   }
@@ -101,7 +102,8 @@ Result<std::vector<unsigned char>> from_hex(std::string_view hex) {
     clean += c;
   }
   if (clean.size() % 2 != 0) {
-    return make_status(Errc::kInvalidArgument, "odd number of hex digits in '" + std::string(hex) + "'");
+    return make_status(Errc::kInvalidArgument,
+                       "odd number of hex digits in '" + std::string(hex) + "'");
   }
   std::vector<unsigned char> out;
   for (std::size_t i = 0; i < clean.size(); i += 2) {
@@ -122,8 +124,8 @@ Result<std::vector<unsigned char>> from_hex(std::string_view hex) {
 
 Result<CertificateInfo> describe_certificate(std::string_view der) {
   const auto* p = reinterpret_cast<const unsigned char*>(der.data());
-  std::unique_ptr<X509, decltype(&X509_free)> x509(d2i_X509(nullptr, &p, static_cast<long>(der.size())),
-                                                   X509_free);
+  std::unique_ptr<X509, decltype(&X509_free)> x509(
+      d2i_X509(nullptr, &p, static_cast<long>(der.size())), X509_free);
   if (!x509) return make_status(Errc::kCorrupt, "not a DER X.509 certificate");
   CertificateInfo info;
   info.der = std::string(der);
@@ -163,7 +165,8 @@ bool TransportCertificateRule::matches(const CertificateInfo& cert) const {
     if (normalise_dn(dn) == issuer) return true;
   }
   for (const auto& oid : policy_oids) {
-    if (std::find(cert.policy_oids.begin(), cert.policy_oids.end(), oid) != cert.policy_oids.end()) {
+    if (std::find(cert.policy_oids.begin(), cert.policy_oids.end(), oid) !=
+        cert.policy_oids.end()) {
       return true;
     }
   }
@@ -189,9 +192,12 @@ std::vector<unsigned char> derive_key_id(std::string_view idempotency_key) {
 
 const char* key_type_name(KeyType t) {
   switch (t) {
-    case KeyType::kRsa: return "RSA";
-    case KeyType::kEc: return "EC";
-    case KeyType::kOther: return "other";
+    case KeyType::kRsa:
+      return "RSA";
+    case KeyType::kEc:
+      return "EC";
+    case KeyType::kOther:
+      return "other";
   }
   return "other";
 }
@@ -213,7 +219,8 @@ std::string describe_pin(bool initialized, bool locked, bool final_try, bool cou
   if (!initialized) return std::string("the ") + who + " PIN is not set";
   if (locked) return std::string("the ") + who + " PIN is locked";
   if (final_try) return "one try left before the " + std::string(who) + " PIN locks";
-  if (count_low) return "fewer tries left (a wrong " + std::string(who) + " PIN was entered before)";
+  if (count_low)
+    return "fewer tries left (a wrong " + std::string(who) + " PIN was entered before)";
   return "no wrong " + std::string(who) +
          " PIN reported since the last login (or the token does not count them)";
 }
@@ -240,8 +247,10 @@ std::string TokenSelector::to_string() const {
   if (uri) {
     if (!s.empty()) s += ", ";
     s += "a PKCS#11 URI";
-    if (uri->token) s += " with token '" + *uri->token + "'";
-    else if (uri->serial) s += " with serial '" + *uri->serial + "'";
+    if (uri->token)
+      s += " with token '" + *uri->token + "'";
+    else if (uri->serial)
+      s += " with serial '" + *uri->serial + "'";
   }
   return s.empty() ? "any token" : s;
 }

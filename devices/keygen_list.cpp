@@ -26,9 +26,8 @@ struct Position {
 };
 
 Status error_at(Position p, const std::string& message) {
-  return make_status(Errc::kInvalidArgument,
-                     "line " + std::to_string(p.line) + ", column " + std::to_string(p.column) +
-                         ": " + message);
+  return make_status(Errc::kInvalidArgument, "line " + std::to_string(p.line) + ", column " +
+                                                 std::to_string(p.column) + ": " + message);
 }
 
 bool is_blank(char c) { return c == ' ' || c == '\t' || c == '\f' || c == '\r'; }
@@ -115,8 +114,9 @@ Result<KeyAlgorithm> make_algorithm(const std::string& name, Position name_at,
                                     const std::string& param, Position param_at) {
   KeyAlgorithm a;
   auto parse_bits = [&](const char* what, int min, int max, int step) -> Result<int> {
-    bool digits = !param.empty() && param.size() <= 6 &&
-                  std::all_of(param.begin(), param.end(), [](char c) { return c >= '0' && c <= '9'; });
+    bool digits =
+        !param.empty() && param.size() <= 6 &&
+        std::all_of(param.begin(), param.end(), [](char c) { return c >= '0' && c <= '9'; });
     if (!digits) {
       return error_at(param_at, std::string("bad ") + what + " size '" + param +
                                     "': expected a number of bits");
@@ -238,16 +238,19 @@ Result<KeygenList> parse_value(const Logical& line, std::size_t from, Position e
 
 std::string KeyAlgorithm::to_string() const {
   switch (family) {
-    case KeyFamily::kRsa: return "RSA:" + std::to_string(bits);
-    case KeyFamily::kDsa: return "DSA:" + std::to_string(bits);
-    case KeyFamily::kEc: return "EC:" + curve;
+    case KeyFamily::kRsa:
+      return "RSA:" + std::to_string(bits);
+    case KeyFamily::kDsa:
+      return "DSA:" + std::to_string(bits);
+    case KeyFamily::kEc:
+      return "EC:" + curve;
   }
   return "?";
 }
 
 const std::vector<std::string>& known_ec_curves() {
   static const std::vector<std::string> curves = {
-      "secp256r1",       "secp384r1",       "secp521r1",       "brainpoolP256r1",
+      "secp256r1",       "secp384r1",       "secp521r1",      "brainpoolP256r1",
       "brainpoolP320r1", "brainpoolP384r1", "brainpoolP512r1"};
   return curves;
 }
@@ -260,9 +263,9 @@ Result<KeyAlgorithm> parse_key_algorithm(std::string_view text) {
   PF_ASSIGN_OR_RETURN(KeygenList list,
                       parse_value(line, 0, {1, static_cast<int>(text.size()) + 1}));
   if (list.entries.size() != 1) {
-    return make_status(Errc::kInvalidArgument,
-                       "expected one algorithm such as RSA:2048 or EC:secp256r1, got '" +
-                           std::string(text) + "'");
+    return make_status(
+        Errc::kInvalidArgument,
+        "expected one algorithm such as RSA:2048 or EC:secp256r1, got '" + std::string(text) + "'");
   }
   return list.entries.front().algorithm;
 }
@@ -291,8 +294,9 @@ Result<KeygenList> parse_keygen_value(std::string_view text) {
       const auto& l = lines.lines[k];
       std::size_t j = 0;
       while (is_blank(l[j].c)) ++j;
-      return error_at({l[j].line, l[j].column},
-                      "the list goes on in a new line: end the previous line with '\\' to continue it");
+      return error_at(
+          {l[j].line, l[j].column},
+          "the list goes on in a new line: end the previous line with '\\' to continue it");
     }
     value_line = k;
   }

@@ -45,7 +45,10 @@ class SoftwareOfficer final : public OfficerToken {
  public:
   SoftwareOfficer(std::string path, EVP_PKEY* key, X509* cert, std::vector<X509*> chain,
                   std::vector<std::string> warnings)
-      : path_(std::move(path)), key_(key), cert_(cert), chain_(std::move(chain)),
+      : path_(std::move(path)),
+        key_(key),
+        cert_(cert),
+        chain_(std::move(chain)),
         warnings_(std::move(warnings)) {}
   ~SoftwareOfficer() override {
     EVP_PKEY_free(key_);
@@ -74,8 +77,8 @@ Result<std::string> OfficerToken::sign(std::string_view data) const {
   ERR_clear_error();
   std::size_t len = 0;
   if (!ctx || EVP_DigestSignInit(ctx.get(), nullptr, EVP_sha256(), nullptr, key()) != 1 ||
-      EVP_DigestSign(ctx.get(), nullptr, &len,
-                     reinterpret_cast<const unsigned char*>(data.data()), data.size()) != 1) {
+      EVP_DigestSign(ctx.get(), nullptr, &len, reinterpret_cast<const unsigned char*>(data.data()),
+                     data.size()) != 1) {
     return make_status(std::error_code(1, openssl_category()),
                        "signing with the officer's key failed");
   }
@@ -116,14 +119,16 @@ Result<std::unique_ptr<OfficerToken>> open_officer_card(const OfficerCardOptions
     candidates.push_back(&k);
   }
   if (candidates.empty()) {
-    return make_status(Errc::kNotFound, where + " holds no signing key with a certificate" +
-                                            std::string(options.key_id ? " under the id given" : ""));
+    return make_status(Errc::kNotFound,
+                       where + " holds no signing key with a certificate" +
+                           std::string(options.key_id ? " under the id given" : ""));
   }
   if (candidates.size() > 1) {
     std::string ids;
     for (const auto* k : candidates) ids += " " + k->id_hex + " ('" + k->label + "')";
-    return make_status(Errc::kInvalidArgument,
-                       where + " holds several signing keys with certificates; name one by id:" + ids);
+    return make_status(
+        Errc::kInvalidArgument,
+        where + " holds several signing keys with certificates; name one by id:" + ids);
   }
   const KeyInfo& key = *candidates.front();
   const CertificateInfo* cert_info = cert_for(key.id);
@@ -164,7 +169,8 @@ Result<std::unique_ptr<OfficerToken>> open_officer_pkcs12(const std::string& pat
   if (PKCS12_verify_mac(p12.get(), pass.c_str(), static_cast<int>(pass.size())) != 1) {
     OPENSSL_cleanse(pass.data(), pass.size());
     ERR_clear_error();
-    return make_status(Errc::kPermissionDenied, "wrong password for officer software token '" + path + "'");
+    return make_status(Errc::kPermissionDenied,
+                       "wrong password for officer software token '" + path + "'");
   }
   EVP_PKEY* key = nullptr;
   X509* cert = nullptr;
@@ -184,9 +190,9 @@ Result<std::unique_ptr<OfficerToken>> open_officer_pkcs12(const std::string& pat
   std::vector<std::string> warnings{kSoftwareOfficerWarning};
   struct stat st {};
   if (::stat(path.c_str(), &st) == 0 && (st.st_mode & 077) != 0) {
-    warnings.push_back("'" + path + "' is readable by other users (mode " +
-                       std::to_string((st.st_mode >> 6) & 7) + std::to_string((st.st_mode >> 3) & 7) +
-                       std::to_string(st.st_mode & 7) + "): make it 0600");
+    warnings.push_back(
+        "'" + path + "' is readable by other users (mode " + std::to_string((st.st_mode >> 6) & 7) +
+        std::to_string((st.st_mode >> 3) & 7) + std::to_string(st.st_mode & 7) + "): make it 0600");
   }
   return std::unique_ptr<OfficerToken>(
       new SoftwareOfficer(path, key, cert, std::move(chain), std::move(warnings)));

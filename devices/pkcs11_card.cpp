@@ -143,9 +143,9 @@ Result<std::shared_ptr<Module>> load_module(const std::string& path) {
     std::string why = openssl_errors();
     PKCS11_CTX_free(raw->ctx);
     raw->ctx = nullptr;
-    return fail(make_status(Errc::kUnavailable, "PKCS#11 module '" + path +
-                                                    "' failed to initialise" +
-                                                    (why.empty() ? "" : ": " + why)));
+    return fail(make_status(
+        Errc::kUnavailable,
+        "PKCS#11 module '" + path + "' failed to initialise" + (why.empty() ? "" : ": " + why)));
   }
   std::shared_ptr<Module> m(raw, destroy_module);
   g_modules[path] = m;
@@ -192,7 +192,8 @@ class Template {
 std::optional<Bytes> get_attr(CK_FUNCTION_LIST_PTR fl, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o,
                               CK_ATTRIBUTE_TYPE type) {
   CK_ATTRIBUTE a{type, nullptr, 0};
-  if (fl->C_GetAttributeValue(s, o, &a, 1) != CKR_OK || a.ulValueLen == CK_UNAVAILABLE_INFORMATION) {
+  if (fl->C_GetAttributeValue(s, o, &a, 1) != CKR_OK ||
+      a.ulValueLen == CK_UNAVAILABLE_INFORMATION) {
     return std::nullopt;
   }
   Bytes v(a.ulValueLen);
@@ -202,14 +203,8 @@ std::optional<Bytes> get_attr(CK_FUNCTION_LIST_PTR fl, CK_SESSION_HANDLE s, CK_O
   return v;
 }
 
-bool get_bool(CK_FUNCTION_LIST_PTR fl, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o,
-              CK_ATTRIBUTE_TYPE type) {
-  auto v = get_attr(fl, s, o, type);
-  return v && v->size() == sizeof(CK_BBOOL) && (*v)[0] == CK_TRUE;
-}
-
-std::optional<CK_ULONG> get_ulong(CK_FUNCTION_LIST_PTR fl, CK_SESSION_HANDLE s,
-                                  CK_OBJECT_HANDLE o, CK_ATTRIBUTE_TYPE type) {
+std::optional<CK_ULONG> get_ulong(CK_FUNCTION_LIST_PTR fl, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o,
+                                  CK_ATTRIBUTE_TYPE type) {
   auto v = get_attr(fl, s, o, type);
   if (!v || v->size() != sizeof(CK_ULONG)) return std::nullopt;
   CK_ULONG out;
@@ -217,11 +212,74 @@ std::optional<CK_ULONG> get_ulong(CK_FUNCTION_LIST_PTR fl, CK_SESSION_HANDLE s,
   return out;
 }
 
-std::string get_string(CK_FUNCTION_LIST_PTR fl, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o,
-                       CK_ATTRIBUTE_TYPE type) {
-  auto v = get_attr(fl, s, o, type);
-  return v ? std::string(v->begin(), v->end()) : std::string();
-}
+// Several attributes of one object in two calls (sizes, then values): a card answers each call
+// with APDUs and SoftHSM2 re-reads the object file, so one attribute per call is slow. Per
+// PKCS#11 every attribute is processed even when one is invalid or sensitive (its length is then
+// CK_UNAVAILABLE_INFORMATION); a module that fails otherwise gets one call per attribute.
+class AttrSet {
+ public:
+  AttrSet(CK_FUNCTION_LIST_PTR fl, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o,
+          std::initializer_list<CK_ATTRIBUTE_TYPE> types) {
+    std::vector<CK_ATTRIBUTE> attrs;
+    for (CK_ATTRIBUTE_TYPE t : types) attrs.push_back({t, nullptr, 0});
+    auto tolerated = [](CK_RV rv) {
+      return rv == CKR_OK || rv == CKR_ATTRIBUTE_SENSITIVE || rv == CKR_ATTRIBUTE_TYPE_INVALID;
+    };
+    CK_RV rv = fl->C_GetAttributeValue(s, o, attrs.data(), static_cast<CK_ULONG>(attrs.size()));
+    if (tolerated(rv)) {
+      for (auto& a : attrs) {
+        if (a.ulValueLen == CK_UNAVAILABLE_INFORMATION) continue;
+        values_[a.type] = Bytes(a.ulValueLen);
+        a.pValue = values_[a.type].data();
+      }
+      std::vector<CK_ATTRIBUTE> wanted;
+      for (const auto& a : attrs) {
+        if (a.ulValueLen != CK_UNAVAILABLE_INFORMATION) wanted.push_back(a);
+      }
+      rv = wanted.empty()
+               ? CKR_OK
+               : fl->C_GetAttributeValue(s, o, wanted.data(), static_cast<CK_ULONG>(wanted.size()));
+      if (tolerated(rv)) {
+        for (const auto& a : wanted) {
+          if (a.ulValueLen == CK_UNAVAILABLE_INFORMATION) {
+            values_.erase(a.type);
+          } else {
+            values_[a.type].resize(a.ulValueLen);
+          }
+        }
+        return;
+      }
+    }
+    values_.clear();
+    for (CK_ATTRIBUTE_TYPE t : types) {
+      if (auto v = get_attr(fl, s, o, t)) values_[t] = std::move(*v);
+    }
+  }
+
+  const Bytes* find(CK_ATTRIBUTE_TYPE t) const {
+    auto it = values_.find(t);
+    return it == values_.end() ? nullptr : &it->second;
+  }
+  Bytes bytes(CK_ATTRIBUTE_TYPE t) const { return find(t) ? *find(t) : Bytes{}; }
+  std::string str(CK_ATTRIBUTE_TYPE t) const {
+    const Bytes* v = find(t);
+    return v ? std::string(v->begin(), v->end()) : std::string();
+  }
+  bool flag(CK_ATTRIBUTE_TYPE t) const {
+    const Bytes* v = find(t);
+    return v && v->size() == sizeof(CK_BBOOL) && (*v)[0] == CK_TRUE;
+  }
+  std::optional<CK_ULONG> ulong(CK_ATTRIBUTE_TYPE t) const {
+    const Bytes* v = find(t);
+    if (!v || v->size() != sizeof(CK_ULONG)) return std::nullopt;
+    CK_ULONG out;
+    std::memcpy(&out, v->data(), sizeof out);
+    return out;
+  }
+
+ private:
+  std::map<CK_ATTRIBUTE_TYPE, Bytes> values_;
+};
 
 Result<std::vector<CK_OBJECT_HANDLE>> find_objects(CK_FUNCTION_LIST_PTR fl, CK_SESSION_HANDLE s,
                                                    Template& t) {
@@ -254,9 +312,12 @@ struct Curve {
 constexpr CK_FLAGS kCkfEcParameters = 1UL << 22;
 
 const Curve kCurves[] = {
-    {"secp256r1", NID_X9_62_prime256v1, 256},   {"secp384r1", NID_secp384r1, 384},
-    {"secp521r1", NID_secp521r1, 521},          {"brainpoolP256r1", NID_brainpoolP256r1, 256},
-    {"brainpoolP320r1", NID_brainpoolP320r1, 320}, {"brainpoolP384r1", NID_brainpoolP384r1, 384},
+    {"secp256r1", NID_X9_62_prime256v1, 256},
+    {"secp384r1", NID_secp384r1, 384},
+    {"secp521r1", NID_secp521r1, 521},
+    {"brainpoolP256r1", NID_brainpoolP256r1, 256},
+    {"brainpoolP320r1", NID_brainpoolP320r1, 320},
+    {"brainpoolP384r1", NID_brainpoolP384r1, 384},
     {"brainpoolP512r1", NID_brainpoolP512r1, 512},
 };
 
@@ -371,7 +432,10 @@ class Pkcs11Card final : public Card {
  public:
   Pkcs11Card(std::shared_ptr<Module> module, CK_SLOT_ID slot, TokenInfo info,
              CK_SESSION_HANDLE session)
-      : module_(std::move(module)), fl_(module_->fl), slot_(slot), token_(std::move(info)),
+      : module_(std::move(module)),
+        fl_(module_->fl),
+        slot_(slot),
+        token_(std::move(info)),
         session_(session) {}
 
   ~Pkcs11Card() override {
@@ -436,16 +500,24 @@ class Pkcs11Card final : public Card {
     Template pub, priv;
     CK_MECHANISM mech{};
     const std::string lbl(label);
-    pub.boolean(CKA_TOKEN, true).boolean(CKA_PRIVATE, false).boolean(CKA_VERIFY, true)
-        .bytes(CKA_ID, id).str(CKA_LABEL, lbl);
-    priv.boolean(CKA_TOKEN, true).boolean(CKA_PRIVATE, true).boolean(CKA_SENSITIVE, true)
-        .boolean(CKA_EXTRACTABLE, false).boolean(CKA_SIGN, true).bytes(CKA_ID, id)
+    pub.boolean(CKA_TOKEN, true)
+        .boolean(CKA_PRIVATE, false)
+        .boolean(CKA_VERIFY, true)
+        .bytes(CKA_ID, id)
+        .str(CKA_LABEL, lbl);
+    priv.boolean(CKA_TOKEN, true)
+        .boolean(CKA_PRIVATE, true)
+        .boolean(CKA_SENSITIVE, true)
+        .boolean(CKA_EXTRACTABLE, false)
+        .boolean(CKA_SIGN, true)
+        .bytes(CKA_ID, id)
         .str(CKA_LABEL, lbl);
     if (a.family == KeyFamily::kRsa) {
       mech.mechanism = CKM_RSA_PKCS_KEY_PAIR_GEN;
       const unsigned char e[] = {0x01, 0x00, 0x01};
       pub.ulong(CKA_MODULUS_BITS, static_cast<CK_ULONG>(a.bits))
-          .add(CKA_PUBLIC_EXPONENT, e, sizeof e).boolean(CKA_ENCRYPT, true);
+          .add(CKA_PUBLIC_EXPONENT, e, sizeof e)
+          .boolean(CKA_ENCRYPT, true);
       priv.boolean(CKA_DECRYPT, true);
     } else {
       mech.mechanism = CKM_EC_KEY_PAIR_GEN;
@@ -471,7 +543,8 @@ class Pkcs11Card final : public Card {
         rv == CKR_KEY_SIZE_RANGE || rv == CKR_MECHANISM_INVALID) {
       return ck_status(rv, "token '" + token_.label + "' cannot generate " + a.to_string());
     }
-    if (rv != CKR_OK) return ck_status(rv, "generating " + a.to_string() + " on token '" + token_.label + "'");
+    if (rv != CKR_OK)
+      return ck_status(rv, "generating " + a.to_string() + " on token '" + token_.label + "'");
     PF_ASSIGN_OR_RETURN(auto made, keys_locked(id));
     if (made.empty()) {
       return make_status(Errc::kInternal, "the generated key with id " + to_hex(id) +
@@ -512,10 +585,16 @@ class Pkcs11Card final : public Card {
     Bytes issuer = i2d(X509_get_issuer_name(x509.get()), i2d_X509_NAME);
     Bytes serial = i2d(X509_get0_serialNumber(x509.get()), i2d_ASN1_INTEGER);
     Template t;
-    t.ulong(CKA_CLASS, CKO_CERTIFICATE).ulong(CKA_CERTIFICATE_TYPE, CKC_X_509)
-        .boolean(CKA_TOKEN, true).boolean(CKA_PRIVATE, false).str(CKA_LABEL, label)
-        .bytes(CKA_ID, id).bytes(CKA_SUBJECT, subject).bytes(CKA_ISSUER, issuer)
-        .bytes(CKA_SERIAL_NUMBER, serial).str(CKA_VALUE, der);
+    t.ulong(CKA_CLASS, CKO_CERTIFICATE)
+        .ulong(CKA_CERTIFICATE_TYPE, CKC_X_509)
+        .boolean(CKA_TOKEN, true)
+        .boolean(CKA_PRIVATE, false)
+        .str(CKA_LABEL, label)
+        .bytes(CKA_ID, id)
+        .bytes(CKA_SUBJECT, subject)
+        .bytes(CKA_ISSUER, issuer)
+        .bytes(CKA_SERIAL_NUMBER, serial)
+        .str(CKA_VALUE, der);
     auto attrs = t.view();
     CK_OBJECT_HANDLE h;
     CK_TRY(fl_->C_CreateObject(session_, attrs.data(), static_cast<CK_ULONG>(attrs.size()), &h),
@@ -549,10 +628,9 @@ class Pkcs11Card final : public Card {
   Status change_user_pin(std::string_view old_pin, std::string_view new_pin) override {
     std::lock_guard lock(mu_);
     std::string o(old_pin), n(new_pin);
-    CK_RV rv = fl_->C_SetPIN(session_, reinterpret_cast<CK_UTF8CHAR_PTR>(o.data()),
-                             static_cast<CK_ULONG>(o.size()),
-                             reinterpret_cast<CK_UTF8CHAR_PTR>(n.data()),
-                             static_cast<CK_ULONG>(n.size()));
+    CK_RV rv = fl_->C_SetPIN(
+        session_, reinterpret_cast<CK_UTF8CHAR_PTR>(o.data()), static_cast<CK_ULONG>(o.size()),
+        reinterpret_cast<CK_UTF8CHAR_PTR>(n.data()), static_cast<CK_ULONG>(n.size()));
     OPENSSL_cleanse(o.data(), o.size());
     OPENSSL_cleanse(n.data(), n.size());
     if (rv == CKR_PIN_INCORRECT) return wrong_pin(rv, UserType::kUser);
@@ -694,14 +772,15 @@ class Pkcs11Card final : public Card {
 
   Status login_locked(UserType who, std::string_view pin) {
     std::string p(pin);
-    CK_RV rv = fl_->C_Login(session_, who == UserType::kUser ? CKU_USER : CKU_SO,
-                            reinterpret_cast<CK_UTF8CHAR_PTR>(p.data()),
-                            static_cast<CK_ULONG>(p.size()));
+    CK_RV rv =
+        fl_->C_Login(session_, who == UserType::kUser ? CKU_USER : CKU_SO,
+                     reinterpret_cast<CK_UTF8CHAR_PTR>(p.data()), static_cast<CK_ULONG>(p.size()));
     OPENSSL_cleanse(p.data(), p.size());
     if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN) return Status::ok();
     if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LOCKED) return wrong_pin(rv, who);
     if (rv == CKR_PIN_LEN_RANGE) {
-      return ck_status(rv, "the PIN for token '" + token_.label + "' has a length the token refuses");
+      return ck_status(rv,
+                       "the PIN for token '" + token_.label + "' has a length the token refuses");
     }
     return ck_status(rv, std::string("logging in to token '") + token_.label + "' as " +
                              (who == UserType::kUser ? "user" : "SO"));
@@ -713,8 +792,9 @@ class Pkcs11Card final : public Card {
     int bits = a.bits;
     if (a.family == KeyFamily::kDsa) {
       return make_status(Errc::kUnsupported,
-                         a.to_string() + " is not generated on cards: persoflow generates RSA and "
-                                         "EC keys on a card (DSA only for software tokens)");
+                         a.to_string() +
+                             " is not generated on cards: persoflow generates RSA and "
+                             "EC keys on a card (DSA only for software tokens)");
     }
     if (a.family == KeyFamily::kRsa) {
       if (a.bits < 2048 || a.bits > 8192) {
@@ -747,10 +827,10 @@ class Pkcs11Card final : public Card {
     // Key sizes are in bits for both mechanisms (PKCS#11 2.40); 0 means "not said".
     if ((info.ulMinKeySize && static_cast<CK_ULONG>(bits) < info.ulMinKeySize) ||
         (info.ulMaxKeySize && static_cast<CK_ULONG>(bits) > info.ulMaxKeySize)) {
-      return make_status(Errc::kUnsupported,
-                         a.to_string() + " cannot be generated" + on + ": it generates " +
-                             std::to_string(info.ulMinKeySize) + " to " +
-                             std::to_string(info.ulMaxKeySize) + " bit keys");
+      return make_status(Errc::kUnsupported, a.to_string() + " cannot be generated" + on +
+                                                 ": it generates " +
+                                                 std::to_string(info.ulMinKeySize) + " to " +
+                                                 std::to_string(info.ulMaxKeySize) + " bit keys");
     }
     if (a.family == KeyFamily::kEc && !(info.flags & CKF_EC_NAMEDCURVE) &&
         (info.flags & (CKF_EC_F_P | kCkfEcParameters | CKF_EC_NAMEDCURVE))) {
@@ -769,10 +849,13 @@ class Pkcs11Card final : public Card {
       if (id) t.bytes(CKA_ID, *id);
       PF_ASSIGN_OR_RETURN(auto handles, find_objects(fl_, session_, t));
       for (CK_OBJECT_HANDLE h : handles) {
-        Bytes kid = get_attr(fl_, session_, h, CKA_ID).value_or(Bytes{});
-        auto it = std::find_if(out.begin(), out.end(), [&](const KeyInfo& k) {
-          return !kid.empty() && k.id == kid;
-        });
+        const AttrSet attrs(
+            fl_, session_, h,
+            {CKA_ID, CKA_LABEL, CKA_KEY_TYPE, CKA_MODULUS, CKA_MODULUS_BITS, CKA_EC_PARAMS,
+             CKA_SIGN, CKA_DECRYPT, CKA_UNWRAP, CKA_DERIVE, CKA_VERIFY, CKA_ENCRYPT, CKA_WRAP});
+        Bytes kid = attrs.bytes(CKA_ID);
+        auto it = std::find_if(out.begin(), out.end(),
+                               [&](const KeyInfo& k) { return !kid.empty() && k.id == kid; });
         if (it == out.end()) {
           out.emplace_back();
           it = out.end() - 1;
@@ -780,26 +863,23 @@ class Pkcs11Card final : public Card {
           it->id_hex = to_hex(kid);
         }
         KeyInfo& k = *it;
-        if (std::string label = get_string(fl_, session_, h, CKA_LABEL); !label.empty()) {
-          k.label = label;
-        }
-        auto type = get_ulong(fl_, session_, h, CKA_KEY_TYPE);
+        if (std::string label = attrs.str(CKA_LABEL); !label.empty()) k.label = label;
+        auto type = attrs.ulong(CKA_KEY_TYPE);
         if (type && *type == CKK_RSA) {
           k.type = KeyType::kRsa;
-          if (auto mod = get_attr(fl_, session_, h, CKA_MODULUS); mod && !mod->empty()) {
+          if (const Bytes* mod = attrs.find(CKA_MODULUS); mod && !mod->empty()) {
             std::size_t skip = 0;
             while (skip < mod->size() && (*mod)[skip] == 0) ++skip;
             k.bits = static_cast<int>((mod->size() - skip) * 8);
-          } else if (auto mb = get_ulong(fl_, session_, h, CKA_MODULUS_BITS)) {
+          } else if (auto mb = attrs.ulong(CKA_MODULUS_BITS)) {
             k.bits = static_cast<int>(*mb);
           }
         } else if (type && *type == CKK_EC) {
           k.type = KeyType::kEc;
-          if (auto params = get_attr(fl_, session_, h, CKA_EC_PARAMS)) describe_ec_params(*params, k);
+          if (const Bytes* params = attrs.find(CKA_EC_PARAMS)) describe_ec_params(*params, k);
         }
         auto flag = [&](CK_ATTRIBUTE_TYPE a, const char* name) {
-          if (get_bool(fl_, session_, h, a) &&
-              std::find(k.usage.begin(), k.usage.end(), name) == k.usage.end()) {
+          if (attrs.flag(a) && std::find(k.usage.begin(), k.usage.end(), name) == k.usage.end()) {
             k.usage.push_back(name);
           }
         };
@@ -827,16 +907,16 @@ class Pkcs11Card final : public Card {
     PF_ASSIGN_OR_RETURN(auto handles, find_objects(fl_, session_, t));
     std::vector<CertificateInfo> out;
     for (CK_OBJECT_HANDLE h : handles) {
-      auto value = get_attr(fl_, session_, h, CKA_VALUE);
+      const AttrSet attrs(fl_, session_, h, {CKA_VALUE, CKA_ID, CKA_LABEL});
       CertificateInfo c;
-      if (value) {
+      if (const Bytes* value = attrs.find(CKA_VALUE)) {
         auto described = describe_certificate(
             std::string_view(reinterpret_cast<const char*>(value->data()), value->size()));
         if (described.is_ok()) c = std::move(described).value();
       }
-      c.id = get_attr(fl_, session_, h, CKA_ID).value_or(Bytes{});
+      c.id = attrs.bytes(CKA_ID);
       c.id_hex = to_hex(c.id);
-      c.label = get_string(fl_, session_, h, CKA_LABEL);
+      c.label = attrs.str(CKA_LABEL);
       out.push_back(std::move(c));
     }
     return out;
@@ -907,7 +987,8 @@ class Pkcs11Card final : public Card {
       params[2] = OSSL_PARAM_construct_end();
       ctx.reset(EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr));
     } else {
-      return make_status(Errc::kUnsupported, "the key with id " + to_hex(id) + " is neither RSA nor EC");
+      return make_status(Errc::kUnsupported,
+                         "the key with id " + to_hex(id) + " is neither RSA nor EC");
     }
     EVP_PKEY* pkey = nullptr;
     if (!ctx || EVP_PKEY_fromdata_init(ctx.get()) != 1 ||
@@ -963,8 +1044,8 @@ class Pkcs11Card final : public Card {
                                      0) != 1) {
         X509_NAME_free(name);
         ERR_clear_error();
-        return make_status(Errc::kInvalidArgument,
-                           "subject '" + std::string(dn) + "': unknown attribute type '" + type + "'");
+        return make_status(Errc::kInvalidArgument, "subject '" + std::string(dn) +
+                                                       "': unknown attribute type '" + type + "'");
       }
     }
     return name;
@@ -1001,10 +1082,9 @@ Result<std::unique_ptr<Card>> open_card(const std::string& module_path,
                                             module_path + "'; " + describe_tokens(tokens));
   }
   if (matches.size() > 1) {
-    return make_status(Errc::kNotFound, std::to_string(matches.size()) + " tokens match " +
-                                            selector.to_string() +
-                                            ": name one by serial or reader; " +
-                                            describe_tokens(tokens));
+    return make_status(Errc::kNotFound,
+                       std::to_string(matches.size()) + " tokens match " + selector.to_string() +
+                           ": name one by serial or reader; " + describe_tokens(tokens));
   }
   const SlotToken& st = *matches.front();
   CK_SESSION_HANDLE session;

@@ -57,15 +57,15 @@ bool Pkcs11Uri::matches_token(std::string_view label_v, std::string_view serial_
 Result<Pkcs11Uri> parse_pkcs11_uri(std::string_view text) {
   constexpr std::string_view kScheme = "pkcs11:";
   if (text.substr(0, kScheme.size()) != kScheme) {
-    return make_status(Errc::kInvalidArgument,
-                       "not a PKCS#11 URI (it must start with 'pkcs11:'): '" + std::string(text) +
-                           "'");
+    return make_status(
+        Errc::kInvalidArgument,
+        "not a PKCS#11 URI (it must start with 'pkcs11:'): '" + std::string(text) + "'");
   }
   Pkcs11Uri uri;
   std::size_t query_at = text.find('?');
-  std::string_view path = text.substr(kScheme.size(), query_at == std::string_view::npos
-                                                           ? std::string_view::npos
-                                                           : query_at - kScheme.size());
+  std::string_view path =
+      text.substr(kScheme.size(), query_at == std::string_view::npos ? std::string_view::npos
+                                                                     : query_at - kScheme.size());
   auto for_each_attr = [&](std::string_view part, std::size_t base, char sep,
                            bool query) -> Status {
     std::size_t start = 0;
@@ -86,33 +86,45 @@ Result<Pkcs11Uri> parse_pkcs11_uri(std::string_view text) {
           field = value;
           return Status::ok();
         };
-        if (!query && name == "token") PF_RETURN_IF_ERROR(set(uri.token));
-        else if (!query && name == "serial") PF_RETURN_IF_ERROR(set(uri.serial));
-        else if (!query && name == "manufacturer") PF_RETURN_IF_ERROR(set(uri.manufacturer));
-        else if (!query && name == "model") PF_RETURN_IF_ERROR(set(uri.model));
-        else if (!query && name == "slot-description") PF_RETURN_IF_ERROR(set(uri.slot_description));
-        else if (!query && name == "slot-manufacturer") PF_RETURN_IF_ERROR(set(uri.slot_manufacturer));
-        else if (!query && name == "library-manufacturer") PF_RETURN_IF_ERROR(set(uri.library_manufacturer));
-        else if (!query && name == "library-description") PF_RETURN_IF_ERROR(set(uri.library_description));
+        if (!query && name == "token")
+          PF_RETURN_IF_ERROR(set(uri.token));
+        else if (!query && name == "serial")
+          PF_RETURN_IF_ERROR(set(uri.serial));
+        else if (!query && name == "manufacturer")
+          PF_RETURN_IF_ERROR(set(uri.manufacturer));
+        else if (!query && name == "model")
+          PF_RETURN_IF_ERROR(set(uri.model));
+        else if (!query && name == "slot-description")
+          PF_RETURN_IF_ERROR(set(uri.slot_description));
+        else if (!query && name == "slot-manufacturer")
+          PF_RETURN_IF_ERROR(set(uri.slot_manufacturer));
+        else if (!query && name == "library-manufacturer")
+          PF_RETURN_IF_ERROR(set(uri.library_manufacturer));
+        else if (!query && name == "library-description")
+          PF_RETURN_IF_ERROR(set(uri.library_description));
         else if (!query && name == "library-version") {
           // Accepted and ignored: the module is chosen by path, not by version.
-        } else if (!query && name == "object") PF_RETURN_IF_ERROR(set(uri.object));
+        } else if (!query && name == "object")
+          PF_RETURN_IF_ERROR(set(uri.object));
         else if (!query && name == "type") {
           if (value != "cert" && value != "private" && value != "public" && value != "secret-key" &&
               value != "data") {
-            return uri_error(at, "type '" + value +
-                                     "' is not one of cert, private, public, secret-key, data");
+            return uri_error(
+                at, "type '" + value + "' is not one of cert, private, public, secret-key, data");
           }
           PF_RETURN_IF_ERROR(set(uri.type));
         } else if (!query && name == "id") {
           if (uri.id) return uri_error(at, "attribute 'id' given twice");
           uri.id = std::vector<unsigned char>(value.begin(), value.end());
         } else if (!query && name == "slot-id") {
-          return uri_error(at, "slot-id is not accepted: slot numbers change between runs; name the "
-                               "token by token=, serial= or slot-description=");
+          return uri_error(at,
+                           "slot-id is not accepted: slot numbers change between runs; name the "
+                           "token by token=, serial= or slot-description=");
         } else if (name == "pin-value" || name == "pin-source") {
-          return uri_error(at, name + " is not accepted: give the PIN with --pin-fd or at the prompt");
-        } else if (query && name == "module-path") PF_RETURN_IF_ERROR(set(uri.module_path));
+          return uri_error(at,
+                           name + " is not accepted: give the PIN with --pin-fd or at the prompt");
+        } else if (query && name == "module-path")
+          PF_RETURN_IF_ERROR(set(uri.module_path));
         else if (query && name == "module-name") {
           return uri_error(at, "module-name is not supported: use module-path= or --module");
         } else {

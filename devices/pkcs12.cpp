@@ -66,8 +66,8 @@ Status write_file_atomic(const std::string& path, std::string_view data, bool fo
   if (!force && fs::exists(fs::symlink_status(target, ec))) return exists_error(path);
   const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
   if (!fs::is_directory(dir, ec)) {
-    return make_status(Errc::kNotFound, "cannot write '" + path + "': folder '" + dir.string() +
-                                            "' does not exist");
+    return make_status(Errc::kNotFound,
+                       "cannot write '" + path + "': folder '" + dir.string() + "' does not exist");
   }
   std::string tmp = (dir / ("." + target.filename().string() + ".tmp-XXXXXX")).string();
   int fd = ::mkstemp(tmp.data());  // created with mode 0600
@@ -134,14 +134,14 @@ Result<std::string> make_pkcs12(EVP_PKEY* key, X509* cert, const std::vector<X50
     return make_status(Errc::kInvalidArgument, "the certificate does not belong to the key");
   }
   std::unique_ptr<STACK_OF(X509), void (*)(STACK_OF(X509)*)> ca(
-      sk_X509_new_null(), [](STACK_OF(X509)* s) { sk_X509_free(s); });
+      sk_X509_new_null(), [](STACK_OF(X509) * s) { sk_X509_free(s); });
   for (X509* c : chain) sk_X509_push(ca.get(), c);
   std::string pass(password);
   const std::string name = options.friendly_name;
   // -1 as MAC iteration count: no MAC from PKCS12_create (it would use SHA-1); set below.
   PKCS12* p12 = PKCS12_create_ex(pass.c_str(), name.empty() ? nullptr : name.c_str(), key, cert,
-                                 ca.get(), NID_aes_256_cbc, NID_aes_256_cbc, options.iterations,
-                                 -1, 0, nullptr, nullptr);
+                                 ca.get(), NID_aes_256_cbc, NID_aes_256_cbc, options.iterations, -1,
+                                 0, nullptr, nullptr);
   if (!p12) {
     OPENSSL_cleanse(pass.data(), pass.size());
     return openssl_status("creating the PKCS#12");
@@ -177,7 +177,8 @@ Status write_certificate_file(const std::string& path, X509* cert, bool force) {
   std::string data;
   if (ends_with_pem(path)) {
     std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), BIO_free);
-    if (PEM_write_bio_X509(bio.get(), cert) != 1) return openssl_status("PEM-encoding the certificate");
+    if (PEM_write_bio_X509(bio.get(), cert) != 1)
+      return openssl_status("PEM-encoding the certificate");
     char* p = nullptr;
     long n = BIO_get_mem_data(bio.get(), &p);
     data.assign(p, static_cast<std::size_t>(n));
@@ -216,7 +217,8 @@ Result<EVP_PKEY*> generate_software_key(const KeyAlgorithm& a) {
       std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> p(params, EVP_PKEY_free);
       std::unique_ptr<EVP_PKEY_CTX, decltype(&EVP_PKEY_CTX_free)> kctx(
           EVP_PKEY_CTX_new_from_pkey(nullptr, params, nullptr), EVP_PKEY_CTX_free);
-      if (!kctx || EVP_PKEY_keygen_init(kctx.get()) != 1 || EVP_PKEY_keygen(kctx.get(), &key) != 1) {
+      if (!kctx || EVP_PKEY_keygen_init(kctx.get()) != 1 ||
+          EVP_PKEY_keygen(kctx.get(), &key) != 1) {
         return openssl_status("generating a DSA key");
       }
       break;

@@ -13,8 +13,8 @@ namespace persoflow::devices {
 namespace {
 
 namespace pt = persoflow::testing;
-using pt::SoftHsm;
 using nlohmann::json;
+using pt::SoftHsm;
 
 class CardCliTest : public ::testing::Test {
  protected:
@@ -30,8 +30,11 @@ class CardCliTest : public ::testing::Test {
     key_id_ = key->id_hex;
     pt::TestCa transport("Transport CA");
     auto k = pt::make_ec_key();
-    ASSERT_TRUE((*card)->store_certificate(pt::cert_der(transport.issue("TC 1", k.get(), 0xBEEF).get()),
-                                           key->id, "Transport certificate").is_ok());
+    ASSERT_TRUE(
+        (*card)
+            ->store_certificate(pt::cert_der(transport.issue("TC 1", k.get(), 0xBEEF).get()),
+                                key->id, "Transport certificate")
+            .is_ok());
   }
 
   pt::RunResult persoflow(std::vector<std::string> args, const std::string& stdin_text = "") {
@@ -62,9 +65,8 @@ TEST_F(CardCliTest, ShowJsonMarksTheTransportCertificate) {
   EXPECT_TRUE(j["certificates"][0]["transport_certificate"].get<bool>());
 
   // Another rule: the issuer only; the label no longer counts.
-  auto by_issuer = persoflow({"card", "show", "--uri", "pkcs11:serial=" + token_.serial,
-                              "--module", SoftHsm::kModule, "--tc-issuer", "CN=Someone Else",
-                              "--json"});
+  auto by_issuer = persoflow({"card", "show", "--uri", "pkcs11:serial=" + token_.serial, "--module",
+                              SoftHsm::kModule, "--tc-issuer", "CN=Someone Else", "--json"});
   ASSERT_EQ(by_issuer.exit_code, 0) << by_issuer.err;
   json k = json::parse(by_issuer.out);
   EXPECT_FALSE(k["logged_in"].get<bool>());
@@ -72,9 +74,9 @@ TEST_F(CardCliTest, ShowJsonMarksTheTransportCertificate) {
 }
 
 TEST_F(CardCliTest, ShowReadable) {
-  auto r = persoflow({"card", "show", "--token", "CLI Card", "--module", SoftHsm::kModule,
-                      "--pin-fd", "0"},
-                     "2468\n");
+  auto r = persoflow(
+      {"card", "show", "--token", "CLI Card", "--module", SoftHsm::kModule, "--pin-fd", "0"},
+      "2468\n");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("Token 'CLI Card'"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("EC secp384r1 (384 bits)"), std::string::npos) << r.out;
@@ -104,16 +106,17 @@ TEST_F(CardCliTest, ListShowsTheToken) {
 }
 
 TEST_F(CardCliTest, ClearErrors) {
-  auto wrong_pin = persoflow({"card", "show", "--token", "CLI Card", "--module", SoftHsm::kModule,
-                              "--pin-fd", "0"},
-                             "1111\n");
+  auto wrong_pin = persoflow(
+      {"card", "show", "--token", "CLI Card", "--module", SoftHsm::kModule, "--pin-fd", "0"},
+      "1111\n");
   EXPECT_EQ(wrong_pin.exit_code, 1);
   EXPECT_NE(wrong_pin.err.find("wrong user PIN for token 'CLI Card' (CKR_PIN_INCORRECT)"),
             std::string::npos)
       << wrong_pin.err;
   auto bad_module = persoflow({"card", "list", "--module", "/no/such/module.so"});
   EXPECT_EQ(bad_module.exit_code, 1);
-  EXPECT_NE(bad_module.err.find("PKCS#11 module '/no/such/module.so' not found"), std::string::npos);
+  EXPECT_NE(bad_module.err.find("PKCS#11 module '/no/such/module.so' not found"),
+            std::string::npos);
   auto no_token = persoflow({"card", "show", "--token", "Nope", "--module", SoftHsm::kModule});
   EXPECT_EQ(no_token.exit_code, 1);
   EXPECT_NE(no_token.err.find("no token with label 'Nope'"), std::string::npos) << no_token.err;
@@ -129,6 +132,49 @@ TEST_F(CardCliTest, ClearErrors) {
   EXPECT_NE(help.out.find("--tc-issuer"), std::string::npos);
   EXPECT_EQ(persoflow({"card", "--help"}).exit_code, 0);
   EXPECT_EQ(persoflow({"card", "list", "--help"}).exit_code, 0);
+}
+
+TEST_F(CardCliTest, KeygenIsIdempotent) {
+  std::vector<std::string> args = {"card",
+                                   "keygen",
+                                   "--serial",
+                                   token_.serial,
+                                   "--module",
+                                   SoftHsm::kModule,
+                                   "--alg",
+                                   "EC:brainpoolP256r1",
+                                   "--idempotency-key",
+                                   "wf-9/step-2",
+                                   "--pin-fd",
+                                   "0",
+                                   "--json"};
+  auto first = persoflow(args, "2468\n");
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  json a = json::parse(first.out);
+  EXPECT_EQ(a["id"], to_hex(derive_key_id("wf-9/step-2")));
+  EXPECT_EQ(a["curve"], "brainpoolP256r1");
+  auto again = persoflow(args, "2468\n");
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_EQ(json::parse(again.out)["id"], a["id"]);
+  auto show = persoflow({"card", "show", "--token", "CLI Card", "--module", SoftHsm::kModule,
+                         "--pin-fd", "0", "--json"},
+                        "2468\n");
+  ASSERT_EQ(show.exit_code, 0);
+  EXPECT_EQ(json::parse(show.out)["keys"].size(), 2u) << "one from SetUp, one from keygen";
+
+  auto no_pin = persoflow({"card", "keygen", "--token", "CLI Card", "--module", SoftHsm::kModule,
+                           "--alg", "EC:secp256r1", "--idempotency-key", "x"});
+  EXPECT_EQ(no_pin.exit_code, 2);
+  EXPECT_NE(no_pin.err.find("needs the user PIN"), std::string::npos) << no_pin.err;
+  auto bad_alg = persoflow({"card", "keygen", "--token", "CLI Card", "--alg", "EC:secp999r1",
+                            "--idempotency-key", "x", "--pin-fd", "0"});
+  EXPECT_EQ(bad_alg.exit_code, 2);
+  EXPECT_NE(bad_alg.err.find("unknown EC curve 'secp999r1'"), std::string::npos) << bad_alg.err;
+  auto dsa = persoflow({"card", "keygen", "--token", "CLI Card", "--module", SoftHsm::kModule,
+                        "--alg", "DSA:1024", "--idempotency-key", "x", "--pin-fd", "0"},
+                       "2468\n");
+  EXPECT_EQ(dsa.exit_code, 1);
+  EXPECT_NE(dsa.err.find("DSA:1024 is not generated on cards"), std::string::npos) << dsa.err;
 }
 
 }  // namespace

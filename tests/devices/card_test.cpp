@@ -1,13 +1,14 @@
 // Card over PKCS#11 on real SoftHSM2 tokens: finding tokens, login errors, key generation per
 // algorithm, idempotent key ids, CSRs verified by `openssl req`, certificates read back by
 // OpenSC's pkcs11-tool and GnuTLS's p11tool, transport-certificate rules, PIN management.
+#include "persoflow/devices/card.hpp"
+
 #include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <string>
 #include <thread>
 
-#include "persoflow/devices/card.hpp"
 #include "softhsm_fixture.hpp"
 #include "test_pki.hpp"
 #include "test_support.hpp"
@@ -15,9 +16,9 @@
 namespace persoflow::devices {
 namespace {
 
+using persoflow::testing::run;
 using persoflow::testing::SoftHsm;
 using persoflow::testing::TempDir;
-using persoflow::testing::run;
 namespace pt = persoflow::testing;
 
 constexpr unsigned long kCkrPinIncorrect = 0xa0;
@@ -42,7 +43,8 @@ TEST(CardModule, WrongModulePathIsAClearError) {
   auto missing = list_tokens("/nonexistent/lib/no-such-pkcs11.so");
   ASSERT_FALSE(missing.is_ok());
   EXPECT_EQ(missing.status().code(), Errc::kNotFound);
-  EXPECT_NE(missing.status().message().find("/nonexistent/lib/no-such-pkcs11.so"), std::string::npos);
+  EXPECT_NE(missing.status().message().find("/nonexistent/lib/no-such-pkcs11.so"),
+            std::string::npos);
   EXPECT_NE(missing.status().message().find("--module"), std::string::npos);
 
   TempDir dir;
@@ -155,10 +157,9 @@ TEST_F(CardTest, GeneratesEveryDefaultAlgorithmOnTheToken) {
   auto t = hsm_.create_token("Keygen Card");
   auto card = open_logged_in(t);
   ASSERT_TRUE(card);
-  std::vector<std::string> algorithms = {"RSA:2048",          "EC:secp256r1",
-                                         "EC:secp384r1",      "EC:secp521r1",
-                                         "EC:brainpoolP256r1", "EC:brainpoolP320r1",
-                                         "EC:brainpoolP384r1", "EC:brainpoolP512r1"};
+  std::vector<std::string> algorithms = {
+      "RSA:2048",           "EC:secp256r1",       "EC:secp384r1",       "EC:secp521r1",
+      "EC:brainpoolP256r1", "EC:brainpoolP320r1", "EC:brainpoolP384r1", "EC:brainpoolP512r1"};
   for (const auto& text : algorithms) {
     KeyAlgorithm a = parse_key_algorithm(text).value();
     ASSERT_TRUE(card->check_keygen_supported(a).is_ok()) << text;
@@ -314,8 +315,8 @@ TEST_F(CardTest, StoredCertificateIsReadBackByOutsideTools) {
   EXPECT_NE(p11.out.find("ID:         " + key->id_hex), std::string::npos) << p11.out;
   EXPECT_NE(p11.out.find("CN=Bob"), std::string::npos) << p11.out;
 
-  auto gnutls = run({"p11tool", "--provider", SoftHsm::kModule, "--list-all-certs",
-                     "pkcs11:token=Cert%20Card"});
+  auto gnutls = run(
+      {"p11tool", "--provider", SoftHsm::kModule, "--list-all-certs", "pkcs11:token=Cert%20Card"});
   EXPECT_EQ(gnutls.exit_code, 0) << gnutls.err;
   EXPECT_NE(gnutls.out.find("Label: Signature"), std::string::npos) << gnutls.out;
   EXPECT_NE(gnutls.out.find("object=Signature;type=cert"), std::string::npos) << gnutls.out;
@@ -344,15 +345,21 @@ TEST_F(CardTest, TransportCertificateRecognisedByEachRule) {
   pt::TestCa other_ca("Issuing CA");
   auto k = pt::make_ec_key();
   const std::vector<unsigned char> id1{1}, id2{2}, id3{3}, id4{4};
-  ASSERT_TRUE(card->store_certificate(pt::cert_der(transport_ca.issue("by issuer", k.get(), 11).get()),
-                                      id1, "Card cert 1").is_ok());
-  ASSERT_TRUE(card->store_certificate(
-      pt::cert_der(other_ca.issue("by policy", k.get(), 12, "1.3.6.1.4.1.99999.7.1").get()), id2,
-      "Card cert 2").is_ok());
+  ASSERT_TRUE(
+      card->store_certificate(pt::cert_der(transport_ca.issue("by issuer", k.get(), 11).get()), id1,
+                              "Card cert 1")
+          .is_ok());
+  ASSERT_TRUE(
+      card->store_certificate(
+              pt::cert_der(other_ca.issue("by policy", k.get(), 12, "1.3.6.1.4.1.99999.7.1").get()),
+              id2, "Card cert 2")
+          .is_ok());
   ASSERT_TRUE(card->store_certificate(pt::cert_der(other_ca.issue("by label", k.get(), 13).get()),
-                                      id3, "TRANSPORT key 3").is_ok());
-  ASSERT_TRUE(card->store_certificate(pt::cert_der(other_ca.issue("plain", k.get(), 14).get()),
-                                      id4, "Card cert 4").is_ok());
+                                      id3, "TRANSPORT key 3")
+                  .is_ok());
+  ASSERT_TRUE(card->store_certificate(pt::cert_der(other_ca.issue("plain", k.get(), 14).get()), id4,
+                                      "Card cert 4")
+                  .is_ok());
   auto marked = [&](const TransportCertificateRule& rule) {
     std::vector<std::string> out;
     auto c = card->read_contents(rule);
@@ -452,7 +459,8 @@ TEST_F(CardTest, ListingAndClosingOtherCardsKeepsALoginAlive) {
 TEST_F(CardTest, CardsOnSeveralThreadsAtOnce) {
   constexpr int kCards = 3;
   std::vector<SoftHsm::Token> tokens;
-  for (int i = 0; i < kCards; ++i) tokens.push_back(hsm_.create_token("Thread " + std::to_string(i)));
+  for (int i = 0; i < kCards; ++i)
+    tokens.push_back(hsm_.create_token("Thread " + std::to_string(i)));
   std::vector<std::unique_ptr<Card>> cards;
   for (const auto& t : tokens) {
     cards.push_back(open_logged_in(t));

@@ -122,7 +122,8 @@ INSTANTIATE_TEST_SUITE_P(
         Bad{"client.ra-key-generation = RSA:0",
             "line 1, column 32: bad RSA size '0': expected 1024 to 16384 bits in steps of 1024"},
         Bad{"client.ra-key-generation = RSA:02048",
-            "line 1, column 32: bad RSA size '02048': expected 1024 to 16384 bits in steps of 1024"},
+            "line 1, column 32: bad RSA size '02048': expected 1024 to 16384 bits in steps of "
+            "1024"},
         Bad{"client.ra-key-generation = RSA:99999999",
             "line 1, column 32: bad RSA size '99999999': expected a number of bits"},
         Bad{"client.ra-key-generation = DSA:512",
@@ -152,11 +153,11 @@ INSTANTIATE_TEST_SUITE_P(
         Bad{"client.ra-key-generation = RSA:2048**",
             "line 1, column 37: unexpected '*' after 'RSA:2048': entries are separated by ','"},
         Bad{"client.ra-key-generation = @#!",
-            "line 1, column 28: unexpected '@': expected an entry such as RSA:2048 or EC:secp256r1"},
+            "line 1, column 28: unexpected '@': expected an entry such as RSA:2048 or "
+            "EC:secp256r1"},
         Bad{"client.ra-key-generation = RSA:2048, RSA:2048",
             "line 1, column 38: RSA:2048 is listed twice (first at line 1, column 28)"},
-        Bad{"client.ra-key-generation =",
-            "line 1, column 27: the key-generation list is empty"},
+        Bad{"client.ra-key-generation =", "line 1, column 27: the key-generation list is empty"},
         Bad{"client.ra-key-generation =    \n",
             "line 1, column 31: the key-generation list is empty"},
         Bad{"client.ra-key-generation = RSA:2048\nclient.ra-key-generation = RSA:4096",
@@ -170,7 +171,8 @@ INSTANTIATE_TEST_SUITE_P(
         Bad{"client.ra-key-generation = EC:",
             "line 1, column 31: missing size or curve after 'EC:'"},
         Bad{"client.ra-key-generation = EC:brainpoolP256r1:x",
-            "line 1, column 46: unexpected ':' after 'EC:brainpoolP256r1': entries are separated by ','"}),
+            "line 1, column 46: unexpected ':' after 'EC:brainpoolP256r1': entries are separated "
+            "by ','"}),
     [](const ::testing::TestParamInfo<Bad>& info) { return "Case" + std::to_string(info.index); });
 
 TEST(KeygenList, ValueOnALineOfItsOwnNeedsBackslash) {

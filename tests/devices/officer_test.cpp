@@ -18,7 +18,8 @@ using pt::SoftHsm;
 
 bool verifies(X509* cert, const std::string& data, const std::string& sig) {
   std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  return EVP_DigestVerifyInit(ctx.get(), nullptr, EVP_sha256(), nullptr, X509_get0_pubkey(cert)) == 1 &&
+  return EVP_DigestVerifyInit(ctx.get(), nullptr, EVP_sha256(), nullptr, X509_get0_pubkey(cert)) ==
+             1 &&
          EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(sig.data()), sig.size(),
                           reinterpret_cast<const unsigned char*>(data.data()), data.size()) == 1;
 }
@@ -91,7 +92,8 @@ TEST(OfficerToken, SignsOnTheCard) {
 
   OfficerCardOptions by_uri;
   by_uri.module_path = SoftHsm::kModule;
-  by_uri.token.uri = parse_pkcs11_uri("pkcs11:token=Officer%20Card;object=Officer%20Signature").value();
+  by_uri.token.uri =
+      parse_pkcs11_uri("pkcs11:token=Officer%20Card;object=Officer%20Signature").value();
   auto named = open_officer_card(by_uri, "4711");
   ASSERT_TRUE(named.is_ok()) << named.status().message();
   EXPECT_NE((*named)->describe().find(to_hex(ec_id)), std::string::npos);
@@ -105,7 +107,8 @@ TEST(OfficerToken, SoftwareTokenIsAcceptedWithAWarning) {
   Pkcs12Options p12;
   p12.iterations = 1000;
   const std::string path = dir.file("officer.p12");
-  ASSERT_TRUE(write_pkcs12(path, key.get(), cert.get(), {ca.cert.get()}, "officer pw", p12).is_ok());
+  ASSERT_TRUE(
+      write_pkcs12(path, key.get(), cert.get(), {ca.cert.get()}, "officer pw", p12).is_ok());
 
   auto wrong = open_officer_pkcs12(path, "nope");
   ASSERT_FALSE(wrong.is_ok());
@@ -115,7 +118,8 @@ TEST(OfficerToken, SoftwareTokenIsAcceptedWithAWarning) {
   ASSERT_TRUE(officer.is_ok()) << officer.status().message();
   EXPECT_TRUE((*officer)->is_software());
   ASSERT_EQ((*officer)->warnings().size(), 1u);
-  EXPECT_EQ((*officer)->warnings()[0].rfind("a software token is not recommended for officers: ", 0), 0u);
+  EXPECT_EQ(
+      (*officer)->warnings()[0].rfind("a software token is not recommended for officers: ", 0), 0u);
   EXPECT_EQ((*officer)->chain().size(), 1u);
   auto sig = (*officer)->sign("data");
   ASSERT_TRUE(sig.is_ok());

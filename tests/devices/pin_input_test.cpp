@@ -4,8 +4,8 @@
 
 #include <gtest/gtest.h>
 #include <poll.h>
-#include <signal.h>
 #include <pty.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -61,7 +61,8 @@ TEST(PinInput, RefusesEmptyLongAndClosed) {
     p.write_and_close("\n");
     auto pin = read_secret_from_fd(p.fds[0]);
     ASSERT_FALSE(pin.is_ok());
-    EXPECT_EQ(pin.status().message(), "no PIN given on file descriptor " + std::to_string(p.fds[0]));
+    EXPECT_EQ(pin.status().message(),
+              "no PIN given on file descriptor " + std::to_string(p.fds[0]));
   }
   {
     Pipe p;
@@ -106,7 +107,8 @@ TEST(PinInput, FromTerminalWithoutEcho) {
   if (pid == 0) {
     // The child: the pty is its controlling terminal, so /dev/tty is the pty.
     auto pin = read_secret_from_tty("Signature PIN: ");
-    std::string out = pin.is_ok() ? "OK:" + std::string(pin->view()) : "ERR:" + pin.status().message();
+    std::string out =
+        pin.is_ok() ? "OK:" + std::string(pin->view()) : "ERR:" + pin.status().message();
     (void)!::write(result_pipe[1], out.data(), out.size());
     ::_exit(0);
   }

@@ -8,7 +8,8 @@ namespace {
 
 TEST(Pkcs11Uri, ParsesTokenAndObjectAttributes) {
   auto uri = parse_pkcs11_uri(
-      "pkcs11:token=Officer%20Card;serial=0123abcd;manufacturer=SoftHSM%20project;model=SoftHSM%20v2;"
+      "pkcs11:token=Officer%20Card;serial=0123abcd;manufacturer=SoftHSM%20project;model=SoftHSM%"
+      "20v2;"
       "object=sig%2Fkey;id=%01%ab%FF;type=private?module-path=/usr/lib/softhsm/libsofthsm2.so");
   ASSERT_TRUE(uri.is_ok()) << uri.status().message();
   EXPECT_EQ(*uri->token, "Officer Card");
@@ -21,7 +22,8 @@ TEST(Pkcs11Uri, ParsesTokenAndObjectAttributes) {
   EXPECT_EQ(*uri->module_path, "/usr/lib/softhsm/libsofthsm2.so");
   EXPECT_TRUE(uri->names_token());
   EXPECT_TRUE(uri->matches_token("Officer Card", "0123abcd", "SoftHSM project", "SoftHSM v2", "x"));
-  EXPECT_FALSE(uri->matches_token("Officer Card", "0123abce", "SoftHSM project", "SoftHSM v2", "x"));
+  EXPECT_FALSE(
+      uri->matches_token("Officer Card", "0123abce", "SoftHSM project", "SoftHSM v2", "x"));
   EXPECT_EQ(percent_encode_bytes(*uri->id), "%01%AB%FF");
 }
 
@@ -42,13 +44,22 @@ TEST(Pkcs11Uri, RefusesWithAReason) {
   };
   for (const Bad& b : {
            Bad{"token=x", "not a PKCS#11 URI (it must start with 'pkcs11:'): 'token=x'"},
-           Bad{"pkcs11:token=a%2", "PKCS#11 URI, character 15: '%' must be followed by two hexadecimal digits"},
-           Bad{"pkcs11:token=a%zz", "PKCS#11 URI, character 15: '%' must be followed by two hexadecimal digits"},
-           Bad{"pkcs11:slot-id=3", "PKCS#11 URI, character 8: slot-id is not accepted: slot numbers change between runs; name the token by token=, serial= or slot-description="},
-           Bad{"pkcs11:token=a?pin-value=1234", "PKCS#11 URI, character 16: pin-value is not accepted: give the PIN with --pin-fd or at the prompt"},
+           Bad{"pkcs11:token=a%2",
+               "PKCS#11 URI, character 15: '%' must be followed by two hexadecimal digits"},
+           Bad{"pkcs11:token=a%zz",
+               "PKCS#11 URI, character 15: '%' must be followed by two hexadecimal digits"},
+           Bad{"pkcs11:slot-id=3",
+               "PKCS#11 URI, character 8: slot-id is not accepted: slot numbers change between "
+               "runs; name the token by token=, serial= or slot-description="},
+           Bad{"pkcs11:token=a?pin-value=1234",
+               "PKCS#11 URI, character 16: pin-value is not accepted: give the PIN with --pin-fd "
+               "or at the prompt"},
            Bad{"pkcs11:tokn=a", "PKCS#11 URI, character 8: unknown path attribute 'tokn'"},
-           Bad{"pkcs11:token=a;token=b", "PKCS#11 URI, character 16: attribute 'token' given twice"},
-           Bad{"pkcs11:type=secret", "PKCS#11 URI, character 8: type 'secret' is not one of cert, private, public, secret-key, data"},
+           Bad{"pkcs11:token=a;token=b",
+               "PKCS#11 URI, character 16: attribute 'token' given twice"},
+           Bad{"pkcs11:type=secret",
+               "PKCS#11 URI, character 8: type 'secret' is not one of cert, private, public, "
+               "secret-key, data"},
            Bad{"pkcs11:token", "PKCS#11 URI, character 8: attribute 'token' has no '=value'"},
        }) {
     auto uri = parse_pkcs11_uri(b.uri);

@@ -27,7 +27,8 @@ struct Issued {
 
 int count(const std::string& haystack, const std::string& needle) {
   int n = 0;
-  for (auto at = haystack.find(needle); at != std::string::npos; at = haystack.find(needle, at + 1)) {
+  for (auto at = haystack.find(needle); at != std::string::npos;
+       at = haystack.find(needle, at + 1)) {
     ++n;
   }
   return n;
@@ -42,8 +43,8 @@ mode_t mode_of(const std::string& path) {
 void check_pkcs12(const std::string& path, const std::string& password, int iterations) {
   TempDir dir;
   pt::write_file(dir.file("pass"), password + "\n");
-  auto info = run({"openssl", "pkcs12", "-info", "-noout", "-in", path, "-passin",
-                   "file:" + dir.file("pass")});
+  auto info = run(
+      {"openssl", "pkcs12", "-info", "-noout", "-in", path, "-passin", "file:" + dir.file("pass")});
   ASSERT_EQ(info.exit_code, 0) << info.err;
   const std::string it = std::to_string(iterations);
   EXPECT_NE(info.err.find("MAC: sha256, Iteration " + it + "\n"), std::string::npos) << info.err;
@@ -51,7 +52,8 @@ void check_pkcs12(const std::string& path, const std::string& password, int iter
             2)
       << "the certificate bag and the key bag: " << info.err;
 
-  auto gnutls = run({"certtool", "--p12-info", "--inder", "--infile", path, "--password", password});
+  auto gnutls =
+      run({"certtool", "--p12-info", "--inder", "--infile", path, "--password", password});
   ASSERT_EQ(gnutls.exit_code, 0) << gnutls.err;
   EXPECT_NE(gnutls.out.find("MAC: SHA256"), std::string::npos) << gnutls.out;
   EXPECT_EQ(count(gnutls.out, "Iteration count: " + it + "\n"), 3) << gnutls.out;
@@ -59,8 +61,8 @@ void check_pkcs12(const std::string& path, const std::string& password, int iter
   EXPECT_NE(gnutls.out.find("Friendly name: Alice Example"), std::string::npos) << gnutls.out;
 
   // The chain is included: the leaf and the CA.
-  auto certs = run({"openssl", "pkcs12", "-in", path, "-nokeys", "-passin",
-                    "file:" + dir.file("pass")});
+  auto certs =
+      run({"openssl", "pkcs12", "-in", path, "-nokeys", "-passin", "file:" + dir.file("pass")});
   ASSERT_EQ(certs.exit_code, 0) << certs.err;
   EXPECT_EQ(count(certs.out, "-----BEGIN CERTIFICATE-----"), 2);
   EXPECT_NE(certs.out.find("CN = Soft Token CA"), std::string::npos) << certs.out;
@@ -155,9 +157,9 @@ TEST(CertificateFile, DerByDefaultPemForDotPem) {
 }
 
 TEST(SoftwareKey, GeneratesTheKeyGenerationListAlgorithms) {
-  for (const char* text : {"RSA:2048", "EC:secp256r1", "EC:secp384r1", "EC:secp521r1",
-                           "EC:brainpoolP256r1", "EC:brainpoolP320r1", "EC:brainpoolP384r1",
-                           "EC:brainpoolP512r1", "DSA:1024"}) {
+  for (const char* text :
+       {"RSA:2048", "EC:secp256r1", "EC:secp384r1", "EC:secp521r1", "EC:brainpoolP256r1",
+        "EC:brainpoolP320r1", "EC:brainpoolP384r1", "EC:brainpoolP512r1", "DSA:1024"}) {
     KeyAlgorithm a = parse_key_algorithm(text).value();
     auto key = generate_software_key(a);
     ASSERT_TRUE(key.is_ok()) << text << ": " << key.status().message();

@@ -57,8 +57,8 @@ inline X509Ptr make_cert(const X509_NAME* subject, const X509_NAME* issuer, EVP_
     CERTIFICATEPOLICIES_free(pols);
   }
   if (ca) {
-    X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, nullptr, NID_basic_constraints,
-                                              "critical,CA:TRUE");
+    X509_EXTENSION* ext =
+        X509V3_EXT_conf_nid(nullptr, nullptr, NID_basic_constraints, "critical,CA:TRUE");
     X509_add_ext(cert.get(), ext, -1);
     X509_EXTENSION_free(ext);
   }

@@ -55,7 +55,8 @@ SoftHsm::Token SoftHsm::create_token(const std::string& label, const std::string
       return Token{label, serial, user_pin, so_pin};
     }
   }
-  throw std::runtime_error("token '" + label + "' not in softhsm2-util --show-slots:\n" + slots.out);
+  throw std::runtime_error("token '" + label + "' not in softhsm2-util --show-slots:\n" +
+                           slots.out);
 }
 
 }  // namespace persoflow::testing

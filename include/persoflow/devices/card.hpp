@@ -40,9 +40,9 @@ std::string ckr_name(unsigned long rv);
 // report counts (SoftHSM2 reports none): all false then means "nothing reported".
 struct PinState {
   bool user_pin_initialized = false;
-  bool user_count_low = false;   // CKF_USER_PIN_COUNT_LOW: a wrong PIN was entered since
-  bool user_final_try = false;   // CKF_USER_PIN_FINAL_TRY: one more wrong PIN locks it
-  bool user_locked = false;      // CKF_USER_PIN_LOCKED
+  bool user_count_low = false;  // CKF_USER_PIN_COUNT_LOW: a wrong PIN was entered since
+  bool user_final_try = false;  // CKF_USER_PIN_FINAL_TRY: one more wrong PIN locks it
+  bool user_locked = false;     // CKF_USER_PIN_LOCKED
   bool user_to_be_changed = false;
   bool so_count_low = false;
   bool so_final_try = false;
@@ -76,8 +76,8 @@ struct KeyInfo {
   std::string id_hex;             // lower-case hex of id
   std::string label;
   KeyType type = KeyType::kOther;
-  int bits = 0;        // RSA modulus size, EC field size
-  std::string curve;   // EC: "secp256r1", "brainpoolP320r1", or the OID when unknown
+  int bits = 0;              // RSA modulus size, EC field size
+  std::string curve;         // EC: "secp256r1", "brainpoolP320r1", or the OID when unknown
   bool has_private = false;  // a private key object is visible (after login)
   bool has_public = false;
   // Usage flags of the private key (sign, decrypt, unwrap, derive) and the public key (verify,
@@ -90,7 +90,7 @@ struct CertificateInfo {
   std::vector<unsigned char> id;  // CKA_ID: the key it belongs to
   std::string id_hex;
   std::string label;
-  std::string subject;     // RFC 2253: "CN=Alice,O=Example"
+  std::string subject;  // RFC 2253: "CN=Alice,O=Example"
   std::string issuer;
   std::string serial_hex;  // upper-case, no leading zeros ("0" for zero)
   std::string not_before;  // ISO 8601 UTC: "2026-11-22T02:20:00Z"

@@ -45,7 +45,7 @@ Result<KeyAlgorithm> parse_key_algorithm(std::string_view text);
 
 struct KeygenEntry {
   KeyAlgorithm algorithm;
-  int line = 0;    // where the entry starts in the parsed text (1-based)
+  int line = 0;  // where the entry starts in the parsed text (1-based)
   int column = 0;
 };
 

@@ -16,25 +16,24 @@ namespace persoflow::devices {
 
 struct Pkcs11Uri {
   // Token attributes.
-  std::optional<std::string> token;         // CK_TOKEN_INFO.label
-  std::optional<std::string> serial;        // CK_TOKEN_INFO.serialNumber
-  std::optional<std::string> manufacturer;  // CK_TOKEN_INFO.manufacturerID
-  std::optional<std::string> model;         // CK_TOKEN_INFO.model
+  std::optional<std::string> token;             // CK_TOKEN_INFO.label
+  std::optional<std::string> serial;            // CK_TOKEN_INFO.serialNumber
+  std::optional<std::string> manufacturer;      // CK_TOKEN_INFO.manufacturerID
+  std::optional<std::string> model;             // CK_TOKEN_INFO.model
   std::optional<std::string> slot_description;  // the reader name with OpenSC
   std::optional<std::string> slot_manufacturer;
   std::optional<std::string> library_manufacturer;
   std::optional<std::string> library_description;
   // Object attributes.
-  std::optional<std::string> object;        // CKA_LABEL
+  std::optional<std::string> object;             // CKA_LABEL
   std::optional<std::vector<unsigned char>> id;  // CKA_ID (raw bytes)
-  std::optional<std::string> type;          // cert, private, public, secret-key, data
+  std::optional<std::string> type;               // cert, private, public, secret-key, data
   // Query attributes.
-  std::optional<std::string> module_path;   // ?module-path=/usr/lib/...
+  std::optional<std::string> module_path;  // ?module-path=/usr/lib/...
 
   // Whether the token attributes given all equal the token's (absent ones match anything).
-  bool matches_token(std::string_view label, std::string_view serial,
-                     std::string_view manufacturer, std::string_view model,
-                     std::string_view slot_description) const;
+  bool matches_token(std::string_view label, std::string_view serial, std::string_view manufacturer,
+                     std::string_view model, std::string_view slot_description) const;
   bool names_token() const;  // any token or slot attribute given
 };
 

@@ -129,7 +129,8 @@ int cmd_init(int argc, char** argv) {
       "ca-key-alg", po::value<std::string>()->default_value("ec-p256"),
       "CA key: ec-p256, ec-p384, ec-p521, rsa-2048, rsa-3072, rsa-4096")(
       "ca-subject", po::value<std::string>()->default_value("CN=persoflow CA,O=persoflow"),
-      "CA subject DN")("ca-days", po::value<int>()->default_value(3650), "CA validity in days");
+      "CA subject DN")("archive-key-alg", po::value<std::string>()->default_value("RSA:3072"),
+                       "key-archive key: RSA:BITS or EC:CURVE")("ca-days", po::value<int>()->default_value(3650), "CA validity in days");
   po::variables_map vm;
   if (!parse(argc, argv, opts, vm, "persoflow cm init --dir DIR [options]\n\nCreates a CM host: CA, "
                                    "key-archive key, TLS certificate, cm.json, first officer.")) {
@@ -141,6 +142,7 @@ int cmd_init(int argc, char** argv) {
   o.ca_key_algorithm = vm["ca-key-alg"].as<std::string>();
   o.ca_subject = vm["ca-subject"].as<std::string>();
   o.ca_validity_days = vm["ca-days"].as<int>();
+  o.archive_key_algorithm = vm["archive-key-alg"].as<std::string>();
   if (vm.count("password-file")) o.officer_password = read_password_file(vm["password-file"].as<std::string>());
   auto r = take(CmHost::init(dir, o));
   std::cout << "CM host initialised in " << dir << "\n"
@@ -452,6 +454,105 @@ int cmd_crl(int argc, char** argv) {
   return 0;
 }
 
+// ---------------------------------------------------------------- keys
+
+cmhost::KeySearch key_search_of(const po::variables_map& vm) {
+  cmhost::KeySearch s;
+  int given = static_cast<int>(vm.count("serial") + vm.count("id") + vm.count("subject"));
+  if (given != 1) fail("keys: give exactly one of --serial HEX, --id DEC, --subject S", 2);
+  if (vm.count("serial")) s.serial_hex = take(cmhost::normalize_serial_hex(vm["serial"].as<std::string>()));
+  if (vm.count("id")) {
+    const std::string& t = vm["id"].as<std::string>();
+    if (t.empty() || t.find_first_not_of("0123456789") != std::string::npos || t.size() > 18) {
+      fail("certificate ID '" + t + "' is not a decimal number", 2);
+    }
+    s.cert_id = std::stoll(t);
+  }
+  if (vm.count("subject")) {
+    s.subject = vm["subject"].as<std::string>();
+    s.subject_substring = true;
+  }
+  return s;
+}
+
+int cmd_keys(int argc, char** argv) {
+  po::options_description opts("Options");
+  add_dir_option(opts);
+  opts.add_options()("action", po::value<std::string>(), "search | recover")(
+      "serial", po::value<std::string>(), "hexadecimal serial number of the key's certificate")(
+      "id", po::value<std::string>(), "decimal certificate ID")(
+      "subject", po::value<std::string>(), "subject (substring)")(
+      "scope", po::value<std::string>()->default_value("last"), "recover: last | all")(
+      "certificate", po::value<std::string>()->default_value("reuse"), "recover: new | reuse")(
+      "recipient", po::value<std::string>(), "recover: PEM certificate the keys are enveloped for")(
+      "out", po::value<std::string>(), "recover: file prefix; writes PREFIX-N.p7m (CMS, DER) and PREFIX-N.pem")(
+      "json", "search: print JSON");
+  po::positional_options_description pos;
+  pos.add("action", 1);
+  po::variables_map vm;
+  if (!parse(argc, argv, opts, vm,
+             "persoflow cm keys search (--serial HEX | --id DEC | --subject S) [--json] | recover (--serial HEX "
+             "| --id DEC | --subject S) --recipient CERT.pem --out PREFIX [--scope last|all] [--certificate "
+             "new|reuse]   [--dir DIR]",
+             &pos)) {
+    return 0;
+  }
+  if (!vm.count("action")) fail("keys: an action is required: search or recover", 2);
+  std::string action = vm["action"].as<std::string>();
+  if (action != "search" && action != "recover") fail("keys: unknown action '" + action + "' (search, recover)", 2);
+  cmhost::KeySearch search = key_search_of(vm);
+  if (action == "recover" && (!vm.count("recipient") || !vm.count("out"))) {
+    fail("keys recover: --recipient CERT.pem and --out PREFIX are required", 2);
+  }
+  auto host = open_host(vm);
+  if (action == "search") {
+    auto keys = take(host->search_keys(search));
+    if (vm.count("json")) {
+      json a = json::array();
+      for (const auto& k : keys) {
+        a.push_back({{"key_id", k.key_id}, {"cert_id", k.cert_id}, {"serial", k.serial_hex}, {"subject", k.subject},
+                     {"certificate_status", storage::to_string(k.cert_status)},
+                     {"archived_at", time_text(k.archived_at)}});
+      }
+      std::cout << a.dump(2) << "\n";
+      return 0;
+    }
+    std::printf("%-6s %-8s %-34s %-9s %s\n", "KEY", "CERT ID", "SERIAL", "STATUS", "SUBJECT");
+    for (const auto& k : keys) {
+      std::printf("%-6lld %-8lld %-34s %-9s %s\n", static_cast<long long>(k.key_id), static_cast<long long>(k.cert_id),
+                  k.serial_hex.c_str(), storage::to_string(k.cert_status), k.subject.c_str());
+    }
+    return 0;
+  }
+  std::ifstream in(vm["recipient"].as<std::string>(), std::ios::binary);
+  if (!in) fail("cannot read " + vm["recipient"].as<std::string>());
+  std::stringstream ss;
+  ss << in.rdbuf();
+  cmhost::RecoverRequest r;
+  r.search = search;
+  r.scope = vm["scope"].as<std::string>();
+  r.certificate = vm["certificate"].as<std::string>();
+  r.requester = "cli";
+  r.confirmed = true;
+  r.recipient = take(cmhost::x509_from_bytes(ss.str()));
+  auto recovered = take(host->recover(std::move(r)));
+  std::string prefix = vm["out"].as<std::string>();
+  int n = 0;
+  for (const auto& k : recovered) {
+    ++n;
+    std::string env = prefix + "-" + std::to_string(n) + ".p7m";
+    std::string cert = prefix + "-" + std::to_string(n) + ".pem";
+    std::ofstream e(env, std::ios::binary | std::ios::trunc);
+    e << k.envelope_der;
+    std::ofstream c(cert, std::ios::binary | std::ios::trunc);
+    c << cmhost::to_pem(k.certificate.certificate.get());
+    if (!e || !c) fail("cannot write " + env + " or " + cert);
+    std::cout << "key " << k.key.key_id << " (certificate " << k.key.serial_hex << "): " << env << " with certificate "
+              << k.certificate.serial_hex << " in " << cert << "\n";
+  }
+  return 0;
+}
+
 // ---------------------------------------------------------------- audit
 
 int cmd_audit(int argc, char** argv) {
@@ -497,6 +598,7 @@ PF_REGISTER_CM_SUBCOMMAND(init, "init", "create a CM host directory: CA, keys, T
 PF_REGISTER_CM_SUBCOMMAND(procedures, "procedures", "list the token, certificate, key and PIN procedures", cmd_procedures);
 PF_REGISTER_CM_SUBCOMMAND(officer, "officer", "add, list or revoke RA officers", cmd_officer);
 PF_REGISTER_CM_SUBCOMMAND(certs, "certs", "list or show issued certificates", cmd_certs);
+PF_REGISTER_CM_SUBCOMMAND(keys, "keys", "search archived keys; recover them for a recipient certificate", cmd_keys);
 PF_REGISTER_CM_SUBCOMMAND(revoke, "revoke", "revoke a certificate", cmd_revoke);
 PF_REGISTER_CM_SUBCOMMAND(crl, "crl", "sign a fresh CRL", cmd_crl);
 PF_REGISTER_CM_SUBCOMMAND(audit, "audit", "verify or list the CM host's hash-chained audit log", cmd_audit);

@@ -234,6 +234,10 @@ Result<InitResult> CmHost::init(const std::string& dir, const InitOptions& optio
   }
   PF_ASSIGN_OR_RETURN(X509NamePtr ca_subject, parse_name(options.ca_subject));
   PF_ASSIGN_OR_RETURN(EvpPkeyPtr ca_key, crypto::generate_key(options.ca_key_algorithm));
+  if (options.archive_key_algorithm.rfind("RSA:", 0) != 0 && options.archive_key_algorithm.rfind("EC:", 0) != 0) {
+    return make_status(Errc::kInvalidArgument, "the key-archive key must be RSA:BITS or EC:CURVE, not '" +
+                                                   options.archive_key_algorithm + "'");
+  }
   if (options.officer_password && options.officer_password->empty()) {
     return make_status(Errc::kInvalidArgument, "the officer password is empty");
   }
@@ -259,8 +263,7 @@ Result<InitResult> CmHost::init(const std::string& dir, const InitOptions& optio
   PF_RETURN_IF_ERROR(write_file(resolve(dir, config.ca_key_passphrase_file), ca_pass + "\n", 0600));
   PF_RETURN_IF_ERROR(write_file(resolve(dir, config.ca_key), ca_key_pem, 0600));
 
-  // Key-archive key: RSA so that every CMS implementation can open the archive (key transport).
-  PF_ASSIGN_OR_RETURN(EvpPkeyPtr archive_key, crypto::generate_key("RSA:3072"));
+  PF_ASSIGN_OR_RETURN(EvpPkeyPtr archive_key, crypto::generate_key(options.archive_key_algorithm));
   PF_ASSIGN_OR_RETURN(X509NamePtr archive_subject, parse_name("CN=persoflow key archive"));
   crypto::CertSpec archive_spec;
   archive_spec.subject = archive_subject.get();
@@ -269,7 +272,8 @@ Result<InitResult> CmHost::init(const std::string& dir, const InitOptions& optio
   archive_spec.signing_key = ca_key.get();
   archive_spec.not_before = now - 60;
   archive_spec.not_after = ca_spec.not_after;
-  archive_spec.key_usage = {"keyEncipherment"};
+  archive_spec.key_usage = {EVP_PKEY_get_base_id(archive_key.get()) == EVP_PKEY_RSA ? "keyEncipherment"
+                                                                                    : "keyAgreement"};
   PF_ASSIGN_OR_RETURN(X509Ptr archive_cert, crypto::sign_certificate(archive_spec));
   std::string archive_pass = crypto::random_password(32);
   PF_ASSIGN_OR_RETURN(std::string archive_key_pem,

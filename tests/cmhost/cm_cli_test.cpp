@@ -77,6 +77,45 @@ TEST(CmCli, InitCreatesEverythingAndRefusesAnExistingCa) {
   EXPECT_EQ(officers[0]["name"], "olga");
   EXPECT_EQ(officers[0]["roles"], nlohmann::json({"issue", "recover"}));
 
+  // The default key-archive key is RSA-3072: a generated key is archived and recovered through it.
+  {
+    auto host = CmHost::open(dir);
+    ASSERT_TRUE(host.is_ok()) << host.status().to_string();
+    Credential olga = read_p12(dir + "/officers/olga.p12", "s3cret-pass");
+    GenerateArchiveRequest g;
+    g.procedure = "smartcard-encrypt";
+    g.subject = make_name("CN=RSA Archive User");
+    g.recipient = share(olga.cert.get());
+    g.confirmed = true;
+    auto gen = (*host)->generate_and_archive(std::move(g));
+    ASSERT_TRUE(gen.is_ok()) << gen.status().to_string();
+    RecoverRequest rec;
+    rec.search.cert_id = gen->certificate.cert_id;
+    rec.certificate = "reuse";
+    rec.recipient = share(olga.cert.get());
+    auto back = (*host)->recover(std::move(rec));
+    ASSERT_TRUE(back.is_ok()) << back.status().to_string();
+    ASSERT_EQ(back->size(), 1u);
+    auto a = open_envelope(gen->envelope_der, olga.cert.get(), olga.key.get());
+    auto b = open_envelope(back->front().envelope_der, olga.cert.get(), olga.key.get());
+    ASSERT_TRUE(a.is_ok() && b.is_ok());
+    EXPECT_EQ(*a, *b);
+
+    // The same through the CLI: search by serial, recover for the officer's certificate.
+    write_file(tmp.file("olga-cert.pem"), to_pem(olga.cert.get()));
+    write_file(tmp.file("olga-key.pem"), key_pem(olga.key.get()));
+    auto found = cm({"keys", "search", "--dir", dir, "--serial", gen->certificate.serial_hex, "--json"});
+    ASSERT_EQ(found.exit_code, 0) << found.err;
+    EXPECT_EQ(nlohmann::json::parse(found.out).size(), 1u);
+    auto rec_cli = cm({"keys", "recover", "--dir", dir, "--subject", "RSA Archive User", "--recipient",
+                       tmp.file("olga-cert.pem"), "--out", tmp.file("rec")});
+    ASSERT_EQ(rec_cli.exit_code, 0) << rec_cli.err;
+    auto dec = run({"openssl", "cms", "-decrypt", "-inform", "DER", "-in", tmp.file("rec-1.p7m"), "-recip",
+                    tmp.file("olga-cert.pem"), "-inkey", tmp.file("olga-key.pem"), "-binary", "-out", tmp.file("rec.key")});
+    EXPECT_EQ(dec.exit_code, 0) << dec.err;
+    EXPECT_EQ(read_file(tmp.file("rec.key")), *a);
+  }
+
   auto again = cm({"init", "--dir", dir});
   EXPECT_EQ(again.exit_code, 1);
   EXPECT_TRUE(one_line(again.err)) << again.err;
@@ -196,10 +235,15 @@ TEST_F(CmCliTest, BadInputIsOneLineAndNonZero) {
       {"crl", "--dir", file("no-such-dir")},
       {"crl", "--dir", cm_dir(), "--out", "/nonexistent/dir/x.crl"},
       {"audit", "--dir", cm_dir()},
+      {"keys", "search", "--dir", cm_dir()},
+      {"keys", "search", "--dir", cm_dir(), "--serial", "01", "--id", "2"},
+      {"keys", "recover", "--dir", cm_dir(), "--serial", "01"},
+      {"keys", "recover", "--dir", cm_dir(), "--serial", "0BADC0DE", "--recipient", ca_pem(), "--out", file("r")},
       {"procedures", "list", "--dir", cm_dir(), "--bogus"},
       {"init", "--dir", file("fresh"), "--ca-key-alg", "rsa-512x"},
       {"init", "--dir", file("fresh2"), "--ca-subject", "CN"},
       {"init", "--dir", file("fresh3"), "--officer", "bad/name"},
+      {"init", "--dir", file("fresh4"), "--archive-key-alg", "DSA:2048"},
   };
   for (const auto& args : cases) {
     std::string joined;
@@ -209,7 +253,7 @@ TEST_F(CmCliTest, BadInputIsOneLineAndNonZero) {
     EXPECT_NE(r.exit_code, 0);
     EXPECT_TRUE(one_line(r.err)) << "stderr: [" << r.err << "]";
   }
-  for (const char* sub : {"init", "procedures", "officer", "certs", "revoke", "crl", "audit"}) {
+  for (const char* sub : {"init", "procedures", "officer", "certs", "keys", "revoke", "crl", "audit"}) {
     auto h = cm({sub, "--help"});
     EXPECT_EQ(h.exit_code, 0) << sub;
     EXPECT_NE(h.out.find("Usage: persoflow cm"), std::string::npos) << sub;

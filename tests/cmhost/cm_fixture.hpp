@@ -81,6 +81,8 @@ class CmHostTest : public ::testing::Test {
     InitOptions o;
     o.officer = "alice";
     o.officer_password = "alice-secret";
+    // EC keeps the suite fast; the CLI tests create the default RSA-3072 archive key.
+    o.archive_key_algorithm = "EC:secp256r1";
     auto r = CmHost::init(dir_->file("cm"), o);
     ASSERT_TRUE(r.is_ok()) << r.status().to_string();
     auto h = CmHost::open(dir_->file("cm"));

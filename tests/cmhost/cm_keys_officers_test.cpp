@@ -29,6 +29,7 @@ TEST_F(CmHostTest, OfficerForAcceptsTheOfficerAndRefusesOthers) {
   InitOptions opts;
   opts.officer = "alice";
   opts.officer_password = "x-secret";
+  opts.archive_key_algorithm = "EC:secp256r1";
   ASSERT_TRUE(CmHost::init(other.file("cm"), opts).is_ok());
   Credential foreign = read_p12(other.file("cm/officers/alice.p12"), "x-secret");
   auto refused = host().officer_for(foreign.cert.get());
@@ -300,6 +301,7 @@ TEST_F(CmHostTest, TransportCertificatesAreValidatedAgainstTrustedIssuers) {
   TempDir other;
   InitOptions opts;
   opts.officer_password = "pw-other";
+  opts.archive_key_algorithm = "EC:secp256r1";
   ASSERT_TRUE(CmHost::init(other.file("cm"), opts).is_ok());
   Credential foreign = read_p12(other.file("cm/officers/officer.p12"), "pw-other");
   auto untrusted = host().validate_transport_certificate("smartcard-tc", foreign.cert.get());

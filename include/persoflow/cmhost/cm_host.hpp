@@ -145,6 +145,8 @@ struct RecoveredKey {
 struct InitOptions {
   std::string ca_key_algorithm = "ec-p256";  // ec-p256 | ec-p384 | rsa-2048 | rsa-3072 | rsa-4096
   std::string ca_subject = "CN=persoflow CA,O=persoflow";
+  // Key-archive key: RSA (key transport, opened by every CMS implementation) or EC (ECDH).
+  std::string archive_key_algorithm = "RSA:3072";
   int ca_validity_days = 3650;
   std::string officer = "officer";  // first officer's name
   std::optional<std::string> officer_password;  // empty: generated (returned in InitResult)

@@ -4,6 +4,7 @@
 // that line.
 #include <boost/program_options.hpp>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 
 #include "cm_subcommands.hpp"
@@ -23,7 +24,8 @@ int run_cm_serve(int argc, char** argv) {
   bool log_cmp = false;
   po::options_description options("persoflow cm serve --dir DIR [--listen 127.0.0.1:PORT]");
   options.add_options()("help,h", "show this help")(
-      "dir", po::value(&dir), "CM directory made by `persoflow cm init` (required)")(
+      "dir", po::value(&dir),
+      "CM directory made by `persoflow cm init` (or $PERSOFLOW_CM_DIR)")(
       "listen", po::value(&listen),
       "address and port to listen on (default: the configuration's, 127.0.0.1:8443); port 0 "
       "picks a free one")("threads", po::value(&threads),
@@ -43,6 +45,9 @@ int run_cm_serve(int argc, char** argv) {
                  "  GET /crl, GET /ca, GET /health.\n\n"
               << options;
     return 0;
+  }
+  if (dir.empty()) {
+    if (const char* env = std::getenv("PERSOFLOW_CM_DIR")) dir = env;
   }
   if (dir.empty()) {
     std::cerr << "persoflow cm serve: --dir DIR is required (a directory made by `persoflow cm "

@@ -308,6 +308,33 @@ TEST(CmpAcceptance, KilledBetweenIssuingAndAnsweringGivesTheSameCertificateOnRet
   EXPECT_EQ(found->front().status, storage::CertStatus::kValid);
 }
 
+TEST(CmpAcceptance, KurUpdatesACertificateWithANewKey) {
+  CmDir cm;
+  ServeProcess server(cm.dir());
+  auto client = cm.client(server.port(), cm.officer, /*implicit_confirm=*/true);
+  auto old_key = ec_key();
+  protocol::CertRequest ir;
+  ir.subject = "/CN=Frank/O=Example";
+  ir.key = old_key.get();
+  auto first = client->enroll(ir);
+  ASSERT_TRUE(first.is_ok()) << first.status().message();
+  auto new_key = ec_key();
+  protocol::CertRequest kur;
+  kur.type = protocol::CertRequestType::kKur;
+  kur.key = new_key.get();
+  kur.old_cert = first->cert.get();
+  auto updated = client->enroll(kur);
+  ASSERT_TRUE(updated.is_ok()) << updated.status().message();
+  EXPECT_NE(updated->serial_hex, first->serial_hex);
+  EXPECT_EQ(X509_NAME_cmp(X509_get_subject_name(updated->cert.get()),
+                          X509_get_subject_name(first->cert.get())),
+            0);
+  EXPECT_EQ(EVP_PKEY_eq(X509_get0_pubkey(updated->cert.get()), new_key.get()), 1);
+  // With implicit confirmation both are published at once.
+  auto host = cm.open_host();
+  EXPECT_EQ(host->certificate(updated->serial_hex)->status, storage::CertStatus::kValid);
+}
+
 protocol::EvpPkeyPtr private_key_of(const std::string& pkcs8_der) {
   const auto* p = reinterpret_cast<const unsigned char*>(pkcs8_der.data());
   return protocol::EvpPkeyPtr(d2i_AutoPrivateKey(nullptr, &p, static_cast<long>(pkcs8_der.size())));

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,7 +18,6 @@
 #include <optional>
 #include <sstream>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "persoflow/cmhost/cm_host.hpp"
@@ -93,24 +93,23 @@ class ServeProcess {
   // Waits for the process to end by itself (e.g. killed at a crash point); -1 on timeout.
   int wait_for_exit(std::chrono::seconds timeout) {
     if (pid_ <= 0) return status_;
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    int status = 0;
-    while (std::chrono::steady_clock::now() < deadline) {
-      pid_t r = ::waitpid(pid_, &status, WNOHANG);
-      if (r == pid_) {
-        pid_ = -1;
-        ::close(out_fd_);
-        status_ = status;
-        return status;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));  // polling waitpid, bounded
+    // A pidfd becomes readable when the process ends: an awaited event, bounded by the timeout.
+    int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0));
+    if (pidfd >= 0) {
+      pollfd p{pidfd, POLLIN, 0};
+      ::poll(&p, 1, static_cast<int>(timeout.count() * 1000));
+      ::close(pidfd);
     }
-    ::kill(pid_, SIGKILL);
-    ::waitpid(pid_, &status, 0);
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) != pid_) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, &status, 0);
+      status = -1;
+    }
     pid_ = -1;
     ::close(out_fd_);
-    status_ = -1;
-    return -1;
+    status_ = status;
+    return status;
   }
 
   bool alive() const { return pid_ > 0 && ::kill(pid_, 0) == 0; }

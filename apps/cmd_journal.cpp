@@ -162,8 +162,8 @@ void print_record(const st::JournalRecord& r) {
             << (event.is_ok() ? fields_text(event->fields) : "<undecodable>") << "\n";
   if (!b.result_of.empty()) std::cout << "  answers   " << printable(b.result_of) << "\n";
   auto state = m::decode_state(b.state);
-  std::cout << "  state     " << printable(b.state_name) << " [" << st::to_string(b.status)
-            << "] " << (state.is_ok() ? fields_text(state->data) : "<undecodable>") << "\n";
+  std::cout << "  state     " << printable(b.state_name) << " [" << st::to_string(b.status) << "] "
+            << (state.is_ok() ? fields_text(state->data) : "<undecodable>") << "\n";
   for (const st::CommandEntry& c : b.commands) {
     auto cmd = m::decode_command(c.payload);
     std::cout << "  command " << c.index << " " << printable(c.type) << " key "
@@ -191,11 +191,13 @@ nlohmann::json record_json(const st::JournalRecord& r) {
           {"workflow_id", printable(b.workflow_id)},
           {"step", b.step},
           {"machine", printable(b.machine)},
-          {"event", {{"type", printable(b.event_type)},
-                     {"fields", event.is_ok() ? fields_json(event->fields) : nullptr}}},
+          {"event",
+           {{"type", printable(b.event_type)},
+            {"fields", event.is_ok() ? fields_json(event->fields) : nullptr}}},
           {"result_of", printable(b.result_of)},
-          {"state", {{"name", printable(b.state_name)},
-                     {"fields", state.is_ok() ? fields_json(state->data) : nullptr}}},
+          {"state",
+           {{"name", printable(b.state_name)},
+            {"fields", state.is_ok() ? fields_json(state->data) : nullptr}}},
           {"status", st::to_string(b.status)},
           {"commands", commands},
           {"prev_hash", r.prev_hash},
@@ -281,5 +283,6 @@ int journal_main(int argc, char** argv) {
 }  // namespace
 }  // namespace persoflow::apps
 
-PF_REGISTER_COMMAND_GROUP(journal, "journal", "verify the station journal's hash chain; show records",
+PF_REGISTER_COMMAND_GROUP(journal, "journal",
+                          "verify the station journal's hash chain; show records",
                           persoflow::apps::journal_main);

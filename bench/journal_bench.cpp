@@ -3,7 +3,11 @@
 //   single   one workflow appending alone, one transaction (one fsync) per event
 //   group64  64 workflows on 64 threads, each waiting for its acknowledgement before its next
 //            event, through the GroupCommitWriter (one transaction per batch)
-// Prints BENCH lines: appends_per_s, p50_ms, p99_ms for each, and group64.speedup.
+// Prints BENCH lines: appends_per_s, p50_ms, p99_ms for each, group64.speedup, and the disk's
+// own fdatasync latency for context.
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -60,9 +64,7 @@ double percentile_ms(std::vector<double>& us, double p) {
   return us[i] / 1000.0;
 }
 
-double micros(Clock::duration d) {
-  return std::chrono::duration<double, std::micro>(d).count();
-}
+double micros(Clock::duration d) { return std::chrono::duration<double, std::micro>(d).count(); }
 
 struct Figures {
   double per_s = 0, p50 = 0, p99 = 0;
@@ -73,8 +75,8 @@ Result<Figures> run_single(const std::string& path, double seconds) {
   PF_ASSIGN_OR_RETURN(auto journal, st::Journal::open(path, {}));
   std::vector<double> lat;
   auto start = Clock::now();
-  auto deadline = start + std::chrono::duration_cast<Clock::duration>(
-                              std::chrono::duration<double>(seconds));
+  auto deadline =
+      start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
   std::uint64_t step = 0;
   while (Clock::now() < deadline) {
     st::AppendRequest r = make_request("single", step);
@@ -100,8 +102,8 @@ Result<Figures> run_group(const std::string& path, int workflows, double seconds
   std::string failure;
   std::mutex failure_mutex;
   auto start = Clock::now();
-  auto deadline = start + std::chrono::duration_cast<Clock::duration>(
-                              std::chrono::duration<double>(seconds));
+  auto deadline =
+      start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
   std::vector<std::thread> threads;
   for (int w = 0; w < workflows; ++w) {
     threads.emplace_back([&, w] {
@@ -144,16 +146,45 @@ Result<Figures> run_group(const std::string& path, int workflows, double seconds
   return f;
 }
 
+// The disk's own cost of a durable write (4 KiB + fdatasync), the floor under every commit:
+// printed next to the journal's figures so a run on a busy or slow disk can be read for what it
+// is.
+Result<Figures> run_fsync(const std::string& path, int count) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return make_status(Errc::kUnavailable, "cannot create " + path);
+  std::string block(4096, 'f');
+  std::vector<double> lat;
+  auto start = Clock::now();
+  for (int i = 0; i < count; ++i) {
+    auto t0 = Clock::now();
+    if (::pwrite(fd, block.data(), block.size(), 0) != static_cast<ssize_t>(block.size()) ||
+        ::fdatasync(fd) != 0) {
+      ::close(fd);
+      return make_status(Errc::kUnavailable, "write or fdatasync failed on " + path);
+    }
+    lat.push_back(micros(Clock::now() - t0));
+  }
+  double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  ::close(fd);
+  Figures f;
+  f.appends = lat.size();
+  f.per_s = static_cast<double>(lat.size()) / elapsed;
+  f.p50 = percentile_ms(lat, 0.50);
+  f.p99 = percentile_ms(lat, 0.99);
+  return f;
+}
+
 int journal_bench(int argc, char** argv) {
   double seconds = 4;
   int workflows = 64;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--help" || a == "-h") {
-      std::printf("Usage: persoflow-bench journal [--seconds S] [--workflows N]\n"
-                  "  Appends with synchronous=FULL in a temporary directory: one workflow alone\n"
-                  "  (one transaction per event), then N workflows (default 64) on N threads\n"
-                  "  through the group commit writer; S seconds each (default 4).\n");
+      std::printf(
+          "Usage: persoflow-bench journal [--seconds S] [--workflows N]\n"
+          "  Appends with synchronous=FULL in a temporary directory: one workflow alone\n"
+          "  (one transaction per event), then N workflows (default 64) on N threads\n"
+          "  through the group commit writer; S seconds each (default 4).\n");
       return 0;
     }
     if (a == "--seconds" && i + 1 < argc) {
@@ -180,7 +211,14 @@ int journal_bench(int argc, char** argv) {
     std::fprintf(stderr, "journal bench: %s\n", group.status().message().c_str());
     return 1;
   }
+  auto disk = run_fsync(dir.file("fsync.bin"), 200);
+  if (!disk.is_ok()) {
+    std::fprintf(stderr, "journal bench: %s\n", disk.status().message().c_str());
+    return 1;
+  }
   std::string g = "journal.group" + std::to_string(workflows);
+  report("journal.disk.fdatasync_p50_ms", disk->p50, "ms");
+  report("journal.disk.fdatasync_p99_ms", disk->p99, "ms");
   report("journal.single.appends_per_s", single->per_s, "appends/s");
   report("journal.single.p50_ms", single->p50, "ms");
   report("journal.single.p99_ms", single->p99, "ms");

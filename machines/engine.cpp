@@ -66,10 +66,9 @@ Result<Transition> step(const MachineDef& machine, const State& state, const Eve
   if (rows.empty()) {
     std::vector<std::string> accepted = accepted_events(machine, state.name);
     std::string accepts = accepted.empty() ? "none" : join(accepted, ", ");
-    return make_status(Errc::kRejected,
-                       "machine '" + std::string(machine.name) + "': state '" + state.name +
-                           "' does not accept event '" + event.type + "' (accepts: " + accepts +
-                           ")");
+    return make_status(Errc::kRejected, "machine '" + std::string(machine.name) + "': state '" +
+                                            state.name + "' does not accept event '" + event.type +
+                                            "' (accepts: " + accepts + ")");
   }
   const Row* with_handler = nullptr;
   for (const Row* row : rows) {
@@ -147,7 +146,8 @@ ValidationReport validate(const MachineDef& machine) {
     if (targets.size() < 2) continue;  // a plain duplicate is reported above
     std::string where = std::string(key.first) + " --" + std::string(key.second) + "-->";
     Handler h = rows.front()->handler;
-    bool same = std::all_of(rows.begin(), rows.end(), [h](const Row* r) { return r->handler == h; });
+    bool same =
+        std::all_of(rows.begin(), rows.end(), [h](const Row* r) { return r->handler == h; });
     if (!h) {
       problem("choice " + where + " has several targets but no handler to choose among them");
     } else if (!same) {

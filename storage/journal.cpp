@@ -183,7 +183,7 @@ Result<std::optional<std::string>> query_one(sqlite3* db, const char* sql) {
   std::optional<std::string> out;
   if (rc == SQLITE_ROW) out = column_string(s, 0);
   Status st = (rc == SQLITE_ROW || rc == SQLITE_DONE) ? Status::ok()
-                                                       : sqlite_error(db, rc, "reading the journal");
+                                                      : sqlite_error(db, rc, "reading the journal");
   sqlite3_finalize(s);
   if (!st.is_ok()) return st;
   return out;
@@ -243,8 +243,7 @@ Result<Probe> probe(const std::string& path) {
       return make_status(Errc::kCorrupt, "journal " + path + " is corrupt: " + s.message());
     }
     if (code == SQLITE_BUSY) {
-      return make_status(Errc::kUnavailable,
-                         "journal " + path + " is locked by another process");
+      return make_status(Errc::kUnavailable, "journal " + path + " is locked by another process");
     }
     return s.with_context("journal " + path);
   };
@@ -253,14 +252,23 @@ Result<Probe> probe(const std::string& path) {
   if (!app_id->has_value() || std::stol(**app_id) != kJournalApplicationId) {
     close();
     return make_status(Errc::kCorrupt,
-                       path + " is not a persoflow journal (an SQLite database of another "
-                              "application)");
+                       path +
+                           " is not a persoflow journal (an SQLite database of another "
+                           "application)");
   }
   Probe p;
   auto has_meta =
       query_one(db, "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'meta'");
   if (!has_meta.is_ok()) return fail(has_meta.status());
   if (**has_meta != "0") {
+    auto magic = query_one(db, "SELECT value FROM meta WHERE key = 'magic'");
+    if (!magic.is_ok()) return fail(magic.status());
+    if (magic->value_or("") != "persoflow-journal") {
+      close();
+      return make_status(Errc::kCorrupt, path +
+                                             " is not a persoflow journal (its meta table "
+                                             "lacks the persoflow-journal magic)");
+    }
     auto version = query_one(db, "SELECT value FROM meta WHERE key = 'schema_version'");
     if (!version.is_ok()) return fail(version.status());
     if (!version->has_value()) {
@@ -272,11 +280,11 @@ Result<Probe> probe(const std::string& path) {
   }
   close();
   if (p.schema_version > kJournalSchemaVersion) {
-    return make_status(Errc::kUnsupported,
-                       "journal " + path + " has schema version " +
-                           std::to_string(p.schema_version) +
-                           ", newer than this persoflow supports (" +
-                           std::to_string(kJournalSchemaVersion) + "); use a newer persoflow");
+    return make_status(Errc::kUnsupported, "journal " + path + " has schema version " +
+                                               std::to_string(p.schema_version) +
+                                               ", newer than this persoflow supports (" +
+                                               std::to_string(kJournalSchemaVersion) +
+                                               "); use a newer persoflow");
   }
   return p;
 }
@@ -288,7 +296,7 @@ Result<Probe> probe(const std::string& path) {
 // RESTART checkpoint (which briefly waits for the writer) bounds its size.
 class Checkpointer {
  public:
-  static constexpr int kFrames = 1000;        // checkpoint when the WAL holds this many frames
+  static constexpr int kFrames = 1000;         // checkpoint when the WAL holds this many frames
   static constexpr int kRestartFrames = 8192;  // ~32 MiB of 4 KiB pages: force a restart
 
   explicit Checkpointer(const std::string& path) {
@@ -376,7 +384,8 @@ class SqliteJournal final : public Journal {
   }
 
   Status prepare() {
-    PF_RETURN_IF_ERROR(tail_.prepare(db_, "SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1"));
+    PF_RETURN_IF_ERROR(
+        tail_.prepare(db_, "SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1"));
     PF_RETURN_IF_ERROR(wf_get_.prepare(
         db_, "SELECT machine, steps, created_at_ms FROM workflows WHERE workflow_id = ?"));
     PF_RETURN_IF_ERROR(rec_insert_.prepare(
@@ -395,9 +404,10 @@ class SqliteJournal final : public Journal {
         "ON CONFLICT(workflow_id) DO UPDATE SET state_name = excluded.state_name, "
         "status = excluded.status, steps = excluded.steps, updated_at_ms = excluded.updated_at_ms, "
         "last_seq = excluded.last_seq"));
-    PF_RETURN_IF_ERROR(head_update_.prepare(
-        db_, "UPDATE meta SET value = CASE key WHEN 'head_seq' THEN ?1 ELSE ?2 END "
-             "WHERE key IN ('head_seq', 'head_hash')"));
+    PF_RETURN_IF_ERROR(
+        head_update_.prepare(db_,
+                             "UPDATE meta SET value = CASE key WHEN 'head_seq' THEN ?1 ELSE ?2 END "
+                             "WHERE key IN ('head_seq', 'head_hash')"));
     PF_RETURN_IF_ERROR(begin_.prepare(db_, "BEGIN IMMEDIATE"));
     PF_RETURN_IF_ERROR(commit_.prepare(db_, "COMMIT"));
     PF_RETURN_IF_ERROR(savepoint_.prepare(db_, "SAVEPOINT one"));
@@ -468,9 +478,10 @@ class SqliteJournal final : public Journal {
   }
 
   Status poisoned_status() const {
-    return make_status(Errc::kPoisoned,
-                       "journal " + path_ + " refuses appends: an earlier commit's outcome is "
-                       "unknown (" + poison_reason_ + "); restart from disk");
+    return make_status(Errc::kPoisoned, "journal " + path_ +
+                                            " refuses appends: an earlier commit's outcome is "
+                                            "unknown (" +
+                                            poison_reason_ + "); restart from disk");
   }
 
   GroupOutcome fail_all(std::size_t n, const Status& s) {
@@ -484,8 +495,8 @@ class SqliteJournal final : public Journal {
     const std::size_t n = requests.size();
     if (poisoned_) return fail_all(n, poisoned_status());
     if (read_only_) {
-      return fail_all(n, make_status(Errc::kPermissionDenied,
-                                     "journal " + path_ + " is open read-only"));
+      return fail_all(
+          n, make_status(Errc::kPermissionDenied, "journal " + path_ + " is open read-only"));
     }
     GroupOutcome out;
     out.each.assign(n, Status::ok());
@@ -595,14 +606,15 @@ class SqliteJournal final : public Journal {
         r.state_name.empty()) {
       return make_status(Errc::kInvalidArgument,
                          "an append needs a workflow id, a machine, an event type and a state "
-                         "name (" + who + ")");
+                         "name (" +
+                             who + ")");
     }
     for (std::size_t i = 0; i < r.commands.size(); ++i) {
       const CommandEntry& c = r.commands[i];
       if (c.index != i) {
-        return make_status(Errc::kInvalidArgument,
-                           who + " step " + std::to_string(r.step) + ": command " +
-                               std::to_string(i) + " has index " + std::to_string(c.index));
+        return make_status(Errc::kInvalidArgument, who + " step " + std::to_string(r.step) +
+                                                       ": command " + std::to_string(i) +
+                                                       " has index " + std::to_string(c.index));
       }
       if (c.idempotency_key.empty() || c.type.empty()) {
         return make_status(Errc::kInvalidArgument,
@@ -622,8 +634,8 @@ class SqliteJournal final : public Journal {
         created = sqlite3_column_int64(s, 2);
         sqlite3_reset(s);
         if (machine != r.machine) {
-          return make_status(Errc::kRejected, who + " runs machine '" + machine +
-                                                  "', not '" + r.machine + "'");
+          return make_status(Errc::kRejected,
+                             who + " runs machine '" + machine + "', not '" + r.machine + "'");
         }
       } else {
         sqlite3_reset(s);
@@ -631,10 +643,9 @@ class SqliteJournal final : public Journal {
       }
     }
     if (r.step != expected) {
-      return make_status(Errc::kRejected,
-                         who + ": step " + std::to_string(r.step) +
-                             " is not the next step (expected " + std::to_string(expected) +
-                             "); nothing written");
+      return make_status(Errc::kRejected, who + ": step " + std::to_string(r.step) +
+                                              " is not the next step (expected " +
+                                              std::to_string(expected) + "); nothing written");
     }
 
     JournalRecord rec{seq, at, r, prev, {}};
@@ -717,7 +728,8 @@ class SqliteJournal final : public Journal {
                                                         std::optional<std::string> arg) {
     std::string sql =
         "SELECT workflow_id, machine, state_name, status, steps, created_at_ms, updated_at_ms "
-        "FROM workflows WHERE " + where;
+        "FROM workflows WHERE " +
+        where;
     sqlite3_stmt* s = nullptr;
     int rc = sqlite3_prepare_v2(db_, sql.c_str(), -1, &s, nullptr);
     if (rc != SQLITE_OK) {
@@ -780,8 +792,8 @@ Result<VerifyReport> SqliteJournal::verify() {
   } end_read{db_};
 
   auto check = query_one(db_, "PRAGMA quick_check(1)");
-  if (!check.is_ok()) return bad(std::nullopt, "SQLite cannot read the journal: " +
-                                                   check.status().message());
+  if (!check.is_ok())
+    return bad(std::nullopt, "SQLite cannot read the journal: " + check.status().message());
   if (!check->has_value() || **check != "ok") {
     return bad(std::nullopt, "the SQLite file is damaged: " + check->value_or("no answer"));
   }
@@ -795,8 +807,10 @@ Result<VerifyReport> SqliteJournal::verify() {
   }
   sqlite3_stmt* cs = nullptr;
   rc = sqlite3_prepare_v2(
-      db_, "SELECT idempotency_key, idx, type, payload, workflow_id, step FROM commands "
-           "WHERE seq = ? ORDER BY idx", -1, &cs, nullptr);
+      db_,
+      "SELECT idempotency_key, idx, type, payload, workflow_id, step FROM commands "
+      "WHERE seq = ? ORDER BY idx",
+      -1, &cs, nullptr);
   if (rc != SQLITE_OK) {
     sqlite3_finalize(s);
     sqlite3_finalize(cs);
@@ -829,11 +843,11 @@ Result<VerifyReport> SqliteJournal::verify() {
                                    " is missing (the next record is " + std::to_string(seq) + ")");
     }
     auto rec = read_record(s);
-    if (!rec.is_ok()) return bad(seq, "record " + std::to_string(seq) + " is malformed: " +
-                                          rec.status().message());
+    if (!rec.is_ok())
+      return bad(seq, "record " + std::to_string(seq) + " is malformed: " + rec.status().message());
     const JournalRecord& r = *rec;
-    const std::string at = "record " + std::to_string(seq) + " (workflow '" +
-                           r.body.workflow_id + "', step " + std::to_string(r.body.step) + ")";
+    const std::string at = "record " + std::to_string(seq) + " (workflow '" + r.body.workflow_id +
+                           "', step " + std::to_string(r.body.step) + ")";
     auto [it, is_new] = flows.try_emplace(r.body.workflow_id);
     Expected& flow = it->second;
     if (r.body.step != flow.steps) {
@@ -856,14 +870,14 @@ Result<VerifyReport> SqliteJournal::verify() {
     sqlite3_bind_int64(cs, 1, static_cast<sqlite3_int64>(seq));
     std::size_t i = 0;
     while ((rc = sqlite3_step(cs)) == SQLITE_ROW) {
-      bool same = i < r.body.commands.size() &&
-                  column_string(cs, 0) == r.body.commands[i].idempotency_key &&
-                  static_cast<std::uint32_t>(sqlite3_column_int64(cs, 1)) ==
-                      r.body.commands[i].index &&
-                  column_string(cs, 2) == r.body.commands[i].type &&
-                  column_string(cs, 3) == r.body.commands[i].payload &&
-                  column_string(cs, 4) == r.body.workflow_id &&
-                  static_cast<std::uint64_t>(sqlite3_column_int64(cs, 5)) == r.body.step;
+      bool same =
+          i < r.body.commands.size() &&
+          column_string(cs, 0) == r.body.commands[i].idempotency_key &&
+          static_cast<std::uint32_t>(sqlite3_column_int64(cs, 1)) == r.body.commands[i].index &&
+          column_string(cs, 2) == r.body.commands[i].type &&
+          column_string(cs, 3) == r.body.commands[i].payload &&
+          column_string(cs, 4) == r.body.workflow_id &&
+          static_cast<std::uint64_t>(sqlite3_column_int64(cs, 5)) == r.body.step;
       if (!same) return bad(seq, at + ": its command rows differ from the commands it recorded");
       ++i;
     }
@@ -922,8 +936,7 @@ Result<VerifyReport> SqliteJournal::verify() {
   // The summaries must agree with the records.
   auto summaries = workflows();
   if (!summaries.is_ok()) {
-    return bad(std::nullopt, "the workflows table cannot be read: " +
-                                 summaries.status().message());
+    return bad(std::nullopt, "the workflows table cannot be read: " + summaries.status().message());
   }
   if (summaries->size() != flows.size()) {
     return bad(std::nullopt, "the workflows table lists " + std::to_string(summaries->size()) +
@@ -932,8 +945,8 @@ Result<VerifyReport> SqliteJournal::verify() {
   for (const WorkflowSummary& w : *summaries) {
     auto f = flows.find(w.workflow_id);
     if (f == flows.end()) {
-      return bad(std::nullopt, "the workflows table lists '" + w.workflow_id +
-                                   "', which has no records");
+      return bad(std::nullopt,
+                 "the workflows table lists '" + w.workflow_id + "', which has no records");
     }
     const Expected& e = f->second;
     if (w.machine != e.machine || w.state_name != e.state_name || w.status != e.status ||
@@ -960,10 +973,10 @@ Result<std::unique_ptr<Journal>> open_journal(const std::string& path, OpenOptio
   fs::path dir = p.parent_path().empty() ? fs::path(".") : p.parent_path();
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) {
-    return make_status(Errc::kNotFound, "journal " + path + ": directory " + dir.string() +
-                                            " does not exist");
+    return make_status(Errc::kNotFound,
+                       "journal " + path + ": directory " + dir.string() + " does not exist");
   }
-  struct stat st{};
+  struct stat st {};
   bool exists = ::stat(path.c_str(), &st) == 0;
   if (!exists && errno != ENOENT) {
     return make_status(Errc::kPermissionDenied,
@@ -978,8 +991,9 @@ Result<std::unique_ptr<Journal>> open_journal(const std::string& path, OpenOptio
   if (!options.read_only) {
     if (exists && read_only_file(st, path)) {
       return make_status(Errc::kPermissionDenied,
-                         "journal " + path + " is read-only; it can only be opened for reading "
-                         "(fix its permissions to write to it)");
+                         "journal " + path +
+                             " is read-only; it can only be opened for reading "
+                             "(fix its permissions to write to it)");
     }
     if (::access(dir.c_str(), W_OK) != 0) {
       return make_status(Errc::kPermissionDenied,
@@ -997,10 +1011,9 @@ Result<std::unique_ptr<Journal>> open_journal(const std::string& path, OpenOptio
   if (!fresh) {
     PF_ASSIGN_OR_RETURN(Probe pr, probe(path));
     if (options.read_only && pr.schema_version < kJournalSchemaVersion) {
-      return make_status(Errc::kUnsupported,
-                         "journal " + path + " has the older schema version " +
-                             std::to_string(pr.schema_version) +
-                             "; open it once for writing to migrate it");
+      return make_status(Errc::kUnsupported, "journal " + path + " has the older schema version " +
+                                                 std::to_string(pr.schema_version) +
+                                                 "; open it once for writing to migrate it");
     }
   }
 
@@ -1009,20 +1022,19 @@ Result<std::unique_ptr<Journal>> open_journal(const std::string& path, OpenOptio
     std::string lock_path = path + ".lock";
     lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (lock_fd < 0) {
-      return make_status(Errc::kPermissionDenied, "journal " + path + ": cannot open " +
-                                                      lock_path + ": " + std::strerror(errno));
+      return make_status(Errc::kPermissionDenied, "journal " + path + ": cannot open " + lock_path +
+                                                      ": " + std::strerror(errno));
     }
     if (::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
       int err = errno;
       ::close(lock_fd);
       if (err == EWOULDBLOCK) {
-        return make_status(Errc::kUnavailable,
-                           "journal " + path + " is locked by another process (another writer "
-                           "has it open)");
+        return make_status(Errc::kUnavailable, "journal " + path +
+                                                   " is locked by another process (another writer "
+                                                   "has it open)");
       }
-      return make_status(Errc::kUnavailable,
-                         "journal " + path + ": cannot lock " + lock_path + ": " +
-                             std::strerror(err));
+      return make_status(Errc::kUnavailable, "journal " + path + ": cannot lock " + lock_path +
+                                                 ": " + std::strerror(err));
     }
   }
 
@@ -1055,8 +1067,8 @@ Result<std::unique_ptr<Journal>> open_journal(const std::string& path, OpenOptio
     // A fresh journal gets its identity and schema in rollback mode, so the application_id is
     // in the database file itself (not only in the WAL) once the creating commit returns.
     PF_RETURN_IF_ERROR(fail(exec(db, "BEGIN IMMEDIATE")));
-    auto has_meta = query_one(
-        db, "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'meta'");
+    auto has_meta =
+        query_one(db, "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'meta'");
     if (!has_meta.is_ok()) {
       (void)exec(db, "ROLLBACK");
       return fail(has_meta.status());
@@ -1099,9 +1111,8 @@ Result<std::unique_ptr<Journal>> open_journal(const std::string& path, OpenOptio
     auto mode = query_one(db, "PRAGMA journal_mode = WAL");
     if (!mode.is_ok()) return fail(mode.status());
     if (mode->value_or("") != "wal") {
-      return make_status(Errc::kUnsupported,
-                         "journal " + path + ": SQLite refused WAL mode (" +
-                             mode->value_or("?") + ")");
+      return make_status(Errc::kUnsupported, "journal " + path + ": SQLite refused WAL mode (" +
+                                                 mode->value_or("?") + ")");
     }
   } else {
     PF_RETURN_IF_ERROR(fail(exec(db, "PRAGMA query_only = 1")));

@@ -54,10 +54,14 @@ int hex_value(char c) {
 
 const char* to_string(WorkflowStatus status) {
   switch (status) {
-    case WorkflowStatus::kRunning: return "running";
-    case WorkflowStatus::kSuspended: return "suspended";
-    case WorkflowStatus::kDone: return "done";
-    case WorkflowStatus::kCancelled: return "cancelled";
+    case WorkflowStatus::kRunning:
+      return "running";
+    case WorkflowStatus::kSuspended:
+      return "suspended";
+    case WorkflowStatus::kDone:
+      return "done";
+    case WorkflowStatus::kCancelled:
+      return "cancelled";
   }
   return "unknown";
 }

@@ -63,10 +63,11 @@ TEST(Codec, TrailingBytesAreRejected) {
 
 TEST(Codec, UnsortedOrDuplicateKeysAreRejected) {
   // Two fields "b" then "a": a valid layout that encode never produces.
-  std::string unsorted("S\x01\0\0\0\0\0\0\0\x02\0\0\0\x01"
-                       "b\0\0\0\0\0\0\0\x01"
-                       "a\0\0\0\0",
-                       28);
+  std::string unsorted(
+      "S\x01\0\0\0\0\0\0\0\x02\0\0\0\x01"
+      "b\0\0\0\0\0\0\0\x01"
+      "a\0\0\0\0",
+      28);
   auto r = decode_state(unsorted);
   ASSERT_FALSE(r.is_ok());
   EXPECT_NE(r.status().message().find("not strictly increasing"), std::string::npos);
@@ -96,8 +97,8 @@ unsigned base_seed() {
 
 TEST(Codec, RandomGarbageNeverDecodesToSomethingThatReencodesDifferently) {
   unsigned seed = base_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed) + " (rerun with PERSOFLOW_SEED=" +
-               std::to_string(seed) + ")");
+  SCOPED_TRACE("seed " + std::to_string(seed) +
+               " (rerun with PERSOFLOW_SEED=" + std::to_string(seed) + ")");
   std::mt19937 rng(seed);
   int decoded = 0;
   for (int i = 0; i < 5000; ++i) {
@@ -125,8 +126,8 @@ TEST(Property, FoldOfAcceptedEventsEqualsLiveState) {
   const std::string values[] = {"", "ada", "fixed", "wontfix", "x\ny", std::string("\0", 1)};
   for (int run = 0; run < 300; ++run) {
     unsigned run_seed = seed + static_cast<unsigned>(run);
-    SCOPED_TRACE("seed " + std::to_string(run_seed) + " (rerun with PERSOFLOW_SEED=" +
-                 std::to_string(run_seed) + ")");
+    SCOPED_TRACE("seed " + std::to_string(run_seed) +
+                 " (rerun with PERSOFLOW_SEED=" + std::to_string(run_seed) + ")");
     std::mt19937 rng(run_seed);
     State live = initial_state(test::kTicket);
     std::vector<Event> accepted;

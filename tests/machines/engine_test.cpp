@@ -34,17 +34,26 @@ std::vector<RowCase> ticket_row_cases() {
   Fields open{{"title", "printer jam"}};
   Fields assigned{{"title", "printer jam"}, {"assignee", "ada"}, {"assignments", "1"}};
   return {
-      {"IdleOpened", st("Idle"), ev("Opened", {{"title", "printer jam"}}),
+      {"IdleOpened",
+       st("Idle"),
+       ev("Opened", {{"title", "printer jam"}}),
        {st("Open", open), {Command{"NotifyOwner", {{"title", "printer jam"}}}}}},
-      {"OpenAssigned", st("Open", open), ev("Assigned", {{"assignee", "ada"}}),
+      {"OpenAssigned",
+       st("Open", open),
+       ev("Assigned", {{"assignee", "ada"}}),
        {st("Assigned", assigned), {Command{"NotifyAssignee", {{"assignee", "ada"}}}}}},
       {"OpenCancelled", st("Open", open), ev("Cancelled"), {st("Cancelled", open), {}}},
-      {"AssignedResolvedFixed", st("Assigned", assigned), ev("Resolved", {{"outcome", "fixed"}}),
+      {"AssignedResolvedFixed",
+       st("Assigned", assigned),
+       ev("Resolved", {{"outcome", "fixed"}}),
        {st("Done", assigned), {Command{"CloseTicket", {{"title", "printer jam"}}}}}},
-      {"AssignedResolvedNotFixed", st("Assigned", assigned),
+      {"AssignedResolvedNotFixed",
+       st("Assigned", assigned),
        ev("Resolved", {{"outcome", "wontfix"}}),
        {st("Open", {{"title", "printer jam"}, {"assignments", "1"}}), {}}},
-      {"AssignedCancelled", st("Assigned", assigned), ev("Cancelled"),
+      {"AssignedCancelled",
+       st("Assigned", assigned),
+       ev("Cancelled"),
        {st("Cancelled", assigned), {}}},
       {"DoneCancelledAbsorbs", st("Done", assigned), ev("Cancelled"), {st("Done", assigned), {}}},
   };
@@ -166,8 +175,8 @@ TEST(Validate, FindsEveryDefectOfTheBrokenMachine) {
 }
 
 constexpr std::string_view kNoTerminal[] = {"Z"};
-constexpr Row kChoiceRows[] = {{"A", "Go", "B"}, {"A", "Go", "C"}, {"B", "Go", "Z"},
-                               {"C", "Go", "Z"}};
+constexpr Row kChoiceRows[] = {
+    {"A", "Go", "B"}, {"A", "Go", "C"}, {"B", "Go", "Z"}, {"C", "Go", "Z"}};
 constexpr MachineDef kChoiceWithoutHandler{"choice", "", "A", kNoTerminal, kChoiceRows};
 constexpr std::string_view kMissingTerminal[] = {"Nowhere"};
 constexpr Row kOneRow[] = {{"A", "Go", "B"}};
@@ -175,11 +184,12 @@ constexpr MachineDef kUndeclaredTerminal{"undeclared", "", "A", kMissingTerminal
 
 TEST(Validate, FindsChoiceWithoutHandlerAndTerminalOutsideTheTable) {
   auto choice = validate(kChoiceWithoutHandler);
-  EXPECT_TRUE(
-      has_problem(choice, "choice A --Go--> has several targets but no handler to choose among them"));
+  EXPECT_TRUE(has_problem(
+      choice, "choice A --Go--> has several targets but no handler to choose among them"));
   auto undeclared = validate(kUndeclaredTerminal);
   EXPECT_TRUE(has_problem(undeclared, "terminal state 'Nowhere' appears in no transition"));
-  EXPECT_TRUE(has_problem(undeclared, "state 'B' is a dead end: not terminal and accepts no event"));
+  EXPECT_TRUE(
+      has_problem(undeclared, "state 'B' is a dead end: not terminal and accepts no event"));
 }
 
 TEST(Table, StatesAndAcceptedEvents) {
@@ -198,8 +208,9 @@ TEST(Render, DotNamesEveryStateAndRow) {
   EXPECT_NE(dot.find("\"Done\" [peripheries=2];"), std::string::npos);
   EXPECT_NE(dot.find("\"Assigned\" -> \"Open\" [label=\"Resolved [outcome != fixed]\"];"),
             std::string::npos);
-  EXPECT_EQ(std::count(dot.begin(), dot.end(), '\n'),
-            static_cast<long>(4 + states_of(kTicket).size() + 1 + std::size(test::kTicketRows) + 1));
+  EXPECT_EQ(
+      std::count(dot.begin(), dot.end(), '\n'),
+      static_cast<long>(4 + states_of(kTicket).size() + 1 + std::size(test::kTicketRows) + 1));
 }
 
 TEST(Render, TableListsRowsAligned) {
@@ -219,8 +230,8 @@ std::string read_file(const std::string& path) {
 
 // A changed table shows in review as a changed golden file. PERSOFLOW_UPDATE_GOLDEN=1 rewrites it.
 void expect_golden_mermaid(const MachineDef& machine) {
-  std::string path = testing::source_dir() + "/tests/golden/machines/" +
-                     std::string(machine.name) + ".mmd";
+  std::string path =
+      testing::source_dir() + "/tests/golden/machines/" + std::string(machine.name) + ".mmd";
   std::string rendered = render_mermaid(machine);
   if (const char* update = std::getenv("PERSOFLOW_UPDATE_GOLDEN"); update && *update == '1') {
     std::ofstream(path, std::ios::binary) << rendered;

@@ -71,7 +71,7 @@ inline constexpr Row kBrokenRows[] = {
     {"Middle", "Stall", "Trap"}, {"Middle", "Spin", "Loop"},  {"Loop", "Spin", "Loop2"},
     {"Loop2", "Spin", "Loop"},   {"Start", "Go", "Middle"},
 };
-inline constexpr MachineDef kBroken{"broken", "a table with every defect", "Start",
-                                    kBrokenTerminal, kBrokenRows};
+inline constexpr MachineDef kBroken{"broken", "a table with every defect", "Start", kBrokenTerminal,
+                                    kBrokenRows};
 
 }  // namespace persoflow::machines::test

@@ -33,9 +33,7 @@ class JournalCli : public ::testing::Test {
     ASSERT_TRUE((*j)->append(last).is_ok());
   }
 
-  bool one_line(const std::string& s) {
-    return !s.empty() && s.find('\n') == s.size() - 1;
-  }
+  bool one_line(const std::string& s) { return !s.empty() && s.find('\n') == s.size() - 1; }
 
   TempDir dir_;
   std::string path_;

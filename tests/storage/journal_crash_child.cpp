@@ -33,7 +33,8 @@ int main(int argc, char** argv) {
   std::vector<std::uint64_t> next(static_cast<std::size_t>(workflows));
   for (int w = 0; w < workflows; ++w) {
     auto summary = (*journal)->workflow("w" + std::to_string(w));
-    if (summary.is_ok() && summary->has_value()) next[static_cast<std::size_t>(w)] = (*summary)->steps;
+    if (summary.is_ok() && summary->has_value())
+      next[static_cast<std::size_t>(w)] = (*summary)->steps;
   }
   auto writer = GroupCommitWriter::start(std::move(*journal), 8);
   std::mutex mu;

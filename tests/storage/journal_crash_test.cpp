@@ -32,12 +32,12 @@ TEST_P(JournalCrash, KilledAndRestartedLosesNothingAcknowledged) {
   std::string child = testing::binary_dir() + "/journal_crash_child";
   std::vector<std::string> args = {child, journal, acks, std::to_string(kWorkflows),
                                    std::to_string(kSteps)};
-  std::vector<std::string> crashing = {"env", std::string("PERSOFLOW_CRASH_AT=") + c.point + ":" +
-                                                  std::to_string(c.k)};
+  std::vector<std::string> crashing = {
+      "env", std::string("PERSOFLOW_CRASH_AT=") + c.point + ":" + std::to_string(c.k)};
   crashing.insert(crashing.end(), args.begin(), args.end());
   auto first = testing::run(crashing);
-  EXPECT_EQ(first.exit_code, 128 + 9) << "the child was not killed at " << c.point << ":" << c.k
-                                      << "; stderr: " << first.err;
+  EXPECT_EQ(first.exit_code, 128 + 9)
+      << "the child was not killed at " << c.point << ":" << c.k << "; stderr: " << first.err;
   std::size_t acked_before_crash = 0;
   {
     std::ifstream in(acks);
@@ -81,20 +81,21 @@ TEST_P(JournalCrash, KilledAndRestartedLosesNothingAcknowledged) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Points, JournalCrash,
-    ::testing::Values(CrashCase{"journal.after_commit", 1}, CrashCase{"journal.after_commit", 2},
-                      CrashCase{"journal.after_commit", 5}, CrashCase{"journal.after_commit", 9},
-                      CrashCase{"journal.group.before_commit", 1},
-                      CrashCase{"journal.group.before_commit", 3},
-                      CrashCase{"journal.group.before_commit", 7}),
-    [](const auto& info) {
-      std::string name = info.param.point;
-      for (char& ch : name) {
-        if (ch == '.') ch = '_';
-      }
-      return name + "_" + std::to_string(info.param.k);
-    });
+INSTANTIATE_TEST_SUITE_P(Points, JournalCrash,
+                         ::testing::Values(CrashCase{"journal.after_commit", 1},
+                                           CrashCase{"journal.after_commit", 2},
+                                           CrashCase{"journal.after_commit", 5},
+                                           CrashCase{"journal.after_commit", 9},
+                                           CrashCase{"journal.group.before_commit", 1},
+                                           CrashCase{"journal.group.before_commit", 3},
+                                           CrashCase{"journal.group.before_commit", 7}),
+                         [](const auto& info) {
+                           std::string name = info.param.point;
+                           for (char& ch : name) {
+                             if (ch == '.') ch = '_';
+                           }
+                           return name + "_" + std::to_string(info.param.k);
+                         });
 
 }  // namespace
 }  // namespace persoflow::storage

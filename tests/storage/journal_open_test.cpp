@@ -186,9 +186,18 @@ TEST(JournalOpen, RandomFileIsNotAJournal) {
 TEST(JournalOpen, OtherSqliteDatabaseIsNotAJournal) {
   TempDir dir;
   std::string path = dir.file("other.db");
-  sql(path, "CREATE TABLE accounts(id INTEGER PRIMARY KEY, name TEXT); "
-            "INSERT INTO accounts(name) VALUES ('ada');");
+  sql(path,
+      "CREATE TABLE accounts(id INTEGER PRIMARY KEY, name TEXT); "
+      "INSERT INTO accounts(name) VALUES ('ada');");
   expect_refused(path, Errc::kCorrupt, "an SQLite database of another application");
+}
+
+TEST(JournalOpen, JournalIdWithoutMagicIsNotAJournal) {
+  TempDir dir;
+  std::string path = dir.file("journal.db");
+  make_journal(path);
+  sql(path, "UPDATE meta SET value = 'something-else' WHERE key = 'magic'");
+  expect_refused(path, Errc::kCorrupt, "lacks the persoflow-journal magic");
 }
 
 TEST(JournalOpen, DirectoryIsNotAJournal) {

@@ -24,7 +24,8 @@ std::uint32_t page_count(const std::string& path) {
   sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr);
   sqlite3_stmt* s = nullptr;
   sqlite3_prepare_v2(db, "PRAGMA page_count", -1, &s, nullptr);
-  std::uint32_t n = sqlite3_step(s) == SQLITE_ROW ? static_cast<std::uint32_t>(sqlite3_column_int(s, 0)) : 0;
+  std::uint32_t n =
+      sqlite3_step(s) == SQLITE_ROW ? static_cast<std::uint32_t>(sqlite3_column_int(s, 0)) : 0;
   sqlite3_finalize(s);
   sqlite3_close(db);
   return n;
@@ -92,7 +93,8 @@ TEST(Poison, GroupCommitWriterFailsEveryLaterAppend) {
   }
   ASSERT_FALSE(failure.is_ok());
   EXPECT_TRUE(writer->poisoned());
-  for (int i = 0; i < 3; ++i) EXPECT_EQ(append(request("x" + std::to_string(i), 0)).code(), Errc::kPoisoned);
+  for (int i = 0; i < 3; ++i)
+    EXPECT_EQ(append(request("x" + std::to_string(i), 0)).code(), Errc::kPoisoned);
   writer->stop();
   auto reopened = Journal::open(path, {.read_only = true});
   ASSERT_TRUE(reopened.is_ok());

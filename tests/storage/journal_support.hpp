@@ -46,7 +46,7 @@ struct FileSnapshot {
 
 inline FileSnapshot snapshot(const std::string& path) {
   FileSnapshot s;
-  struct stat st{};
+  struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return s;
   s.exists = true;
   s.mtime_ns = static_cast<long long>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec;

@@ -48,7 +48,8 @@ TEST(Journal, AppendsReadBackExactly) {
     auto all = j->all_records();
     ASSERT_TRUE(all.is_ok());
     ASSERT_EQ(all->size(), 4u);
-    for (std::size_t i = 1; i < all->size(); ++i) EXPECT_EQ((*all)[i].prev_hash, (*all)[i - 1].hash);
+    for (std::size_t i = 1; i < all->size(); ++i)
+      EXPECT_EQ((*all)[i].prev_hash, (*all)[i - 1].hash);
     EXPECT_EQ(j->all_records(3, 1)->front().seq, 3u);
   }
   // Reopened from disk: the summaries, the unfinished list, and the chain continue.
@@ -129,9 +130,10 @@ TEST(Journal, RefusedRequestsWriteNothing) {
 
   Status gap = j->append(request("w", 2));
   EXPECT_EQ(gap.code(), Errc::kRejected);
-  EXPECT_EQ(gap.message(), "workflow 'w': step 2 is not the next step (expected 1); nothing written");
-  EXPECT_EQ(j->append(request("w", 0)).code(), Errc::kRejected);       // repeated step
-  EXPECT_EQ(j->append(request("new", 1)).code(), Errc::kRejected);     // must start at 0
+  EXPECT_EQ(gap.message(),
+            "workflow 'w': step 2 is not the next step (expected 1); nothing written");
+  EXPECT_EQ(j->append(request("w", 0)).code(), Errc::kRejected);              // repeated step
+  EXPECT_EQ(j->append(request("new", 1)).code(), Errc::kRejected);            // must start at 0
   EXPECT_EQ(j->append(request("w", 1, 1, "other")).code(), Errc::kRejected);  // other machine
   AppendRequest dup = request("v", 0);
   dup.commands[0].idempotency_key = "w/0/0";
@@ -250,7 +252,8 @@ TEST(GroupCommit, ManyWorkflowsFromManyThreads) {
   auto report = (*reopened)->verify();
   ASSERT_TRUE(report.is_ok());
   EXPECT_TRUE(report->intact) << report->reason;
-  EXPECT_EQ(report->records_checked, static_cast<std::uint64_t>(kThreads * kFlowsPerThread * kSteps));
+  EXPECT_EQ(report->records_checked,
+            static_cast<std::uint64_t>(kThreads * kFlowsPerThread * kSteps));
   auto flows = (*reopened)->workflows();
   ASSERT_TRUE(flows.is_ok());
   EXPECT_EQ(flows->size(), static_cast<std::size_t>(kThreads * kFlowsPerThread));

@@ -596,6 +596,8 @@ TEST(IssueCard, ValidAndRegistered) {
   EXPECT_EQ(find_machine("issue-card"), &M());
 }
 
+TEST(IssueCard, EveryRowCovered) { harness::expect_all_rows_covered(M(), all_steps()); }
+
 TEST(IssueCard, NoFieldCarriesAClearPin) { harness::expect_no_clear_pin_fields(all_steps()); }
 
 TEST(IssueCard, DiagramMatchesGoldenAndHeader) {

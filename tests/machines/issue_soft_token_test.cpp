@@ -390,6 +390,8 @@ TEST(IssueSoftToken, ValidAndRegistered) {
   EXPECT_EQ(find_machine("issue-soft-token"), &M());
 }
 
+TEST(IssueSoftToken, EveryRowCovered) { harness::expect_all_rows_covered(M(), all_steps()); }
+
 TEST(IssueSoftToken, NoFieldCarriesAClearPin) { harness::expect_no_clear_pin_fields(all_steps()); }
 
 TEST(IssueSoftToken, DiagramMatchesGoldenAndHeader) {

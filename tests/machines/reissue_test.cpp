@@ -503,6 +503,8 @@ TEST(Reissue, ValidAndRegistered) {
   EXPECT_EQ(find_machine("reissue"), &M());
 }
 
+TEST(Reissue, EveryRowCovered) { harness::expect_all_rows_covered(M(), all_steps()); }
+
 TEST(Reissue, NoFieldCarriesAClearPin) { harness::expect_no_clear_pin_fields(all_steps()); }
 
 TEST(Reissue, DiagramMatchesGoldenAndHeader) {

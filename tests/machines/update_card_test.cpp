@@ -390,6 +390,8 @@ TEST(UpdateCard, ValidAndRegistered) {
   EXPECT_EQ(find_machine("update-card"), &M());
 }
 
+TEST(UpdateCard, EveryRowCovered) { harness::expect_all_rows_covered(M(), all_steps()); }
+
 TEST(UpdateCard, NoFieldCarriesAClearPin) { harness::expect_no_clear_pin_fields(all_steps()); }
 
 TEST(UpdateCard, DiagramMatchesGoldenAndHeader) {

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "persoflow/machines/coverage.hpp"
 #include "persoflow/machines/engine.hpp"
 #include "persoflow/machines/workflow_support.hpp"
 #include "test_support.hpp"
@@ -273,6 +274,16 @@ inline void check_row(const MachineDef& machine, const Log& log, std::size_t ind
   }
   ADD_FAILURE() << "row never exercised by a scenario: " << row.from << " --" << row.event << "--> "
                 << row.to;
+}
+
+// Transition coverage with the engine's RowCoverage: every row of the table was taken by some
+// scenario (or by exercise_common_rows).
+inline void expect_all_rows_covered(const MachineDef& machine, const Log& log) {
+  RowCoverage coverage(machine);
+  for (const Taken& t : log) coverage.record(t.from.name, t.event.type, t.to.state.name);
+  std::string missing;
+  for (const std::string& row : coverage.uncovered()) missing += "\n  " + row;
+  EXPECT_TRUE(missing.empty()) << machine.name << ": rows never exercised:" << missing;
 }
 
 inline std::string row_test_name(const MachineDef& machine, std::size_t index) {

@@ -667,8 +667,11 @@ void install_issue_card_executors(ExecutorRegistry& registry, std::shared_ptr<St
 }
 
 Result<std::shared_ptr<Station>> station_from_environment() {
+  // Never destroyed: the cards it holds use the PKCS#11 module, whose own static state may be
+  // gone by the time static destructors run.
   static std::mutex mu;
-  static std::shared_ptr<Station> station;
+  static auto* holder = new std::shared_ptr<Station>();
+  std::shared_ptr<Station>& station = *holder;
   std::lock_guard lock(mu);
   if (station) return station;
   const char* path = std::getenv("PERSOFLOW_STATION_CONFIG");

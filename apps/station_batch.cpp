@@ -136,7 +136,7 @@ Result<BatchReport> run_station_batch(const std::string& config_path,
 }
 
 void print_batch_table(const BatchReport& report, std::ostream& out, bool with_pins) {
-  out << std::left << std::setw(10) << "card" << std::setw(22) << "workflow" << std::setw(10)
+  out << std::left << std::setw(10) << "card" << std::setw(32) << "workflow" << std::setw(10)
       << "state" << std::setw(7) << "steps" << std::setw(34) << "certificate serial"
       << std::setw(8) << "time";
   if (with_pins) out << "PIN (shown once)";
@@ -144,7 +144,7 @@ void print_batch_table(const BatchReport& report, std::ostream& out, bool with_p
   for (const auto& r : report.rows) {
     std::ostringstream t;
     t << std::fixed << std::setprecision(2) << r.seconds << "s";
-    out << std::left << std::setw(10) << r.token_label << std::setw(22)
+    out << std::left << std::setw(10) << r.token_label << std::setw(32)
         << (r.workflow_id + (r.resumed ? "*" : "")) << std::setw(10) << r.state << std::setw(7)
         << r.steps << std::setw(34) << (r.cert_serial.empty() ? "-" : r.cert_serial)
         << std::setw(8) << t.str();

@@ -1,0 +1,121 @@
+// `persoflow issue card` against the demo's CM host, and an interrupted one finished by
+// `persoflow workflows resume` with PERSOFLOW_STATION_CONFIG: Done, the certificate on the card,
+// exactly one certificate for it in the CM database.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <sstream>
+
+#include "test_support.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using persoflow::testing::persoflow_binary;
+using persoflow::testing::run;
+using persoflow::testing::TempDir;
+
+// `persoflow cm serve` on the address of the demo's station.conf, stopped by the destructor.
+class Server {
+ public:
+  Server(const fs::path& cm_dir, const std::string& address) {
+    int fds[2];
+    if (::pipe(fds) != 0) return;
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::dup2(fds[1], 1);
+      ::close(fds[0]);
+      ::execl(persoflow_binary().c_str(), "persoflow", "cm", "serve", "--dir",
+              cm_dir.c_str(), "--listen", address.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    ::close(fds[1]);
+    // Blocks until the server says it listens (or exits: EOF).
+    std::string seen;
+    char c;
+    while (seen.find("listening on") == std::string::npos && ::read(fds[0], &c, 1) == 1) seen += c;
+    listening_ = seen.find("listening on") != std::string::npos;
+    fd_ = fds[0];
+  }
+  ~Server() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGTERM);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    if (fd_ >= 0) ::close(fd_);
+  }
+  bool listening() const { return listening_; }
+
+ private:
+  pid_t pid_ = -1;
+  int fd_ = -1;
+  bool listening_ = false;
+};
+
+int certificates_for(const fs::path& dir, const std::string& cn) {
+  auto listed = run({persoflow_binary(), "cm", "certs", "list", "--dir", (dir / "cm").string(),
+                     "--json"});
+  int n = 0;
+  for (const auto& c : nlohmann::json::parse(listed.out)) {
+    if (c.value("subject", "").find("CN=" + cn) != std::string::npos) ++n;
+  }
+  return n;
+}
+
+TEST(IssueCard, OneCardThenAnInterruptedOneResumedByWorkflowsResume) {
+  TempDir tmp("persoflow-issue");
+  const fs::path dir = tmp.path() / "demo";
+  auto demo = run({persoflow_binary(), "demo", "--dir", dir.string(), "--cards", "1"});
+  ASSERT_EQ(demo.exit_code, 0) << demo.out << demo.err;
+  const std::string conf = (dir / "station" / "station.conf").string();
+  std::ifstream in(conf);
+  std::stringstream text;
+  text << in.rdbuf();
+  std::smatch m;
+  const std::string s = text.str();
+  ASSERT_TRUE(std::regex_search(s, m, std::regex("127\\.0\\.0\\.1:[0-9]+")));
+  Server server(dir / "cm", m.str());
+  ASSERT_TRUE(server.listening());
+
+  const std::string softhsm = "SOFTHSM2_CONF=" + (dir / "tokens" / "softhsm2.conf").string();
+  for (const char* label : {"card-50", "card-51"}) {
+    ASSERT_EQ(run({"/usr/bin/env", softhsm, "softhsm2-util", "--init-token", "--free", "--label",
+                   label, "--pin", "123456", "--so-pin", "12345678"})
+                  .exit_code,
+              0);
+  }
+  auto one = run({persoflow_binary(), "issue", "card", "--config", conf, "--token", "card-50",
+                  "--field", "CN=Alice Issue", "--field", "O=Example"});
+  ASSERT_EQ(one.exit_code, 0) << one.out << one.err;
+  EXPECT_NE(one.out.find("Done"), std::string::npos) << one.out;
+  EXPECT_NE(one.out.find("shown once"), std::string::npos) << one.out;
+  EXPECT_EQ(certificates_for(dir, "Alice Issue"), 1);
+
+  // Killed after the CMP request went out, before its answer was journaled.
+  auto killed = run({"/usr/bin/env", "PERSOFLOW_CRASH_AT=actors.after_command:7",
+                     persoflow_binary(), "issue", "card", "--config", conf, "--token", "card-51",
+                     "--field", "CN=Bob Resumed", "--workflow-id", "bob-1"});
+  EXPECT_EQ(killed.exit_code, 128 + SIGKILL) << killed.out << killed.err;
+  auto resumed = run({"/usr/bin/env", "PERSOFLOW_STATION_CONFIG=" + conf, persoflow_binary(),
+                      "workflows", "resume", "--journal",
+                      (dir / "station" / "journal.db").string()});
+  EXPECT_EQ(resumed.exit_code, 0) << resumed.out << resumed.err;
+  EXPECT_NE(resumed.out.find("bob-1: done"), std::string::npos) << resumed.out;
+  EXPECT_EQ(certificates_for(dir, "Bob Resumed"), 1);
+  auto objects = run({"/usr/bin/env", softhsm, "pkcs11-tool", "--module",
+                      "/usr/lib/softhsm/libsofthsm2.so", "--token-label", "card-51",
+                      "--list-objects"});
+  EXPECT_NE(objects.out.find("CN=Bob Resumed"), std::string::npos) << objects.out;
+
+  auto bad = run({persoflow_binary(), "issue", "card", "--config", conf, "--token", "card-50"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("--field"), std::string::npos) << bad.err;
+}
+
+}  // namespace

@@ -1,0 +1,53 @@
+// persoflow-bench station: issue-card on many SoftHSM2 cards at once against the real CM host
+// on loopback, through the station's runtime and executors. Runs `persoflow demo --cards N`
+// (default 64) in a temporary folder and reports its first batch: N cards personalised at once
+// (EC P-256 keys generated on the cards, CMP ir over HTTPS, certificate written, PIN set).
+//
+//   BENCH station.softhsm<N>.cards_per_min   cards per minute, all at once
+//   BENCH station.softhsm<N>.batch_seconds   wall time of the batch
+//   BENCH station.softhsm<N>.resumed_seconds the second batch's restart after SIGKILL
+#include <cstdlib>
+#include <iostream>
+#include <regex>
+#include <string>
+
+#include "bench_registry.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+int run_station(int argc, char** argv) {
+  int cards = 64;
+  if (argc > 1) cards = std::atoi(argv[1]);
+  if (cards < 1 || cards > 64) {
+    std::cerr << "persoflow-bench station [CARDS]: CARDS must be 1..64\n";
+    return 2;
+  }
+  persoflow::testing::TempDir tmp("persoflow-bench-station");
+  const std::string dir = (tmp.path() / "demo").string();
+  auto r = persoflow::testing::run({persoflow::testing::persoflow_binary(), "demo", "--dir", dir,
+                                    "--cards", std::to_string(cards)});
+  if (r.exit_code != 0) {
+    std::cerr << "persoflow demo failed (" << r.exit_code << "):\n" << r.out << r.err;
+    return 1;
+  }
+  std::smatch m;
+  if (!std::regex_search(r.out, m, std::regex(std::to_string(cards) + " cards in ([0-9.]+) s"))) {
+    std::cerr << "cannot find the batch time in the demo's output:\n" << r.out;
+    return 1;
+  }
+  const double seconds = std::stod(m[1].str());
+  const std::string prefix = "station.softhsm" + std::to_string(cards);
+  persoflow::bench::report(prefix + ".cards_per_min", cards * 60.0 / seconds, "cards/min");
+  persoflow::bench::report(prefix + ".batch_seconds", seconds, "s");
+  if (std::regex_search(r.out, m, std::regex("workflow\\(s\\) in ([0-9.]+) s, all done"))) {
+    persoflow::bench::report(prefix + ".resumed_seconds", std::stod(m[1].str()), "s");
+  }
+  return 0;
+}
+
+}  // namespace
+
+PF_REGISTER_BENCH_SUITE(station, "station",
+                        "issue-card on 64 SoftHSM2 cards at once against the real CM host",
+                        run_station);

@@ -6,6 +6,9 @@
 //   BENCH station.softhsm<N>.cards_per_min   cards per minute, all at once
 //   BENCH station.softhsm<N>.batch_seconds   wall time of the batch
 //   BENCH station.softhsm<N>.resumed_seconds the second batch's restart after SIGKILL
+//   BENCH station.softhsm<N>.script_{serial,parallel}_cards_per_min  bench/station_baseline.sh
+//   BENCH station.softhsm<N>.vs_script       persoflow's cards/min over the better script run
+#include <algorithm>
 #include <cstdlib>
 #include <iostream>
 #include <regex>
@@ -43,6 +46,22 @@ int run_station(int argc, char** argv) {
   if (std::regex_search(r.out, m, std::regex("workflow\\(s\\) in ([0-9.]+) s, all done"))) {
     persoflow::bench::report(prefix + ".resumed_seconds", std::stod(m[1].str()), "s");
   }
+
+  // The shell-script baseline (bench/station_baseline.sh), one card at a time and in parallel.
+  const std::string script = persoflow::testing::source_dir() + "/bench/station_baseline.sh";
+  double best = 0;
+  for (const char* mode : {"serial", "parallel"}) {
+    auto b = persoflow::testing::run({script, (tmp.path() / mode).string(),
+                                      std::to_string(cards), mode});
+    if (b.exit_code != 0) {
+      std::cerr << "station_baseline.sh " << mode << " failed:\n" << b.out << b.err;
+      return 1;
+    }
+    const double cpm = cards * 60.0 / std::stod(b.out);
+    persoflow::bench::report(prefix + ".script_" + mode + "_cards_per_min", cpm, "cards/min");
+    best = std::max(best, cpm);
+  }
+  persoflow::bench::report(prefix + ".vs_script", cards * 60.0 / seconds / best, "x");
   return 0;
 }
 

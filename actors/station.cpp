@@ -325,6 +325,12 @@ Result<std::string> Station::token_serial(const std::string& label) {
                                           config_.pkcs11_module);
 }
 
+Status Station::prepare_card(const std::string& token_serial) {
+  auto slot = impl_->slot(token_serial);
+  std::lock_guard lock(slot->mu);
+  return impl_->ready(*slot, token_serial);
+}
+
 void Station::set_pin_display(PinDisplay display) {
   std::lock_guard lock(impl_->display_mu);
   impl_->display = std::move(display);

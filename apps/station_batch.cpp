@@ -68,6 +68,18 @@ Result<BatchReport> run_station_batch(const std::string& config_path,
     PF_RETURN_IF_ERROR(station->save_request(r));
   }
 
+  // Log in to every card before the runtime starts (see Station::prepare_card).
+  {
+    PF_ASSIGN_OR_RETURN(auto journal, st::Journal::open(config.journal, {}));
+    PF_ASSIGN_OR_RETURN(auto unfinished, journal->unfinished());
+    std::set<std::string> serials;
+    for (const auto& r : requests) serials.insert(r.token_serial);
+    for (const auto& w : unfinished) {
+      if (auto saved = station->load_request(w.workflow_id)) serials.insert(saved->token_serial);
+    }
+    for (const auto& serial : serials) (void)station->prepare_card(serial);
+  }
+
   ac::ExecutorRegistry registry;
   ac::install_issue_card_executors(registry, station);
   ac::RuntimeOptions options;

@@ -74,6 +74,12 @@ class Station {
   // The serial of the token with this label (the module's view).
   Result<std::string> token_serial(const std::string& label);
 
+  // Opens the card and logs in with the card's PIN now, so the workflows that follow do not log
+  // in (SoftHSM2 rewrites token.object in place at every login: a process killed during one can
+  // leave the emulated card unreadable). Best effort: a card whose PIN was already changed by
+  // its workflow is left to SetCardPin.
+  Status prepare_card(const std::string& token_serial);
+
   // Where a PIN generated for a card is shown, once. Default: printed on stdout.
   using PinDisplay = std::function<void(const std::string& workflow_id,
                                         const std::string& token_serial, const std::string& pin)>;

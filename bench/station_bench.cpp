@@ -11,7 +11,6 @@
 #include <algorithm>
 #include <cstdlib>
 #include <iostream>
-#include <regex>
 #include <string>
 
 #include "bench_registry.hpp"
@@ -34,17 +33,22 @@ int run_station(int argc, char** argv) {
     std::cerr << "persoflow demo failed (" << r.exit_code << "):\n" << r.out << r.err;
     return 1;
   }
-  std::smatch m;
-  if (!std::regex_search(r.out, m, std::regex(std::to_string(cards) + " cards in ([0-9.]+) s"))) {
+  // "<N> cards in <seconds> s" (batch 1) and "... workflow(s) in <seconds> s, all done" (the
+  // restarted batch 2).
+  auto number_after = [&](const std::string& marker) -> double {
+    const auto at = r.out.find(marker);
+    return at == std::string::npos ? -1 : std::atof(r.out.c_str() + at + marker.size());
+  };
+  const double seconds = number_after(std::to_string(cards) + " cards in ");
+  if (seconds <= 0) {
     std::cerr << "cannot find the batch time in the demo's output:\n" << r.out;
     return 1;
   }
-  const double seconds = std::stod(m[1].str());
   const std::string prefix = "station.softhsm" + std::to_string(cards);
   persoflow::bench::report(prefix + ".cards_per_min", cards * 60.0 / seconds, "cards/min");
   persoflow::bench::report(prefix + ".batch_seconds", seconds, "s");
-  if (std::regex_search(r.out, m, std::regex("workflow\\(s\\) in ([0-9.]+) s, all done"))) {
-    persoflow::bench::report(prefix + ".resumed_seconds", std::stod(m[1].str()), "s");
+  if (double resumed = number_after("workflow(s) in "); resumed > 0) {
+    persoflow::bench::report(prefix + ".resumed_seconds", resumed, "s");
   }
 
   // The shell-script baseline (bench/station_baseline.sh), one card at a time and in parallel.

@@ -121,3 +121,30 @@ TEST(IssueCard, OneCardThenAnInterruptedOneResumedByWorkflowsResume) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(StationRun, ABadQueueLineIsRefusedWithItsLineNumber) {
+  TempDir tmp("persoflow-station-queue");
+  std::ofstream(tmp.file("queue.jsonl"))
+      << "{\"workflow_id\": \"a-1\", \"token_label\": \"card-01\", \"subject\": {\"CN\": \"A\"}}\n"
+      << "{\"workflow_id\": \"a 2\", \"token_label\": \"card-02\", \"subject\": {\"CN\": \"B\"}}\n";
+  auto r = run({persoflow_binary(), "station", "run", "--config", tmp.file("station.conf"),
+                "--queue", tmp.file("queue.jsonl")});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("queue.jsonl:2: request: workflow_id"), std::string::npos) << r.err;
+
+  std::ofstream(tmp.file("empty-subject.jsonl"))
+      << "{\"workflow_id\": \"a-1\", \"token_label\": \"card-01\"}\n";
+  r = run({persoflow_binary(), "station", "run", "--config", tmp.file("station.conf"), "--queue",
+           tmp.file("empty-subject.jsonl")});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("subject is empty"), std::string::npos) << r.err;
+
+  auto missing = run({persoflow_binary(), "station", "run", "--config", tmp.file("none.conf")});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_NE(missing.err.find("cannot read the station configuration"), std::string::npos)
+      << missing.err;
+}
+
+}  // namespace

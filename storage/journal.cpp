@@ -261,6 +261,14 @@ Result<Probe> probe(const std::string& path) {
       query_one(db, "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'meta'");
   if (!has_meta.is_ok()) return fail(has_meta.status());
   if (**has_meta != "0") {
+    auto magic = query_one(db, "SELECT value FROM meta WHERE key = 'magic'");
+    if (!magic.is_ok()) return fail(magic.status());
+    if (magic->value_or("") != "persoflow-journal") {
+      close();
+      return make_status(Errc::kCorrupt, path +
+                                             " is not a persoflow journal (its meta table "
+                                             "lacks the persoflow-journal magic)");
+    }
     auto version = query_one(db, "SELECT value FROM meta WHERE key = 'schema_version'");
     if (!version.is_ok()) return fail(version.status());
     if (!version->has_value()) {

@@ -192,6 +192,14 @@ TEST(JournalOpen, OtherSqliteDatabaseIsNotAJournal) {
   expect_refused(path, Errc::kCorrupt, "an SQLite database of another application");
 }
 
+TEST(JournalOpen, JournalIdWithoutMagicIsNotAJournal) {
+  TempDir dir;
+  std::string path = dir.file("journal.db");
+  make_journal(path);
+  sql(path, "UPDATE meta SET value = 'something-else' WHERE key = 'magic'");
+  expect_refused(path, Errc::kCorrupt, "lacks the persoflow-journal magic");
+}
+
 TEST(JournalOpen, DirectoryIsNotAJournal) {
   TempDir dir;
   auto j = Journal::open(dir.path().string(), {});

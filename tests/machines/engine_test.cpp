@@ -241,7 +241,7 @@ void expect_golden_mermaid(const MachineDef& machine) {
       << "; if the change is intended, rerun with PERSOFLOW_UPDATE_GOLDEN=1 and commit the file";
 }
 
-TEST(Golden, TicketMermaidMatchesCommittedDiagram) { expect_golden_mermaid(kTicket); }
+TEST(Golden, TicketMermaidMatchesCommittedDiagram) { EXPECT_NO_FATAL_FAILURE(expect_golden_mermaid(kTicket)); }
 
 TEST(Golden, EveryRegisteredMachineIsValidAndMatchesItsDiagram) {
   for (const MachineDef* def : all_machines()) {

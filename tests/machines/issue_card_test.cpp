@@ -585,7 +585,7 @@ INSTANTIATE_TEST_SUITE_P(Paths, IssueCardScenario, ::testing::ValuesIn(kScenario
 class IssueCardRow : public ::testing::TestWithParam<std::size_t> {};
 TEST_P(IssueCardRow, TakenAndDeterministic) {
   static const Log log = all_steps();
-  harness::check_row(M(), log, GetParam());
+  EXPECT_NO_FATAL_FAILURE(harness::check_row(M(), log, GetParam()));
 }
 INSTANTIATE_TEST_SUITE_P(Rows, IssueCardRow, ::testing::Range<std::size_t>(0, M().rows.size()),
                          [](const auto& info) { return harness::row_test_name(M(), info.param); });
@@ -596,9 +596,9 @@ TEST(IssueCard, ValidAndRegistered) {
   EXPECT_EQ(find_machine("issue-card"), &M());
 }
 
-TEST(IssueCard, EveryRowCovered) { harness::expect_all_rows_covered(M(), all_steps()); }
+TEST(IssueCard, EveryRowCovered) { EXPECT_NO_FATAL_FAILURE(harness::expect_all_rows_covered(M(), all_steps())); }
 
-TEST(IssueCard, NoFieldCarriesAClearPin) { harness::expect_no_clear_pin_fields(all_steps()); }
+TEST(IssueCard, NoFieldCarriesAClearPin) { EXPECT_NO_FATAL_FAILURE(harness::expect_no_clear_pin_fields(all_steps())); }
 
 TEST(IssueCard, DiagramMatchesGoldenAndHeader) {
   harness::expect_golden(M());

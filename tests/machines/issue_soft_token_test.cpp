@@ -379,7 +379,7 @@ INSTANTIATE_TEST_SUITE_P(Paths, SoftTokenScenario, ::testing::ValuesIn(kScenario
 class SoftTokenRow : public ::testing::TestWithParam<std::size_t> {};
 TEST_P(SoftTokenRow, TakenAndDeterministic) {
   static const Log log = all_steps();
-  harness::check_row(M(), log, GetParam());
+  EXPECT_NO_FATAL_FAILURE(harness::check_row(M(), log, GetParam()));
 }
 INSTANTIATE_TEST_SUITE_P(Rows, SoftTokenRow, ::testing::Range<std::size_t>(0, M().rows.size()),
                          [](const auto& info) { return harness::row_test_name(M(), info.param); });
@@ -390,9 +390,9 @@ TEST(IssueSoftToken, ValidAndRegistered) {
   EXPECT_EQ(find_machine("issue-soft-token"), &M());
 }
 
-TEST(IssueSoftToken, EveryRowCovered) { harness::expect_all_rows_covered(M(), all_steps()); }
+TEST(IssueSoftToken, EveryRowCovered) { EXPECT_NO_FATAL_FAILURE(harness::expect_all_rows_covered(M(), all_steps())); }
 
-TEST(IssueSoftToken, NoFieldCarriesAClearPin) { harness::expect_no_clear_pin_fields(all_steps()); }
+TEST(IssueSoftToken, NoFieldCarriesAClearPin) { EXPECT_NO_FATAL_FAILURE(harness::expect_no_clear_pin_fields(all_steps())); }
 
 TEST(IssueSoftToken, DiagramMatchesGoldenAndHeader) {
   harness::expect_golden(M());

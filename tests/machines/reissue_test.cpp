@@ -492,7 +492,7 @@ INSTANTIATE_TEST_SUITE_P(Paths, ReissueScenario, ::testing::ValuesIn(kScenarios)
 class ReissueRow : public ::testing::TestWithParam<std::size_t> {};
 TEST_P(ReissueRow, TakenAndDeterministic) {
   static const Log log = all_steps();
-  harness::check_row(M(), log, GetParam());
+  EXPECT_NO_FATAL_FAILURE(harness::check_row(M(), log, GetParam()));
 }
 INSTANTIATE_TEST_SUITE_P(Rows, ReissueRow, ::testing::Range<std::size_t>(0, M().rows.size()),
                          [](const auto& info) { return harness::row_test_name(M(), info.param); });
@@ -503,9 +503,9 @@ TEST(Reissue, ValidAndRegistered) {
   EXPECT_EQ(find_machine("reissue"), &M());
 }
 
-TEST(Reissue, EveryRowCovered) { harness::expect_all_rows_covered(M(), all_steps()); }
+TEST(Reissue, EveryRowCovered) { EXPECT_NO_FATAL_FAILURE(harness::expect_all_rows_covered(M(), all_steps())); }
 
-TEST(Reissue, NoFieldCarriesAClearPin) { harness::expect_no_clear_pin_fields(all_steps()); }
+TEST(Reissue, NoFieldCarriesAClearPin) { EXPECT_NO_FATAL_FAILURE(harness::expect_no_clear_pin_fields(all_steps())); }
 
 TEST(Reissue, DiagramMatchesGoldenAndHeader) {
   harness::expect_golden(M());

@@ -354,7 +354,7 @@ INSTANTIATE_TEST_SUITE_P(Paths, UpdateCardScenario, ::testing::ValuesIn(kScenari
 class UpdateCardRow : public ::testing::TestWithParam<std::size_t> {};
 TEST_P(UpdateCardRow, TakenAndDeterministic) {
   static const Log log = all_steps();
-  harness::check_row(M(), log, GetParam());
+  EXPECT_NO_FATAL_FAILURE(harness::check_row(M(), log, GetParam()));
 }
 INSTANTIATE_TEST_SUITE_P(Rows, UpdateCardRow, ::testing::Range<std::size_t>(0, M().rows.size()),
                          [](const auto& info) { return harness::row_test_name(M(), info.param); });
@@ -390,9 +390,9 @@ TEST(UpdateCard, ValidAndRegistered) {
   EXPECT_EQ(find_machine("update-card"), &M());
 }
 
-TEST(UpdateCard, EveryRowCovered) { harness::expect_all_rows_covered(M(), all_steps()); }
+TEST(UpdateCard, EveryRowCovered) { EXPECT_NO_FATAL_FAILURE(harness::expect_all_rows_covered(M(), all_steps())); }
 
-TEST(UpdateCard, NoFieldCarriesAClearPin) { harness::expect_no_clear_pin_fields(all_steps()); }
+TEST(UpdateCard, NoFieldCarriesAClearPin) { EXPECT_NO_FATAL_FAILURE(harness::expect_no_clear_pin_fields(all_steps())); }
 
 TEST(UpdateCard, DiagramMatchesGoldenAndHeader) {
   harness::expect_golden(M());

@@ -23,8 +23,7 @@ Duration LatencyRange::sample(Rng &rng) const {
   for (;;) {
     const double tail = -mean_ns * std::log1p(-rng.uniform());
     const Duration d = floor + Duration(static_cast<Duration::rep>(tail));
-    if (d <= ceiling)
-      return d;
+    if (d <= ceiling) return d;
   }
 }
 
@@ -36,4 +35,4 @@ Duration LatencyRange::mean() const {
   return floor + Duration(static_cast<Duration::rep>(m - c * e / (1 - e)));
 }
 
-} // namespace persoflow::sim
+}  // namespace persoflow::sim

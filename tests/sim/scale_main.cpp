@@ -20,8 +20,7 @@ TEST(SimStationScale, AThousandReadersIssueEveryCardOnceReproducibly) {
   o.journal = dir.file("a.db");
   auto a = run_simulated_station(o);
   ASSERT_TRUE(a.is_ok()) << a.status().to_string();
-  for (const auto &p : a->problems)
-    ADD_FAILURE() << p;
+  for (const auto &p : a->problems) ADD_FAILURE() << p;
   EXPECT_EQ(a->cards_done, 2000u);
   EXPECT_EQ(a->certificates_issued, 2000u);
   o.journal = dir.file("b.db");
@@ -31,5 +30,5 @@ TEST(SimStationScale, AThousandReadersIssueEveryCardOnceReproducibly) {
   EXPECT_EQ(a->trace_digest, b->trace_digest) << "seed " << o.seed;
 }
 
-} // namespace
-} // namespace persoflow::sim
+}  // namespace
+}  // namespace persoflow::sim

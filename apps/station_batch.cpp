@@ -56,7 +56,11 @@ Result<BatchReport> run_station_batch(const std::string& config_path,
                                const std::string& pin) {
     std::lock_guard lock(pins_mu);
     pins[wf] = pin;
-    if (show_pins) out << "PIN for card " << serial << " (" << wf << ", shown once): " << pin << "\n";
+    // Flushed before ShowPinOnce deletes the secret: a kill after the deletion must not take the
+    // only copy of the PIN down with an unflushed buffer.
+    if (show_pins) {
+      out << "PIN for card " << serial << " (" << wf << ", shown once): " << pin << std::endl;
+    }
   });
 
   // Every request names its card by serial before it is saved: the workflow must never write to

@@ -98,6 +98,21 @@ class Runtime {
   // Cancels a workflow: an active one through its actor, otherwise directly.
   Status cancel(const std::string& workflow_id, std::string reason);
 
+  // ----- Outside events (a card removed or inserted, an operator's decision) -----
+  // Delivers an event that no command produced to a workflow: journaled like any event (no
+  // result_of), in order with the workflow's other events. A workflow that is not active but
+  // unfinished (suspended, or left by a crash) is resumed first. When the event moves the
+  // machine to another state, the commands still outstanding from the previous state are
+  // dropped: their late answers are ignored and never journaled; replay drops them at the same
+  // record, so a resume never issues them again.
+  // post_event returns once the event is queued: kNotFound for an unknown workflow, kRejected for
+  // a done or cancelled one, kInvalidArgument for an engine event type. An event the machine
+  // rejects is not journaled and leaves the workflow as it was.
+  Status post_event(const std::string& workflow_id, machines::Event event);
+  // The same, returning once the event is journaled (OK), or why not: kRejected (with the
+  // machine's reason) when the state does not accept it or the workflow ended first.
+  Status post_event_and_wait(const std::string& workflow_id, machines::Event event);
+
   // Blocks until no workflow is active; returns the outcome of every workflow that ended since
   // the runtime opened (or since the last wait), in order of ending.
   std::vector<WorkflowOutcome> wait();

@@ -47,7 +47,7 @@ struct Args {
   std::string child_journal;  // internal: run as the in-flight child
 };
 
-void usage(std::FILE *out) {
+void usage(std::FILE* out) {
   std::fprintf(out,
                "Usage: persoflow-bench resume [--readers N] [--cards K] "
                "[--seed S] [--inflight M]\n"
@@ -61,8 +61,8 @@ void usage(std::FILE *out) {
                "/var/tmp, removed after).\n");
 }
 
-bool parse_number(const char *text, std::uint64_t &out) {
-  char *end = nullptr;
+bool parse_number(const char* text, std::uint64_t& out) {
+  char* end = nullptr;
   errno = 0;
   const unsigned long long v = std::strtoull(text, &end, 10);
   if (errno != 0 || end == text || *end != '\0' || text[0] == '-') return false;
@@ -71,22 +71,22 @@ bool parse_number(const char *text, std::uint64_t &out) {
 }
 
 // 0 = parsed, 1 = --help shown, 2 = bad input (message printed).
-int parse(int argc, char **argv, Args &args) {
+int parse(int argc, char** argv, Args& args) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--help" || a == "-h") {
       usage(stdout);
       return 1;
     }
-    auto value = [&](const char *what) -> const char * {
+    auto value = [&](const char* what) -> const char* {
       if (i + 1 >= argc) {
         std::fprintf(stderr, "persoflow-bench resume: %s needs a value\n", what);
         return nullptr;
       }
       return argv[++i];
     };
-    auto number = [&](const char *what, auto &out, std::uint64_t min) -> bool {
-      const char *v = value(what);
+    auto number = [&](const char* what, auto& out, std::uint64_t min) -> bool {
+      const char* v = value(what);
       std::uint64_t n = 0;
       if (v == nullptr) return false;
       if (!parse_number(v, n) || n < min) {
@@ -108,7 +108,7 @@ int parse(int argc, char **argv, Args &args) {
     } else if (a == "--seed") {
       if (!number("--seed", args.seed, 0)) return 2;
     } else if (a == "--only") {
-      const char *v = value("--only");
+      const char* v = value("--only");
       if (v == nullptr) return 2;
       args.only = v;
       if (args.only != "sim1000" && args.only != "inflight64") {
@@ -119,11 +119,11 @@ int parse(int argc, char **argv, Args &args) {
         return 2;
       }
     } else if (a == "--dir") {
-      const char *v = value("--dir");
+      const char* v = value("--dir");
       if (v == nullptr) return 2;
       args.dir = v;
     } else if (a == "--inflight-child") {
-      const char *v = value("--inflight-child");
+      const char* v = value("--inflight-child");
       if (v == nullptr) return 2;
       args.child_journal = v;
     } else {
@@ -135,14 +135,14 @@ int parse(int argc, char **argv, Args &args) {
   return 0;
 }
 
-bool print_problems(const char *what, const SimReport &r) {
-  for (const auto &p : r.problems) std::fprintf(stderr, "%s: %s\n", what, p.c_str());
+bool print_problems(const char* what, const SimReport& r) {
+  for (const auto& p : r.problems) std::fprintf(stderr, "%s: %s\n", what, p.c_str());
   return r.problems.empty();
 }
 
 // Every in-flight workflow generates an RSA key long enough (20 s and more,
 // virtual) that all of them are inside it at once when the child is killed.
-SimStationOptions inflight_options(const Args &args, const std::string &journal) {
+SimStationOptions inflight_options(const Args& args, const std::string& journal) {
   SimStationOptions o;
   o.readers = args.inflight;
   o.cards = args.inflight;
@@ -154,7 +154,7 @@ SimStationOptions inflight_options(const Args &args, const std::string &journal)
   return o;
 }
 
-int run_inflight_child(const Args &args) {
+int run_inflight_child(const Args& args) {
   SimStationOptions o = inflight_options(args, args.child_journal);
   o.on_every_reader_in_keygen = [] {
     std::printf("READY\n");
@@ -167,7 +167,7 @@ int run_inflight_child(const Args &args) {
   return 1;
 }
 
-int bench_inflight(const Args &args, const std::string &dir) {
+int bench_inflight(const Args& args, const std::string& dir) {
   const std::string journal = dir + "/inflight-seed" + std::to_string(args.seed) + ".db";
   int out[2];
   if (pipe(out) != 0) return std::perror("pipe"), 1;
@@ -180,7 +180,7 @@ int bench_inflight(const Args &args, const std::string &dir) {
     const std::string inflight = std::to_string(args.inflight);
     const std::string seed = std::to_string(args.seed);
     execl("/proc/self/exe", "persoflow-bench", "resume", "--inflight-child", journal.c_str(),
-          "--inflight", inflight.c_str(), "--seed", seed.c_str(), static_cast<char *>(nullptr));
+          "--inflight", inflight.c_str(), "--seed", seed.c_str(), static_cast<char*>(nullptr));
     _exit(127);
   }
   close(out[1]);
@@ -214,7 +214,7 @@ int bench_inflight(const Args &args, const std::string &dir) {
   return ok ? 0 : 1;
 }
 
-int bench_sim(const Args &args, const std::string &dir) {
+int bench_sim(const Args& args, const std::string& dir) {
   SimStationOptions o;
   o.readers = args.readers;
   o.cards = args.cards;
@@ -244,7 +244,7 @@ int bench_sim(const Args &args, const std::string &dir) {
   return print_problems("resume sim", *r) && r->cards_done == args.cards ? 0 : 1;
 }
 
-int run_resume(int argc, char **argv) {
+int run_resume(int argc, char** argv) {
   Args args;
   if (int rc = parse(argc, argv, args); rc != 0) return rc == 1 ? 0 : 2;
   if (!args.child_journal.empty()) return run_inflight_child(args);

@@ -58,7 +58,7 @@ class SteadyClock final : public Clock {
   struct Key {
     TimePoint deadline;
     TimerId id;
-    bool operator<(const Key &other) const {
+    bool operator<(const Key& other) const {
       return deadline != other.deadline ? deadline < other.deadline : id < other.id;
     }
   };

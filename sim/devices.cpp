@@ -9,7 +9,7 @@ namespace dv = devices;
 
 namespace {
 
-Status removed(const std::string &serial) {
+Status removed(const std::string& serial) {
   return make_status(Errc::kUnavailable,
                      "card " + serial + " is not in its reader (CKR_DEVICE_REMOVED)");
 }
@@ -63,20 +63,20 @@ Result<dv::PinState> SimCard::pin_state() {
   return token_.pin;
 }
 
-Result<dv::CardContents> SimCard::read_contents(const dv::TransportCertificateRule &rule) {
+Result<dv::CardContents> SimCard::read_contents(const dv::TransportCertificateRule& rule) {
   PF_RETURN_IF_ERROR(present());
   dv::CardContents contents;
   contents.token = token_;
   contents.logged_in = logged_in_;
-  for (const auto &[id, key] : keys_) contents.keys.push_back(key);
-  for (const auto &[id, cert] : certificates_) {
+  for (const auto& [id, key] : keys_) contents.keys.push_back(key);
+  for (const auto& [id, cert] : certificates_) {
     contents.certificates.push_back(cert);
     contents.certificates.back().transport_certificate = rule.matches(cert);
   }
   return contents;
 }
 
-Status SimCard::check_keygen_supported(const dv::KeyAlgorithm &algorithm) {
+Status SimCard::check_keygen_supported(const dv::KeyAlgorithm& algorithm) {
   PF_RETURN_IF_ERROR(present());
   if (algorithm.family == dv::KeyFamily::kRsa && algorithm.bits == 2048) return Status::ok();
   if (algorithm.family == dv::KeyFamily::kEc && algorithm.curve == "secp256r1") return Status::ok();
@@ -85,7 +85,7 @@ Status SimCard::check_keygen_supported(const dv::KeyAlgorithm &algorithm) {
       "the simulated card generates RSA:2048 and EC:secp256r1 only, not " + algorithm.to_string());
 }
 
-Result<dv::KeyInfo> SimCard::generate_key(const dv::KeyAlgorithm &algorithm,
+Result<dv::KeyInfo> SimCard::generate_key(const dv::KeyAlgorithm& algorithm,
                                           std::string_view idempotency_key,
                                           std::string_view label) {
   PF_RETURN_IF_ERROR(present());
@@ -121,14 +121,14 @@ Result<std::optional<dv::KeyInfo>> SimCard::find_key_by_idempotency_key(
   return find_key(dv::derive_key_id(idempotency_key));
 }
 
-Result<std::optional<dv::KeyInfo>> SimCard::find_key(const std::vector<unsigned char> &id) {
+Result<std::optional<dv::KeyInfo>> SimCard::find_key(const std::vector<unsigned char>& id) {
   PF_RETURN_IF_ERROR(present());
   auto it = keys_.find(id);
   if (it == keys_.end()) return std::optional<dv::KeyInfo>{};
   return std::optional<dv::KeyInfo>{it->second};
 }
 
-Status SimCard::store_certificate(std::string_view der, const std::vector<unsigned char> &id,
+Status SimCard::store_certificate(std::string_view der, const std::vector<unsigned char>& id,
                                   std::string_view label) {
   PF_RETURN_IF_ERROR(present());
   PF_ASSIGN_OR_RETURN(auto parsed, parse_sim_certificate(der));
@@ -150,13 +150,13 @@ Status SimCard::store_certificate(std::string_view der, const std::vector<unsign
   return Status::ok();
 }
 
-Status SimCard::delete_certificates(const std::vector<unsigned char> &id) {
+Status SimCard::delete_certificates(const std::vector<unsigned char>& id) {
   PF_RETURN_IF_ERROR(present());
   if (certificates_.erase(id) == 0) return make_status(Errc::kNotFound, "no certificate there");
   return Status::ok();
 }
 
-Status SimCard::delete_key(const std::vector<unsigned char> &id) {
+Status SimCard::delete_key(const std::vector<unsigned char>& id) {
   PF_RETURN_IF_ERROR(present());
   if (keys_.erase(id) == 0) return make_status(Errc::kNotFound, "no key there");
   return Status::ok();
@@ -180,35 +180,35 @@ Status SimCard::unblock_user_pin(std::string_view, std::string_view new_user_pin
 Result<std::vector<unsigned char>> SimCard::random_bytes(std::size_t n) {
   PF_RETURN_IF_ERROR(present());
   std::vector<unsigned char> out(n);
-  for (auto &b : out) {
+  for (auto& b : out) {
     random_state_ = random_state_ * 6364136223846793005ULL + 1442695040888963407ULL;
     b = static_cast<unsigned char>(random_state_ >> 56);
   }
   return out;
 }
 
-Result<std::string> SimCard::make_csr(const std::vector<unsigned char> &, std::string_view) {
+Result<std::string> SimCard::make_csr(const std::vector<unsigned char>&, std::string_view) {
   return make_status(Errc::kUnsupported, "a simulated card makes no PKCS#10 request");
 }
 
-Result<EVP_PKEY *> SimCard::private_key(const std::vector<unsigned char> &) {
+Result<EVP_PKEY*> SimCard::private_key(const std::vector<unsigned char>&) {
   return make_status(Errc::kUnsupported, "a simulated card has no OpenSSL key");
 }
 
-void SimReader::insert(SimCard *card) {
+void SimReader::insert(SimCard* card) {
   if (card_ != nullptr) std::abort();  // the feeder put a card into a full reader: a sim bug
   card_ = card;
   card_->set_inserted(true);
 }
 
-SimCard *SimReader::remove() {
-  SimCard *card = card_;
+SimCard* SimReader::remove() {
+  SimCard* card = card_;
   card_ = nullptr;
   if (card) card->set_inserted(false);
   return card;
 }
 
-SimFeeder::SimFeeder(std::size_t cards, const std::string &user_pin, int key_entries) {
+SimFeeder::SimFeeder(std::size_t cards, const std::string& user_pin, int key_entries) {
   cards_.reserve(cards);
   for (std::size_t i = 0; i < cards; ++i) {
     char serial[32];
@@ -217,9 +217,9 @@ SimFeeder::SimFeeder(std::size_t cards, const std::string &user_pin, int key_ent
   }
 }
 
-SimCard *SimFeeder::next() { return fed_ < cards_.size() ? cards_[fed_++].get() : nullptr; }
+SimCard* SimFeeder::next() { return fed_ < cards_.size() ? cards_[fed_++].get() : nullptr; }
 
-SimCmLink::Issued SimCmLink::enroll(const std::string &transaction_id, const std::string &subject) {
+SimCmLink::Issued SimCmLink::enroll(const std::string& transaction_id, const std::string& subject) {
   if (auto it = issued_.find(transaction_id); it != issued_.end()) {
     ++repeats_;
     return it->second;

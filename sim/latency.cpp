@@ -18,7 +18,7 @@ bool Rng::chance(double probability) { return uniform() < probability; }
 
 std::uint64_t Rng::below(std::uint64_t n) { return next() % n; }
 
-Duration LatencyRange::sample(Rng &rng) const {
+Duration LatencyRange::sample(Rng& rng) const {
   const double mean_ns = static_cast<double>(tail_mean.count());
   for (;;) {
     const double tail = -mean_ns * std::log1p(-rng.uniform());

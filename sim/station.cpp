@@ -31,19 +31,19 @@ using machines::Command;
 using machines::Event;
 using machines::Fields;
 
-constexpr const char *kInitialPin = "123456";
-constexpr const char *kMachine = "issue-card";
+constexpr const char* kInitialPin = "123456";
+constexpr const char* kMachine = "issue-card";
 
 double seconds(Duration d) { return std::chrono::duration<double>(d).count(); }
 
 double cpu_seconds_now() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
-  auto s = [](const timeval &t) { return static_cast<double>(t.tv_sec) + t.tv_usec / 1e6; };
+  auto s = [](const timeval& t) { return static_cast<double>(t.tv_sec) + t.tv_usec / 1e6; };
   return s(usage.ru_utime) + s(usage.ru_stime);
 }
 
-std::string field(const Command &c, const std::string &name) {
+std::string field(const Command& c, const std::string& name) {
   auto it = c.fields.find(name);
   return it == c.fields.end() ? std::string() : it->second;
 }
@@ -60,7 +60,7 @@ const actors::RetryPolicy kQuickPolicy{3, std::chrono::milliseconds(10'000),
                                        std::chrono::milliseconds(1'000)};
 
 struct CardRun {
-  SimCard *card = nullptr;
+  SimCard* card = nullptr;
   std::size_t reader = 0;
   std::string workflow_id;
   bool rsa = false;
@@ -73,6 +73,7 @@ struct CardRun {
   int resumes = 0;
   int pull_at_card_command = -1;  // the card is pulled during its n-th card command (-1: never)
   int card_commands = 0;
+  actors::Completion reinserted;  // an AskOperator reinsert_card waiting for the card
 };
 
 // A workflow suspended this often is not coming back by itself: a broken run,
@@ -81,7 +82,7 @@ constexpr int kMaxResumesPerCard = 8;
 
 class Simulation {
  public:
-  explicit Simulation(const SimStationOptions &options)
+  explicit Simulation(const SimStationOptions& options)
       : o_(options),
         rng_(options.seed),
         feeder_(options.resume ? options.readers : options.cards, kInitialPin) {
@@ -96,7 +97,7 @@ class Simulation {
 
  private:
   // --- trace ---
-  void trace(const std::string &what) {
+  void trace(const std::string& what) {
     const long long ms =
         std::chrono::duration_cast<std::chrono::milliseconds>(clock_->elapsed()).count();
     std::string line = std::to_string(ms) + " " + what;
@@ -109,7 +110,7 @@ class Simulation {
     if (o_.keep_trace) report_.trace.push_back(std::move(line));
   }
 
-  CardRun &run_of(const std::string &workflow_id) { return runs_.at(workflow_id); }
+  CardRun& run_of(const std::string& workflow_id) { return runs_.at(workflow_id); }
 
   // The per-card key algorithm: a function of the seed and the card, not of the
   // order of events.
@@ -120,11 +121,11 @@ class Simulation {
 
   // --- the feeder and the readers ---
   void feed(std::size_t reader) {
-    SimCard *card = feeder_.next();
+    SimCard* card = feeder_.next();
     if (card == nullptr) return;
     const std::size_t index = fed_++;
     const std::string id = "card-" + card->token().serial;
-    CardRun &run = runs_[id];
+    CardRun& run = runs_[id];
     run.card = card;
     run.reader = reader;
     run.workflow_id = id;
@@ -136,8 +137,8 @@ class Simulation {
     clock_->schedule_after(latency, [this, id] { card_fed(id); });
   }
 
-  void card_fed(const std::string &id) {
-    CardRun &run = run_of(id);
+  void card_fed(const std::string& id) {
+    CardRun& run = run_of(id);
     readers_[run.reader].insert(run.card);
     trace("insert " + id);
     Status s = runtime_->start(id, kMachine,
@@ -151,28 +152,40 @@ class Simulation {
     }
   }
 
-  void pull(const std::string &id, Duration out_for) {
-    CardRun &run = run_of(id);
+  void pull(const std::string& id, Duration out_for) {
+    CardRun& run = run_of(id);
     if (run.ended) return;
     readers_[run.reader].remove();
     run.pulled = true;
     run.back_at = clock_->elapsed() + out_for;
     trace("pull " + id);
+    ++report_.card_removals;
+    // The reader reports it, as the PC/SC watcher does: the machine suspends awaiting the card
+    // and asks the operator to put it back (AskOperator reinsert_card).
+    if (Status s = runtime_->post_event(
+            id, Event{"CardRemoved", {{"reader", readers_[run.reader].name()}}});
+        !s) {
+      problem("CardRemoved for " + id + ": " + s.message());
+    }
     clock_->schedule_after(out_for, [this, id] { put_back(id); });
   }
 
-  void put_back(const std::string &id) {
-    CardRun &run = run_of(id);
+  void put_back(const std::string& id) {
+    CardRun& run = run_of(id);
     readers_[run.reader].insert(run.card);
     run.pulled = false;
     trace("put-back " + id);
+    if (run.reinserted) {  // the operator's answer to reinsert_card
+      auto done = std::exchange(run.reinserted, nullptr);
+      done(reinserted_event(run));
+    }
     if (run.awaiting_card) {
       run.awaiting_card = false;
       resume(id);
     }
   }
 
-  void resume(const std::string &id) {
+  void resume(const std::string& id) {
     trace("resume " + id);
     ++report_.resumes;
     if (Status s = runtime_->resume(id); !s) problem("resuming " + id + ": " + s.message());
@@ -180,12 +193,12 @@ class Simulation {
 
   // Runs from the runtime's handler (on this thread); acts on the clock, after
   // the handler.
-  void workflow_ended(const WorkflowOutcome &outcome) {
+  void workflow_ended(const WorkflowOutcome& outcome) {
     clock_->schedule_after(Duration::zero(), [this, outcome] { handle_end(outcome); });
   }
 
-  void handle_end(const WorkflowOutcome &outcome) {
-    CardRun &run = run_of(outcome.workflow_id);
+  void handle_end(const WorkflowOutcome& outcome) {
+    CardRun& run = run_of(outcome.workflow_id);
     trace("end " + outcome.workflow_id + " " + actors::to_string(outcome.outcome) + " " +
           outcome.state_name);
     if (outcome.outcome == Outcome::kSuspended && ++run.resumes <= kMaxResumesPerCard) {
@@ -221,8 +234,8 @@ class Simulation {
   // --- executors ---
   // A command's latency, drawn when it starts; the effect happens when the
   // latency has passed.
-  Duration latency_of(const Command &c) {
-    const LatencyModel &m = o_.latency;
+  Duration latency_of(const Command& c) {
+    const LatencyModel& m = o_.latency;
     if (c.type == "ReadCardContents") {
       return m.card_command.sample(rng_) + m.card_command.sample(rng_) +
              m.card_command.sample(rng_);
@@ -240,10 +253,10 @@ class Simulation {
                               // GeneratePin, ...)
   }
 
-  void install(actors::ExecutorRegistry &registry) {
-    auto add = [&](const char *type, actors::RetryPolicy policy) {
+  void install(actors::ExecutorRegistry& registry) {
+    auto add = [&](const char* type, actors::RetryPolicy policy) {
       registry.add(type, actors::Executor{
-                             [this](const Command &c, const CommandContext &ctx, Completion done) {
+                             [this](const Command& c, const CommandContext& ctx, Completion done) {
                                start_command(c, ctx, std::move(done));
                              },
                              false, policy});
@@ -259,10 +272,10 @@ class Simulation {
     add("ShowPinOnce", kQuickPolicy);
   }
 
-  void start_command(const Command &c, const CommandContext &ctx, Completion done) {
+  void start_command(const Command& c, const CommandContext& ctx, Completion done) {
     ++report_.commands_run;
     const Duration latency = latency_of(c);
-    CardRun &run = run_of(ctx.workflow_id);
+    CardRun& run = run_of(ctx.workflow_id);
     run.device += latency;
     trace("run " + ctx.idempotency_key + " " + c.type + " #" + std::to_string(ctx.attempt) + " " +
           std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(latency).count()) +
@@ -274,6 +287,17 @@ class Simulation {
     if (c.type == "GenerateKeyOnCard" && in_keygen_.insert(ctx.workflow_id).second &&
         in_keygen_.size() == o_.readers && o_.on_every_reader_in_keygen) {
       o_.on_every_reader_in_keygen();
+    }
+    if (c.type == "AskOperator" && field(c, "ask") == "reinsert_card") {
+      // Answered when the card is back in its reader (at once when it already is).
+      if (run.pulled) {
+        run.reinserted = std::move(done);
+      } else {
+        clock_->schedule_after(Duration::zero(), [this, &run, done = std::move(done)] {
+          done(reinserted_event(run));
+        });
+      }
+      return;
     }
     if (is_card_command(c.type) && run.card_commands++ == run.pull_at_card_command) {
       // Pulled while the card works on this command, out for 1 to 6 s.
@@ -289,13 +313,19 @@ class Simulation {
     });
   }
 
-  static bool is_card_command(const std::string &type) {
+  Event reinserted_event(const CardRun& run) {
+    return Event{
+        "CardInserted",
+        {{"token_serial", run.card->token().serial}, {"reader", readers_[run.reader].name()}}};
+  }
+
+  static bool is_card_command(const std::string& type) {
     return type == "ReadCardContents" || type == "GenerateKeyOnCard" ||
            type == "WriteKeysAndCertificates" || type == "SetCardPin";
   }
 
-  Result<SimCard *> card_for(const Command &c, const CommandContext &ctx) {
-    CardRun &run = run_of(ctx.workflow_id);
+  Result<SimCard*> card_for(const Command& c, const CommandContext& ctx) {
+    CardRun& run = run_of(ctx.workflow_id);
     if (field(c, "token_serial") != run.card->token().serial) {
       return make_status(Errc::kRejected, "command for card " + field(c, "token_serial") +
                                               " in the workflow of " + run.card->token().serial);
@@ -303,8 +333,8 @@ class Simulation {
     return run.card;
   }
 
-  Result<Event> carry_out(const Command &c, const CommandContext &ctx) {
-    CardRun &run = run_of(ctx.workflow_id);
+  Result<Event> carry_out(const Command& c, const CommandContext& ctx) {
+    CardRun& run = run_of(ctx.workflow_id);
     if (c.type == "AskOperator") return ask_operator(c, run);
     if (c.type == "SignWithOfficer") return Event{"OfficerSigned", {{"signer_ref", "sim-officer"}}};
     if (c.type == "GeneratePin") {
@@ -338,7 +368,7 @@ class Simulation {
     return make_status(Errc::kUnsupported, "the simulated station has no executor for " + c.type);
   }
 
-  Result<Event> ask_operator(const Command &c, const CardRun &run) {
+  Result<Event> ask_operator(const Command& c, const CardRun& run) {
     const std::string ask = field(c, "ask");
     if (ask == "procedure") {
       return Event{"ProcedureChosen",
@@ -359,15 +389,15 @@ class Simulation {
     return make_status(Errc::kUnsupported, "no simulated answer to '" + ask + "'");
   }
 
-  Result<Event> read_contents(SimCard &card) {
+  Result<Event> read_contents(SimCard& card) {
     if (Status s = card.login(dv::UserType::kUser, card.user_pin()); !s) return s;
     PF_ASSIGN_OR_RETURN(dv::CardContents contents,
                         card.read_contents(dv::TransportCertificateRule::defaults()));
     Fields f{{"token_serial", card.token().serial}, {"pin_count", "1"}, {"tc.present", "no"}};
     int i = 0;
-    for (const dv::KeyInfo &k : contents.keys) {
+    for (const dv::KeyInfo& k : contents.keys) {
       f[machines::wf::item("key", i, "id")] = k.id_hex;
-      for (const dv::CertificateInfo &cert : contents.certificates) {
+      for (const dv::CertificateInfo& cert : contents.certificates) {
         if (cert.id_hex == k.id_hex)
           f[machines::wf::item("key", i, "cert_serial")] = cert.serial_hex;
       }
@@ -377,7 +407,7 @@ class Simulation {
     return Event{"CardContentsRead", std::move(f)};
   }
 
-  Result<Event> generate_key(SimCard &card, const Command &c, const CommandContext &ctx) {
+  Result<Event> generate_key(SimCard& card, const Command& c, const CommandContext& ctx) {
     PF_ASSIGN_OR_RETURN(dv::KeyAlgorithm alg, dv::parse_key_algorithm(field(c, "algorithm")));
     // A restarted station's card session is new: log in again (the card keeps
     // its PIN).
@@ -387,9 +417,9 @@ class Simulation {
     return Event{"KeyGenerated", {{"entry", field(c, "entry")}, {"key_id", field(c, "key_id")}}};
   }
 
-  Result<Event> submit(const Command &c) {
+  Result<Event> submit(const Command& c) {
     std::string subject;
-    for (const auto &[k, v] : c.fields) {
+    for (const auto& [k, v] : c.fields) {
       if (k.rfind("subject.", 0) == 0)
         subject += (subject.empty() ? "" : ",") + k.substr(8) + "=" + v;
     }
@@ -404,7 +434,7 @@ class Simulation {
                   {"cert.0.entry", field(c, "request.0.entry")}}};
   }
 
-  Result<Event> write(SimCard &card, const Command &c) {
+  Result<Event> write(SimCard& card, const Command& c) {
     PF_ASSIGN_OR_RETURN(dv::CardContents contents,
                         card.read_contents(dv::TransportCertificateRule::defaults()));
     for (int k = 0; c.fields.count(machines::wf::item("cert", k, "ref")); ++k) {
@@ -412,7 +442,7 @@ class Simulation {
       const auto at = ref.find('@');
       const std::string serial = ref.substr(0, at);
       bool present = false;
-      for (const auto &cert : contents.certificates) present |= cert.serial_hex == serial;
+      for (const auto& cert : contents.certificates) present |= cert.serial_hex == serial;
       if (present) continue;
       auto text = issued_text_.find(serial);
       if (text == issued_text_.end()) {
@@ -426,7 +456,7 @@ class Simulation {
 
   void check_invariants();
 
-  const SimStationOptions &o_;
+  const SimStationOptions& o_;
   Rng rng_;
   SimFeeder feeder_;
   std::vector<SimReader> readers_;
@@ -450,7 +480,7 @@ void Simulation::check_invariants() {
   report_.certificates_issued = cm_.certificates_issued();
   report_.cm_repeats = cm_.repeats_answered();
   std::size_t expected = 0;
-  for (const auto &[id, run] : runs_) {
+  for (const auto& [id, run] : runs_) {
     if (!run.ended) problem(id + " never finished");
     ++expected;
     if (run.card->certificate_count() != 1 || run.card->key_count() != 1) {
@@ -474,7 +504,7 @@ Result<SimReport> Simulation::run() {
   options.clock = clock_;
   options.journal_wall_clock_ms = [clock = clock_] { return clock->wall_clock_ms(); };
   options.caller_driven = true;
-  options.on_workflow_end = [this](const WorkflowOutcome &outcome) { workflow_ended(outcome); };
+  options.on_workflow_end = [this](const WorkflowOutcome& outcome) { workflow_ended(outcome); };
 
   const double cpu0 = cpu_seconds_now();
   const auto wall0 = std::chrono::steady_clock::now();
@@ -483,9 +513,9 @@ Result<SimReport> Simulation::run() {
 
   if (o_.resume) {
     for (std::size_t r = 0; r < o_.readers; ++r) {
-      SimCard *card = feeder_.next();
+      SimCard* card = feeder_.next();
       const std::string id = "card-" + card->token().serial;
-      CardRun &run = runs_[id];
+      CardRun& run = runs_[id];
       run.card = card;
       run.reader = r;
       run.workflow_id = id;
@@ -494,7 +524,7 @@ Result<SimReport> Simulation::run() {
     }
     PF_ASSIGN_OR_RETURN(auto resumed, runtime_->resume_all());
     report_.resumed = resumed.size();
-    for (const auto &[id, run] : runs_) {
+    for (const auto& [id, run] : runs_) {
       if (std::find(resumed.begin(), resumed.end(), id) == resumed.end()) {
         problem(id + " was not in flight in the journal");
       }
@@ -538,7 +568,7 @@ Result<SimReport> Simulation::run() {
 
 }  // namespace
 
-Result<SimReport> run_simulated_station(const SimStationOptions &options) {
+Result<SimReport> run_simulated_station(const SimStationOptions& options) {
   Simulation simulation(options);
   return simulation.run();
 }

@@ -13,7 +13,7 @@ namespace {
 using namespace std::chrono_literals;
 
 struct Bounds {
-  const char *name;
+  const char* name;
   LatencyRange range;
   Duration low;
   Duration high;
@@ -21,7 +21,7 @@ struct Bounds {
 
 TEST(Latency, SamplesStayInTheirBoundsWithALongTail) {
   const LatencyModel m;
-  for (const Bounds &b :
+  for (const Bounds& b :
        {Bounds{"rsa2048_keygen", m.rsa2048_keygen, 2s, 30s},
         Bounds{"ec_keygen", m.ec_keygen, 30ms, 500ms},
         Bounds{"card_command", m.card_command, 5ms, 150ms},

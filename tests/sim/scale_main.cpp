@@ -20,7 +20,7 @@ TEST(SimStationScale, AThousandReadersIssueEveryCardOnceReproducibly) {
   o.journal = dir.file("a.db");
   auto a = run_simulated_station(o);
   ASSERT_TRUE(a.is_ok()) << a.status().to_string();
-  for (const auto &p : a->problems) ADD_FAILURE() << p;
+  for (const auto& p : a->problems) ADD_FAILURE() << p;
   EXPECT_EQ(a->cards_done, 1000u);
   EXPECT_EQ(a->certificates_issued, 1000u);
   o.journal = dir.file("b.db");

@@ -41,7 +41,7 @@ struct LatencyRange {
   Duration floor;
   Duration tail_mean;
   Duration ceiling;
-  Duration sample(Rng &rng) const;
+  Duration sample(Rng& rng) const;
   Duration mean() const;  // of the truncated distribution, for the device-bound limit
 };
 

@@ -8,10 +8,14 @@
 // CardInserted, and when it is Done the card is taken out and the reader asks
 // for the next one. Every command is carried out by a non-blocking executor
 // that draws its latency from the seeded Rng and completes on the virtual
-// clock, acting on the simulated card at that moment (a card pulled in between
-// fails the command with Errc::kUnavailable; the engine retries, then suspends
-// the workflow; the simulation puts the card back and resumes it, like an
-// operator).
+// clock, acting on the simulated card at that moment. A pulled card is reported
+// to its workflow as CardRemoved (Runtime::post_event, as the reader watcher
+// does): the machine suspends awaiting the card and asks for it back
+// (AskOperator reinsert_card), which the simulation answers with CardInserted
+// once the card is back; the machine re-enters the state it left and issues its
+// commands again. A command that completes while the card is out fails with
+// Errc::kUnavailable (the engine retries, then suspends the workflow, and the
+// simulation resumes it once the card is back).
 //
 // Reproducible (the default): the runtime is driven by the caller, one handler
 // and one append at a time, time moves only by the clock, and the journal is
@@ -62,6 +66,7 @@ struct SimReport {
   std::size_t cards_not_done = 0;  // ended otherwise (failed, cancelled) or never finished
   std::size_t suspensions = 0;     // workflows suspended (a card pulled too long)
   std::size_t resumes = 0;
+  std::size_t card_removals = 0;  // cards pulled (reported to the workflow as CardRemoved)
   std::size_t commands_run = 0;
   std::size_t certificates_issued = 0;  // by the simulated CM link
   std::size_t cm_repeats = 0;           // requests answered from the CM's store
@@ -82,6 +87,6 @@ struct SimReport {
 
 // Runs the station until every card of the hopper is done (or nothing can move
 // any more). Errors: the journal cannot be opened, or a bad option.
-Result<SimReport> run_simulated_station(const SimStationOptions &options);
+Result<SimReport> run_simulated_station(const SimStationOptions& options);
 
 }  // namespace persoflow::sim

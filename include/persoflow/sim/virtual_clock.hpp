@@ -50,7 +50,7 @@ class VirtualClock final : public Clock {
   struct Key {
     Duration deadline;
     TimerId id;
-    bool operator<(const Key &other) const {
+    bool operator<(const Key& other) const {
       return deadline != other.deadline ? deadline < other.deadline : id < other.id;
     }
   };

@@ -232,12 +232,19 @@ class WorkflowActor : public std::enable_shared_from_this<WorkflowActor> {
 
   // Appends the next queued event, unless an append is in flight.
   void pump() {
+    bool skipped = false;
     while (!appending_ && !finished_ && !queue_.empty()) {
       Work work = std::move(queue_.front());
       queue_.pop_front();
       // The answer of a command an outside event dropped: ignored, never journaled.
-      if (!work.result_of.empty() && !pending_.count(work.result_of)) continue;
+      if (!work.result_of.empty() && !pending_.count(work.result_of)) {
+        skipped = true;
+        continue;
+      }
       if (append(std::move(work))) return;
+    }
+    if (skipped && !appending_ && !finished_ && !stopping_ && pending_.empty()) {
+      issue_all();  // only the dropped answers were left: wait for an outside event
     }
   }
 

@@ -8,11 +8,9 @@
 
 #include "persoflow/actors/runtime.hpp"
 
-#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <condition_variable>
@@ -56,8 +54,36 @@ struct OutsideEvent {
   std::function<void(Status)> committed;  // may be empty
 };
 
+// One command's timer (its attempt's timeout, then the backoff before the next attempt) on the
+// runtime's Clock; the handler runs on the actor's strand. Re-arming or destroying it cancels the
+// previous wait, whose handler then never runs.
+class AttemptTimer {
+ public:
+  using Strand = asio::strand<asio::io_context::executor_type>;
+  AttemptTimer(Clock& clock, Strand strand) : clock_(clock), strand_(std::move(strand)) {}
+  AttemptTimer(const AttemptTimer&) = delete;
+  AttemptTimer& operator=(const AttemptTimer&) = delete;
+  ~AttemptTimer() { cancel(); }
+
+  template <typename Rep, typename Period>
+  void arm(std::chrono::duration<Rep, Period> delay, std::function<void()> handler) {
+    cancel();
+    id_ = clock_.schedule_after(delay, [strand = strand_, handler = std::move(handler)]() mutable {
+      asio::post(strand, std::move(handler));
+    });
+  }
+  void cancel() {
+    if (id_ != 0) clock_.cancel(std::exchange(id_, 0));
+  }
+
+ private:
+  Clock& clock_;
+  Strand strand_;
+  Clock::TimerId id_ = 0;
+};
+
 struct Runtime::Impl {
-  RuntimeOptions options;
+  RuntimeOptions options;  // first: its clock outlives every timer of the members below
   ExecutorRegistry executors;
   asio::io_context io;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
@@ -78,9 +104,14 @@ struct Runtime::Impl {
 
   // Called once by each actor as it ends.
   void finished(WorkflowOutcome outcome) {
+    {
+      std::lock_guard lock(mutex);
+      active.erase(outcome.workflow_id);
+      outcomes.push_back(outcome);
+    }
+    // Outside the lock and no longer active: the callback may start or resume a workflow.
+    if (options.on_workflow_end) options.on_workflow_end(outcome);
     std::lock_guard lock(mutex);
-    active.erase(outcome.workflow_id);
-    outcomes.push_back(std::move(outcome));
     idle.notify_all();
   }
 
@@ -90,12 +121,32 @@ struct Runtime::Impl {
   Status deliver(const std::string& workflow_id, OutsideEvent event);
   // Resumes a workflow from its records, with an outside event to append first when given.
   Status resume_with(const std::string& workflow_id, std::optional<OutsideEvent> outside);
+  // Every journal append goes through here, so run_ready() knows when none is in flight.
+  void append(AppendRequest request, storage::GroupCommitWriter::Done done) {
+    {
+      std::lock_guard lock(appends_mutex);
+      ++appends_in_flight;
+    }
+    writer->append(std::move(request), [this, done = std::move(done)](Status s) {
+      done(std::move(s));  // posts the acknowledgement before the append stops counting
+      std::lock_guard lock(appends_mutex);
+      --appends_in_flight;
+      appends_done.notify_all();
+    });
+  }
+  void wait_for_appends() {
+    std::unique_lock lock(appends_mutex);
+    appends_done.wait(lock, [this] { return appends_in_flight == 0; });
+  }
+  std::mutex appends_mutex;
+  std::condition_variable appends_done;
+  std::size_t appends_in_flight = 0;
 
   // Appends outside any actor and waits for the commit.
   Status append_and_wait(AppendRequest request) {
     std::promise<Status> committed;
     auto future = committed.get_future();
-    writer->append(std::move(request), [&committed](Status s) { committed.set_value(std::move(s)); });
+    append(std::move(request), [&committed](Status s) { committed.set_value(std::move(s)); });
     return future.get();
   }
 };
@@ -123,7 +174,7 @@ class WorkflowActor : public std::enable_shared_from_this<WorkflowActor> {
       self->next_step_ = replay.next_step;
       self->status_ = replay.status;
       for (auto& c : replay.outstanding) {
-        self->pending_.emplace(c.idempotency_key, Pending(self->strand_, std::move(c.command)));
+        self->pending_.emplace(c.idempotency_key, Pending(*self->rt_.options.clock, self->strand_, std::move(c.command)));
       }
       if (self->status_ == WorkflowStatus::kSuspended) {
         self->queue_.push_back(self->engine_work(kWorkflowResumed,
@@ -155,7 +206,7 @@ class WorkflowActor : public std::enable_shared_from_this<WorkflowActor> {
                          record = std::move(record)]() mutable {
       if (!record) return self->finish(Outcome::kFailed, {}, std::move(error));
       self->appending_ = true;
-      self->rt_.writer->append(std::move(*record), [self, error](Status s) {
+      self->rt_.append(std::move(*record), [self, error](Status s) {
         asio::post(self->strand_, [self, error, s = std::move(s)] {
           self->appending_ = false;
           self->finish(Outcome::kFailed, {}, s.is_ok() ? error : s.with_context(error.message()));
@@ -210,13 +261,13 @@ class WorkflowActor : public std::enable_shared_from_this<WorkflowActor> {
   }
 
   struct Pending {
-    Pending(asio::strand<asio::io_context::executor_type> strand, Command c)
-        : command(std::move(c)), timer(std::make_unique<asio::steady_timer>(strand)) {}
+    Pending(Clock& clock, asio::strand<asio::io_context::executor_type> strand, Command c)
+        : command(std::move(c)), timer(std::make_unique<AttemptTimer>(clock, std::move(strand))) {}
     Command command;
     std::uint32_t attempts = 0;
     std::uint64_t generation = 0;  // an attempt's completion counts only while this matches
     bool answered = false;         // its result is queued or appended; nothing more to run
-    std::unique_ptr<asio::steady_timer> timer;  // the attempt's timeout, then the backoff
+    std::unique_ptr<AttemptTimer> timer;  // the attempt's timeout, then the backoff
   };
 
   Work engine_work(std::string_view type, std::string reason, WorkflowStatus status) {
@@ -303,7 +354,7 @@ class WorkflowActor : public std::enable_shared_from_this<WorkflowActor> {
     }
     WorkflowStatus status = request.status;
     appending_ = true;
-    rt_.writer->append(std::move(request), [self = shared_from_this(), work = std::move(work),
+    rt_.append(std::move(request), [self = shared_from_this(), work = std::move(work),
                                             next = std::move(next), commands = std::move(commands),
                                             status, drops](Status s) mutable {
       asio::post(self->strand_, [self, work = std::move(work), next = std::move(next),
@@ -358,7 +409,7 @@ class WorkflowActor : public std::enable_shared_from_this<WorkflowActor> {
     }
     for (std::uint32_t i = 0; i < commands.size(); ++i) {
       auto key = idempotency_key(id_, step, i);
-      pending_.emplace(key, Pending(strand_, std::move(commands[i])));
+      pending_.emplace(key, Pending(*rt_.options.clock, strand_, std::move(commands[i])));
       if (!stopping_) issue(key);
     }
     if (work.engine) {
@@ -407,15 +458,13 @@ class WorkflowActor : public std::enable_shared_from_this<WorkflowActor> {
     const std::uint64_t generation = ++p.generation;
     auto self = shared_from_this();
     if (executor->policy.timeout.count() > 0) {
-      p.timer->expires_after(executor->policy.timeout);
-      p.timer->async_wait(asio::bind_executor(strand_, [self, key, generation,
-                                                        timeout = executor->policy.timeout](
-                                                           const boost::system::error_code& ec) {
-        if (ec) return;
-        self->attempt_failed(key, generation,
-                             make_status(Errc::kTimeout, "no answer within " +
-                                                             std::to_string(timeout.count()) + " ms"));
-      }));
+      p.timer->arm(executor->policy.timeout,
+                   [self, key, generation, timeout = executor->policy.timeout] {
+                     self->attempt_failed(
+                         key, generation,
+                         make_status(Errc::kTimeout,
+                                     "no answer within " + std::to_string(timeout.count()) + " ms"));
+                   });
     }
     Completion done = [self, key, generation](Result<Event> result) {
       asio::post(self->strand_, [self, key, generation, result = std::move(result)]() mutable {
@@ -463,14 +512,12 @@ class WorkflowActor : public std::enable_shared_from_this<WorkflowActor> {
       return suspend("command " + p.command.type + " (" + key + ") failed after " +
                      std::to_string(p.attempts) + " attempt(s): " + why.message());
     }
-    p.timer->expires_after(executor->policy.backoff(p.attempts + 1));
-    p.timer->async_wait(asio::bind_executor(
-        strand_, [self = shared_from_this(), key, next_generation](const boost::system::error_code& ec) {
-          if (ec) return;
-          auto it = self->pending_.find(key);
-          if (it == self->pending_.end() || it->second.generation != next_generation) return;
-          self->issue(key);
-        }));
+    p.timer->arm(executor->policy.backoff(p.attempts + 1),
+                 [self = shared_from_this(), key, next_generation] {
+                   auto it = self->pending_.find(key);
+                   if (it == self->pending_.end() || it->second.generation != next_generation) return;
+                   self->issue(key);
+                 });
   }
 
   void finish(Outcome outcome, std::string reason, Status error) {
@@ -514,11 +561,14 @@ Runtime::Runtime(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Result<std::unique_ptr<Runtime>> Runtime::open(const std::string& journal_path,
                                                ExecutorRegistry executors, RuntimeOptions options) {
-  PF_ASSIGN_OR_RETURN(auto journal, storage::Journal::open(journal_path, {}));
+  storage::OpenOptions journal_options;
+  journal_options.wall_clock_ms = options.journal_wall_clock_ms;
+  PF_ASSIGN_OR_RETURN(auto journal, storage::Journal::open(journal_path, journal_options));
   PF_ASSIGN_OR_RETURN(auto reader,
                       storage::Journal::open(journal_path, {.create_if_missing = false, .read_only = true}));
   auto impl = std::make_unique<Impl>();
   impl->options = std::move(options);
+  if (!impl->options.clock) impl->options.clock = make_steady_clock();
   impl->executors = std::move(executors);
   impl->reader = std::move(reader);
   impl->writer = storage::GroupCommitWriter::start(std::move(journal), impl->options.max_batch);
@@ -526,6 +576,7 @@ Result<std::unique_ptr<Runtime>> Runtime::open(const std::string& journal_path,
   impl->work.emplace(impl->io.get_executor());
   unsigned threads = impl->options.io_threads;
   if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  if (impl->options.caller_driven) threads = 0;
   for (unsigned i = 0; i < threads; ++i) {
     impl->threads.emplace_back([io = &impl->io] { io->run(); });
   }
@@ -715,6 +766,23 @@ Status Runtime::cancel(const std::string& workflow_id, std::string reason) {
   }
   PF_ASSIGN_OR_RETURN(auto request, cancel_record(records, std::move(reason)));
   return impl_->append_and_wait(std::move(request));
+}
+
+std::size_t Runtime::run_ready(bool one_append_at_a_time) {
+  std::size_t ran = 0;
+  for (;;) {
+    const std::size_t n = one_append_at_a_time ? impl_->io.poll_one() : impl_->io.poll();
+    // The appends of what ran are committed and their acknowledgements posted before anything
+    // else runs; nothing ready after a wait with nothing in flight means the runtime is idle.
+    impl_->wait_for_appends();
+    if (n == 0) return ran;
+    ran += n;
+  }
+}
+
+std::size_t Runtime::active_workflows() const {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->active.size();
 }
 
 std::vector<WorkflowOutcome> Runtime::wait() {

@@ -97,6 +97,19 @@ struct Runtime::Impl {
   std::unique_ptr<storage::Journal> reader;
   std::map<std::string, std::shared_ptr<WorkflowActor>> active;
   std::vector<WorkflowOutcome> outcomes;
+  // Outside events between two actors (posted to one that may have ended, or taken from an
+  // ended one to resume the workflow): wait() does not return while any is in transit.
+  int in_transit = 0;
+
+  void transit_begin() {
+    std::lock_guard lock(mutex);
+    ++in_transit;
+  }
+  void transit_end() {
+    std::lock_guard lock(mutex);
+    --in_transit;
+    idle.notify_all();
+  }
 
   const MachineDef* resolve(std::string_view name) const {
     return options.find_machine ? options.find_machine(name) : machines::find_machine(name);
@@ -192,11 +205,17 @@ class WorkflowActor : public std::enable_shared_from_this<WorkflowActor> {
 
   // Queues an outside event; when this actor has already ended, the runtime delivers it again
   // (resuming the workflow from the journal).
+  // The caller has called rt_.transit_begin(); this ends the transit once the event is queued
+  // here or handed on.
   void post_outside(OutsideEvent outside) {
     asio::post(strand_, [self = shared_from_this(), outside = std::move(outside)]() mutable {
-      if (self->finished_) return self->redeliver(std::move(outside));
-      self->queue_.push_back(outside_work(std::move(outside)));
-      self->pump();
+      if (self->finished_) {
+        self->redeliver(std::move(outside));
+      } else {
+        self->queue_.push_back(outside_work(std::move(outside)));
+        self->pump();
+      }
+      self->rt_.transit_end();
     });
   }
 
@@ -535,9 +554,11 @@ class WorkflowActor : public std::enable_shared_from_this<WorkflowActor> {
       }
     }
     queue_.clear();
+    if (!undelivered.empty()) rt_.transit_begin();
     rt_.finished(WorkflowOutcome{id_, std::string(machine_.name), state_.name, outcome,
                                  std::move(reason), std::move(error)});
     for (auto& o : undelivered) redeliver(std::move(o));
+    if (!undelivered.empty()) rt_.transit_end();
   }
 
   Runtime::Impl& rt_;
@@ -686,6 +707,7 @@ Status Runtime::Impl::deliver(const std::string& workflow_id, OutsideEvent outsi
       if (auto it = active.find(workflow_id); it != active.end()) actor = it->second;
     }
     if (actor) {
+      transit_begin();
       actor->post_outside(std::move(outside));
       return Status::ok();
     }
@@ -787,7 +809,7 @@ std::size_t Runtime::active_workflows() const {
 
 std::vector<WorkflowOutcome> Runtime::wait() {
   std::unique_lock lock(impl_->mutex);
-  impl_->idle.wait(lock, [this] { return impl_->active.empty(); });
+  impl_->idle.wait(lock, [this] { return impl_->active.empty() && impl_->in_transit == 0; });
   return std::exchange(impl_->outcomes, {});
 }
 

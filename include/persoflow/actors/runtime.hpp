@@ -114,7 +114,8 @@ class Runtime {
   Status post_event_and_wait(const std::string& workflow_id, machines::Event event);
 
   // Blocks until no workflow is active; returns the outcome of every workflow that ended since
-  // the runtime opened (or since the last wait), in order of ending.
+  // the runtime opened (or since the last wait), in order of ending. A workflow suspended to wait
+  // for an outside event and resumed by one ends twice: its last outcome is the one that counts.
   std::vector<WorkflowOutcome> wait();
 
   // With RuntimeOptions::caller_driven: runs every ready handler on the calling thread until none

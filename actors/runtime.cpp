@@ -411,6 +411,9 @@ class WorkflowActor : public std::enable_shared_from_this<WorkflowActor> {
     const std::uint64_t step = next_step_++;
     state_ = std::move(next);
     status_ = status;
+    if (rt_.options.on_step) {
+      rt_.options.on_step(StepNotice{id_, step, work.event.type, state_.name, status_});
+    }
     if (drops) {
       // The machine left the state these commands belonged to (replay drops them alike).
       for (auto& [key, p] : pending_) p.timer->cancel();

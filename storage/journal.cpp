@@ -364,6 +364,10 @@ class SqliteJournal final : public Journal {
   SqliteJournal(std::string path, sqlite3* db, int lock_fd, bool read_only)
       : path_(std::move(path)), db_(db), lock_fd_(lock_fd), read_only_(read_only) {}
 
+  void set_wall_clock(std::function<std::int64_t()> wall_clock_ms) {
+    wall_clock_ms_ = std::move(wall_clock_ms);
+  }
+
   ~SqliteJournal() override {
     // Statements first, then the connection, then the writer lock.
     if (db_) sqlite3_wal_hook(db_, nullptr, nullptr);
@@ -544,7 +548,7 @@ class SqliteJournal final : public Journal {
     std::string prev = tail_hash_;
     pending_flows_.clear();
 
-    const std::int64_t at = now_ms();
+    const std::int64_t at = wall_clock_ms_ ? wall_clock_ms_() : now_ms();
     std::size_t written = 0;
     const bool savepoints = isolation == Isolation::kSavepoints;
     for (std::size_t i = 0; i < n; ++i) {
@@ -873,6 +877,7 @@ class SqliteJournal final : public Journal {
   }
 
   std::string path_;
+  std::function<std::int64_t()> wall_clock_ms_;  // empty: the system clock
   sqlite3* db_;
   int lock_fd_;
   bool read_only_;
@@ -1167,6 +1172,7 @@ Result<std::unique_ptr<Journal>> open_journal(const std::string& path, OpenOptio
   flags |= SQLITE_OPEN_NOMUTEX;
   int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr);
   auto journal = std::make_unique<SqliteJournal>(path, db, lock_fd, options.read_only);
+  journal->set_wall_clock(options.wall_clock_ms);
   if (rc != SQLITE_OK) return sqlite_error(db, rc, "journal " + path + " cannot be opened");
   sqlite3_extended_result_codes(db, 1);
   sqlite3_busy_timeout(db, kBusyTimeoutMs);

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
+#include "persoflow/cmhost/reissue_cm.hpp"
 #include "persoflow/common/crash_point.hpp"
 #include "persoflow/protocol/cm_info_types.hpp"
 #include "persoflow/protocol/cmp_der.hpp"
@@ -314,6 +315,18 @@ struct Transaction {
         if (old_cert.is_ok()) request.old_certificate = std::move(old_cert).value();
       }
     }
+    // ---- reissue: e-mail verification before issuance (cmhost/email_verification.cpp)
+    if (procedure->email_verification) {
+      auto gate = gate_certificate_request(host, *procedure, t.tid_hex, request);
+      if (!gate.is_ok()) {
+        refused(t, officer->name, what, gate.status().message());
+        return rejection(fail_bit_for(gate.status()), gate.status().message());
+      }
+      if (!gate->verified) {
+        return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_waiting, 0, gate->text.c_str());
+      }
+    }
+    // ---- end reissue
     auto issued = host.issue(std::move(request));
     if (!issued.is_ok()) {
       refused(t, officer->name, what, issued.status().message());
@@ -581,6 +594,8 @@ struct Transaction {
       return make_status(Errc::kInvalidArgument,
                          std::string("the value is not a JSON object: ") + e.what());
     }
+    // ---- reissue: persoflowCertificateSearch, persoflowEmailVerification (certificate_search.cpp)
+    if (auto answer = reissue_genm_item(host, officer, oid, text)) return std::move(*answer);
     try {
       if (oid == proto::kOidProcedureList) {
         json procedures = json::array();
@@ -600,7 +615,11 @@ struct Transaction {
                                 {"extended_key_usage", p->extended_key_usage},
                                 {"validity_days", p->validity_days},
                                 {"key_algorithms", algs},
-                                {"roles_required", p->roles_required}});
+                                {"roles_required", p->roles_required},
+                                // reissue: e-mail verification (docs/reissue.md)
+                                {"email_verification", p->email_verification},
+                                {"verification_minutes", p->verification_minutes},
+                                {"verification_check_after", p->verification_check_after}});
         }
         json key_procedures = json::array();
         for (const auto& k : host.config().key_procedures) {

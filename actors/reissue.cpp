@@ -246,8 +246,7 @@ struct ReissueStation::Impl {
     auto items = client->general_message({{oid, request.dump()}});
     if (!items.is_ok()) {
       if (client->last_failure().pki_status >= 0) {
-        *refusal = client->last_failure().text.empty() ? items.status().message()
-                                                       : client->last_failure().text;
+        *refusal = items.status().message();  // holds the CM host's errorDetails
         return json::object();
       }
       return items.status();
@@ -377,8 +376,9 @@ Result<Event> ReissueStation::start_event(const ReissueRequest& r) {
   std::string refusal;
   PF_ASSIGN_OR_RETURN(json list, impl_->genm(pr::kOidProcedureList, json::object(), &refusal));
   if (!refusal.empty()) return make_status(Errc::kRejected, "the CM host refused: " + refusal);
+  const json procedures = list.value("certificate_procedures", json::array());
   const json* procedure = nullptr;
-  for (const auto& p : list.value("certificate_procedures", json::array())) {
+  for (const auto& p : procedures) {
     if (p.value("name", "") == r.procedure) procedure = &p;
   }
   if (!procedure) {

@@ -98,7 +98,6 @@ int search(int argc, char** argv) {
   }
   json found = json::parse(*answer).value("certificates", json::array());
   if (vm.count("json")) {
-    for (auto& c : found) c.erase("certificate");
     std::cout << found.dump(2) << "\n";
     return 0;
   }

@@ -5,6 +5,7 @@
 #include <openssl/sha.h>
 #include <openssl/x509v3.h>
 
+#include <cctype>
 #include <ctime>
 #include <nlohmann/json.hpp>
 
@@ -298,7 +299,9 @@ Result<std::string> email_verification_status(CmHost& host, const Officer& offic
   if (!request.contains("transaction_id") || !request.at("transaction_id").is_string()) {
     return make_status(Errc::kInvalidArgument, "the request names no transaction_id");
   }
-  const std::string tid = request.at("transaction_id").get<std::string>();
+  // transactionIDs are kept in upper-case hex, as the CMP service prints them.
+  std::string tid = request.at("transaction_id").get<std::string>();
+  for (auto& c : tid) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   PF_ASSIGN_OR_RETURN(auto found, host.store().email_verification(tid));
   if (!found) {
     return make_status(Errc::kNotFound, "no request of transaction " + tid +

@@ -458,7 +458,9 @@ TEST_F(ReissueTest, EmailVerificationAcrossAKilledStation) {
   // The code is in neither the station's journal nor the CM host's database or audit log.
   for (const fs::path& file : {fs::path(journal), dir_ / "cm" / "cm.db", dir_ / "cm" / "cm.db-wal",
                                fs::path(journal + "-wal")}) {
-    if (fs::exists(file)) EXPECT_EQ(read_text(file).find(code), std::string::npos) << file;
+    if (fs::exists(file)) {
+      EXPECT_EQ(read_text(file).find(code), std::string::npos) << file;
+    }
   }
 }
 

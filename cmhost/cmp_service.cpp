@@ -13,6 +13,7 @@
 
 #include "persoflow/cmhost/reissue_cm.hpp"
 #include "persoflow/common/crash_point.hpp"
+#include "persoflow/protocol/base64.hpp"
 #include "persoflow/protocol/cm_info_types.hpp"
 #include "persoflow/protocol/cmp_der.hpp"
 #include "persoflow/protocol/ossl.hpp"
@@ -56,28 +57,8 @@ std::string sha256_hex(std::string_view data) {
   return out;
 }
 
-std::string base64(std::string_view data) {
-  std::string out(4 * ((data.size() + 2) / 3) + 1, '\0');
-  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(data.data()),
-                          static_cast<int>(data.size()));
-  out.resize(static_cast<std::size_t>(n));
-  return out;
-}
-
-Result<std::string> unbase64(const std::string& text) {
-  if (text.size() % 4 != 0) return make_status(Errc::kInvalidArgument, "bad base64");
-  std::string out(text.size() / 4 * 3, '\0');
-  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(text.data()),
-                          static_cast<int>(text.size()));
-  if (n < 0) return make_status(Errc::kInvalidArgument, "bad base64");
-  std::size_t pad = 0;
-  if (!text.empty() && text.back() == '=') ++pad;
-  if (text.size() > 1 && text[text.size() - 2] == '=') ++pad;
-  out.resize(static_cast<std::size_t>(n) - pad);
-  return out;
-}
+std::string base64(std::string_view data) { return proto::base64_encode(data); }
+Result<std::string> unbase64(const std::string& text) { return proto::base64_decode(text); }
 
 OSSL_CMP_PKISI* rejection(int fail_bit, const std::string& text) {
   return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection, 1 << fail_bit, text.c_str());

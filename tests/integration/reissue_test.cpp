@@ -18,12 +18,14 @@
 #include <thread>
 
 #include "smtp_sink.hpp"
+#include "cm_server.hpp"
 #include "test_support.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
+using persoflow::testing::CmServer;
 using persoflow::testing::persoflow_binary;
 using persoflow::testing::run;
 using persoflow::testing::RunResult;
@@ -79,41 +81,6 @@ class Child {
   pid_t pid_ = -1;
 };
 
-// `persoflow cm serve` on the station's CM address; stopped by the destructor.
-class Server {
- public:
-  Server(const fs::path& cm_dir, const std::string& address) {
-    int fds[2];
-    if (::pipe(fds) != 0) return;
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::dup2(fds[1], 1);
-      ::close(fds[0]);
-      ::execl(persoflow_binary().c_str(), "persoflow", "cm", "serve", "--dir", cm_dir.c_str(),
-              "--listen", address.c_str(), static_cast<char*>(nullptr));
-      ::_exit(127);
-    }
-    ::close(fds[1]);
-    std::string seen;
-    char c;
-    while (seen.find("listening on") == std::string::npos && ::read(fds[0], &c, 1) == 1) seen += c;
-    listening_ = seen.find("listening on") != std::string::npos;
-    fd_ = fds[0];
-  }
-  ~Server() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGTERM);
-      ::waitpid(pid_, nullptr, 0);
-    }
-    if (fd_ >= 0) ::close(fd_);
-  }
-  bool listening() const { return listening_; }
-
- private:
-  pid_t pid_ = -1;
-  int fd_ = -1;
-  bool listening_ = false;
-};
 
 // RFC 2253 ("emailAddress=a@b,O=Example,CN=Alice") -> openssl's -subj ("/CN=Alice/O=...").
 std::string subj_of(const std::string& rfc2253) {
@@ -152,7 +119,7 @@ class ReissueTest : public ::testing::Test {
       }
     }
     write_text(cm_json, cm.dump(2));
-    server_ = new Server(dir_ / "cm", s.substr(at, end - at));
+    server_ = new CmServer(dir_ / "cm", s.substr(at, end - at));
     ASSERT_TRUE(server_->listening());
     softhsm_env_ = "SOFTHSM2_CONF=" + (dir_ / "tokens" / "softhsm2.conf").string();
   }
@@ -283,7 +250,7 @@ class ReissueTest : public ::testing::Test {
   static std::string conf_;
   static std::string softhsm_env_;
   static SmtpSink* sink_;
-  static Server* server_;
+  static CmServer* server_;
 };
 
 TempDir* ReissueTest::tmp_ = nullptr;
@@ -291,7 +258,7 @@ fs::path ReissueTest::dir_;
 std::string ReissueTest::conf_;
 std::string ReissueTest::softhsm_env_;
 SmtpSink* ReissueTest::sink_ = nullptr;
-Server* ReissueTest::server_ = nullptr;
+CmServer* ReissueTest::server_ = nullptr;
 
 TEST_F(ReissueTest, CsrRefusalsEachNamedThenAGoodCsrAndThePreviousRevoked) {
   json previous = issued_card("card-r1", "Alice Reissue");

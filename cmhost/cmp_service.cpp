@@ -11,7 +11,9 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
+#include "persoflow/cmhost/reissue_cm.hpp"
 #include "persoflow/common/crash_point.hpp"
+#include "persoflow/protocol/base64.hpp"
 #include "persoflow/protocol/cm_info_types.hpp"
 #include "persoflow/protocol/cmp_der.hpp"
 #include "persoflow/protocol/ossl.hpp"
@@ -55,28 +57,8 @@ std::string sha256_hex(std::string_view data) {
   return out;
 }
 
-std::string base64(std::string_view data) {
-  std::string out(4 * ((data.size() + 2) / 3) + 1, '\0');
-  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(data.data()),
-                          static_cast<int>(data.size()));
-  out.resize(static_cast<std::size_t>(n));
-  return out;
-}
-
-Result<std::string> unbase64(const std::string& text) {
-  if (text.size() % 4 != 0) return make_status(Errc::kInvalidArgument, "bad base64");
-  std::string out(text.size() / 4 * 3, '\0');
-  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(text.data()),
-                          static_cast<int>(text.size()));
-  if (n < 0) return make_status(Errc::kInvalidArgument, "bad base64");
-  std::size_t pad = 0;
-  if (!text.empty() && text.back() == '=') ++pad;
-  if (text.size() > 1 && text[text.size() - 2] == '=') ++pad;
-  out.resize(static_cast<std::size_t>(n) - pad);
-  return out;
-}
+std::string base64(std::string_view data) { return proto::base64_encode(data); }
+Result<std::string> unbase64(const std::string& text) { return proto::base64_decode(text); }
 
 OSSL_CMP_PKISI* rejection(int fail_bit, const std::string& text) {
   return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection, 1 << fail_bit, text.c_str());
@@ -314,6 +296,18 @@ struct Transaction {
         if (old_cert.is_ok()) request.old_certificate = std::move(old_cert).value();
       }
     }
+    // ---- reissue: e-mail verification before issuance (cmhost/email_verification.cpp)
+    if (procedure->email_verification) {
+      auto gate = gate_certificate_request(host, *procedure, t.tid_hex, request);
+      if (!gate.is_ok()) {
+        refused(t, officer->name, what, gate.status().message());
+        return rejection(fail_bit_for(gate.status()), gate.status().message());
+      }
+      if (!gate->verified) {
+        return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_waiting, 0, gate->text.c_str());
+      }
+    }
+    // ---- end reissue
     auto issued = host.issue(std::move(request));
     if (!issued.is_ok()) {
       refused(t, officer->name, what, issued.status().message());
@@ -581,6 +575,8 @@ struct Transaction {
       return make_status(Errc::kInvalidArgument,
                          std::string("the value is not a JSON object: ") + e.what());
     }
+    // ---- reissue: persoflowCertificateSearch, persoflowEmailVerification (certificate_search.cpp)
+    if (auto answer = reissue_genm_item(host, officer, oid, text)) return std::move(*answer);
     try {
       if (oid == proto::kOidProcedureList) {
         json procedures = json::array();
@@ -600,7 +596,11 @@ struct Transaction {
                                 {"extended_key_usage", p->extended_key_usage},
                                 {"validity_days", p->validity_days},
                                 {"key_algorithms", algs},
-                                {"roles_required", p->roles_required}});
+                                {"roles_required", p->roles_required},
+                                // reissue: e-mail verification (docs/reissue.md)
+                                {"email_verification", p->email_verification},
+                                {"verification_minutes", p->verification_minutes},
+                                {"verification_check_after", p->verification_check_after}});
         }
         json key_procedures = json::array();
         for (const auto& k : host.config().key_procedures) {

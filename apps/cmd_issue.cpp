@@ -3,7 +3,6 @@
 // The workflow id defaults to "<label>-issue-<UTC time>"; giving --workflow-id again after an
 // interruption resumes that workflow instead of starting another. Exit 0 when it ended Done.
 #include <boost/program_options.hpp>
-#include <ctime>
 #include <iostream>
 
 #include "command_registry.hpp"
@@ -57,21 +56,15 @@ int run(int argc, char** argv) {
   r.token_label = vm["token"].as<std::string>();
   if (vm.count("procedure")) r.procedure = vm["procedure"].as<std::string>();
   for (const auto& f : vm["field"].as<std::vector<std::string>>()) {
-    auto eq = f.find('=');
-    if (eq == std::string::npos || eq == 0 || eq + 1 == f.size()) {
-      std::cerr << "persoflow issue card: --field wants NAME=VALUE, not '" << f << "'\n";
+    auto field = split_assignment(f, "--field");
+    if (!field) {
+      std::cerr << "persoflow issue card: " << field.status().message() << "\n";
       return 2;
     }
-    r.subject[f.substr(0, eq)] = f.substr(eq + 1);
+    r.subject[field->first] = field->second;
   }
-  if (vm.count("workflow-id")) {
-    r.workflow_id = vm["workflow-id"].as<std::string>();
-  } else {
-    char stamp[32];
-    std::time_t now = std::time(nullptr);
-    std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", std::gmtime(&now));
-    r.workflow_id = r.token_label + "-issue-" + stamp;
-  }
+  r.workflow_id = vm.count("workflow-id") ? vm["workflow-id"].as<std::string>()
+                                          : default_workflow_id(r.token_label, "issue");
   // The same checks as a queue line.
   auto checked = actors::card_request_from_json(actors::card_request_to_json(r));
   if (!checked) {

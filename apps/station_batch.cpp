@@ -1,7 +1,8 @@
-// A batch of issue-card workflows through the runtime (station_batch.hpp).
+// A batch of issue-card and update-card workflows through the runtime (station_batch.hpp).
 #include "station_batch.hpp"
 
 #include <chrono>
+#include <ctime>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
@@ -97,7 +98,7 @@ Result<BatchReport> run_station_batch(const std::string& config_path,
                    {{"workflow_id", r.workflow_id},
                     {"token_serial", r.token_serial},
                     {"reader", r.token_label.empty() ? r.token_serial : r.token_label}}};
-    Status s = runtime->start(r.workflow_id, "issue-card", std::move(first));
+    Status s = runtime->start(r.workflow_id, r.machine(), std::move(first));
     if (!s && s.code() != make_error_code(Errc::kAlreadyExists)) return s;
     if (seen.insert(r.workflow_id).second) ids.push_back(r.workflow_id);
   }
@@ -120,6 +121,7 @@ Result<BatchReport> run_station_batch(const std::string& config_path,
     row.resumed = resumed_set.count(id) > 0;
     PF_ASSIGN_OR_RETURN(auto summary, journal->workflow(id));
     if (summary) {
+      row.machine = summary->machine;
       row.state = summary->state_name;
       row.status = st::to_string(summary->status);
       row.steps = summary->steps;
@@ -132,9 +134,10 @@ Result<BatchReport> run_station_batch(const std::string& config_path,
         row.cert_serial = m::wf::get(state->data, "issued.0");
         row.token_serial = m::wf::get(state->data, "token_serial");
         row.token_label = m::wf::get(state->data, "reader");
+        if (state->name != "Done") row.reason = m::wf::get(state->data, "reason");
       }
     }
-    if (auto it = by_id.find(id); it != by_id.end()) {
+    if (auto it = by_id.find(id); it != by_id.end() && !it->second.reason.empty()) {
       row.reason = it->second.reason;
       if (it->second.outcome == ac::Outcome::kFailed) row.reason = it->second.error.message();
     }
@@ -147,17 +150,36 @@ Result<BatchReport> run_station_batch(const std::string& config_path,
   return report;
 }
 
+Result<std::pair<std::string, std::string>> split_assignment(const std::string& text,
+                                                             const std::string& option) {
+  const auto eq = text.find('=');
+  if (eq == std::string::npos || eq == 0 || eq + 1 == text.size()) {
+    return make_status(Errc::kInvalidArgument,
+                       option + " wants NAME=VALUE, not '" + text + "'");
+  }
+  return std::make_pair(text.substr(0, eq), text.substr(eq + 1));
+}
+
+std::string default_workflow_id(const std::string& label, const std::string& kind) {
+  char stamp[32];
+  const std::time_t now = std::time(nullptr);
+  std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", std::gmtime(&now));
+  return label + "-" + kind + "-" + stamp;
+}
+
 void print_batch_table(const BatchReport& report, std::ostream& out, bool with_pins) {
-  out << std::left << std::setw(10) << "card" << std::setw(32) << "workflow" << std::setw(10)
-      << "state" << std::setw(7) << "steps" << std::setw(34) << "certificate serial"
+  out << std::left << std::setw(10) << "card" << std::setw(13) << "workflow" << std::setw(34)
+      << "workflow id" << std::setw(10) << "state" << std::setw(7) << "steps" << std::setw(34)
+      << "certificate serial"
       << std::setw(8) << "time";
   if (with_pins) out << "PIN (shown once)";
   out << "\n";
   for (const auto& r : report.rows) {
     std::ostringstream t;
     t << std::fixed << std::setprecision(2) << r.seconds << "s";
-    out << std::left << std::setw(10) << r.token_label << std::setw(32)
-        << (r.workflow_id + (r.resumed ? "*" : "")) << std::setw(10) << r.state << std::setw(7)
+    out << std::left << std::setw(10) << r.token_label << std::setw(13) << r.machine
+        << std::setw(34) << (r.workflow_id + (r.resumed ? "*" : "")) << std::setw(10) << r.state
+        << std::setw(7)
         << r.steps << std::setw(34) << (r.cert_serial.empty() ? "-" : r.cert_serial)
         << std::setw(8) << t.str();
     if (with_pins) out << (r.pin_shown.empty() ? "-" : r.pin_shown);

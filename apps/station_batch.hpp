@@ -1,4 +1,4 @@
-// Running issue-card workflows for a batch of card requests through the workflow runtime, shared
+// Running issue-card and update-card workflows for a batch of card requests through the workflow runtime, shared
 // by `persoflow station run` and `persoflow demo`: resumes the journal's unfinished workflows
 // first, starts one workflow per request not yet in the journal, waits, and reports each workflow
 // from the journal (state, steps, certificate serial, time).
@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <iosfwd>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "persoflow/actors/station.hpp"
@@ -18,6 +19,7 @@ struct BatchRow {
   std::string workflow_id;
   std::string token_label;
   std::string token_serial;
+  std::string machine;      // issue-card | update-card
   std::string state;
   std::string status;       // running | suspended | done | cancelled
   std::string reason;       // why it is not done (suspension reason, failure)
@@ -43,6 +45,13 @@ Result<std::vector<actors::CardRequest>> read_queue(const std::string& path);
 Result<BatchReport> run_station_batch(const std::string& config_path,
                                       std::vector<actors::CardRequest> requests,
                                       std::ostream& out, bool show_pins);
+
+// "NAME=VALUE" split at the first '=' (both sides non-empty); otherwise a one-line error naming
+// the option, e.g. "--field wants NAME=VALUE, not 'CN'".
+Result<std::pair<std::string, std::string>> split_assignment(const std::string& text,
+                                                             const std::string& option);
+// "<label>-<kind>-<UTC time>", e.g. "card-01-update-20261202T151700Z".
+std::string default_workflow_id(const std::string& label, const std::string& kind);
 
 // A table a person reads.
 void print_batch_table(const BatchReport& report, std::ostream& out, bool with_pins);

@@ -324,8 +324,8 @@ Result<std::vector<unsigned char>> card_key_id(const std::string& kind, const st
 
 }  // namespace
 
-Result<Fields> detail::card_contents_fields(Impl& st, Impl::CardSlot& slot,
-                                            const std::string& serial) {
+Result<dv::CardContents> detail::workflow_card_contents(Impl& st, Impl::CardSlot& slot,
+                                                       const std::string& serial) {
   PF_RETURN_IF_ERROR(st.ready(slot, serial));
   PF_ASSIGN_OR_RETURN(dv::CardContents contents,
                       slot.card->read_contents(dv::TransportCertificateRule::defaults()));
@@ -333,6 +333,12 @@ Result<Fields> detail::card_contents_fields(Impl& st, Impl::CardSlot& slot,
     return make_status(Errc::kRejected, "the card in use is " + contents.token.serial +
                                             ", not the workflow's card " + serial);
   }
+  return contents;
+}
+
+Result<Fields> detail::card_contents_fields(Impl& st, Impl::CardSlot& slot,
+                                            const std::string& serial) {
+  PF_ASSIGN_OR_RETURN(dv::CardContents contents, workflow_card_contents(st, slot, serial));
   Fields f{{"token_serial", serial}, {"pin_count", "1"}, {"tc.present", "no"}};
   int i = 0;
   for (const dv::KeyInfo& k : contents.keys) {
@@ -582,13 +588,7 @@ Result<Event> rollback_card(Impl& st, const Command& c) {
   const std::string serial = field(c, "token_serial");
   auto slot = st.slot(serial);
   std::lock_guard lock(slot->mu);
-  PF_RETURN_IF_ERROR(st.ready(*slot, serial));
-  PF_ASSIGN_OR_RETURN(dv::CardContents contents,
-                      slot->card->read_contents(dv::TransportCertificateRule::defaults()));
-  if (contents.token.serial != serial) {
-    return make_status(Errc::kRejected, "refusing to roll back card " + contents.token.serial +
-                                            ": the workflow's card is " + serial);
-  }
+  PF_ASSIGN_OR_RETURN(dv::CardContents contents, workflow_card_contents(st, *slot, serial));
   auto gone = [](const Status& s) {
     return s.is_ok() || s.code() == make_error_code(Errc::kNotFound);
   };
@@ -762,7 +762,8 @@ void install_from_environment(ExecutorRegistry& registry) {
   for (const char* type : {"ReadCardContents", "AskOperator", "GenerateKeyOnCard",
                            "SignWithOfficer", "SubmitToCm", "WriteKeysAndCertificates",
                            "GeneratePin", "SetCardPin", "ShowPinOnce",
-                           "ValidateTransportCertificate", "NotifyOperator", "RollbackCard"}) {
+                           "ValidateTransportCertificate", "NotifyOperator", "RollbackCard",
+                           "RevokeIssuedCertificates"}) {
     registry.add(type, blocking_executor([why](const Command&, const CommandContext&)
                                              -> Result<Event> { return why; },
                                          RetryPolicy{1}));

@@ -104,6 +104,11 @@ using Impl = Station::Impl;
 // token must outlive the client (it is held by the station).
 Result<std::unique_ptr<pr::CmpClient>> cm_client(Impl& st);
 
+// What the card `serial` holds, after logging in; kRejected when the card in the slot is another
+// one (a workflow never acts on a card but its own). The caller holds the slot's mutex.
+Result<devices::CardContents> workflow_card_contents(Impl& st, Impl::CardSlot& slot,
+                                                     const std::string& serial);
+
 // The card's keys, certificates and transport certificate as CardContentsRead fields (key.<i>.id,
 // key.<i>.label, key.<i>.cert_serial, tc.*, tc.key), after checking it is the card `serial`.
 // The caller holds the slot's mutex.

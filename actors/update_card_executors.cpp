@@ -6,12 +6,15 @@
 //
 // Every executor here only reads the card and asks the CM host: a repeat after a crash asks
 // again and gets the same answer.
+#include <openssl/cmp.h>
 #include <openssl/evp.h>
 
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "persoflow/actors/replay.hpp"
 #include "persoflow/machines/workflow_support.hpp"
+#include "persoflow/protocol/base64.hpp"
 #include "persoflow/protocol/cm_info_types.hpp"
 #include "station_impl.hpp"
 
@@ -21,15 +24,6 @@ namespace {
 
 using nlohmann::json;
 namespace wf = machines::wf;
-
-std::string base64(std::string_view data) {
-  std::string out(4 * ((data.size() + 2) / 3) + 1, '\0');
-  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                reinterpret_cast<const unsigned char*>(data.data()),
-                                static_cast<int>(data.size()));
-  out.resize(static_cast<std::size_t>(n));
-  return out;
-}
 
 // One persoflowTcValidation exchange (docs/protocol.md). A refusal by the CM host is
 // Errc::kRejected with `refused` set; a transport failure is any other Status (retried).
@@ -92,13 +86,7 @@ Result<Event> validate_transport_certificate(Station& station, const Command& c,
   {
     auto slot = st.slot(serial);
     std::lock_guard lock(slot->mu);
-    PF_RETURN_IF_ERROR(st.ready(*slot, serial));
-    PF_ASSIGN_OR_RETURN(dv::CardContents contents,
-                        slot->card->read_contents(dv::TransportCertificateRule::defaults()));
-    if (contents.token.serial != serial) {
-      return make_status(Errc::kRejected, "the card in use is " + contents.token.serial +
-                                              ", not the workflow's card " + serial);
-    }
+    PF_ASSIGN_OR_RETURN(dv::CardContents contents, workflow_card_contents(st, *slot, serial));
     for (const dv::CertificateInfo& cert : contents.certificates) {
       if (cert.serial_hex == tc_serial) der = cert.der;
     }
@@ -109,7 +97,9 @@ Result<Event> validate_transport_certificate(Station& station, const Command& c,
   }
   bool refused = false;
   auto answer = tc_validation_genm(
-      st, json{{"token_procedure", token_procedure_of(station, request)}, {"certificate", base64(der)}},
+      st,
+      json{{"token_procedure", token_procedure_of(station, request)},
+           {"certificate", pr::base64_encode(der)}},
       &refused);
   if (!answer) {
     if (refused) return event("TcRejected", {{"reason", answer.status().message()}});
@@ -117,6 +107,23 @@ Result<Event> validate_transport_certificate(Station& station, const Command& c,
   }
   if (answer->value("valid", false)) return event("TcValidated");
   return event("TcRejected", {{"reason", answer->value("reason", "the CM host did not accept it")}});
+}
+
+// The certificates a cancelled workflow will not deliver, revoked with cessationOfOperation
+// (CMP rr for each serial.<i>, the certificate from <state_dir>/certs). One already revoked
+// counts as done. Acknowledged: no machine event answers it.
+Result<Event> revoke_issued_certificates(Impl& st, const Command& c) {
+  constexpr int kCessationOfOperation = 5;
+  for (const std::string& serial : wf::values(c.fields, "serial")) {
+    PF_ASSIGN_OR_RETURN(std::string der, read_file(st.dir("certs") + "/" + serial + ".der"));
+    PF_ASSIGN_OR_RETURN(pr::X509Ptr cert, pr::x509_from_der(der));
+    PF_ASSIGN_OR_RETURN(std::unique_ptr<pr::CmpClient> client, cm_client(st));
+    Status revoked = client->revoke(cert.get(), kCessationOfOperation);
+    const bool already = client->last_failure().fail_info &
+                         (1 << OSSL_CMP_PKIFAILUREINFO_certRevoked);
+    if (!revoked && !already) return revoked;
+  }
+  return command_acknowledged();
 }
 
 }  // namespace
@@ -182,14 +189,18 @@ void install_update_card_executors(ExecutorRegistry& registry, std::shared_ptr<S
                blocking_executor([s](const Command& c, const CommandContext& ctx) {
                  return validate_transport_certificate(*s, c, ctx);
                }, cm));
-  // Tells the operator (stderr; the reason is journaled with the command). After a policy
-  // refusal (add on a TC card, nothing to update, no TC controls) update-card takes the answer
-  // as "the choice stands" and ends Cancelled: the station answers from the saved request, so
-  // asking again would be refused again. Nothing was written.
+  registry.add("RevokeIssuedCertificates",
+               blocking_executor([s](const Command& c, const CommandContext&) {
+                 return revoke_issued_certificates(s->impl(), c);
+               }, cm));
+  // Tells the operator (stderr; the reason is journaled with the command) and acknowledges the
+  // command without an event for the machine. After a policy refusal (add on a TC card, nothing
+  // to update, no TC controls) the workflow then waits, suspended, for an operator's decision
+  // (another choice as an outside event, or `persoflow workflows cancel`): nothing was written.
   registry.add("NotifyOperator",
                blocking_executor([](const Command& c, const CommandContext& ctx) {
                  std::cerr << "workflow " << ctx.workflow_id << ": " << field(c, "reason") << "\n";
-                 return Result<Event>(event("OperatorNotified"));
+                 return Result<Event>(command_acknowledged());
                }, RetryPolicy{1}));
 }
 
@@ -202,9 +213,7 @@ Result<std::string> write_transport_certificate(Station& station, const std::str
   Impl& st = station.impl();
   auto slot = st.slot(token_serial);
   std::lock_guard lock(slot->mu);
-  PF_RETURN_IF_ERROR(st.ready(*slot, token_serial));
-  PF_ASSIGN_OR_RETURN(dv::CardContents contents,
-                      slot->card->read_contents(dv::TransportCertificateRule::defaults()));
+  PF_ASSIGN_OR_RETURN(dv::CardContents contents, workflow_card_contents(st, *slot, token_serial));
   for (const dv::CertificateInfo& cert : contents.certificates) {
     if (cert.transport_certificate) return cert.serial_hex;
   }

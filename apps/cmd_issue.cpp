@@ -29,28 +29,10 @@ int run(int argc, char** argv) {
       "field", po::value<std::vector<std::string>>(), "subject field NAME=VALUE (repeatable)")(
       "workflow-id", po::value<std::string>(), "workflow id (to resume an interrupted one)");
   po::variables_map vm;
-  std::vector<std::string> rest;
-  try {
-    auto parsed = po::command_line_parser(argc, argv).options(opts).allow_unregistered().run();
-    po::store(parsed, vm);
-    rest = po::collect_unrecognized(parsed.options, po::include_positional);
-  } catch (const std::exception& e) {
-    std::cerr << "persoflow issue: " << e.what() << "\n";
-    return 2;
-  }
-  if (vm.count("help")) {
-    std::cout << kUsage << opts;
-    return 0;
-  }
-  if (rest.size() != 1 || rest[0] != "card") {
-    std::cerr << "persoflow issue: expected 'card' (see --help)\n";
-    return 2;
-  }
-  for (const char* required : {"config", "token", "field"}) {
-    if (!vm.count(required)) {
-      std::cerr << "persoflow issue card: --" << required << " is required (see --help)\n";
-      return 2;
-    }
+  if (int rc = parse_card_command("issue", kUsage, opts, {"config", "token", "field"}, argc, argv,
+                                  vm);
+      rc >= 0) {
+    return rc;
   }
   actors::CardRequest r;
   r.token_label = vm["token"].as<std::string>();

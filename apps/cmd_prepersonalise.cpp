@@ -35,24 +35,10 @@ int run(int argc, char** argv) {
       "procedure", po::value<std::string>()->default_value("transport"),
       "the CM host's transport certificate procedure");
   po::variables_map vm;
-  std::vector<std::string> rest;
-  try {
-    auto parsed = po::command_line_parser(argc, argv).options(opts).allow_unregistered().run();
-    po::store(parsed, vm);
-    rest = po::collect_unrecognized(parsed.options, po::include_positional);
-  } catch (const std::exception& e) {
-    return fail(2, e.what());
-  }
-  if (vm.count("help")) {
-    std::cout << kUsage << opts;
-    return 0;
-  }
-  if (rest.size() != 1 || rest[0] != "card") {
-    std::cerr << "persoflow prepersonalise: expected 'card' (see --help)\n";
-    return 2;
-  }
-  for (const char* required : {"config", "token", "field"}) {
-    if (!vm.count(required)) return fail(2, std::string("--") + required + " is required");
+  if (int rc = parse_card_command("prepersonalise", kUsage, opts, {"config", "token", "field"},
+                                  argc, argv, vm);
+      rc >= 0) {
+    return rc;
   }
   std::string subject;
   for (const auto& f : vm["field"].as<std::vector<std::string>>()) {

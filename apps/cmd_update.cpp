@@ -47,25 +47,10 @@ int run(int argc, char** argv) {
       "action", po::value<std::vector<std::string>>(), "KEY=ACTION (repeatable)")(
       "workflow-id", po::value<std::string>(), "workflow id (to resume an interrupted one)");
   po::variables_map vm;
-  std::vector<std::string> rest;
-  try {
-    auto parsed = po::command_line_parser(argc, argv).options(opts).allow_unregistered().run();
-    po::store(parsed, vm);
-    rest = po::collect_unrecognized(parsed.options, po::include_positional);
-  } catch (const std::exception& e) {
-    std::cerr << "persoflow update: " << e.what() << "\n";
-    return 2;
-  }
-  if (vm.count("help")) {
-    std::cout << kUsage << opts;
-    return 0;
-  }
-  if (rest.size() != 1 || rest[0] != "card") {
-    std::cerr << "persoflow update: expected 'card' (see --help)\n";
-    return 2;
-  }
-  for (const char* required : {"config", "field", "action"}) {
-    if (!vm.count(required)) return usage_error(std::string("--") + required + " is required");
+  if (int rc = parse_card_command("update", kUsage, opts, {"config", "field", "action"}, argc,
+                                  argv, vm);
+      rc >= 0) {
+    return rc;
   }
   if (vm.count("token") == vm.count("reader")) {
     return usage_error("give the card by --token LABEL or by --reader R (one of them)");

@@ -57,17 +57,34 @@ Result<BatchReport> run_station_batch(const std::string& config_path,
                                const std::string& pin) {
     std::lock_guard lock(pins_mu);
     pins[wf] = pin;
-    if (show_pins) out << "PIN for card " << serial << " (" << wf << ", shown once): " << pin << "\n";
+    // Flushed before ShowPinOnce deletes the secret: a kill after the deletion must not take the
+    // only copy of the PIN down with an unflushed buffer.
+    if (show_pins) {
+      out << "PIN for card " << serial << " (" << wf << ", shown once): " << pin << std::endl;
+    }
   });
 
   // Every request names its card by serial before it is saved: the workflow must never write to
-  // another card.
+  // another card. A request saved by an earlier run keeps the card it named then; a card that
+  // cannot be found now (pulled, unreadable) leaves its request unstarted, not the whole batch.
+  std::map<std::string, std::string> not_started;  // workflow id -> why
+  std::vector<ac::CardRequest> startable;
   for (auto& r : requests) {
     if (r.token_serial.empty()) {
-      PF_ASSIGN_OR_RETURN(r.token_serial, station->token_serial(r.token_label));
+      if (auto saved = station->load_request(r.workflow_id)) r.token_serial = saved->token_serial;
+    }
+    if (r.token_serial.empty()) {
+      auto serial = station->token_serial(r.token_label);
+      if (!serial) {
+        not_started[r.workflow_id] = serial.status().message();
+        continue;
+      }
+      r.token_serial = *serial;
     }
     PF_RETURN_IF_ERROR(station->save_request(r));
+    startable.push_back(std::move(r));
   }
+  requests = std::move(startable);
 
   // Log in to every card before the runtime starts (see Station::prepare_card).
   {
@@ -114,6 +131,9 @@ Result<BatchReport> run_station_batch(const std::string& config_path,
                       st::Journal::open(config.journal, {.create_if_missing = false,
                                                          .read_only = true}));
   BatchReport report;
+  for (const auto& [id, why] : not_started) {
+    if (seen.insert(id).second) ids.push_back(id);
+  }
   std::set<std::string> resumed_set(resumed.begin(), resumed.end());
   for (const auto& id : ids) {
     BatchRow row;
@@ -137,9 +157,20 @@ Result<BatchReport> run_station_batch(const std::string& config_path,
         if (state->name != "Done") row.reason = m::wf::get(state->data, "reason");
       }
     }
+    if (auto it = not_started.find(id); it != not_started.end()) {
+      row.reason = "not started: " + it->second;
+    }
     if (auto it = by_id.find(id); it != by_id.end() && !it->second.reason.empty()) {
       row.reason = it->second.reason;
       if (it->second.outcome == ac::Outcome::kFailed) row.reason = it->second.error.message();
+    }
+    if (!records.empty() && row.state != "Done") {
+      // A policy refusal waits for the operator: say what was refused, not only that it waits.
+      auto state = m::decode_state(records.back().body.state);
+      if (state && m::wf::has(state->data, "refusal")) {
+        row.reason = "refused: " + m::wf::get(state->data, "refusal") +
+                     " (waiting for an operator: persoflow workflows cancel " + id + ")";
+      }
     }
     if (auto it = pins.find(id); it != pins.end()) row.pin_shown = it->second;
     if (row.state != "Done") report.all_done = false;
@@ -148,6 +179,77 @@ Result<BatchReport> run_station_batch(const std::string& config_path,
   report.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return report;
+}
+
+Result<std::string> cancel_with_rollback(const std::string& config_path,
+                                         const std::string& workflow_id,
+                                         const std::string& reason, std::ostream& out) {
+  PF_ASSIGN_OR_RETURN(ac::StationConfig config, ac::load_station_config(config_path));
+  PF_ASSIGN_OR_RETURN(auto station, ac::Station::open(config));
+  PF_ASSIGN_OR_RETURN(ac::CardRequest request, station->load_request(workflow_id));
+  (void)station->prepare_card(request.token_serial);  // see Station::prepare_card
+  ac::ExecutorRegistry registry;
+  ac::install_issue_card_executors(registry, station);
+  PF_ASSIGN_OR_RETURN(auto runtime, ac::Runtime::open(config.journal, std::move(registry)));
+  PF_RETURN_IF_ERROR(runtime->post_event_and_wait(
+      workflow_id, m::Event{"CancelRequested", {{"reason", reason}}}));
+  std::vector<ac::WorkflowOutcome> outcomes = runtime->wait();
+  runtime.reset();  // closes the journal's writer before we read it
+  PF_ASSIGN_OR_RETURN(auto journal,
+                      st::Journal::open(config.journal, {.create_if_missing = false,
+                                                         .read_only = true}));
+  PF_ASSIGN_OR_RETURN(auto records, journal->records(workflow_id));
+  if (records.empty()) return make_status(Errc::kNotFound, "no workflow " + workflow_id);
+  PF_ASSIGN_OR_RETURN(m::State state, m::decode_state(records.back().body.state));
+  out << "workflow " << workflow_id << " (" << request.workflow << " on card "
+      << request.token_serial << "): " << state.name;
+  if (m::wf::is_yes(state.data, "rolled_back")) {
+    out << "; removed from the card:";
+    for (const std::string& object : m::wf::values(state.data, "object")) out << " " << object;
+  }
+  if (m::wf::list_size(state.data, "issued") > 0) {
+    out << "; revoked (cessationOfOperation):";
+    for (const std::string& serial : m::wf::values(state.data, "issued")) out << " " << serial;
+  }
+  out << "\n";
+  for (const auto& o : outcomes) {
+    if (o.workflow_id == workflow_id && o.outcome == ac::Outcome::kSuspended) {
+      out << "  suspended: " << o.reason << "\n";
+    }
+  }
+  return state.name;
+}
+
+int parse_card_command(const std::string& group, const char* usage,
+                       const boost::program_options::options_description& options,
+                       const std::vector<std::string>& required, int argc, char** argv,
+                       boost::program_options::variables_map& vm) {
+  namespace po = boost::program_options;
+  std::vector<std::string> rest;
+  try {
+    auto parsed = po::command_line_parser(argc, argv).options(options).allow_unregistered().run();
+    po::store(parsed, vm);
+    rest = po::collect_unrecognized(parsed.options, po::include_positional);
+  } catch (const std::exception& e) {
+    std::cerr << "persoflow " << group << ": " << e.what() << "\n";
+    return 2;
+  }
+  if (vm.count("help")) {
+    std::cout << usage << options;
+    return 0;
+  }
+  if (rest.size() != 1 || rest[0] != "card") {
+    std::cerr << "persoflow " << group << ": expected 'card' (see --help)\n";
+    return 2;
+  }
+  for (const std::string& option : required) {
+    if (!vm.count(option)) {
+      std::cerr << "persoflow " << group << " card: --" << option
+                << " is required (see --help)\n";
+      return 2;
+    }
+  }
+  return -1;
 }
 
 Result<std::pair<std::string, std::string>> split_assignment(const std::string& text,

@@ -347,17 +347,6 @@ Result<Transition> on_card_full(const State& from, const Event& e) {
                       "; remove certificates or use redo instead of add");
 }
 
-// The operator was told of a refusal and the choice stands (an unattended station answers from
-// the saved request, so choosing again would refuse again): the workflow ends, nothing written.
-Result<Transition> on_refusal_acknowledged(const State& from, const Event&) {
-  if (!has(from.data, "refusal")) {
-    return wf::invalid("OperatorNotified in " + from.name + ": no refusal to acknowledge");
-  }
-  State to{std::string(wf::kCancelled), from.data};
-  to.data["reason"] = "refused: " + get(from.data, "refusal");
-  return Transition{std::move(to), {}};
-}
-
 Result<Transition> card_removed(const State& s, const Event& e) {
   return wf::on_card_removed(kKit, s, e);
 }
@@ -439,12 +428,6 @@ constexpr Row kBaseRows[] = {
     {"Done", "CardRemoved", "Done", nullptr, "terminal absorbs"},
     {"Cancelled", "CardRemoved", "Cancelled", nullptr, "terminal absorbs"},
     {"Failed", "CardRemoved", "Failed", nullptr, "terminal absorbs"},
-    {"ContentsConfirmed", "OperatorNotified", "Cancelled", on_refusal_acknowledged,
-     "refusal stands"},
-    {"ProcedureConfirmed", "OperatorNotified", "Cancelled", on_refusal_acknowledged,
-     "refusal stands"},
-    {"Cancelled", "OperatorNotified", "Cancelled", nullptr, "terminal absorbs"},
-    {"Failed", "OperatorNotified", "Failed", nullptr, "terminal absorbs"},
 };
 
 constexpr std::string_view kCardStates[] = {

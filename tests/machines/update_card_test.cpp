@@ -121,30 +121,6 @@ void add_on_tc_card_refused(Driver& d) {
   EXPECT_EQ(d.at(), "TcValidationRequested");
 }
 
-// An unattended station acknowledges the refusal: the choice stands, the workflow ends
-// Cancelled with the refusal as its reason, and nothing was written.
-void refusal_acknowledged_cancels(Driver& d) {
-  insert(d, true);
-  d.on("ProcedureChosen", procedure());
-  EXPECT_FALSE(d.refused("OperatorNotified").empty());  // nothing was refused yet
-  d.on("ActionsChosen", subject({{"key.0.action", "add"}}));
-  d.on("OperatorNotified");
-  ASSERT_EQ(d.at(), "Cancelled");
-  EXPECT_NE(d.data("reason").find("refused: key 0: add is refused"), std::string::npos)
-      << d.data("reason");
-  EXPECT_TRUE(d.last().empty());
-  d.on("OperatorNotified");
-  EXPECT_EQ(d.at(), "Cancelled");
-}
-
-void refusal_of_procedure_acknowledged(Driver& d) {
-  insert(d, true);
-  d.on("ProcedureChosen", {{"procedure", "plain"}});
-  d.on("OperatorNotified");
-  ASSERT_EQ(d.at(), "Cancelled");
-  EXPECT_NE(d.data("reason").find("transport-certificate controls"), std::string::npos);
-}
-
 void action_rules(Driver& d) {
   insert(d, false);
   d.on("ProcedureChosen", procedure());
@@ -167,8 +143,6 @@ void untrusted_tc_refused_before_any_write(Driver& d) {
   EXPECT_NE(d.data("reason").find("not trusted"), std::string::npos);
   EXPECT_EQ(d.data("object.0"), "");
   d.on("CardRemoved");
-  EXPECT_EQ(d.at(), "Failed");
-  d.on("OperatorNotified");  // the answer to the Failed transition's NotifyOperator
   EXPECT_EQ(d.at(), "Failed");
 }
 
@@ -343,8 +317,6 @@ void cancel_before_write(Driver& d) {
 constexpr harness::NamedScenario kScenarios[] = {
     {"RedoOnTcCard", redo_on_tc_card},
     {"AddOnTcCardRefused", add_on_tc_card_refused},
-    {"RefusalAcknowledgedCancels", refusal_acknowledged_cancels},
-    {"RefusalOfProcedureAcknowledged", refusal_of_procedure_acknowledged},
     {"ActionRules", action_rules},
     {"UntrustedTcRefusedBeforeAnyWrite", untrusted_tc_refused_before_any_write},
     {"ForgedTcRefusedBeforeAnyWrite", forged_tc_refused_before_any_write},

@@ -108,8 +108,8 @@ class Station {
 // from the saved request), GenerateKeyOnCard, SignWithOfficer, SubmitToCm, WriteKeysAndCertificates,
 // GeneratePin, SetCardPin, ShowPinOnce. All are blocking (they run on the runtime's pool).
 // With them, the update-card machine's own: ValidateTransportCertificate (genm
-// persoflowTcValidation to the CM host), NotifyOperator (answered OperatorNotified: after a
-// policy refusal the workflow ends Cancelled with the refusal as its reason), and the
+// persoflowTcValidation to the CM host), NotifyOperator (printed and acknowledged: after a
+// policy refusal the workflow waits, suspended, for an operator's decision), and the
 // update answers of AskOperator (actions, token procedure, the card's PIN by reference). One
 // registry carries both machines, so a station runs issue and update workflows at once.
 void install_issue_card_executors(ExecutorRegistry& registry, std::shared_ptr<Station> station);

@@ -28,11 +28,7 @@
 //   CardPinEntered      pin_index, pin_ref (the card's PIN, by reference; two where it has two)
 //   CardPinRejected{tries_left}, OperatorPinEntered{pin_ref}, CardWritten,
 //   CaCertificatesReplaced, CardRemoved, CardFull, CmRefused{reason}, CmUnreachable{reason},
-//   RetryRequested, CancelRequested{reason}, RollbackConfirmed,
-//   OperatorNotified    the answer to NotifyOperator: after a policy refusal (ContentsConfirmed,
-//                       ProcedureConfirmed with `refusal`) the choice stands and the workflow is
-//                       Cancelled (reason "refused: ..."), nothing written; terminal states
-//                       absorb it
+//   RetryRequested, CancelRequested{reason}, RollbackConfirmed
 //
 // Commands: ReadCardContents, AskOperator{ask=procedure|key_actions|signature_pin|card_pin|
 // operator_pin|reinsert_card|retry}, ValidateTransportCertificate, SignWithOfficer,
@@ -92,10 +88,6 @@
 //     Done --> Done : CardRemoved [terminal absorbs]
 //     Cancelled --> Cancelled : CardRemoved [terminal absorbs]
 //     Failed --> Failed : CardRemoved [terminal absorbs]
-//     ContentsConfirmed --> Cancelled : OperatorNotified [refusal stands]
-//     ProcedureConfirmed --> Cancelled : OperatorNotified [refusal stands]
-//     Cancelled --> Cancelled : OperatorNotified [terminal absorbs]
-//     Failed --> Failed : OperatorNotified [terminal absorbs]
 //     ContentsReadRequested --> SuspendedAwaitingCard : CardRemoved [resume_state recorded]
 //     ContentsConfirmed --> SuspendedAwaitingCard : CardRemoved [resume_state recorded]
 //     ProcedureConfirmed --> SuspendedAwaitingCard : CardRemoved [resume_state recorded]

@@ -6,12 +6,15 @@
 #include <openssl/sha.h>
 
 #include <atomic>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <sstream>
 
 #include "persoflow/cmhost/reissue_cm.hpp"
+#include "ca_crypto.hpp"
 #include "persoflow/common/crash_point.hpp"
 #include "persoflow/protocol/base64.hpp"
 #include "persoflow/protocol/cm_info_types.hpp"
@@ -565,6 +568,48 @@ struct Transaction {
                 {"status", storage::to_string(k.cert_status)}, {"archived_at", k.archived_at}};
   }
 
+  // persoflowTcValidation: without "certificate", the token procedure's trusted TC issuers (so
+  // the RA refuses an untrusted TC before anything else); with it, whether that TC is authentic
+  // (CmHost::validate_transport_certificate). An invalid TC is an answer, not a refusal.
+  Result<std::string> tc_validation(const json& request) {
+    if (!request.contains("token_procedure")) {
+      return make_status(Errc::kInvalidArgument, "the request names no token_procedure");
+    }
+    const std::string name = request.at("token_procedure").get<std::string>();
+    const TokenProcedure* tp = host.config().token_procedure(name);
+    if (!tp) return make_status(Errc::kNotFound, "unknown token procedure '" + name + "'");
+    if (!request.contains("certificate")) {
+      json issuers = json::array();
+      for (const auto& file : tp->tc_validation.trusted_issuers) {
+        const std::string path =
+            file.empty() || file[0] == '/' ? file : host.dir() + "/" + file;
+        std::ifstream in(path, std::ios::binary);
+        std::ostringstream pem;
+        pem << in.rdbuf();
+        if (!in) return make_status(Errc::kInternal, "cannot read trusted TC issuers " + path);
+        PF_ASSIGN_OR_RETURN(auto certs, crypto::load_pem_chain(pem.str()));
+        for (const auto& c : certs) {
+          issuers.push_back({{"subject", name_to_string(X509_get_subject_name(c.get()))},
+                             {"serial", serial_hex(c.get())}});
+        }
+      }
+      return json{{"token_procedure", name},
+                  {"required", tp->tc_validation.required},
+                  {"trusted_issuers", issuers}}
+          .dump();
+    }
+    PF_ASSIGN_OR_RETURN(std::string der, unbase64(request.at("certificate").get<std::string>()));
+    PF_ASSIGN_OR_RETURN(X509Ptr tc, x509_from_der(der));
+    Status valid = host.validate_transport_certificate(name, tc.get());
+    if (!valid.is_ok() && valid.code() != make_error_code(Errc::kRejected)) return valid;
+    json answer = {{"token_procedure", name},
+                   {"serial", serial_hex(tc.get())},
+                   {"subject", name_to_string(X509_get_subject_name(tc.get()))},
+                   {"valid", valid.is_ok()}};
+    if (!valid.is_ok()) answer["reason"] = valid.message();
+    return answer.dump();
+  }
+
   Result<std::string> genm_item(Transaction& t, const Officer& officer, const std::string& oid,
                                 const std::string& text) {
     json request;
@@ -687,6 +732,10 @@ struct Transaction {
                     {"envelope", base64(k.envelope_der)},
                     {"replayed", k.certificate.replayed}}
             .dump();
+      }
+      if (oid == proto::kOidTcValidation) {
+        PF_RETURN_IF_ERROR(need_role(officer, kRoleIssue));
+        return tc_validation(request);
       }
     } catch (const json::exception& e) {
       return make_status(Errc::kInvalidArgument, std::string("bad request field: ") + e.what());

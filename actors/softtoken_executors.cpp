@@ -24,6 +24,7 @@
 #include "persoflow/devices/pin_delivery.hpp"
 #include "persoflow/devices/pkcs12.hpp"
 #include "persoflow/machines/workflow_support.hpp"
+#include "persoflow/protocol/base64.hpp"
 #include "persoflow/protocol/cm_info_types.hpp"
 #include "persoflow/protocol/cmp_client.hpp"
 #include "persoflow/protocol/cmp_der.hpp"
@@ -84,21 +85,6 @@ std::string resolve(const fs::path& base, const std::string& p) {
   if (p.empty()) return p;
   fs::path path(p);
   return path.is_absolute() ? p : (base / path).lexically_normal().string();
-}
-
-Result<std::string> base64_decode(std::string_view text) {
-  std::string out(3 * (text.size() / 4) + 3, '\0');
-  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(text.data()),
-                          static_cast<int>(text.size()));
-  if (n < 0 || text.size() % 4 != 0) {
-    return make_status(Errc::kCorrupt, "the CM host's answer holds invalid base64");
-  }
-  // EVP_DecodeBlock counts the padding as zero bytes.
-  std::size_t len = static_cast<std::size_t>(n);
-  for (std::size_t i = text.size(); i > 0 && text[i - 1] == '='; --i) --len;
-  out.resize(len);
-  return out;
 }
 
 // "/CN=Alice/O=Example" from the subject.* fields of a command (sorted by name).
@@ -738,7 +724,7 @@ Result<Event> submit_to_cm(SoftTokenRa& ra, const Command& c, const CommandConte
            ++j) {
         const std::string ref = field(c, item("request", r, "key." + std::to_string(j) + ".key_ref"));
         PF_ASSIGN_OR_RETURN(auto entry, cm_key_entry(st, ref, "envelope"));
-        PF_ASSIGN_OR_RETURN(std::string der, base64_decode(entry.first));
+        PF_ASSIGN_OR_RETURN(std::string der, pr::base64_decode(entry.first));
         PF_ASSIGN_OR_RETURN(pr::X509Ptr cert, pr::x509_from_der(der));
         PF_ASSIGN_OR_RETURN(std::string serial, save_certificate(st, cert.get()));
         out[item("cert", n, "serial")] = serial;
@@ -836,7 +822,7 @@ Result<pr::EvpPkeyPtr> key_of(Impl& ra, const std::string& key_ref) {
     return pr::read_pem_key(key_file(ra, key_ref.substr(6)));
   }
   PF_ASSIGN_OR_RETURN(auto entry, cm_key_entry(ra, key_ref, "envelope"));
-  PF_ASSIGN_OR_RETURN(std::string envelope, base64_decode(entry.second));
+  PF_ASSIGN_OR_RETURN(std::string envelope, pr::base64_decode(entry.second));
   PF_ASSIGN_OR_RETURN(std::string pkcs8, open_for_officer(ra, envelope));
   const unsigned char* q = reinterpret_cast<const unsigned char*>(pkcs8.data());
   pr::EvpPkeyPtr key(d2i_AutoPrivateKey(nullptr, &q, static_cast<long>(pkcs8.size())));
@@ -988,7 +974,7 @@ Result<Event> resolve_pin_letter(SoftTokenRa& ra, const Command& c, const Comman
     return make_status(Errc::kRejected, "PIN letter " + field(c, "letter_id") + ": " + why);
   }
   PF_ASSIGN_OR_RETURN(std::string envelope,
-                      base64_decode(answer["keys"][0].value("envelope", "")));
+                      pr::base64_decode(answer["keys"][0].value("envelope", "")));
   PF_ASSIGN_OR_RETURN(std::string pin, open_for_officer(st, envelope));
   Status saved = write_state_file(secret_file(st, ref), pin);
   OPENSSL_cleanse(pin.data(), pin.size());

@@ -15,6 +15,7 @@
 
 #include "persoflow/cmhost/reissue_cm.hpp"
 #include "ca_crypto.hpp"
+#include "persoflow/cmhost/pin_letters.hpp"
 #include "persoflow/common/crash_point.hpp"
 #include "persoflow/protocol/base64.hpp"
 #include "persoflow/protocol/cm_info_types.hpp"
@@ -141,6 +142,16 @@ struct Transaction {
   mutable std::mutex map_mu;
   std::map<std::string, std::shared_ptr<Transaction>> open;
   std::atomic<unsigned> requests{0};
+  std::mutex pin_letters_mu;
+  std::unique_ptr<PinLetters> pin_letters;  // opened on the first PIN-letter genm
+
+  Result<PinLetters*> letters() {
+    std::lock_guard lock(pin_letters_mu);
+    if (!pin_letters) {
+      PF_ASSIGN_OR_RETURN(pin_letters, PinLetters::open(host));
+    }
+    return pin_letters.get();
+  }
 
   Impl(CmHost& h, CmpServiceOptions o) : host(h), options(o) {
     proto::register_info_types();
@@ -664,13 +675,20 @@ struct Transaction {
                                       {"key_procedures", tp.key_procedures},
                                       {"pin_procedure", tp.pin_procedure}});
         }
+        json pin_procedures = json::array();
+        for (const auto& pp : host.config().pin_procedures) {
+          pin_procedures.push_back({{"name", pp.name}, {"delivery", pp.delivery},
+                                    {"min_length", pp.min_length},
+                                    {"max_length", pp.max_length}});
+        }
         json answer = {{"officer", officer.name},
                        {"roles", officer.roles},
                        {"default", host.config().default_procedure},
                        {"ra_key_generation", host.config().ra_key_generation},
                        {"certificate_procedures", procedures},
                        {"key_procedures", key_procedures},
-                       {"token_procedures", token_procedures}};
+                       {"token_procedures", token_procedures},
+                       {"pin_procedures", pin_procedures}};
         return answer.dump();
       }
       if (oid == proto::kOidKeySearch) {
@@ -707,6 +725,31 @@ struct Transaction {
         audit(officer.name, "cmp-recover",
               "transaction " + t.tid_hex + ": " + std::to_string(recovered.size()) + " key(s)");
         return json{{"keys", list}}.dump();
+      }
+      if (oid == proto::kOidPinLetterQueue) {
+        PF_RETURN_IF_ERROR(need_role(officer, kRoleIssue));
+        PF_ASSIGN_OR_RETURN(PinLetters * l, letters());
+        std::string pin = request.at("pin").get<std::string>();
+        // The RA's own idempotency key: it does not keep this request (the PIN is in it), so a
+        // resend is a new message with the same key.
+        const std::string key = request.contains("idempotency_key")
+                                    ? officer.name + "/" + request.at("idempotency_key").get<std::string>()
+                                    : t.tid_hex + "/pin-letter";
+        auto letter = l->queue(request.value("holder", ""), request.at("address"),
+                               request.value("token", ""), pin, key, officer.name);
+        OPENSSL_cleanse(pin.data(), pin.size());
+        if (!letter) return letter.status();
+        return json{{"letter_id", letter->letter_id}, {"state", letter->state}}.dump();
+      }
+      if (oid == proto::kOidPinLetterBind) {
+        PF_RETURN_IF_ERROR(need_role(officer, kRoleIssue));
+        PF_ASSIGN_OR_RETURN(PinLetters * l, letters());
+        PF_ASSIGN_OR_RETURN(X509Ptr recipient, recipient_of(request, officer));
+        const std::string id = request.at("letter_id");
+        PF_ASSIGN_OR_RETURN(std::string envelope, l->bind(id, recipient.get(),
+                                                          t.tid_hex + "/pin-letter",
+                                                          officer.name));
+        return json{{"letter_id", id}, {"envelope", base64(envelope)}}.dump();
       }
       if (oid == proto::kOidServerKeygen) {
         PF_RETURN_IF_ERROR(need_role(officer, kRoleIssue));

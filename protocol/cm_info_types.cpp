@@ -20,6 +20,8 @@ constexpr InfoType kInfoTypes[] = {
     {kOidTcValidation, "persoflowTcValidation", "persoflow transport certificate validation"},
     {kOidCertificateSearch, "persoflowCertificateSearch", "persoflow certificate search"},
     {kOidEmailVerification, "persoflowEmailVerification", "persoflow e-mail verification"},
+    {kOidPinLetterQueue, "persoflowPinLetterQueue", "persoflow PIN letter for the PIN mailer"},
+    {kOidPinLetterBind, "persoflowPinLetterBind", "persoflow pre-printed PIN letter binding"},
     {kOidError, "persoflowError", "persoflow general message error"},
 };
 std::once_flag g_once;

@@ -162,7 +162,7 @@ int run_softtoken(int argc, char** argv) {
     std::cerr << "persoflow cm init failed:\n" << init.out << init.err;
     return 1;
   }
-  CmServer server((dir / "cm").string());
+  CmServer server(dir / "cm");
   if (server.port().empty()) {
     std::cerr << "persoflow cm serve did not start\n";
     return 1;

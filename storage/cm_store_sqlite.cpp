@@ -210,8 +210,8 @@ CREATE TABLE audit_log(
   hash TEXT NOT NULL);
 )sql";
 
-// Migration 3: PIN letters (cm_store.hpp, PinLetterRecord).
-constexpr const char* kSchemaV3PinLetters = R"sql(
+// Migration 2: PIN letters (cm_store.hpp, PinLetterRecord).
+constexpr const char* kSchemaV2PinLetters = R"sql(
 CREATE TABLE pin_letters(
   letter_id TEXT PRIMARY KEY,
   kind TEXT NOT NULL CHECK (kind IN ('mailer','preprinted')),
@@ -225,6 +225,52 @@ CREATE TABLE pin_letters(
   created_at INTEGER NOT NULL,
   printed_at INTEGER NOT NULL DEFAULT 0);
 )sql";
+
+// Migration 3: certificate requests waiting for e-mail verification (EmailVerificationRecord).
+constexpr const char* kSchemaV3EmailVerification = R"sql(
+CREATE TABLE email_verifications(
+  transaction_id TEXT PRIMARY KEY,
+  email TEXT NOT NULL,
+  code_digest TEXT NOT NULL,
+  procedure TEXT NOT NULL,
+  requester TEXT NOT NULL,
+  idempotency_key TEXT NOT NULL,
+  subject_der BLOB NOT NULL,
+  public_key_der BLOB NOT NULL,
+  old_serial_hex TEXT NOT NULL DEFAULT '',
+  created_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL,
+  mailed_at INTEGER NOT NULL DEFAULT 0,
+  confirmed_at INTEGER NOT NULL DEFAULT 0,
+  issued_serial TEXT NOT NULL DEFAULT '',
+  failed_attempts INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX email_verifications_open ON email_verifications(confirmed_at, expires_at);
+)sql";
+
+constexpr const char* kEmailVerificationColumns =
+    "transaction_id, email, code_digest, procedure, requester, idempotency_key, subject_der, "
+    "public_key_der, old_serial_hex, created_at, expires_at, mailed_at, confirmed_at, "
+    "issued_serial, failed_attempts";
+
+EmailVerificationRecord read_email_verification(const Stmt& s) {
+  EmailVerificationRecord r;
+  r.transaction_id = s.text(0);
+  r.email = s.text(1);
+  r.code_digest = s.text(2);
+  r.procedure = s.text(3);
+  r.requester = s.text(4);
+  r.idempotency_key = s.text(5);
+  r.subject_der = s.blob(6);
+  r.public_key_der = s.blob(7);
+  r.old_serial_hex = s.text(8);
+  r.created_at = s.integer(9);
+  r.expires_at = s.integer(10);
+  r.mailed_at = s.integer(11);
+  r.confirmed_at = s.integer(12);
+  r.issued_serial = s.text(13);
+  r.failed_attempts = static_cast<int>(s.integer(14));
+  return r;
+}
 
 class SqliteCmStore final : public CmStore {
  public:
@@ -270,8 +316,12 @@ class SqliteCmStore final : public CmStore {
         PF_RETURN_IF_ERROR(exec(kSchemaV1, "creating schema version 1"));
         version = 1;
       }
+      if (version < 2) {
+        PF_RETURN_IF_ERROR(exec(kSchemaV2PinLetters, "migrating the schema to version 2 (PIN letters)"));
+        version = 2;
+      }
       if (version < 3) {
-        PF_RETURN_IF_ERROR(exec(kSchemaV3PinLetters, "creating schema version 3 (PIN letters)"));
+        PF_RETURN_IF_ERROR(exec(kSchemaV3EmailVerification, "migrating the schema to version 3"));
         version = 3;
       }
       Stmt up(db_, "UPDATE meta SET value=?1 WHERE key='schema_version'");
@@ -665,6 +715,74 @@ class SqliteCmStore final : public CmStore {
       PF_RETURN_IF_ERROR(s.run("updating transaction"));
       if (sqlite3_changes(db_) == 0) {
         return make_status(Errc::kNotFound, "no transaction '" + id + "'");
+      }
+      return Status::ok();
+    });
+  }
+
+  // ----- e-mail verification (migration 3)
+
+  Status insert_email_verification(const EmailVerificationRecord& r) override {
+    std::lock_guard lock(mu_);
+    return write([&]() -> Status {
+      Stmt s(db_, (std::string("INSERT INTO email_verifications(") + kEmailVerificationColumns +
+                   ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)")
+                      .c_str());
+      s.bind(1, r.transaction_id).bind(2, r.email).bind(3, r.code_digest).bind(4, r.procedure);
+      s.bind(5, r.requester).bind(6, r.idempotency_key).bind_blob(7, r.subject_der);
+      s.bind_blob(8, r.public_key_der).bind(9, r.old_serial_hex);
+      s.bind(10, r.created_at ? r.created_at : now_ms() / 1000).bind(11, r.expires_at);
+      s.bind(12, r.mailed_at).bind(13, r.confirmed_at).bind(14, r.issued_serial);
+      s.bind(15, static_cast<std::int64_t>(r.failed_attempts));
+      Status st = s.run("recording e-mail verification " + r.transaction_id);
+      if (!st.is_ok() && st.code().value() == SQLITE_CONSTRAINT_PRIMARYKEY) {
+        return make_status(Errc::kAlreadyExists,
+                           "transaction " + r.transaction_id + " already waits for e-mail verification");
+      }
+      return st;
+    });
+  }
+
+  Result<std::optional<EmailVerificationRecord>> email_verification(
+      const std::string& transaction_id) override {
+    std::lock_guard lock(mu_);
+    Stmt s(db_, (std::string("SELECT ") + kEmailVerificationColumns +
+                 " FROM email_verifications WHERE transaction_id=?1")
+                    .c_str());
+    s.bind(1, transaction_id);
+    PF_ASSIGN_OR_RETURN(bool row, s.step("reading e-mail verification"));
+    if (!row) return std::optional<EmailVerificationRecord>();
+    return std::optional<EmailVerificationRecord>(read_email_verification(s));
+  }
+
+  Result<std::vector<EmailVerificationRecord>> open_email_verifications(std::int64_t now) override {
+    std::lock_guard lock(mu_);
+    Stmt s(db_, (std::string("SELECT ") + kEmailVerificationColumns +
+                 " FROM email_verifications WHERE confirmed_at=0 AND expires_at>?1 "
+                 "ORDER BY created_at, transaction_id")
+                    .c_str());
+    s.bind(1, now);
+    std::vector<EmailVerificationRecord> out;
+    while (true) {
+      PF_ASSIGN_OR_RETURN(bool row, s.step("listing e-mail verifications"));
+      if (!row) break;
+      out.push_back(read_email_verification(s));
+    }
+    return out;
+  }
+
+  Status update_email_verification(const EmailVerificationRecord& r) override {
+    std::lock_guard lock(mu_);
+    return write([&]() -> Status {
+      Stmt s(db_, "UPDATE email_verifications SET mailed_at=?1, confirmed_at=?2, issued_serial=?3, "
+                  "failed_attempts=?4, code_digest=?5 WHERE transaction_id=?6");
+      s.bind(1, r.mailed_at).bind(2, r.confirmed_at).bind(3, r.issued_serial);
+      s.bind(4, static_cast<std::int64_t>(r.failed_attempts)).bind(5, r.code_digest);
+      s.bind(6, r.transaction_id);
+      PF_RETURN_IF_ERROR(s.run("updating e-mail verification"));
+      if (sqlite3_changes(db_) == 0) {
+        return make_status(Errc::kNotFound, "no e-mail verification for transaction " +
+                                                r.transaction_id);
       }
       return Status::ok();
     });

@@ -54,7 +54,7 @@ class SoftToken : public ::testing::Test {
       }
       std::ofstream(dir / "cm" / "cm.json") << cm.dump(2);
     }
-    server_ = new CmServer((dir / "cm").string());
+    server_ = new CmServer(dir / "cm");
     ASSERT_FALSE(server_->port().empty());
     nlohmann::json conf = {{"cm_url", "https://127.0.0.1:" + server_->port()},
                            {"cm_ca", (dir / "cm" / "ca" / "ca.pem").string()},

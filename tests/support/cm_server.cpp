@@ -1,4 +1,3 @@
-// The CM host as a child process (cm_server.hpp).
 #include "cm_server.hpp"
 
 #include <signal.h>
@@ -9,24 +8,29 @@
 
 namespace persoflow::testing {
 
-CmServer::CmServer(const std::string& cm_dir) {
+CmServer::CmServer(const std::filesystem::path& cm_dir, const std::string& address) {
   int fds[2];
   if (::pipe(fds) != 0) return;
   pid_ = ::fork();
   if (pid_ == 0) {
     ::dup2(fds[1], 1);
     ::close(fds[0]);
-    ::execl(persoflow_binary().c_str(), "persoflow", "cm", "serve", "--dir", cm_dir.c_str(),
-            "--listen", "127.0.0.1:0", static_cast<char*>(nullptr));
+    const std::string binary = persoflow_binary();
+    ::execl(binary.c_str(), "persoflow", "cm", "serve", "--dir", cm_dir.c_str(), "--listen",
+            address.c_str(), static_cast<char*>(nullptr));
     ::_exit(127);
   }
   ::close(fds[1]);
-  // Blocks until "listening on 127.0.0.1:PORT" (or the server's end: EOF).
+  // Blocks until the server says it listens (or exits: EOF).
   std::string seen;
   char c;
-  while (::read(fds[0], &c, 1) == 1 && c != '\n') seen += c;
-  const auto at = seen.find("127.0.0.1:");
-  if (at != std::string::npos) port_ = seen.substr(at + 10);
+  while (seen.find("listening on") == std::string::npos && ::read(fds[0], &c, 1) == 1) seen += c;
+  listening_ = seen.find("listening on") != std::string::npos;
+  // The rest of the line: " ADDRESS:PORT".
+  while (listening_ && ::read(fds[0], &c, 1) == 1 && c != '\n') seen += c;
+  if (const auto colon = seen.rfind(':'); listening_ && colon != std::string::npos) {
+    port_ = seen.substr(colon + 1);
+  }
   fd_ = fds[0];
 }
 

@@ -1,27 +1,30 @@
-// `persoflow cm serve --dir DIR --listen 127.0.0.1:0` as a child process for tests and benches:
-// started by the constructor (which returns once the server says where it listens), stopped by
-// the destructor (SIGTERM, then waited for).
+// `persoflow cm serve --dir DIR --listen ADDRESS` as a child process for integration tests: the
+// constructor returns once the server printed "listening on" (or exited); the destructor stops it
+// (SIGTERM) and reaps it, also when a test fails.
 #pragma once
 
 #include <sys/types.h>
 
+#include <filesystem>
 #include <string>
 
 namespace persoflow::testing {
 
 class CmServer {
  public:
-  explicit CmServer(const std::string& cm_dir);
+  // address "127.0.0.1:0": a free port, see port().
+  CmServer(const std::filesystem::path& cm_dir, const std::string& address = "127.0.0.1:0");
   ~CmServer();
   CmServer(const CmServer&) = delete;
   CmServer& operator=(const CmServer&) = delete;
-
-  // The port on 127.0.0.1; empty when the server did not start.
+  bool listening() const { return listening_; }
+  // The port the server printed it listens on ("" when it did not start).
   const std::string& port() const { return port_; }
 
  private:
   pid_t pid_ = -1;
   int fd_ = -1;
+  bool listening_ = false;
   std::string port_;
 };
 

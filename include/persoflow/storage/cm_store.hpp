@@ -88,6 +88,27 @@ struct TransactionRecord {
   std::int64_t updated_at = 0;
 };
 
+// A certificate request waiting for the subject's e-mail address to be verified (procedures
+// with email_verification, docs/reissue.md). Keyed by the CMP transactionID of the request. The
+// one-time code itself is never stored: code_digest is SHA-256 over transaction_id ":" code.
+struct EmailVerificationRecord {
+  std::string transaction_id;  // hex, primary key
+  std::string email;           // where the code was sent
+  std::string code_digest;     // hex
+  std::string procedure;       // certificate procedure of the waiting request
+  std::string requester;       // officer name
+  std::string idempotency_key;  // of the certificate to issue ("<transactionID>/<certReqId>")
+  std::string subject_der;      // X509_NAME, DER
+  std::string public_key_der;   // SubjectPublicKeyInfo, DER
+  std::string old_serial_hex;   // kur: the certificate being updated, else empty
+  std::int64_t created_at = 0;
+  std::int64_t expires_at = 0;
+  std::int64_t mailed_at = 0;     // 0: the code could not be mailed yet (sent at the next poll)
+  std::int64_t confirmed_at = 0;  // 0: not confirmed
+  std::string issued_serial;      // the certificate issued once confirmed, else empty
+  int failed_attempts = 0;        // wrong codes entered for this request
+};
+
 struct AuditRecord {
   std::uint64_t seq = 0;  // 1, 2, ... without gaps
   std::int64_t time_ms = 0;
@@ -165,6 +186,17 @@ class CmStore {
   // Updates state and response of an existing transaction (unknown: kNotFound).
   virtual Status update_transaction(const std::string& id, const std::string& state,
                                     const std::string& response_der) = 0;
+
+  // --- e-mail verification (schema migration 4). Duplicate transaction: kAlreadyExists.
+  virtual Status insert_email_verification(const EmailVerificationRecord& record) = 0;
+  virtual Result<std::optional<EmailVerificationRecord>> email_verification(
+      const std::string& transaction_id) = 0;
+  // Not confirmed and expires_at > now, oldest first.
+  virtual Result<std::vector<EmailVerificationRecord>> open_email_verifications(
+      std::int64_t now) = 0;
+  // Stores code_digest, mailed_at, confirmed_at, issued_serial and failed_attempts (unknown:
+  // kNotFound).
+  virtual Status update_email_verification(const EmailVerificationRecord& record) = 0;
 
   // --- audit log
   virtual Result<AuditRecord> append_audit(const std::string& actor, const std::string& action,

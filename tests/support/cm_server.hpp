@@ -12,16 +12,20 @@ namespace persoflow::testing {
 
 class CmServer {
  public:
-  CmServer(const std::filesystem::path& cm_dir, const std::string& address);
+  // address "127.0.0.1:0": a free port, see port().
+  CmServer(const std::filesystem::path& cm_dir, const std::string& address = "127.0.0.1:0");
   ~CmServer();
   CmServer(const CmServer&) = delete;
   CmServer& operator=(const CmServer&) = delete;
   bool listening() const { return listening_; }
+  // The port the server printed it listens on ("" when it did not start).
+  const std::string& port() const { return port_; }
 
  private:
   pid_t pid_ = -1;
   int fd_ = -1;
   bool listening_ = false;
+  std::string port_;
 };
 
 }  // namespace persoflow::testing

@@ -156,7 +156,18 @@ Status SimCard::delete_certificates(const std::vector<unsigned char>& id) {
   return Status::ok();
 }
 
-Status SimCard::delete_key(const std::vector<unsigned char>& id) {
+// One certificate per key here: the one under id, when its serial matches.
+Status SimCard::delete_certificate(const std::vector<unsigned char> &id,
+                                   std::string_view serial_hex) {
+  PF_RETURN_IF_ERROR(present());
+  auto it = certificates_.find(id);
+  if (it == certificates_.end() || it->second.serial_hex != serial_hex)
+    return make_status(Errc::kNotFound, "no certificate " + std::string(serial_hex) + " there");
+  certificates_.erase(it);
+  return Status::ok();
+}
+
+Status SimCard::delete_key(const std::vector<unsigned char> &id) {
   PF_RETURN_IF_ERROR(present());
   if (keys_.erase(id) == 0) return make_status(Errc::kNotFound, "no key there");
   return Status::ok();

@@ -62,6 +62,7 @@ class SimCard final : public devices::Card {
   Status store_certificate(std::string_view der, const std::vector<unsigned char>& id,
                            std::string_view label) override;
   Status delete_certificates(const std::vector<unsigned char>& id) override;
+  Status delete_certificate(const std::vector<unsigned char>& id, std::string_view serial_hex) override;
   Status delete_key(const std::vector<unsigned char>& id) override;
   Status change_user_pin(std::string_view old_pin, std::string_view new_pin) override;
   Status unblock_user_pin(std::string_view so_pin, std::string_view new_user_pin) override;

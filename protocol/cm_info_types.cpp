@@ -17,6 +17,7 @@ constexpr InfoType kInfoTypes[] = {
     {kOidKeySearch, "persoflowKeySearch", "persoflow archived key search"},
     {kOidKeyRecovery, "persoflowKeyRecovery", "persoflow key recovery"},
     {kOidServerKeygen, "persoflowServerKeygen", "persoflow server-side key generation"},
+    {kOidCertConfirm, "persoflowCertConfirm", "persoflow certificate confirmation"},
     {kOidError, "persoflowError", "persoflow general message error"},
 };
 std::once_flag g_once;

@@ -11,6 +11,8 @@ inline constexpr const char* kOidProcedureList = "1.3.6.1.4.1.55555.1.1";
 inline constexpr const char* kOidKeySearch = "1.3.6.1.4.1.55555.1.2";
 inline constexpr const char* kOidKeyRecovery = "1.3.6.1.4.1.55555.1.3";
 inline constexpr const char* kOidServerKeygen = "1.3.6.1.4.1.55555.1.4";
+// Confirms (or rejects) the certificates a keygen or recovery genm made in another transaction.
+inline constexpr const char* kOidCertConfirm = "1.3.6.1.4.1.55555.1.10";
 inline constexpr const char* kOidError = "1.3.6.1.4.1.55555.1.99";
 
 // Registers the OIDs with OpenSSL's object table (OBJ_create) once per process; thread-safe.

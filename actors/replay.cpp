@@ -14,6 +14,13 @@ bool is_engine_event(std::string_view type) {
          type == kWorkflowNondeterministic;
 }
 
+machines::Event command_acknowledged() { return machines::Event{std::string(kCommandAcknowledged), {}}; }
+
+bool drops_outstanding(const storage::AppendRequest& record, std::string_view previous_state_name) {
+  return record.result_of.empty() && !is_engine_event(record.event_type) &&
+         record.event_type != kCommandAcknowledged && record.state_name != previous_state_name;
+}
+
 std::string idempotency_key(std::string_view workflow_id, std::uint64_t step, std::uint32_t index) {
   std::string key(workflow_id);
   key += '/';
@@ -69,6 +76,21 @@ Result<Replay> replay(const machines::MachineDef& machine,
       } else {
         r.suspension_reason.clear();
       }
+    } else if (event->type == kCommandAcknowledged) {
+      if (r.status != WorkflowStatus::kRunning) {
+        return corrupt(record, "an acknowledgement was recorded while the workflow was " +
+                                   std::string(storage::to_string(r.status)));
+      }
+      auto it = std::find_if(r.outstanding.begin(), r.outstanding.end(),
+                             [&](const auto& c) { return c.idempotency_key == body.result_of; });
+      if (body.result_of.empty() || it == r.outstanding.end()) {
+        return corrupt(record, "an acknowledgement of command '" + body.result_of +
+                                   "', which is not outstanding");
+      }
+      if (body.state != machines::encode(r.state) || !body.commands.empty()) {
+        return corrupt(record, "an acknowledgement changed the state or carries commands");
+      }
+      r.outstanding.erase(it);
     } else {
       if (r.status != WorkflowStatus::kRunning) {
         return corrupt(record, "an event was recorded while the workflow was " +
@@ -92,6 +114,10 @@ Result<Replay> replay(const machines::MachineDef& machine,
         return nondeterminism(record, "the journal holds state '" + body.state_name +
                                           "', replay produced state '" + transition->state.name +
                                           "' with other data");
+      }
+      if (drops_outstanding(body, r.state.name)) {
+        for (auto& c : r.outstanding) r.dropped.push_back(std::move(c.idempotency_key));
+        r.outstanding.clear();
       }
       const auto& commands = transition->commands;
       if (commands.size() != body.commands.size()) {

@@ -8,11 +8,9 @@
 
 #include "persoflow/actors/runtime.hpp"
 
-#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <condition_variable>
@@ -50,8 +48,42 @@ const char* to_string(Outcome outcome) {
 
 class WorkflowActor;
 
+// An event from outside the workflow and whom to tell once it is journaled (or why it is not).
+struct OutsideEvent {
+  Event event;
+  std::function<void(Status)> committed;  // may be empty
+};
+
+// One command's timer (its attempt's timeout, then the backoff before the next attempt) on the
+// runtime's Clock; the handler runs on the actor's strand. Re-arming or destroying it cancels the
+// previous wait, whose handler then never runs.
+class AttemptTimer {
+ public:
+  using Strand = asio::strand<asio::io_context::executor_type>;
+  AttemptTimer(Clock& clock, Strand strand) : clock_(clock), strand_(std::move(strand)) {}
+  AttemptTimer(const AttemptTimer&) = delete;
+  AttemptTimer& operator=(const AttemptTimer&) = delete;
+  ~AttemptTimer() { cancel(); }
+
+  template <typename Rep, typename Period>
+  void arm(std::chrono::duration<Rep, Period> delay, std::function<void()> handler) {
+    cancel();
+    id_ = clock_.schedule_after(delay, [strand = strand_, handler = std::move(handler)]() mutable {
+      asio::post(strand, std::move(handler));
+    });
+  }
+  void cancel() {
+    if (id_ != 0) clock_.cancel(std::exchange(id_, 0));
+  }
+
+ private:
+  Clock& clock_;
+  Strand strand_;
+  Clock::TimerId id_ = 0;
+};
+
 struct Runtime::Impl {
-  RuntimeOptions options;
+  RuntimeOptions options;  // first: its clock outlives every timer of the members below
   ExecutorRegistry executors;
   asio::io_context io;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
@@ -72,17 +104,49 @@ struct Runtime::Impl {
 
   // Called once by each actor as it ends.
   void finished(WorkflowOutcome outcome) {
+    {
+      std::lock_guard lock(mutex);
+      active.erase(outcome.workflow_id);
+      outcomes.push_back(outcome);
+    }
+    // Outside the lock and no longer active: the callback may start or resume a workflow.
+    if (options.on_workflow_end) options.on_workflow_end(outcome);
     std::lock_guard lock(mutex);
-    active.erase(outcome.workflow_id);
-    outcomes.push_back(std::move(outcome));
     idle.notify_all();
   }
+
+  // Delivers an outside event to the workflow's actor, resuming the workflow first when no actor
+  // runs it. The status says whether it was queued; `event.committed` says whether it was
+  // journaled. Defined after WorkflowActor.
+  Status deliver(const std::string& workflow_id, OutsideEvent event);
+  // Resumes a workflow from its records, with an outside event to append first when given.
+  Status resume_with(const std::string& workflow_id, std::optional<OutsideEvent> outside);
+  // Every journal append goes through here, so run_ready() knows when none is in flight.
+  void append(AppendRequest request, storage::GroupCommitWriter::Done done) {
+    {
+      std::lock_guard lock(appends_mutex);
+      ++appends_in_flight;
+    }
+    writer->append(std::move(request), [this, done = std::move(done)](Status s) {
+      done(std::move(s));  // posts the acknowledgement before the append stops counting
+      std::lock_guard lock(appends_mutex);
+      --appends_in_flight;
+      appends_done.notify_all();
+    });
+  }
+  void wait_for_appends() {
+    std::unique_lock lock(appends_mutex);
+    appends_done.wait(lock, [this] { return appends_in_flight == 0; });
+  }
+  std::mutex appends_mutex;
+  std::condition_variable appends_done;
+  std::size_t appends_in_flight = 0;
 
   // Appends outside any actor and waits for the commit.
   Status append_and_wait(AppendRequest request) {
     std::promise<Status> committed;
     auto future = committed.get_future();
-    writer->append(std::move(request), [&committed](Status s) { committed.set_value(std::move(s)); });
+    append(std::move(request), [&committed](Status s) { committed.set_value(std::move(s)); });
     return future.get();
   }
 };
@@ -100,23 +164,39 @@ class WorkflowActor : public std::enable_shared_from_this<WorkflowActor> {
     });
   }
 
-  // Continues from a replayed journal; a suspended workflow first records its resumption.
-  void post_resume(Replay replay) {
-    asio::post(strand_, [self = shared_from_this(), replay = std::move(replay)]() mutable {
+  // Continues from a replayed journal; a suspended workflow first records its resumption. With
+  // an outside event, the outstanding commands wait until that event is journaled: if it moves
+  // the machine on, they are dropped without having been issued again.
+  void post_resume(Replay replay, std::optional<OutsideEvent> outside) {
+    asio::post(strand_, [self = shared_from_this(), replay = std::move(replay),
+                         outside = std::move(outside)]() mutable {
       self->state_ = std::move(replay.state);
       self->next_step_ = replay.next_step;
       self->status_ = replay.status;
       for (auto& c : replay.outstanding) {
-        self->pending_.emplace(c.idempotency_key, Pending(self->strand_, std::move(c.command)));
+        self->pending_.emplace(c.idempotency_key, Pending(*self->rt_.options.clock, self->strand_, std::move(c.command)));
       }
       if (self->status_ == WorkflowStatus::kSuspended) {
         self->queue_.push_back(self->engine_work(kWorkflowResumed,
                                                  "resumed after: " + replay.suspension_reason,
                                                  WorkflowStatus::kRunning));
-        self->pump();
-      } else {
-        self->issue_all();
       }
+      if (outside) {
+        self->deferred_issue_ = true;
+        self->queue_.push_back(outside_work(std::move(*outside)));
+      }
+      if (self->queue_.empty()) return self->issue_all();
+      self->pump();
+    });
+  }
+
+  // Queues an outside event; when this actor has already ended, the runtime delivers it again
+  // (resuming the workflow from the journal).
+  void post_outside(OutsideEvent outside) {
+    asio::post(strand_, [self = shared_from_this(), outside = std::move(outside)]() mutable {
+      if (self->finished_) return self->redeliver(std::move(outside));
+      self->queue_.push_back(outside_work(std::move(outside)));
+      self->pump();
     });
   }
 
@@ -126,7 +206,7 @@ class WorkflowActor : public std::enable_shared_from_this<WorkflowActor> {
                          record = std::move(record)]() mutable {
       if (!record) return self->finish(Outcome::kFailed, {}, std::move(error));
       self->appending_ = true;
-      self->rt_.writer->append(std::move(*record), [self, error](Status s) {
+      self->rt_.append(std::move(*record), [self, error](Status s) {
         asio::post(self->strand_, [self, error, s = std::move(s)] {
           self->appending_ = false;
           self->finish(Outcome::kFailed, {}, s.is_ok() ? error : s.with_context(error.message()));
@@ -162,16 +242,32 @@ class WorkflowActor : public std::enable_shared_from_this<WorkflowActor> {
     bool engine = false;    // an engine event: the machine does not see it
     WorkflowStatus engine_status = WorkflowStatus::kRunning;
     std::function<void(Status)> on_committed;
+    bool outside = false;  // delivered by Runtime::post_event
   };
 
+  static Work outside_work(OutsideEvent outside) {
+    Work w{std::move(outside.event), {}, false, WorkflowStatus::kRunning,
+           std::move(outside.committed)};
+    w.outside = true;
+    return w;
+  }
+
+  // Runs on this strand after the actor ended: Impl::deliver takes the facade's lock and reads
+  // the journal, which no actor code does while it runs.
+  void redeliver(OutsideEvent outside) {
+    auto committed = outside.committed;
+    Status s = rt_.deliver(id_, std::move(outside));
+    if (!s.is_ok() && committed) committed(s);
+  }
+
   struct Pending {
-    Pending(asio::strand<asio::io_context::executor_type> strand, Command c)
-        : command(std::move(c)), timer(std::make_unique<asio::steady_timer>(strand)) {}
+    Pending(Clock& clock, asio::strand<asio::io_context::executor_type> strand, Command c)
+        : command(std::move(c)), timer(std::make_unique<AttemptTimer>(clock, std::move(strand))) {}
     Command command;
     std::uint32_t attempts = 0;
     std::uint64_t generation = 0;  // an attempt's completion counts only while this matches
     bool answered = false;         // its result is queued or appended; nothing more to run
-    std::unique_ptr<asio::steady_timer> timer;  // the attempt's timeout, then the backoff
+    std::unique_ptr<AttemptTimer> timer;  // the attempt's timeout, then the backoff
   };
 
   Work engine_work(std::string_view type, std::string reason, WorkflowStatus status) {
@@ -187,10 +283,17 @@ class WorkflowActor : public std::enable_shared_from_this<WorkflowActor> {
 
   // Appends the next queued event, unless an append is in flight.
   void pump() {
-    if (appending_ || finished_ || queue_.empty()) return;
-    Work work = std::move(queue_.front());
-    queue_.pop_front();
+    while (!appending_ && !finished_ && !queue_.empty()) {
+      Work work = std::move(queue_.front());
+      queue_.pop_front();
+      // The answer of a command an outside event dropped: ignored, never journaled.
+      if (!work.result_of.empty() && !pending_.count(work.result_of)) continue;
+      if (append(std::move(work))) return;
+    }
+  }
 
+  // Starts the append of one event; false when it was refused without an append.
+  bool append(Work work) {
     AppendRequest request;
     request.workflow_id = id_;
     request.machine = std::string(machine_.name);
@@ -200,49 +303,79 @@ class WorkflowActor : public std::enable_shared_from_this<WorkflowActor> {
     request.result_of = work.result_of;
     State next = state_;
     std::vector<Command> commands;
+    const bool acknowledgement = !work.engine && work.event.type == kCommandAcknowledged;
     if (work.engine) {
       request.status = work.engine_status;
-    } else {
+    } else if (acknowledgement && work.result_of.empty()) {
+      refuse_outside(work, make_status(Errc::kInvalidArgument,
+                                       std::string(kCommandAcknowledged) + " answers a command"));
+      return false;
+    } else if (!acknowledgement) {
       auto transition = machines::step(machine_, state_, work.event);
       if (!transition.is_ok()) {
         if (next_step_ == 0) {
           // Nothing is journaled yet: the workflow never started.
-          return finish(Outcome::kFailed, {}, transition.status().with_context("first event"));
+          finish(Outcome::kFailed, {}, transition.status().with_context("first event"));
+          return true;
+        }
+        if (work.result_of.empty()) {
+          refuse_outside(work, transition.status());
+          return false;
         }
         // An executor answered with an event the machine rejects: not recorded, so on resume the
         // command is outstanding again.
         suspend("the answer " + work.event.type + " to command " + work.result_of +
                 " is rejected by the machine: " + transition.status().message());
-        return;
+        return true;
       }
       next = std::move(transition->state);
       commands = std::move(transition->commands);
-      std::size_t outstanding =
-          pending_.size() - (work.result_of.empty() ? 0 : 1) + commands.size();
+    }
+    request.state_name = next.name;
+    request.state = machines::encode(next);
+    const bool drops = !work.engine && drops_outstanding(request, state_.name);
+    if (!work.engine) {
+      std::size_t outstanding = drops ? 0 : pending_.size() - (work.result_of.empty() ? 0 : 1);
+      outstanding += commands.size();
       request.status = machines::is_terminal(machine_, next.name) && outstanding == 0
                            ? WorkflowStatus::kDone
                            : WorkflowStatus::kRunning;
     }
-    request.state_name = next.name;
-    request.state = machines::encode(next);
     for (std::uint32_t i = 0; i < commands.size(); ++i) {
       request.commands.push_back({i, idempotency_key(id_, next_step_, i), commands[i].type,
                                   machines::encode(commands[i])});
     }
     WorkflowStatus status = request.status;
     appending_ = true;
-    rt_.writer->append(std::move(request), [self = shared_from_this(), work = std::move(work),
+    rt_.append(std::move(request), [self = shared_from_this(), work = std::move(work),
                                             next = std::move(next), commands = std::move(commands),
-                                            status](Status s) mutable {
+                                            status, drops](Status s) mutable {
       asio::post(self->strand_, [self, work = std::move(work), next = std::move(next),
-                                 commands = std::move(commands), status, s = std::move(s)]() mutable {
-        self->committed(std::move(s), std::move(work), std::move(next), std::move(commands), status);
+                                 commands = std::move(commands), status, drops,
+                                 s = std::move(s)]() mutable {
+        self->committed(std::move(s), std::move(work), std::move(next), std::move(commands), status,
+                        drops);
       });
     });
+    return true;
+  }
+
+  // An outside event the state does not take: not journaled; the caller hears why, and the
+  // workflow goes on as it was.
+  void refuse_outside(Work& work, Status why) {
+    if (work.on_committed) {
+      work.on_committed(make_status(Errc::kRejected, "workflow " + id_ + ": " + why.message()));
+    }
+    if (work.outside && deferred_issue_) {
+      deferred_issue_ = false;
+      issue_all();  // the replayed commands it held back
+    } else if (pending_.empty() && queue_.empty()) {
+      issue_all();  // nothing left to do but wait: suspended as waiting for an outside event
+    }
   }
 
   void committed(Status s, Work work, State next, std::vector<Command> commands,
-                 WorkflowStatus status) {
+                 WorkflowStatus status, bool drops) {
     appending_ = false;
     if (work.on_committed) work.on_committed(s);
     if (!s.is_ok()) {
@@ -252,17 +385,31 @@ class WorkflowActor : public std::enable_shared_from_this<WorkflowActor> {
     const std::uint64_t step = next_step_++;
     state_ = std::move(next);
     status_ = status;
+    if (drops) {
+      // The machine left the state these commands belonged to (replay drops them alike).
+      for (auto& [key, p] : pending_) p.timer->cancel();
+      pending_.clear();
+    }
     if (!work.result_of.empty()) pending_.erase(work.result_of);
+    if (work.outside && deferred_issue_) {
+      // A resumed workflow's outstanding commands waited for this event; it kept them.
+      deferred_issue_ = false;
+      if (!stopping_) {
+        for (auto& [key, p] : pending_) {
+          if (!p.answered) issue(key);
+        }
+      }
+    }
     for (std::uint32_t i = 0; i < commands.size(); ++i) {
       auto key = idempotency_key(id_, step, i);
-      pending_.emplace(key, Pending(strand_, std::move(commands[i])));
+      pending_.emplace(key, Pending(*rt_.options.clock, strand_, std::move(commands[i])));
       if (!stopping_) issue(key);
     }
     if (work.engine) {
       const std::string& reason = work.event.fields["reason"];
       if (status == WorkflowStatus::kSuspended) return finish(Outcome::kSuspended, reason, {});
       if (status == WorkflowStatus::kCancelled) return finish(Outcome::kCancelled, reason, {});
-      issue_all();  // resumed
+      if (!deferred_issue_) issue_all();  // resumed
     }
     if (status_ == WorkflowStatus::kDone) return finish(Outcome::kDone, {}, {});
     if (pending_.empty() && queue_.empty() && !stopping_) {
@@ -304,15 +451,13 @@ class WorkflowActor : public std::enable_shared_from_this<WorkflowActor> {
     const std::uint64_t generation = ++p.generation;
     auto self = shared_from_this();
     if (executor->policy.timeout.count() > 0) {
-      p.timer->expires_after(executor->policy.timeout);
-      p.timer->async_wait(asio::bind_executor(strand_, [self, key, generation,
-                                                        timeout = executor->policy.timeout](
-                                                           const boost::system::error_code& ec) {
-        if (ec) return;
-        self->attempt_failed(key, generation,
-                             make_status(Errc::kTimeout, "no answer within " +
-                                                             std::to_string(timeout.count()) + " ms"));
-      }));
+      p.timer->arm(executor->policy.timeout,
+                   [self, key, generation, timeout = executor->policy.timeout] {
+                     self->attempt_failed(
+                         key, generation,
+                         make_status(Errc::kTimeout,
+                                     "no answer within " + std::to_string(timeout.count()) + " ms"));
+                   });
     }
     Completion done = [self, key, generation](Result<Event> result) {
       asio::post(self->strand_, [self, key, generation, result = std::move(result)]() mutable {
@@ -360,22 +505,24 @@ class WorkflowActor : public std::enable_shared_from_this<WorkflowActor> {
       return suspend("command " + p.command.type + " (" + key + ") failed after " +
                      std::to_string(p.attempts) + " attempt(s): " + why.message());
     }
-    p.timer->expires_after(executor->policy.backoff(p.attempts + 1));
-    p.timer->async_wait(asio::bind_executor(
-        strand_, [self = shared_from_this(), key, next_generation](const boost::system::error_code& ec) {
-          if (ec) return;
-          auto it = self->pending_.find(key);
-          if (it == self->pending_.end() || it->second.generation != next_generation) return;
-          self->issue(key);
-        }));
+    p.timer->arm(executor->policy.backoff(p.attempts + 1),
+                 [self = shared_from_this(), key, next_generation] {
+                   auto it = self->pending_.find(key);
+                   if (it == self->pending_.end() || it->second.generation != next_generation) return;
+                   self->issue(key);
+                 });
   }
 
   void finish(Outcome outcome, std::string reason, Status error) {
     if (finished_) return;
     finished_ = true;
     for (auto& [key, p] : pending_) p.timer->cancel();
+    std::vector<OutsideEvent> undelivered;
     for (auto& w : queue_) {
-      if (w.on_committed) {
+      if (w.outside && outcome == Outcome::kSuspended) {
+        // Queued behind a suspension: it resumes the workflow once this actor is gone.
+        undelivered.push_back(OutsideEvent{std::move(w.event), std::move(w.on_committed)});
+      } else if (w.on_committed) {
         w.on_committed(make_status(Errc::kRejected, "workflow " + id_ + " ended (" +
                                                         to_string(outcome) + ") first"));
       }
@@ -383,6 +530,7 @@ class WorkflowActor : public std::enable_shared_from_this<WorkflowActor> {
     queue_.clear();
     rt_.finished(WorkflowOutcome{id_, std::string(machine_.name), state_.name, outcome,
                                  std::move(reason), std::move(error)});
+    for (auto& o : undelivered) redeliver(std::move(o));
   }
 
   Runtime::Impl& rt_;
@@ -397,17 +545,23 @@ class WorkflowActor : public std::enable_shared_from_this<WorkflowActor> {
   bool appending_ = false;
   bool stopping_ = false;  // a suspension or cancellation is queued: run nothing more
   bool finished_ = false;
+  // Resumed with an outside event: the replayed outstanding commands are issued only once that
+  // event is journaled and kept them.
+  bool deferred_issue_ = false;
 };
 
 Runtime::Runtime(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Result<std::unique_ptr<Runtime>> Runtime::open(const std::string& journal_path,
                                                ExecutorRegistry executors, RuntimeOptions options) {
-  PF_ASSIGN_OR_RETURN(auto journal, storage::Journal::open(journal_path, {}));
+  storage::OpenOptions journal_options;
+  journal_options.wall_clock_ms = options.journal_wall_clock_ms;
+  PF_ASSIGN_OR_RETURN(auto journal, storage::Journal::open(journal_path, journal_options));
   PF_ASSIGN_OR_RETURN(auto reader,
                       storage::Journal::open(journal_path, {.create_if_missing = false, .read_only = true}));
   auto impl = std::make_unique<Impl>();
   impl->options = std::move(options);
+  if (!impl->options.clock) impl->options.clock = make_steady_clock();
   impl->executors = std::move(executors);
   impl->reader = std::move(reader);
   impl->writer = storage::GroupCommitWriter::start(std::move(journal), impl->options.max_batch);
@@ -415,6 +569,7 @@ Result<std::unique_ptr<Runtime>> Runtime::open(const std::string& journal_path,
   impl->work.emplace(impl->io.get_executor());
   unsigned threads = impl->options.io_threads;
   if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  if (impl->options.caller_driven) threads = 0;
   for (unsigned i = 0; i < threads; ++i) {
     impl->threads.emplace_back([io = &impl->io] { io->run(); });
   }
@@ -458,19 +613,20 @@ Status Runtime::start(const std::string& workflow_id, std::string_view machine_n
   return Status::ok();
 }
 
-Status Runtime::resume(const std::string& workflow_id) {
+Status Runtime::Impl::resume_with(const std::string& workflow_id,
+                                  std::optional<OutsideEvent> outside) {
   std::shared_ptr<WorkflowActor> actor;
   Result<Replay> replayed = make_status(Errc::kInternal, "not replayed");
   std::optional<AppendRequest> nondeterminism_record;
   {
-    std::lock_guard lock(impl_->mutex);
-    if (impl_->active.count(workflow_id)) {
+    std::lock_guard lock(mutex);
+    if (active.count(workflow_id)) {
       return make_status(Errc::kAlreadyExists, "workflow " + workflow_id + " is already running");
     }
-    PF_ASSIGN_OR_RETURN(auto records, impl_->reader->records(workflow_id));
+    PF_ASSIGN_OR_RETURN(auto records, reader->records(workflow_id));
     if (records.empty()) {
       return make_status(Errc::kNotFound, "no workflow '" + workflow_id + "' in journal " +
-                                              impl_->reader->path());
+                                              reader->path());
     }
     const auto& last = records.back();
     if (last.body.status == WorkflowStatus::kDone || last.body.status == WorkflowStatus::kCancelled) {
@@ -478,26 +634,89 @@ Status Runtime::resume(const std::string& workflow_id) {
                                               storage::to_string(last.body.status) +
                                               "; there is nothing to resume");
     }
-    const MachineDef* machine = impl_->resolve(last.body.machine);
+    const MachineDef* machine = resolve(last.body.machine);
     if (machine == nullptr) {
       return make_status(Errc::kNotFound, "workflow " + workflow_id + " runs machine '" +
                                               last.body.machine + "', which this program does not have");
     }
     replayed = replay(*machine, records);
+    if (replayed.is_ok() && outside) {
+      // An event the state does not take leaves the workflow as it is, nothing journaled.
+      auto accepted = machines::step(*machine, replayed->state, outside->event);
+      if (!accepted.is_ok()) {
+        return make_status(Errc::kRejected, "workflow " + workflow_id + ": " +
+                                                accepted.status().message());
+      }
+    }
     if (!replayed.is_ok() && replayed.status().code() == make_error_code(Errc::kNondeterminism) &&
         last.body.event_type != kWorkflowNondeterministic) {
       nondeterminism_record = engine_record(last, kWorkflowNondeterministic,
                                             replayed.status().message(), WorkflowStatus::kSuspended);
     }
-    actor = std::make_shared<WorkflowActor>(*impl_, *machine, workflow_id);
-    impl_->active.emplace(workflow_id, actor);
+    actor = std::make_shared<WorkflowActor>(*this, *machine, workflow_id);
+    active.emplace(workflow_id, actor);
   }
   if (!replayed.is_ok()) {
+    if (outside && outside->committed) outside->committed(replayed.status());
     actor->post_fail(replayed.status(), std::move(nondeterminism_record));
   } else {
-    actor->post_resume(std::move(replayed).value());
+    actor->post_resume(std::move(replayed).value(), std::move(outside));
   }
   return Status::ok();
+}
+
+Status Runtime::resume(const std::string& workflow_id) {
+  return impl_->resume_with(workflow_id, std::nullopt);
+}
+
+Status Runtime::Impl::deliver(const std::string& workflow_id, OutsideEvent outside) {
+  // Each round either hands the event to a running actor or resumes the workflow with it; a
+  // round loses only to a concurrent resume, whose actor the next round finds.
+  for (int round = 0; round < 8; ++round) {
+    std::shared_ptr<WorkflowActor> actor;
+    {
+      std::lock_guard lock(mutex);
+      if (auto it = active.find(workflow_id); it != active.end()) actor = it->second;
+    }
+    if (actor) {
+      actor->post_outside(std::move(outside));
+      return Status::ok();
+    }
+    Status s = resume_with(workflow_id, outside);
+    if (s.code() != make_error_code(Errc::kAlreadyExists)) return s;
+  }
+  return make_status(Errc::kUnavailable,
+                     "workflow " + workflow_id + " keeps starting and ending; try again");
+}
+
+namespace {
+
+Status check_outside_event(const machines::Event& event) {
+  if (event.type.empty()) return make_status(Errc::kInvalidArgument, "an event needs a type");
+  if (is_engine_event(event.type) || event.type == kCommandAcknowledged) {
+    return make_status(Errc::kInvalidArgument,
+                       event.type + " is the engine's own event; it cannot be posted");
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
+Status Runtime::post_event(const std::string& workflow_id, machines::Event event) {
+  PF_RETURN_IF_ERROR(check_outside_event(event));
+  return impl_->deliver(workflow_id, OutsideEvent{std::move(event), {}});
+}
+
+Status Runtime::post_event_and_wait(const std::string& workflow_id, machines::Event event) {
+  PF_RETURN_IF_ERROR(check_outside_event(event));
+  auto journaled = std::make_shared<std::promise<Status>>();
+  auto future = journaled->get_future();
+  auto once = std::make_shared<std::once_flag>();
+  PF_RETURN_IF_ERROR(impl_->deliver(
+      workflow_id, OutsideEvent{std::move(event), [journaled, once](Status s) {
+                                  std::call_once(*once, [&] { journaled->set_value(std::move(s)); });
+                                }}));
+  return future.get();
 }
 
 Result<std::vector<std::string>> Runtime::resume_all(bool include_suspended) {
@@ -540,6 +759,23 @@ Status Runtime::cancel(const std::string& workflow_id, std::string reason) {
   }
   PF_ASSIGN_OR_RETURN(auto request, cancel_record(records, std::move(reason)));
   return impl_->append_and_wait(std::move(request));
+}
+
+std::size_t Runtime::run_ready(bool one_append_at_a_time) {
+  std::size_t ran = 0;
+  for (;;) {
+    const std::size_t n = one_append_at_a_time ? impl_->io.poll_one() : impl_->io.poll();
+    // The appends of what ran are committed and their acknowledgements posted before anything
+    // else runs; nothing ready after a wait with nothing in flight means the runtime is idle.
+    impl_->wait_for_appends();
+    if (n == 0) return ran;
+    ran += n;
+  }
+}
+
+std::size_t Runtime::active_workflows() const {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->active.size();
 }
 
 std::vector<WorkflowOutcome> Runtime::wait() {

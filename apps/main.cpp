@@ -5,6 +5,7 @@
 #include <string>
 
 #include "command_registry.hpp"
+#include "persoflow/storage/fault_vfs.hpp"
 
 namespace persoflow::apps {
 
@@ -32,6 +33,7 @@ void print_help(std::FILE* out) {
 
 int main(int argc, char** argv) {
   using namespace persoflow::apps;
+  persoflow::storage::install_fault_vfs_from_environment();  // only with PERSOFLOW_FAULT(_COUNT)
   if (argc < 2) {
     print_help(stderr);
     return 2;

@@ -56,17 +56,34 @@ Result<BatchReport> run_station_batch(const std::string& config_path,
                                const std::string& pin) {
     std::lock_guard lock(pins_mu);
     pins[wf] = pin;
-    if (show_pins) out << "PIN for card " << serial << " (" << wf << ", shown once): " << pin << "\n";
+    // Flushed before ShowPinOnce deletes the secret: a kill after the deletion must not take the
+    // only copy of the PIN down with an unflushed buffer.
+    if (show_pins) {
+      out << "PIN for card " << serial << " (" << wf << ", shown once): " << pin << std::endl;
+    }
   });
 
   // Every request names its card by serial before it is saved: the workflow must never write to
-  // another card.
+  // another card. A request saved by an earlier run keeps the card it named then; a card that
+  // cannot be found now (pulled, unreadable) leaves its request unstarted, not the whole batch.
+  std::map<std::string, std::string> not_started;  // workflow id -> why
+  std::vector<ac::CardRequest> startable;
   for (auto& r : requests) {
     if (r.token_serial.empty()) {
-      PF_ASSIGN_OR_RETURN(r.token_serial, station->token_serial(r.token_label));
+      if (auto saved = station->load_request(r.workflow_id)) r.token_serial = saved->token_serial;
+    }
+    if (r.token_serial.empty()) {
+      auto serial = station->token_serial(r.token_label);
+      if (!serial) {
+        not_started[r.workflow_id] = serial.status().message();
+        continue;
+      }
+      r.token_serial = *serial;
     }
     PF_RETURN_IF_ERROR(station->save_request(r));
+    startable.push_back(std::move(r));
   }
+  requests = std::move(startable);
 
   // Log in to every card before the runtime starts (see Station::prepare_card).
   {
@@ -113,6 +130,9 @@ Result<BatchReport> run_station_batch(const std::string& config_path,
                       st::Journal::open(config.journal, {.create_if_missing = false,
                                                          .read_only = true}));
   BatchReport report;
+  for (const auto& [id, why] : not_started) {
+    if (seen.insert(id).second) ids.push_back(id);
+  }
   std::set<std::string> resumed_set(resumed.begin(), resumed.end());
   for (const auto& id : ids) {
     BatchRow row;
@@ -133,6 +153,9 @@ Result<BatchReport> run_station_batch(const std::string& config_path,
         row.token_serial = m::wf::get(state->data, "token_serial");
         row.token_label = m::wf::get(state->data, "reader");
       }
+    }
+    if (auto it = not_started.find(id); it != not_started.end()) {
+      row.reason = "not started: " + it->second;
     }
     if (auto it = by_id.find(id); it != by_id.end()) {
       row.reason = it->second.reason;

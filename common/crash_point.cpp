@@ -9,6 +9,9 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <string_view>
+
+#include "persoflow/common/fault_points.hpp"
 
 namespace persoflow {
 namespace {
@@ -46,6 +49,12 @@ std::map<std::string, long>& counts() {
 }  // namespace
 
 void crash_point(const char* name) {
+  // Fault point 13 (process.killed) counts journal commits in the fault-point numbering.
+  if (name[0] == 'j' && std::string_view(name) == "journal.after_commit" &&
+      fault_fires(FaultPoint::kProcessKilled)) {
+    ::kill(::getpid(), SIGKILL);
+    ::pause();
+  }
   const Config& cfg = config();
   if (!cfg.armed && !cfg.counting) return;
   long hits;

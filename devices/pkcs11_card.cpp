@@ -25,6 +25,7 @@
 #include <mutex>
 
 #include "persoflow/devices/card.hpp"
+#include "persoflow/devices/faulty_card.hpp"
 #include "persoflow/devices/readers.hpp"
 
 namespace persoflow::devices {
@@ -1062,6 +1063,7 @@ class Pkcs11Card final : public Card {
 }  // namespace
 
 Result<std::vector<TokenInfo>> list_tokens(const std::string& module_path) {
+  PF_RETURN_IF_ERROR(reader_service_fault("listing tokens"));
   PF_ASSIGN_OR_RETURN(auto module, load_module(module_path));
   PF_ASSIGN_OR_RETURN(auto tokens, scan_tokens(*module));
   std::vector<TokenInfo> out;
@@ -1071,6 +1073,7 @@ Result<std::vector<TokenInfo>> list_tokens(const std::string& module_path) {
 
 Result<std::unique_ptr<Card>> open_card(const std::string& module_path,
                                         const TokenSelector& selector) {
+  PF_RETURN_IF_ERROR(reader_service_fault("opening a card"));
   PF_ASSIGN_OR_RETURN(auto module, load_module(module_path));
   PF_ASSIGN_OR_RETURN(auto tokens, scan_tokens(*module));
   std::vector<const SlotToken*> matches;
@@ -1091,7 +1094,8 @@ Result<std::unique_ptr<Card>> open_card(const std::string& module_path,
   CK_TRY(module->fl->C_OpenSession(st.slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr, nullptr,
                                    &session),
          "opening a session on token '" + st.info.label + "'");
-  return std::unique_ptr<Card>(new Pkcs11Card(module, st.slot, st.info, session));
+  return wrap_card_with_faults(
+      std::unique_ptr<Card>(new Pkcs11Card(module, st.slot, st.info, session)));
 }
 
 }  // namespace persoflow::devices

@@ -30,6 +30,18 @@ struct HttpsClient::Impl {
   beast::flat_buffer buffer;
   Status setup_status;
 
+  // Runs one asynchronous operation to its end on this client's own io_context. Only the
+  // asynchronous operations of beast::tcp_stream honour expires_after(): a synchronous read from
+  // a CM host that never answers would block forever.
+  template <typename Start>
+  beast::error_code run_async(Start&& start) {
+    beast::error_code result = asio::error::would_block;
+    start([&result](beast::error_code ec, auto&&...) { result = ec; });
+    ioc.restart();
+    ioc.run();
+    return result;
+  }
+
   Status connect() {
     stream.emplace(ioc, tls);
     beast::error_code ec;
@@ -50,7 +62,7 @@ struct HttpsClient::Impl {
     }
     auto& lowest = beast::get_lowest_layer(*stream);
     lowest.expires_after(options.timeout);
-    lowest.connect(endpoints, ec);
+    ec = run_async([&](auto handler) { lowest.async_connect(endpoints, handler); });
     if (ec) {
       stream.reset();
       return make_status(Errc::kUnavailable, "connecting to " + options.host + ":" +
@@ -58,7 +70,9 @@ struct HttpsClient::Impl {
                                                  ec.message());
     }
     lowest.socket().set_option(tcp::no_delay(true), ec);
-    stream->handshake(ssl::stream_base::client, ec);
+    lowest.expires_after(options.timeout);
+    ec = run_async(
+        [&](auto handler) { stream->async_handshake(ssl::stream_base::client, handler); });
     if (ec) {
       stream.reset();
       return make_status(Errc::kUnavailable, "TLS handshake with " + options.host + ":" +
@@ -79,10 +93,10 @@ struct HttpsClient::Impl {
     beast::error_code ec;
     auto& lowest = beast::get_lowest_layer(*stream);
     lowest.expires_after(options.timeout);
-    http::write(*stream, req, ec);
+    ec = run_async([&](auto handler) { http::async_write(*stream, req, handler); });
     http::response_parser<http::string_body> parser;
     parser.body_limit(64 * 1024 * 1024);
-    if (!ec) http::read(*stream, buffer, parser, ec);
+    if (!ec) ec = run_async([&](auto handler) { http::async_read(*stream, buffer, parser, handler); });
     if (ec) {
       stream.reset();
       // A kept-alive connection the server closed meanwhile: one new connection may help.

@@ -30,8 +30,11 @@
 #include <map>
 #include <mutex>
 #include <thread>
+#include <type_traits>
+#include <unordered_map>
 #include <utility>
 
+#include "journal_codec.hpp"
 #include "persoflow/common/crash_point.hpp"
 
 namespace persoflow::storage {
@@ -148,8 +151,12 @@ class Stmt {
 void bind_text(sqlite3_stmt* s, int i, std::string_view v) {
   sqlite3_bind_text64(s, i, v.data(), v.size(), SQLITE_TRANSIENT, SQLITE_UTF8);
 }
-void bind_blob(sqlite3_stmt* s, int i, std::string_view v) {
-  sqlite3_bind_blob64(s, i, v.data(), v.size(), SQLITE_TRANSIENT);
+// Without SQLite's copy: `v` must stay alive and unchanged until the statement is reset.
+void bind_text_ref(sqlite3_stmt* s, int i, std::string_view v) {
+  sqlite3_bind_text64(s, i, v.data(), v.size(), SQLITE_STATIC, SQLITE_UTF8);
+}
+void bind_blob_ref(sqlite3_stmt* s, int i, std::string_view v) {
+  sqlite3_bind_blob64(s, i, v.data(), v.size(), SQLITE_STATIC);
 }
 std::string column_string(sqlite3_stmt* s, int i) {
   const void* p = sqlite3_column_blob(s, i);
@@ -357,6 +364,10 @@ class SqliteJournal final : public Journal {
   SqliteJournal(std::string path, sqlite3* db, int lock_fd, bool read_only)
       : path_(std::move(path)), db_(db), lock_fd_(lock_fd), read_only_(read_only) {}
 
+  void set_wall_clock(std::function<std::int64_t()> wall_clock_ms) {
+    wall_clock_ms_ = std::move(wall_clock_ms);
+  }
+
   ~SqliteJournal() override {
     // Statements first, then the connection, then the writer lock.
     if (db_) sqlite3_wal_hook(db_, nullptr, nullptr);
@@ -491,6 +502,16 @@ class SqliteJournal final : public Journal {
     return out;
   }
 
+  // How the requests of one transaction are kept apart.
+  enum class Isolation {
+    kAllOrNothing,  // append / append_batch: the first failure fails them all
+    // append_each without savepoints: every refusal is found before the request writes, or by
+    // its first write (a failed statement leaves nothing); a failure after a request wrote
+    // something gives up and the group runs again with kSavepoints.
+    kOptimistic,
+    kSavepoints,  // append_each, each request under its own savepoint
+  };
+
   GroupOutcome run_group(std::span<const AppendRequest> requests, bool isolate, bool group) {
     const std::size_t n = requests.size();
     if (poisoned_) return fail_all(n, poisoned_status());
@@ -498,10 +519,19 @@ class SqliteJournal final : public Journal {
       return fail_all(
           n, make_status(Errc::kPermissionDenied, "journal " + path_ + " is open read-only"));
     }
+    if (n == 0) return GroupOutcome{Status::ok(), {}};
+    if (!isolate) return *run_transaction(requests, Isolation::kAllOrNothing, group);
+    if (auto out = run_transaction(requests, Isolation::kOptimistic, group)) return *out;
+    return *run_transaction(requests, Isolation::kSavepoints, group);
+  }
+
+  // One transaction over `requests`; nullopt when kOptimistic has to give up (rolled back,
+  // nothing written).
+  std::optional<GroupOutcome> run_transaction(std::span<const AppendRequest> requests,
+                                              Isolation isolation, bool group) {
+    const std::size_t n = requests.size();
     GroupOutcome out;
     out.each.assign(n, Status::ok());
-    if (n == 0) return out;
-
     if (Status s = step_done(begin_, "beginning a transaction"); !s.is_ok()) {
       if ((sqlite_rc(s) & 0xff) == SQLITE_BUSY) {
         return fail_all(n, make_status(Errc::kUnavailable,
@@ -510,30 +540,42 @@ class SqliteJournal final : public Journal {
       if (outcome_unknown(sqlite_rc(s))) poison(s);
       return fail_all(n, s.with_context("journal " + path_));
     }
-    std::uint64_t seq = 0;
-    std::string prev = kZeroHash;
-    if (Status s = load_tail(seq, prev); !s.is_ok()) return abort_group(n, s);
+    if (!tail_known_) {
+      if (Status s = load_tail(tail_seq_, tail_hash_); !s.is_ok()) return abort_group(n, s);
+      tail_known_ = true;
+    }
+    std::uint64_t seq = tail_seq_;
+    std::string prev = tail_hash_;
+    pending_flows_.clear();
 
-    const std::int64_t at = now_ms();
+    const std::int64_t at = wall_clock_ms_ ? wall_clock_ms_() : now_ms();
     std::size_t written = 0;
+    const bool savepoints = isolation == Isolation::kSavepoints;
     for (std::size_t i = 0; i < n; ++i) {
-      if (isolate) {
+      if (savepoints) {
         if (Status s = step_done(savepoint_, "savepoint"); !s.is_ok()) return abort_group(n, s);
       }
-      std::string hash;
-      Status s = insert_one(requests[i], seq + 1, prev, at, hash);
+      bool wrote = false;
+      Status s = insert_one(requests[i], seq + 1, prev, at, wrote);
       if (s.is_ok()) {
         ++seq;
-        prev = std::move(hash);
+        prev.swap(hash_);
         ++written;
-        if (isolate) {
+        if (savepoints) {
           if (Status r = step_done(release_, "release"); !r.is_ok()) return abort_group(n, r);
         }
         continue;
       }
-      if (outcome_unknown(sqlite_rc(s)) || !isolate) return abort_group(n, s);
-      if (Status r = step_done(rollback_to_, "rollback"); !r.is_ok()) return abort_group(n, r);
-      if (Status r = step_done(release_, "release"); !r.is_ok()) return abort_group(n, r);
+      if (outcome_unknown(sqlite_rc(s)) || isolation == Isolation::kAllOrNothing) {
+        return abort_group(n, s);
+      }
+      if (savepoints) {
+        if (Status r = step_done(rollback_to_, "rollback"); !r.is_ok()) return abort_group(n, r);
+        if (Status r = step_done(release_, "release"); !r.is_ok()) return abort_group(n, r);
+      } else if (wrote) {
+        (void)exec(db_, "ROLLBACK");
+        return std::nullopt;
+      }
       out.each[i] = s;
     }
     if (written == 0) {
@@ -559,12 +601,18 @@ class SqliteJournal final : public Journal {
       out.commit = cause;
       return out;
     }
+    tail_seq_ = seq;
+    tail_hash_ = std::move(prev);
+    remember_committed_flows();
     crash_point("journal.after_commit");
     return out;
   }
 
   // A failure inside the transaction: roll it back, poisoning first when its outcome is unknown.
   GroupOutcome abort_group(std::size_t n, const Status& s) {
+    // Whatever went wrong, the next transaction reads the tail and the workflows from disk.
+    tail_known_ = false;
+    flows_.clear();
     if (outcome_unknown(sqlite_rc(s))) {
       Status cause = s.with_context("journal " + path_);
       poison(cause);
@@ -575,12 +623,15 @@ class SqliteJournal final : public Journal {
   }
 
   Status load_tail(std::uint64_t& seq, std::string& hash) {
+    seq = 0;
+    hash = kZeroHash;
     sqlite3_stmt* s = tail_.fresh();
     int rc = sqlite3_step(s);
     if (rc == SQLITE_ROW) {
       seq = static_cast<std::uint64_t>(sqlite3_column_int64(s, 0));
       hash = column_string(s, 1);
-      if (hash.size() != 64 || hash.find_first_not_of("0123456789abcdef") != std::string::npos) {
+      unsigned char raw[32];
+      if (!parse_hash_hex(hash, raw)) {
         sqlite3_reset(s);
         return make_status(Errc::kCorrupt, "journal " + path_ + ": the hash of the last record (" +
                                                std::to_string(seq) + ") is malformed");
@@ -592,110 +643,173 @@ class SqliteJournal final : public Journal {
     return Status::ok();
   }
 
-  Status step_done(Stmt& stmt, const std::string& what) {
+  // Steps a statement that returns no row. `what` names the action in an error; it may be a
+  // callable, so that the name is only built when there is an error.
+  template <typename What>
+  Status step_done(Stmt& stmt, const What& what) {
     int rc = sqlite3_step(stmt.get());
-    Status st = rc == SQLITE_DONE ? Status::ok() : sqlite_error(db_, rc, what);
+    Status st = Status::ok();
+    if (rc != SQLITE_DONE) {
+      if constexpr (std::is_invocable_v<What>) {
+        st = sqlite_error(db_, rc, what());
+      } else {
+        st = sqlite_error(db_, rc, what);
+      }
+    }
     sqlite3_reset(stmt.get());
     return st;
   }
 
+  // What the writer knows of a workflow to check its next append: its summary row, kept in
+  // memory because this instance is the journal's only writer (the flock).
+  struct FlowInfo {
+    std::string machine;
+    std::uint64_t steps = 0;  // the step its next append must have
+    std::int64_t created_at_ms = 0;
+    bool finished = false;  // done or cancelled: not kept once committed
+  };
+  // Bounds the memory of a long-running station: past this many workflows the cache starts over
+  // (a miss costs one indexed read).
+  static constexpr std::size_t kMaxCachedFlows = 1 << 16;
+
+  // The workflow as this transaction sees it: its earlier appends in this transaction, else the
+  // committed summary (from memory, else from disk). nullptr for a new workflow.
+  Result<const FlowInfo*> find_flow(const std::string& workflow_id) {
+    if (auto it = pending_flows_.find(workflow_id); it != pending_flows_.end()) {
+      return &it->second;
+    }
+    if (auto it = flows_.find(workflow_id); it != flows_.end()) return &it->second;
+    sqlite3_stmt* s = wf_get_.fresh();
+    bind_text_ref(s, 1, workflow_id);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_DONE) {
+      sqlite3_reset(s);
+      return static_cast<const FlowInfo*>(nullptr);
+    }
+    if (rc != SQLITE_ROW) {
+      Status st = sqlite_error(db_, rc, "reading workflow '" + workflow_id + "'");
+      sqlite3_reset(s);
+      return st;
+    }
+    // Nothing of this workflow is written in this transaction yet, so the row is committed.
+    FlowInfo info{column_string(s, 0), static_cast<std::uint64_t>(sqlite3_column_int64(s, 1)),
+                  sqlite3_column_int64(s, 2), false};
+    sqlite3_reset(s);
+    if (flows_.size() >= kMaxCachedFlows) flows_.clear();
+    return &flows_.insert_or_assign(workflow_id, std::move(info)).first->second;
+  }
+
+  void remember_committed_flows() {
+    for (auto& [id, info] : pending_flows_) {
+      if (info.finished) {
+        flows_.erase(id);
+        continue;
+      }
+      if (flows_.size() >= kMaxCachedFlows) flows_.clear();
+      flows_.insert_or_assign(id, std::move(info));
+    }
+    pending_flows_.clear();
+  }
+
+  // Validates and writes one request as record `seq`; on success its hash is in hash_. `wrote`
+  // tells whether a row was written (and is still there) when it fails: every refusal but a
+  // duplicate idempotency key in a later command is found before the first write.
   Status insert_one(const AppendRequest& r, std::uint64_t seq, const std::string& prev,
-                    std::int64_t at, std::string& hash_out) {
-    const std::string who = "workflow '" + r.workflow_id + "'";
+                    std::int64_t at, bool& wrote) {
+    auto who = [&r] { return "workflow '" + r.workflow_id + "'"; };
     if (r.workflow_id.empty() || r.machine.empty() || r.event_type.empty() ||
         r.state_name.empty()) {
       return make_status(Errc::kInvalidArgument,
                          "an append needs a workflow id, a machine, an event type and a state "
                          "name (" +
-                             who + ")");
+                             who() + ")");
     }
     for (std::size_t i = 0; i < r.commands.size(); ++i) {
       const CommandEntry& c = r.commands[i];
       if (c.index != i) {
-        return make_status(Errc::kInvalidArgument, who + " step " + std::to_string(r.step) +
+        return make_status(Errc::kInvalidArgument, who() + " step " + std::to_string(r.step) +
                                                        ": command " + std::to_string(i) +
                                                        " has index " + std::to_string(c.index));
       }
       if (c.idempotency_key.empty() || c.type.empty()) {
         return make_status(Errc::kInvalidArgument,
-                           who + ": every command needs a type and an idempotency key");
+                           who() + ": every command needs a type and an idempotency key");
       }
     }
     // The workflow's summary decides the next step.
-    std::uint64_t expected = 0;
-    std::int64_t created = at;
-    {
-      sqlite3_stmt* s = wf_get_.fresh();
-      bind_text(s, 1, r.workflow_id);
-      int rc = sqlite3_step(s);
-      if (rc == SQLITE_ROW) {
-        std::string machine = column_string(s, 0);
-        expected = static_cast<std::uint64_t>(sqlite3_column_int64(s, 1));
-        created = sqlite3_column_int64(s, 2);
-        sqlite3_reset(s);
-        if (machine != r.machine) {
-          return make_status(Errc::kRejected,
-                             who + " runs machine '" + machine + "', not '" + r.machine + "'");
-        }
-      } else {
-        sqlite3_reset(s);
-        if (rc != SQLITE_DONE) return sqlite_error(db_, rc, "reading " + who);
-      }
+    PF_ASSIGN_OR_RETURN(const FlowInfo* flow, find_flow(r.workflow_id));
+    const std::uint64_t expected = flow ? flow->steps : 0;
+    const std::int64_t created = flow ? flow->created_at_ms : at;
+    if (flow && flow->machine != r.machine) {
+      return make_status(Errc::kRejected,
+                         who() + " runs machine '" + flow->machine + "', not '" + r.machine + "'");
     }
     if (r.step != expected) {
-      return make_status(Errc::kRejected, who + ": step " + std::to_string(r.step) +
+      return make_status(Errc::kRejected, who() + ": step " + std::to_string(r.step) +
                                               " is not the next step (expected " +
                                               std::to_string(expected) + "); nothing written");
     }
 
-    JournalRecord rec{seq, at, r, prev, {}};
-    std::string commands = encode_commands(r.commands);
-    hash_out = chain_hash(prev, canonical_record_bytes(rec));
+    bytes_.clear();
+    const std::size_t commands_at = append_canonical_record_bytes(bytes_, seq, at, r);
+    hasher_.hash(prev, bytes_, hash_);
+    const std::string_view commands = std::string_view(bytes_).substr(commands_at);
+    const char* status = to_string(r.status);
 
-    sqlite3_stmt* s = rec_insert_.fresh();
-    sqlite3_bind_int64(s, 1, static_cast<sqlite3_int64>(seq));
-    bind_text(s, 2, r.workflow_id);
-    sqlite3_bind_int64(s, 3, static_cast<sqlite3_int64>(r.step));
-    bind_text(s, 4, r.machine);
-    bind_text(s, 5, r.event_type);
-    bind_blob(s, 6, r.event);
-    bind_text(s, 7, r.result_of);
-    bind_text(s, 8, r.state_name);
-    bind_blob(s, 9, r.state);
-    bind_text(s, 10, to_string(r.status));
-    bind_blob(s, 11, commands);
-    sqlite3_bind_int64(s, 12, at);
-    bind_text(s, 13, prev);
-    bind_text(s, 14, hash_out);
-    PF_RETURN_IF_ERROR(step_done(rec_insert_, "recording " + who));
-
+    // The command rows first: a duplicate idempotency key, the one refusal only a write finds,
+    // then fails the request's first write, and a failed statement leaves nothing behind.
     for (const CommandEntry& c : r.commands) {
       sqlite3_stmt* cs = cmd_insert_.fresh();
-      bind_text(cs, 1, c.idempotency_key);
+      bind_text_ref(cs, 1, c.idempotency_key);
       sqlite3_bind_int64(cs, 2, static_cast<sqlite3_int64>(seq));
-      bind_text(cs, 3, r.workflow_id);
+      bind_text_ref(cs, 3, r.workflow_id);
       sqlite3_bind_int64(cs, 4, static_cast<sqlite3_int64>(r.step));
       sqlite3_bind_int64(cs, 5, c.index);
-      bind_text(cs, 6, c.type);
-      bind_blob(cs, 7, c.payload);
-      Status st = step_done(cmd_insert_, "recording the commands of " + who);
+      bind_text_ref(cs, 6, c.type);
+      bind_blob_ref(cs, 7, c.payload);
+      Status st = step_done(cmd_insert_, [&] { return "recording the commands of " + who(); });
       if ((sqlite_rc(st) & 0xff) == SQLITE_CONSTRAINT) {
-        return make_status(Errc::kAlreadyExists, who + ": idempotency key '" + c.idempotency_key +
+        return make_status(Errc::kAlreadyExists, who() + ": idempotency key '" +
+                                                     c.idempotency_key +
                                                      "' is already recorded; nothing written");
       }
       PF_RETURN_IF_ERROR(st);
+      wrote = true;
     }
 
+    sqlite3_stmt* s = rec_insert_.fresh();
+    sqlite3_bind_int64(s, 1, static_cast<sqlite3_int64>(seq));
+    bind_text_ref(s, 2, r.workflow_id);
+    sqlite3_bind_int64(s, 3, static_cast<sqlite3_int64>(r.step));
+    bind_text_ref(s, 4, r.machine);
+    bind_text_ref(s, 5, r.event_type);
+    bind_blob_ref(s, 6, r.event);
+    bind_text_ref(s, 7, r.result_of);
+    bind_text_ref(s, 8, r.state_name);
+    bind_blob_ref(s, 9, r.state);
+    bind_text_ref(s, 10, status);
+    bind_blob_ref(s, 11, commands);
+    sqlite3_bind_int64(s, 12, at);
+    bind_text_ref(s, 13, prev);
+    bind_text_ref(s, 14, hash_);
+    PF_RETURN_IF_ERROR(step_done(rec_insert_, [&] { return "recording " + who(); }));
+    wrote = true;
+
     sqlite3_stmt* ws = wf_upsert_.fresh();
-    bind_text(ws, 1, r.workflow_id);
-    bind_text(ws, 2, r.machine);
-    bind_text(ws, 3, r.state_name);
-    bind_text(ws, 4, to_string(r.status));
+    bind_text_ref(ws, 1, r.workflow_id);
+    bind_text_ref(ws, 2, r.machine);
+    bind_text_ref(ws, 3, r.state_name);
+    bind_text_ref(ws, 4, status);
     sqlite3_bind_int64(ws, 5, static_cast<sqlite3_int64>(r.step + 1));
     sqlite3_bind_int64(ws, 6, created);
     sqlite3_bind_int64(ws, 7, at);
     sqlite3_bind_int64(ws, 8, static_cast<sqlite3_int64>(seq));
-    PF_RETURN_IF_ERROR(step_done(wf_upsert_, "updating the summary of " + who));
+    PF_RETURN_IF_ERROR(step_done(wf_upsert_, [&] { return "updating the summary of " + who(); }));
+
+    const bool finished = r.status == WorkflowStatus::kDone ||
+                          r.status == WorkflowStatus::kCancelled;
+    pending_flows_.insert_or_assign(r.workflow_id,
+                                    FlowInfo{r.machine, r.step + 1, created, finished});
     return Status::ok();
   }
 
@@ -763,11 +877,23 @@ class SqliteJournal final : public Journal {
   }
 
   std::string path_;
+  std::function<std::int64_t()> wall_clock_ms_;  // empty: the system clock
   sqlite3* db_;
   int lock_fd_;
   bool read_only_;
   bool poisoned_ = false;
   std::string poison_reason_;
+  // The committed tail of the chain, read from disk by the first transaction (and after a
+  // failed one), then carried forward by each commit.
+  bool tail_known_ = false;
+  std::uint64_t tail_seq_ = 0;
+  std::string tail_hash_;
+  std::unordered_map<std::string, FlowInfo> flows_;          // committed, see FlowInfo
+  std::unordered_map<std::string, FlowInfo> pending_flows_;  // written by this transaction
+  // Scratch reused by every append: the record's canonical bytes and its hash.
+  std::string bytes_;
+  std::string hash_;
+  ChainHasher hasher_;
   Stmt tail_, wf_get_, rec_insert_, cmd_insert_, wf_upsert_, head_update_;
   Stmt begin_, commit_, savepoint_, release_, rollback_to_;
   std::unique_ptr<Checkpointer> checkpointer_;
@@ -1041,8 +1167,12 @@ Result<std::unique_ptr<Journal>> open_journal(const std::string& path, OpenOptio
   sqlite3* db = nullptr;
   int flags = options.read_only ? SQLITE_OPEN_READONLY
                                 : (SQLITE_OPEN_READWRITE | (fresh ? SQLITE_OPEN_CREATE : 0));
+  // One thread at a time uses an instance (journal.hpp): SQLite's per-call connection mutex is
+  // pure overhead.
+  flags |= SQLITE_OPEN_NOMUTEX;
   int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr);
   auto journal = std::make_unique<SqliteJournal>(path, db, lock_fd, options.read_only);
+  journal->set_wall_clock(options.wall_clock_ms);
   if (rc != SQLITE_OK) return sqlite_error(db, rc, "journal " + path + " cannot be opened");
   sqlite3_extended_result_codes(db, 1);
   sqlite3_busy_timeout(db, kBusyTimeoutMs);

@@ -25,6 +25,7 @@
 
 #include <cstdint>
 
+#include "journal_codec.hpp"
 #include "persoflow/storage/journal.hpp"
 
 namespace persoflow::storage {
@@ -32,11 +33,15 @@ namespace {
 
 void put_u32(std::string& out, std::uint64_t v) {
   PF_CHECK(v <= 0xffffffffu, "value too large for a journal record");
-  for (int shift = 24; shift >= 0; shift -= 8) out += static_cast<char>((v >> shift) & 0xff);
+  const char be[4] = {static_cast<char>(v >> 24), static_cast<char>(v >> 16),
+                      static_cast<char>(v >> 8), static_cast<char>(v)};
+  out.append(be, sizeof be);
 }
 
 void put_u64(std::string& out, std::uint64_t v) {
-  for (int shift = 56; shift >= 0; shift -= 8) out += static_cast<char>((v >> shift) & 0xff);
+  char be[8];
+  for (int i = 0; i < 8; ++i) be[i] = static_cast<char>(v >> (56 - 8 * i));
+  out.append(be, sizeof be);
 }
 
 void put_bytes(std::string& out, std::string_view s) {
@@ -74,8 +79,7 @@ Result<WorkflowStatus> parse_workflow_status(std::string_view text) {
   return make_status(Errc::kCorrupt, "unknown workflow status '" + std::string(text) + "'");
 }
 
-std::string encode_commands(const std::vector<CommandEntry>& commands) {
-  std::string out;
+void append_encoded_commands(std::string& out, const std::vector<CommandEntry>& commands) {
   put_u32(out, commands.size());
   for (const CommandEntry& c : commands) {
     put_u32(out, c.index);
@@ -83,6 +87,11 @@ std::string encode_commands(const std::vector<CommandEntry>& commands) {
     put_bytes(out, c.type);
     put_bytes(out, c.payload);
   }
+}
+
+std::string encode_commands(const std::vector<CommandEntry>& commands) {
+  std::string out;
+  append_encoded_commands(out, commands);
   return out;
 }
 
@@ -118,13 +127,12 @@ Result<std::vector<CommandEntry>> decode_commands(std::string_view bytes) {
   return out;
 }
 
-std::string canonical_record_bytes(const JournalRecord& r) {
-  const AppendRequest& b = r.body;
-  std::string out = "PFJR";
-  out += '\x01';
-  put_u64(out, r.seq);
+std::size_t append_canonical_record_bytes(std::string& out, std::uint64_t seq,
+                                          std::int64_t recorded_at_ms, const AppendRequest& b) {
+  out.append("PFJR\x01", 5);
+  put_u64(out, seq);
   put_u64(out, b.step);
-  put_u64(out, static_cast<std::uint64_t>(r.recorded_at_ms));
+  put_u64(out, static_cast<std::uint64_t>(recorded_at_ms));
   put_bytes(out, b.workflow_id);
   put_bytes(out, b.machine);
   put_bytes(out, b.event_type);
@@ -133,35 +141,62 @@ std::string canonical_record_bytes(const JournalRecord& r) {
   put_bytes(out, b.state_name);
   put_bytes(out, b.state);
   put_bytes(out, to_string(b.status));
-  out += encode_commands(b.commands);
+  const std::size_t commands_at = out.size();
+  append_encoded_commands(out, b.commands);
+  return commands_at;
+}
+
+std::string canonical_record_bytes(const JournalRecord& r) {
+  std::string out;
+  append_canonical_record_bytes(out, r.seq, r.recorded_at_ms, r.body);
   return out;
 }
 
-std::string chain_hash(const std::string& prev_hash_hex, const std::string& canonical_bytes) {
-  PF_CHECK(prev_hash_hex.size() == 64, "prev_hash must be 64 hex digits");
-  unsigned char prev[32];
+bool parse_hash_hex(std::string_view hex, unsigned char (&raw)[32]) {
+  if (hex.size() != 64) return false;
   for (int i = 0; i < 32; ++i) {
-    int hi = hex_value(prev_hash_hex[2 * i]), lo = hex_value(prev_hash_hex[2 * i + 1]);
-    PF_CHECK(hi >= 0 && lo >= 0, "prev_hash must be lowercase hex");
-    prev[i] = static_cast<unsigned char>(hi * 16 + lo);
+    int hi = hex_value(hex[2 * i]), lo = hex_value(hex[2 * i + 1]);
+    if (hi < 0 || lo < 0) return false;
+    raw[i] = static_cast<unsigned char>(hi * 16 + lo);
   }
+  return true;
+}
+
+ChainHasher::ChainHasher()
+    : sha256_(EVP_MD_fetch(nullptr, "SHA256", nullptr)), ctx_(EVP_MD_CTX_new()) {
+  PF_CHECK(sha256_ != nullptr && ctx_ != nullptr, "SHA-256 is unavailable");
+}
+
+ChainHasher::~ChainHasher() {
+  EVP_MD_CTX_free(ctx_);
+  EVP_MD_free(sha256_);
+}
+
+void ChainHasher::hash(std::string_view prev_hash_hex, std::string_view canonical_bytes,
+                       std::string& out) {
+  unsigned char prev[32];
+  PF_CHECK(parse_hash_hex(prev_hash_hex, prev), "prev_hash must be 64 lowercase hex digits");
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int md_len = 0;
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  PF_CHECK(ctx != nullptr, "EVP_MD_CTX_new failed");
-  bool ok = EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) == 1 &&
-            EVP_DigestUpdate(ctx, prev, sizeof prev) == 1 &&
-            EVP_DigestUpdate(ctx, canonical_bytes.data(), canonical_bytes.size()) == 1 &&
-            EVP_DigestFinal_ex(ctx, md, &md_len) == 1;
-  EVP_MD_CTX_free(ctx);
+  bool ok = EVP_DigestInit_ex(ctx_, sha256_, nullptr) == 1 &&
+            EVP_DigestUpdate(ctx_, prev, sizeof prev) == 1 &&
+            EVP_DigestUpdate(ctx_, canonical_bytes.data(), canonical_bytes.size()) == 1 &&
+            EVP_DigestFinal_ex(ctx_, md, &md_len) == 1;
   PF_CHECK(ok && md_len == 32, "SHA-256 failed");
-  static const char* kHex = "0123456789abcdef";
-  std::string out;
-  out.reserve(64);
+  static constexpr char kHex[] = "0123456789abcdef";
+  out.resize(64);
   for (unsigned i = 0; i < md_len; ++i) {
-    out += kHex[md[i] >> 4];
-    out += kHex[md[i] & 0xf];
+    out[2 * i] = kHex[md[i] >> 4];
+    out[2 * i + 1] = kHex[md[i] & 0xf];
   }
+}
+
+std::string chain_hash(const std::string& prev_hash_hex, const std::string& canonical_bytes) {
+  // Fetching the digest is the expensive part of a one-off hash in OpenSSL 3; keep one per
+  // thread (verify hashes every record).
+  thread_local ChainHasher hasher;
+  std::string out;
+  hasher.hash(prev_hash_hex, canonical_bytes, out);
   return out;
 }
 

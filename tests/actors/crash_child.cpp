@@ -1,7 +1,10 @@
 // crash_child: the process the crash test kills. Resumes every unfinished workflow of the journal,
 // starts those of order-000 .. order-<N-1> that are not in it yet, and runs them all to the end.
 //
-//   crash_child --journal FILE --effects FILE --workflows N [--batch B]
+//   crash_child --journal FILE --effects FILE --workflows N [--batch B] [--outside]
+//
+// With --outside each new order is held (an outside event that drops its Reserve and Quote) as
+// soon as it starts, and every order is then released (resuming the held ones).
 //
 // Exit 0 when every workflow is done; 1 when one ends otherwise (printed); 2 on bad usage. The
 // crash test sets PERSOFLOW_CRASH_AT / PERSOFLOW_CRASH_COUNT in its environment.
@@ -18,7 +21,14 @@ namespace pa = persoflow::actors;
 int main(int argc, char** argv) {
   std::string journal, effects;
   int workflows = 0, batch = 0;
-  for (int i = 1; i + 1 < argc; i += 2) {
+  bool outside = false;
+  for (int i = 1; i < argc; i += 2) {
+    if (!std::strcmp(argv[i], "--outside")) {
+      outside = true;
+      --i;
+      continue;
+    }
+    if (i + 1 >= argc) break;
     if (!std::strcmp(argv[i], "--journal")) journal = argv[i + 1];
     else if (!std::strcmp(argv[i], "--effects")) effects = argv[i + 1];
     else if (!std::strcmp(argv[i], "--workflows")) workflows = std::atoi(argv[i + 1]);
@@ -53,6 +63,23 @@ int main(int argc, char** argv) {
     auto s = (*runtime)->start(id, pa::test::kOrderMachine, placed);
     if (!s.is_ok() && s.code() != make_error_code(persoflow::Errc::kAlreadyExists)) {
       std::fprintf(stderr, "crash_child: start %s: %s\n", id, s.to_string().c_str());
+      return 1;
+    }
+    if (outside && s.is_ok()) {
+      s = (*runtime)->post_event_and_wait(id, {"OrderHeld", {}});
+      if (!s.is_ok()) {
+        std::fprintf(stderr, "crash_child: hold %s: %s\n", id, s.to_string().c_str());
+        return 1;
+      }
+    }
+  }
+  for (int i = 0; outside && i < workflows; ++i) {
+    char id[32];
+    std::snprintf(id, sizeof id, "order-%03d", i);
+    // Refused (kRejected) for an order that is not on hold: already released, or done.
+    auto s = (*runtime)->post_event_and_wait(id, {"OrderReleased", {}});
+    if (!s.is_ok() && s.code() != make_error_code(persoflow::Errc::kRejected)) {
+      std::fprintf(stderr, "crash_child: release %s: %s\n", id, s.to_string().c_str());
       return 1;
     }
   }

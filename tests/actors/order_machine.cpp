@@ -6,6 +6,7 @@
 #include <optional>
 #include <stdexcept>
 
+#include "persoflow/actors/replay.hpp"
 #include "persoflow/machines/engine.hpp"
 
 namespace persoflow::actors::test {
@@ -61,7 +62,35 @@ Result<Transition> on_shipped(const State& from, const Event& e) {
   return Transition{to, {}};
 }
 
-constexpr std::string_view kTerminal[] = {"Delivered"};
+// Outside events: a hold drops the Reserve/Quote still outstanding, a release asks again for what
+// is missing; a withdrawal ends the order with a NotifyOperator (answered by CommandAcknowledged);
+// a changed address keeps the state, so Ship stays outstanding.
+Result<Transition> on_held(const State& from, const Event&) {
+  return Transition{State{"OnHold", from.data}, {}};
+}
+
+Result<Transition> on_released(const State& from, const Event&) {
+  State to{"Reserving", from.data};
+  std::vector<Command> again;
+  const std::string& item = from.data.at("item");
+  if (!from.data.count("reservation")) again.push_back(Command{"Reserve", {{"item", item}}});
+  if (!from.data.count("price")) again.push_back(Command{"Quote", {{"item", item}}});
+  return Transition{to, again};
+}
+
+Result<Transition> on_withdrawn(const State& from, const Event& e) {
+  State to{"Withdrawn", from.data};
+  PF_ASSIGN_OR_RETURN(to.data["reason"], field(e, "reason"));
+  return Transition{to, {Command{"NotifyOperator", {{"reason", to.data["reason"]}}}}};
+}
+
+Result<Transition> on_address_changed(const State& from, const Event& e) {
+  State to{"Shipping", from.data};
+  PF_ASSIGN_OR_RETURN(to.data["address"], field(e, "address"));
+  return Transition{to, {}};
+}
+
+constexpr std::string_view kTerminal[] = {"Delivered", "Withdrawn"};
 
 template <bool kAltered>
 constexpr Row kRows[] = {
@@ -72,6 +101,10 @@ constexpr Row kRows[] = {
     {"Reserving", "Quoted", "Charging", reserving_answer<kAltered>, "reserved / Charge"},
     {"Charging", "Charged", "Shipping", on_charged, "records receipt / Ship"},
     {"Shipping", "Shipped", "Delivered", on_shipped, "records tracking"},
+    {"Reserving", "OrderHeld", "OnHold", on_held, "outside: Reserve / Quote dropped"},
+    {"OnHold", "OrderReleased", "Reserving", on_released, "Reserve / Quote what is missing"},
+    {"Charging", "OrderWithdrawn", "Withdrawn", on_withdrawn, "Charge dropped / NotifyOperator"},
+    {"Shipping", "AddressChanged", "Shipping", on_address_changed, "Ship kept"},
 };
 
 constexpr machines::MachineDef kOrder{kOrderMachine, "engine test: reserve, quote, charge, ship",
@@ -198,6 +231,7 @@ std::string result_of(const Command& c, const std::string& key) {
   if (c.type == "Reserve") return "RSV-" + key;
   if (c.type == "Quote") return std::to_string(100 + c.fields.at("item").size() * 7);
   if (c.type == "Charge") return "RCP-" + c.fields.at("amount") + "-" + key;
+  if (c.type == "NotifyOperator") return "told";
   return "TRK-" + key;
 }
 
@@ -205,6 +239,7 @@ Event answer(const Command& c, const std::string& value) {
   if (c.type == "Reserve") return Event{"Reserved", {{"reservation", value}}};
   if (c.type == "Quote") return Event{"Quoted", {{"price", value}}};
   if (c.type == "Charge") return Event{"Charged", {{"receipt", value}}};
+  if (c.type == "NotifyOperator") return command_acknowledged();
   return Event{"Shipped", {{"tracking", value}}};
 }
 
@@ -219,6 +254,17 @@ void execute(OrderEnv& env, const Command& command, const CommandContext& contex
   auto value = env.effects->apply(context.idempotency_key, command.type,
                                   result_of(command, context.idempotency_key));
   if (p == Plan::kLoseAnswer) return hung(env, context.idempotency_key);
+  std::optional<std::shared_future<void>> gate;
+  {
+    std::lock_guard lock(env.faults.mutex);
+    if (auto it = env.faults.gates.find(command.type); it != env.faults.gates.end()) {
+      gate = it->second;
+    }
+  }
+  if (gate) {
+    hung(env, context.idempotency_key);
+    gate->wait();
+  }
   if (!value.is_ok()) return done(value.status());
   done(answer(command, *value));
 }
@@ -227,7 +273,7 @@ void execute(OrderEnv& env, const Command& command, const CommandContext& contex
 
 ExecutorRegistry order_executors(std::shared_ptr<OrderEnv> env) {
   ExecutorRegistry registry;
-  for (const char* type : {"Reserve", "Quote", "Charge", "Ship"}) {
+  for (const char* type : {"Reserve", "Quote", "Charge", "Ship", "NotifyOperator"}) {
     Executor e;
     e.blocking = std::string_view(type) != "Quote";
     e.policy = env->policy;

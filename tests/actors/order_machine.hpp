@@ -6,6 +6,11 @@
 //   Reserving --Reserved|Quoted--> Charging    (both in) / Charge{amount, reservation}
 //   Charging --Charged--> Shipping             / Ship{reservation, receipt}
 //   Shipping --Shipped--> Delivered            (terminal)
+// and outside events (Runtime::post_event):
+//   Reserving --OrderHeld--> OnHold            (Reserve / Quote still outstanding are dropped)
+//   OnHold --OrderReleased--> Reserving        / Reserve and / or Quote, whichever is missing
+//   Charging --OrderWithdrawn--> Withdrawn     (terminal) / NotifyOperator, acknowledged
+//   Shipping --AddressChanged--> Shipping      (same state: Ship stays outstanding)
 //
 // The executors check-then-act in one SQLite transaction: a command seen before (same key) is
 // not executed again but answered from the stored result and counted as a detected repeat, so
@@ -15,6 +20,7 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -70,6 +76,9 @@ struct Faults {
   // Called (on the executor's thread) when an attempt hangs or loses its answer, so a test can
   // await that moment instead of sleeping.
   std::function<void(const std::string& key)> on_hang;
+  // A blocking command of this type runs its effect, calls on_hang, then waits for the future
+  // before answering: a late answer, delivered when the test says.
+  std::map<std::string, std::shared_future<void>> gates;
   std::map<std::string, std::vector<std::chrono::steady_clock::time_point>> attempts;  // by key
   std::map<std::string, int> seen;  // attempts by key
 };
@@ -81,7 +90,7 @@ struct OrderEnv {
   std::atomic<int> executions{0};
 };
 
-// Reserve, Charge and Ship are blocking executors; Quote is non-blocking.
+// Reserve, Charge, Ship and NotifyOperator are blocking executors; Quote is non-blocking.
 ExecutorRegistry order_executors(std::shared_ptr<OrderEnv> env);
 
 }  // namespace persoflow::actors::test

@@ -359,6 +359,176 @@ TEST_F(RuntimeTest, CancelStopsARunningWorkflowAndRefusesADoneOne) {
   EXPECT_EQ(rt->cancel("nobody", "x").code(), make_error_code(Errc::kNotFound));
 }
 
+
+// ----- Outside events -----
+
+machines::Event event(std::string type, machines::Fields fields = {}) {
+  return machines::Event{std::move(type), std::move(fields)};
+}
+
+TEST_F(RuntimeTest, AnOutsideEventThatLeavesTheStateDropsItsCommandsAndTheirLateAnswers) {
+  std::promise<void> open_gate;
+  env_->faults.gates["Reserve"] = open_gate.get_future().share();
+  auto running = await_hang(*env_);
+  auto rt = open_runtime(env_);
+  ASSERT_TRUE(rt->start("h1", test::kOrderMachine, placed("vase")).is_ok());
+  EXPECT_EQ(get(running), "h1/0/0");  // Reserve has run its effect; its answer waits
+
+  ASSERT_TRUE(rt->post_event_and_wait("h1", event("OrderHeld")).is_ok());
+  // OnHold has nothing outstanding: the workflow waits (suspended) for the next outside event.
+  auto outcomes = rt->wait();
+  ASSERT_EQ(outcomes.size(), 1u);
+  EXPECT_EQ(outcomes[0].outcome, Outcome::kSuspended);
+  EXPECT_EQ(outcomes[0].state_name, "OnHold");
+  open_gate.set_value();  // the dropped Reserve answers late: ignored
+
+  // Not accepted in OnHold: refused with the machine's reason, nothing journaled.
+  const auto before = records("h1").size();
+  auto refused = rt->post_event_and_wait("h1", event("AddressChanged", {{"address", "x"}}));
+  EXPECT_EQ(refused.code(), make_error_code(Errc::kRejected));
+  EXPECT_NE(refused.message().find("OnHold"), std::string::npos) << refused.message();
+  rt->wait();
+  for (const auto& r : records("h1")) EXPECT_NE(r.body.event_type, "AddressChanged");
+
+  // The release resumes the suspended workflow and asks again for what is missing.
+  ASSERT_TRUE(rt->post_event_and_wait("h1", event("OrderReleased")).is_ok());
+  outcomes = rt->wait();
+  ASSERT_EQ(outcomes.size(), 1u);
+  EXPECT_EQ(outcomes[0].outcome, Outcome::kDone) << outcomes[0].error.to_string();
+  EXPECT_EQ(outcomes[0].state_name, "Delivered");
+
+  const auto recs = records("h1");
+  ASSERT_GT(recs.size(), before);
+  std::vector<std::string> types;
+  for (const auto& r : recs) {
+    EXPECT_NE(r.body.result_of, "h1/0/0") << "the dropped Reserve's answer was journaled";
+    if (r.body.result_of.empty()) types.push_back(r.body.event_type);
+  }
+  EXPECT_NE(std::find(types.begin(), types.end(), "OrderHeld"), types.end());
+  EXPECT_NE(std::find(types.begin(), types.end(), "OrderReleased"), types.end());
+  auto replayed = replay(test::order_machine(), recs);
+  ASSERT_TRUE(replayed.is_ok()) << replayed.status().to_string();
+  EXPECT_EQ(replayed->state.name, "Delivered");
+  EXPECT_TRUE(replayed->outstanding.empty());
+  ASSERT_FALSE(replayed->dropped.empty());
+  EXPECT_EQ(replayed->dropped.front(), "h1/0/0");
+  EXPECT_NE(replayed->state.data.at("reservation"), "RSV-h1/0/0");  // from the Reserve asked again
+  EXPECT_TRUE(verify().intact);
+}
+
+TEST_F(RuntimeTest, AnOutsideEventThatKeepsTheStateKeepsItsCommands) {
+  std::promise<void> open_gate;
+  env_->faults.gates["Ship"] = open_gate.get_future().share();
+  auto running = await_hang(*env_);
+  auto rt = open_runtime(env_);
+  ASSERT_TRUE(rt->start("a1", test::kOrderMachine, placed("rug")).is_ok());
+  EXPECT_EQ(get(running), "a1/3/0");
+  ASSERT_TRUE(rt->post_event_and_wait("a1", event("AddressChanged", {{"address", "Elm St"}})).is_ok());
+  open_gate.set_value();
+  auto outcomes = rt->wait();
+  ASSERT_EQ(outcomes.size(), 1u);
+  EXPECT_EQ(outcomes[0].outcome, Outcome::kDone) << outcomes[0].error.to_string();
+  const auto recs = records("a1");
+  EXPECT_EQ(recs.back().body.result_of, "a1/3/0");  // Ship's answer, after the outside event
+  auto replayed = replay(test::order_machine(), recs);
+  ASSERT_TRUE(replayed.is_ok()) << replayed.status().to_string();
+  EXPECT_EQ(replayed->state.data.at("address"), "Elm St");
+  EXPECT_TRUE(replayed->dropped.empty());
+}
+
+TEST_F(RuntimeTest, AnAcknowledgedNotifyOperatorEndsATerminalWorkflow) {
+  std::promise<void> open_gate;
+  env_->faults.gates["Charge"] = open_gate.get_future().share();
+  auto running = await_hang(*env_);
+  auto rt = open_runtime(env_);
+  ASSERT_TRUE(rt->start("w1", test::kOrderMachine, placed("pot")).is_ok());
+  EXPECT_EQ(get(running), "w1/2/0");
+  ASSERT_TRUE(rt->post_event_and_wait("w1", event("OrderWithdrawn", {{"reason", "changed mind"}}))
+                  .is_ok());
+  {
+    std::lock_guard lock(env_->faults.mutex);
+    env_->faults.gates.clear();
+  }
+  open_gate.set_value();
+  auto outcomes = rt->wait();
+  ASSERT_EQ(outcomes.size(), 1u);
+  EXPECT_EQ(outcomes[0].outcome, Outcome::kDone) << outcomes[0].reason;
+  EXPECT_EQ(outcomes[0].state_name, "Withdrawn");
+  const auto recs = records("w1");
+  EXPECT_EQ(recs.back().body.event_type, kCommandAcknowledged);
+  EXPECT_EQ(recs.back().body.result_of, "w1/3/0");
+  EXPECT_EQ(recs.back().body.status, WorkflowStatus::kDone);
+  EXPECT_EQ(recs.back().body.state, recs[recs.size() - 2].body.state);
+  auto replayed = replay(test::order_machine(), recs);
+  ASSERT_TRUE(replayed.is_ok()) << replayed.status().to_string();
+  EXPECT_EQ(replayed->dropped, std::vector<std::string>{"w1/2/0"});
+
+  // An acknowledgement of a command that is not outstanding is a contradiction.
+  auto forged = recs;
+  forged.back().body.result_of = "w1/2/0";
+  EXPECT_EQ(replay(test::order_machine(), forged).status().code(), make_error_code(Errc::kCorrupt));
+}
+
+TEST_F(RuntimeTest, PostEventRefusesWhatItCannotDeliver) {
+  auto rt = open_runtime(env_);
+  EXPECT_EQ(rt->post_event("nobody", event("OrderHeld")).code(), make_error_code(Errc::kNotFound));
+  ASSERT_TRUE(rt->start("d1", test::kOrderMachine, placed("mug")).is_ok());
+  ASSERT_EQ(rt->wait().at(0).outcome, Outcome::kDone);
+  EXPECT_EQ(rt->post_event("d1", event("OrderHeld")).code(), make_error_code(Errc::kRejected));
+  EXPECT_EQ(rt->post_event_and_wait("d1", event("OrderHeld")).code(),
+            make_error_code(Errc::kRejected));
+  for (std::string_view engine : {kWorkflowSuspended, kWorkflowCancelled, kCommandAcknowledged}) {
+    EXPECT_EQ(rt->post_event("d1", event(std::string(engine))).code(),
+              make_error_code(Errc::kInvalidArgument))
+        << engine;
+  }
+  EXPECT_EQ(rt->post_event("d1", event("")).code(), make_error_code(Errc::kInvalidArgument));
+}
+
+// crash_child --outside: every order is held, then released, while its commands run; the child is
+// killed (SIGKILL) at several points with outside events and dropped commands in the journal,
+// restarted, and must finish every order; each replay drops the same commands.
+TEST_F(RuntimeTest, AKilledRunWithOutsideEventsInTheJournalResumesToTheSameEnd) {
+  auto run = [&](const std::string& crash_at) {
+    std::vector<std::string> argv = {"/usr/bin/env"};
+    if (!crash_at.empty()) argv.push_back("PERSOFLOW_CRASH_AT=" + crash_at);
+    argv.insert(argv.end(), {testing::binary_dir() + "/crash_child", "--journal", journal_path(),
+                             "--effects", dir_.file("effects.db"), "--workflows", "12", "--outside"});
+    return testing::run(argv);
+  };
+  int killed = 0;
+  for (const char* point : {"actors.before_command:9", "actors.after_command:14",
+                            "journal.after_commit:30", "actors.before_command:40"}) {
+    auto crashed = run(point);
+    if (crashed.exit_code == 128 + 9) ++killed;
+    else EXPECT_EQ(crashed.exit_code, 0) << point << ": " << crashed.err;
+  }
+  EXPECT_GE(killed, 2);
+  auto last = run("");
+  ASSERT_EQ(last.exit_code, 0) << last.err;
+
+  auto journal = storage::Journal::open(journal_path(), {.create_if_missing = false, .read_only = true});
+  ASSERT_TRUE(journal.is_ok());
+  auto workflows = (*journal)->workflows();
+  ASSERT_TRUE(workflows.is_ok());
+  ASSERT_EQ(workflows->size(), 12u);
+  int held = 0;
+  for (const auto& w : *workflows) {
+    EXPECT_EQ(w.status, WorkflowStatus::kDone) << w.workflow_id;
+    auto recs = (*journal)->records(w.workflow_id);
+    ASSERT_TRUE(recs.is_ok());
+    auto replayed = replay(test::order_machine(), *recs);
+    ASSERT_TRUE(replayed.is_ok()) << replayed.status().to_string();
+    EXPECT_EQ(replayed->state.name, "Delivered");
+    for (const auto& r : *recs) {
+      if (r.body.event_type == "OrderHeld") ++held;
+      for (const auto& k : replayed->dropped) EXPECT_NE(r.body.result_of, k) << w.workflow_id;
+    }
+  }
+  EXPECT_GT(held, 0);
+  EXPECT_TRUE(verify().intact);
+}
+
 }  // namespace
 }  // namespace persoflow::actors
 

@@ -186,6 +186,76 @@ TEST(Journal, AppendEachFailsAnInvalidRequestAlone) {
   EXPECT_TRUE(j->verify()->intact);
 }
 
+TEST(Journal, AppendEachFailsADuplicateKeyAloneWhereverItIs) {
+  TempDir dir;
+  auto j = open_rw(dir.file("journal.db"));
+  ASSERT_TRUE(j);
+  ASSERT_TRUE(j->append(request("old", 0)).is_ok());  // records key old/0/0
+  // Duplicates in the first command (found by the request's first write), in a later command
+  // (found after the request wrote a row: the group runs again with savepoints), and of a key
+  // recorded earlier in the same group.
+  AppendRequest first_dup = request("a", 0, 2);
+  first_dup.commands[0].idempotency_key = "old/0/0";
+  AppendRequest later_dup = request("b", 0, 3);
+  later_dup.commands[2].idempotency_key = "old/0/0";
+  AppendRequest same_group_dup = request("d", 0);
+  same_group_dup.commands[0].idempotency_key = "c/0/0";
+  std::vector<AppendRequest> batch = {first_dup,      request("c", 0), later_dup,
+                                      same_group_dup, request("c", 1), request("a", 0)};
+  GroupOutcome out = j->append_each(batch);
+  EXPECT_TRUE(out.commit.is_ok());
+  ASSERT_EQ(out.each.size(), 6u);
+  EXPECT_EQ(out.each[0].code(), Errc::kAlreadyExists) << out.each[0].message();
+  EXPECT_TRUE(out.each[1].is_ok()) << out.each[1].message();
+  EXPECT_EQ(out.each[2].code(), Errc::kAlreadyExists) << out.each[2].message();
+  EXPECT_EQ(out.each[3].code(), Errc::kAlreadyExists) << out.each[3].message();
+  EXPECT_TRUE(out.each[4].is_ok()) << out.each[4].message();
+  EXPECT_TRUE(out.each[5].is_ok()) << out.each[5].message();
+
+  auto all = j->all_records();
+  ASSERT_TRUE(all.is_ok());
+  ASSERT_EQ(all->size(), 4u);
+  std::vector<std::string> order;
+  for (const auto& r : *all) order.push_back(r.body.workflow_id + "/" + std::to_string(r.body.step));
+  EXPECT_EQ(order, (std::vector<std::string>{"old/0", "c/0", "c/1", "a/0"}));
+  EXPECT_EQ((*all)[3].seq, 4u);
+  EXPECT_TRUE(j->records("b")->empty());
+  EXPECT_FALSE(j->workflow("b")->has_value());
+  EXPECT_FALSE(j->workflow("d")->has_value());
+  auto report = j->verify();
+  EXPECT_TRUE(report->intact) << report->reason;
+  // The refused workflows start at step 0 later; the committed ones continue.
+  EXPECT_TRUE(j->append(request("b", 0)).is_ok());
+  EXPECT_TRUE(j->append(request("c", 2)).is_ok());
+  EXPECT_EQ(j->append(request("a", 0)).code(), Errc::kRejected);
+}
+
+TEST(Journal, WriterSeesWorkflowsWrittenByAnEarlierInstance) {
+  TempDir dir;
+  std::string path = dir.file("journal.db");
+  {
+    auto j = open_rw(path);
+    ASSERT_TRUE(j);
+    ASSERT_TRUE(j->append(request("w", 0)).is_ok());
+    ASSERT_TRUE(j->append(request("w", 1)).is_ok());
+    AppendRequest done = request("finished", 0);
+    done.status = WorkflowStatus::kDone;
+    ASSERT_TRUE(j->append(done).is_ok());
+    // A finished workflow is not kept in memory; its summary on disk still decides.
+    EXPECT_EQ(j->append(request("finished", 0)).code(), Errc::kRejected);
+    EXPECT_TRUE(j->append(request("finished", 1)).is_ok());
+  }
+  auto j = open_rw(path);
+  ASSERT_TRUE(j);
+  EXPECT_EQ(j->append(request("w", 1)).code(), Errc::kRejected);
+  EXPECT_EQ(j->append(request("w", 2, 1, "other")).code(), Errc::kRejected);
+  EXPECT_TRUE(j->append(request("w", 2)).is_ok());
+  EXPECT_TRUE(j->append(request("finished", 2)).is_ok());
+  auto report = j->verify();
+  EXPECT_TRUE(report->intact) << report->reason;
+  EXPECT_EQ(report->records_checked, 6u);
+}
+
 TEST(GroupCommit, ManyWorkflowsFromManyThreads) {
   TempDir dir;
   std::string path = dir.file("journal.db");

@@ -33,6 +33,17 @@ inline constexpr std::string_view kWorkflowNondeterministic = "WorkflowNondeterm
 
 bool is_engine_event(std::string_view event_type);
 
+// The answer to a command that has no natural result (NotifyOperator, an operator prompt): the
+// command is answered and no longer outstanding, but the event never reaches the machine (the
+// state stays, no commands). So a terminal state whose NotifyOperator is acknowledged is done.
+// Machines must not use this name either.
+inline constexpr std::string_view kCommandAcknowledged = "CommandAcknowledged";
+machines::Event command_acknowledged();
+
+// An outside event (no result_of) that moves the machine to a state of another name drops the
+// commands still outstanding from the previous state; replay and the runtime share this rule.
+bool drops_outstanding(const storage::AppendRequest& record, std::string_view previous_state_name);
+
 // "<workflow id>/<step>/<index>".
 std::string idempotency_key(std::string_view workflow_id, std::uint64_t step, std::uint32_t index);
 
@@ -50,6 +61,7 @@ struct Replay {
   // Journaled commands without a result event, in (step, index) order.
   std::vector<OutstandingCommand> outstanding;
   std::string suspension_reason;  // reason of the last suspension while suspended
+  std::vector<std::string> dropped;  // keys dropped by outside events (never issued again)
   std::string last_event_type;
 };
 

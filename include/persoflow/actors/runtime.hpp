@@ -26,11 +26,14 @@
 #include <vector>
 
 #include "persoflow/actors/executor.hpp"
+#include "persoflow/common/clock.hpp"
 #include "persoflow/common/status.hpp"
 #include "persoflow/machines/machine.hpp"
 #include "persoflow/storage/journal.hpp"
 
 namespace persoflow::actors {
+
+struct WorkflowOutcome;
 
 struct RuntimeOptions {
   unsigned io_threads = 0;        // 0: one per core
@@ -39,6 +42,18 @@ struct RuntimeOptions {
   // Resolves a journaled machine name; default machines::find_machine. Tests use it to run a
   // changed machine under the same name.
   std::function<const machines::MachineDef*(std::string_view)> find_machine;
+
+  // --- Simulation (sim/): a deterministic run on a virtual clock. ---
+  // The clock of attempt timeouts and retry backoff; default: the real steady clock.
+  std::shared_ptr<Clock> clock;
+  // The wall clock stamped on journal records (storage::OpenOptions::wall_clock_ms).
+  std::function<std::int64_t()> journal_wall_clock_ms;
+  // No io thread is started: the caller runs the actors with run_ready(). Executors should then be
+  // non-blocking (blocking ones still run on the pool, and their timing is not reproducible).
+  bool caller_driven = false;
+  // Called once as each workflow ends, outside the runtime's lock, on the thread that ran the
+  // ending handler. It may call start() and resume() but not wait() or cancel().
+  std::function<void(const WorkflowOutcome&)> on_workflow_end;
 };
 
 enum class Outcome {
@@ -83,9 +98,33 @@ class Runtime {
   // Cancels a workflow: an active one through its actor, otherwise directly.
   Status cancel(const std::string& workflow_id, std::string reason);
 
+  // ----- Outside events (a card removed or inserted, an operator's decision) -----
+  // Delivers an event that no command produced to a workflow: journaled like any event (no
+  // result_of), in order with the workflow's other events. A workflow that is not active but
+  // unfinished (suspended, or left by a crash) is resumed first. When the event moves the
+  // machine to another state, the commands still outstanding from the previous state are
+  // dropped: their late answers are ignored and never journaled; replay drops them at the same
+  // record, so a resume never issues them again.
+  // post_event returns once the event is queued: kNotFound for an unknown workflow, kRejected for
+  // a done or cancelled one, kInvalidArgument for an engine event type. An event the machine
+  // rejects is not journaled and leaves the workflow as it was.
+  Status post_event(const std::string& workflow_id, machines::Event event);
+  // The same, returning once the event is journaled (OK), or why not: kRejected (with the
+  // machine's reason) when the state does not accept it or the workflow ended first.
+  Status post_event_and_wait(const std::string& workflow_id, machines::Event event);
+
   // Blocks until no workflow is active; returns the outcome of every workflow that ended since
   // the runtime opened (or since the last wait), in order of ending.
   std::vector<WorkflowOutcome> wait();
+
+  // With RuntimeOptions::caller_driven: runs every ready handler on the calling thread until none
+  // is ready and no journal append is in flight; returns how many ran. With
+  // `one_append_at_a_time`, each handler's appends are committed before the next handler runs,
+  // so the order of everything is a function of the order of the inputs (a reproducible run);
+  // otherwise appends of many handlers share group commits.
+  std::size_t run_ready(bool one_append_at_a_time = true);
+  // Workflows started or resumed that have not ended yet.
+  std::size_t active_workflows() const;
 
   struct Impl;
 

@@ -12,6 +12,7 @@
 #include <optional>
 
 #include "persoflow/common/crash_point.hpp"
+#include "persoflow/protocol/base64.hpp"
 #include "persoflow/protocol/cm_info_types.hpp"
 #include "persoflow/protocol/cmp_der.hpp"
 #include "persoflow/protocol/crmf_archive.hpp"
@@ -53,29 +54,6 @@ std::string sha256_hex(std::string_view data) {
   SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), md);
   std::string out = proto::hex(md, sizeof md);
   for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
-std::string base64(std::string_view data) {
-  std::string out(4 * ((data.size() + 2) / 3) + 1, '\0');
-  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(data.data()),
-                          static_cast<int>(data.size()));
-  out.resize(static_cast<std::size_t>(n));
-  return out;
-}
-
-Result<std::string> unbase64(const std::string& text) {
-  if (text.size() % 4 != 0) return make_status(Errc::kInvalidArgument, "bad base64");
-  std::string out(text.size() / 4 * 3, '\0');
-  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(text.data()),
-                          static_cast<int>(text.size()));
-  if (n < 0) return make_status(Errc::kInvalidArgument, "bad base64");
-  std::size_t pad = 0;
-  if (!text.empty() && text.back() == '=') ++pad;
-  if (text.size() > 1 && text[text.size() - 2] == '=') ++pad;
-  out.resize(static_cast<std::size_t>(n) - pad);
   return out;
 }
 
@@ -527,7 +505,7 @@ struct Transaction {
   // the officer's own.
   Result<X509Ptr> recipient_of(const json& request, const Officer& officer) {
     if (request.contains("recipient")) {
-      PF_ASSIGN_OR_RETURN(std::string der, unbase64(request.at("recipient").get<std::string>()));
+      PF_ASSIGN_OR_RETURN(std::string der, proto::base64_decode(request.at("recipient").get<std::string>()));
       PF_ASSIGN_OR_RETURN(X509Ptr cert, x509_from_der(der));
       auto record = host.certificate(serial_hex(cert.get()));
       if (!record || record->der != der || record->status != storage::CertStatus::kValid) {
@@ -670,11 +648,11 @@ struct Transaction {
         json list = json::array();
         for (const auto& k : recovered) {
           json item = key_json(k.key);
-          item["certificate"] = base64(k.certificate.der);
+          item["certificate"] = proto::base64_encode(k.certificate.der);
           item["certificate_serial"] = k.certificate.serial_hex;
           item["certificate_id"] = k.certificate.cert_id;
           item["certificate_status"] = storage::to_string(k.certificate.status);
-          item["envelope"] = base64(k.envelope_der);
+          item["envelope"] = proto::base64_encode(k.envelope_der);
           list.push_back(item);
         }
         audit(officer.name, "cmp-recover",
@@ -701,8 +679,8 @@ struct Transaction {
         return json{{"key_id", k.key_id},
                     {"cert_id", k.certificate.cert_id},
                     {"serial", k.certificate.serial_hex},
-                    {"certificate", base64(k.certificate.der)},
-                    {"envelope", base64(k.envelope_der)},
+                    {"certificate", proto::base64_encode(k.certificate.der)},
+                    {"envelope", proto::base64_encode(k.envelope_der)},
                     {"status", storage::to_string(k.certificate.status)},
                     {"transaction_id", t.tid_hex},
                     {"replayed", k.certificate.replayed}}

@@ -18,6 +18,17 @@ std::vector<std::string> token_args(const std::string& pin_file) {
           pin_file};
 }
 
+// A SoftHSM2 token "CA Token" (user PIN 4321) and a file holding its PIN.
+struct CaToken {
+  SoftHsm hsm;
+  std::string pin_file;
+  CaToken() {
+    hsm.create_token("CA Token", "4321");
+    pin_file = hsm.dir().file("ca.pin");
+    write_file(pin_file, "4321\n");
+  }
+};
+
 std::string public_key_pem_of_cert(const std::string& cert_pem) {
   auto r = run({"openssl", "x509", "-in", cert_pem, "-noout", "-pubkey"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
@@ -25,11 +36,8 @@ std::string public_key_pem_of_cert(const std::string& cert_pem) {
 }
 
 TEST(CmTokenCa, CaKeyInSoftHsmSignsCertificatesAndCrls) {
-  SoftHsm hsm;
-  hsm.create_token("CA Token", "4321");
-  const std::string pin_file = hsm.dir().file("ca.pin");
-  write_file(pin_file, "4321\n");
-  CmDir cm("ec-p256", token_args(pin_file));
+  CaToken token;
+  CmDir cm("ec-p256", token_args(token.pin_file));
 
   // No CA key file: the key is in the token, under the label the URI names.
   EXPECT_FALSE(std::filesystem::exists(cm.dir() + "/ca/ca-key.pem"));
@@ -55,16 +63,14 @@ TEST(CmTokenCa, CaKeyInSoftHsmSignsCertificatesAndCrls) {
   auto crl_ok = run({"openssl", "crl", "-in", crl1, "-noout", "-CAfile", cm.ca_pem(), "-verify"});
   EXPECT_EQ(crl_ok.exit_code, 0) << crl_ok.out << crl_ok.err;
   EXPECT_NE((crl_ok.out + crl_ok.err).find("verify OK"), std::string::npos);
-  auto valid = run({"openssl", "verify", "-crl_check", "-CAfile", cm.ca_pem(), "-CRLfile", crl1,
-                    cm.file("alice.pem")});
+  auto valid = verify_with_crl(cm, crl1, cm.file("alice.pem"));
   EXPECT_EQ(valid.exit_code, 0) << valid.out << valid.err;
 
   auto rr = openssl_cmp(cm, port, &cm.officer,
                         {"-cmd", "rr", "-oldcert", cm.file("alice.pem"), "-revreason", "4"});
   ASSERT_EQ(rr.exit_code, 0) << rr.output;
   auto crl2 = fetch_crl_pem(cm, port, "crl2");
-  auto revoked = run({"openssl", "verify", "-crl_check", "-CAfile", cm.ca_pem(), "-CRLfile", crl2,
-                      cm.file("alice.pem")});
+  auto revoked = verify_with_crl(cm, crl2, cm.file("alice.pem"));
   EXPECT_NE(revoked.exit_code, 0);
   EXPECT_NE((revoked.out + revoked.err).find("revoked"), std::string::npos)
       << revoked.out << revoked.err;
@@ -72,16 +78,14 @@ TEST(CmTokenCa, CaKeyInSoftHsmSignsCertificatesAndCrls) {
 }
 
 TEST(CmTokenCa, ExistingTokenKeyIsUsedAndBadInputsAreRefused) {
-  SoftHsm hsm;
-  hsm.create_token("CA Token", "4321");
-  const std::string pin_file = hsm.dir().file("ca.pin");
-  write_file(pin_file, "4321\n");
+  CaToken token;
+  const std::string& pin_file = token.pin_file;
   CmDir first("ec-p256", token_args(pin_file));
   // A second CA directory on the same token key: the same public key, not a new one.
   CmDir second("ec-p256", token_args(pin_file));
   EXPECT_EQ(public_key_pem_of_cert(first.ca_pem()), public_key_pem_of_cert(second.ca_pem()));
 
-  const std::string wrong_pin = hsm.dir().file("wrong.pin");
+  const std::string wrong_pin = token.hsm.dir().file("wrong.pin");
   write_file(wrong_pin, "9999\n");
   TempDir tmp("pf-token-ca");
   auto init = [&](std::vector<std::string> extra) {

@@ -53,16 +53,14 @@ TEST(CmpAcceptance, OpensslCmpIssuesByIrCrP10crConfirmsAndRevokes) {
   EXPECT_EQ(host->certificate(serial_of(cm.file("cr.pem")))->procedure, "smartcard-auth");
 
   auto crl1 = fetch_crl_pem(cm, port, "crl1");
-  auto ok = run({"openssl", "verify", "-crl_check", "-CAfile", cm.ca_pem(), "-CRLfile", crl1,
-                 cm.file("ir.pem")});
+  auto ok = verify_with_crl(cm, crl1, cm.file("ir.pem"));
   EXPECT_EQ(ok.exit_code, 0) << ok.out << ok.err;
 
   auto rr = openssl_cmp(cm, port, &cm.officer,
                         {"-cmd", "rr", "-oldcert", cm.file("ir.pem"), "-revreason", "1"});
   ASSERT_EQ(rr.exit_code, 0) << rr.output;
   auto crl2 = fetch_crl_pem(cm, port, "crl2");
-  auto revoked = run({"openssl", "verify", "-crl_check", "-CAfile", cm.ca_pem(), "-CRLfile", crl2,
-                      cm.file("ir.pem")});
+  auto revoked = verify_with_crl(cm, crl2, cm.file("ir.pem"));
   EXPECT_NE(revoked.exit_code, 0);
   EXPECT_NE((revoked.out + revoked.err).find("revoked"), std::string::npos)
       << revoked.out << revoked.err;

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "persoflow/cmhost/cm_host.hpp"
+#include "persoflow/protocol/base64.hpp"
 #include "persoflow/protocol/cmp_client.hpp"
 #include "persoflow/protocol/https_client.hpp"
 #include "persoflow/protocol/ossl.hpp"
@@ -262,6 +263,13 @@ inline std::string serial_of(const std::string& cert_pem) {
   return s;
 }
 
+// `openssl verify -crl_check` of a certificate against the CA and a CRL (PEM files).
+inline RunResult verify_with_crl(const CmDir& cm, const std::string& crl_pem,
+                                 const std::string& cert_pem) {
+  return run({"openssl", "verify", "-crl_check", "-CAfile", cm.ca_pem(), "-CRLfile", crl_pem,
+              cert_pem});
+}
+
 // A PKCS#8 PrivateKeyInfo (DER), decoded.
 inline protocol::EvpPkeyPtr private_key_of(const std::string& pkcs8_der) {
   const auto* p = reinterpret_cast<const unsigned char*>(pkcs8_der.data());
@@ -270,14 +278,9 @@ inline protocol::EvpPkeyPtr private_key_of(const std::string& pkcs8_der) {
 
 // Base64 (RFC 4648, padded), decoded.
 inline std::string unbase64(const std::string& text) {
-  std::string out(text.size() / 4 * 3, '\0');
-  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(text.data()),
-                          static_cast<int>(text.size()));
-  EXPECT_GE(n, 0);
-  std::size_t pad = (text.size() >= 1 && text.back() == '=') + (text.size() >= 2 && text[text.size() - 2] == '=');
-  out.resize(static_cast<std::size_t>(n) - pad);
-  return out;
+  auto decoded = protocol::base64_decode(text);
+  EXPECT_TRUE(decoded.is_ok()) << text;
+  return decoded.is_ok() ? *decoded : std::string();
 }
 
 inline protocol::EvpPkeyPtr ec_key() {

@@ -218,9 +218,9 @@ TEST(CmStore, ManyThreadsShareOneStore) {
   EXPECT_EQ(report.records_checked, 200u);
 }
 
-// A version-1 database (before the index of certificates by transaction) is migrated forward on
+// A version-3 database (before the index of certificates by transaction) is migrated forward on
 // open, its rows kept; certificates are then found by the transaction they were issued in.
-TEST(CmStore, MigratesVersionOneAndFindsCertificatesByTransaction) {
+TEST(CmStore, MigratesVersionThreeAndFindsCertificatesByTransaction) {
   TempDir dir;
   const std::string path = dir.file("cm.db");
   {
@@ -231,7 +231,7 @@ TEST(CmStore, MigratesVersionOneAndFindsCertificatesByTransaction) {
     ASSERT_TRUE(store->insert_certificate(cert("0B02", "CN=Ben")).is_ok());
   }
   exec(path, "DROP INDEX certificates_transaction; "
-             "UPDATE meta SET value='1' WHERE key='schema_version'");
+             "UPDATE meta SET value='3' WHERE key='schema_version'");
   auto store = open_store(path);
   ASSERT_TRUE(store);
   CertQuery q;
@@ -251,7 +251,7 @@ TEST(CmStore, MigratesVersionOneAndFindsCertificatesByTransaction) {
                                -1, &st, nullptr),
             SQLITE_OK);
   ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
-  EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)), "2");
+  EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)), "4");
   EXPECT_EQ(sqlite3_column_int(st, 1), 1);
   sqlite3_finalize(st);
   sqlite3_close(db);

@@ -11,27 +11,18 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "cm_server.hpp"
+#include "station_fixture.hpp"
 #include "test_support.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
-using persoflow::testing::CmServer;
 using persoflow::testing::persoflow_binary;
 using persoflow::testing::run;
 using persoflow::testing::TempDir;
-
-
-int certificates_for(const fs::path& dir, const std::string& cn) {
-  auto listed = run({persoflow_binary(), "cm", "certs", "list", "--dir", (dir / "cm").string(),
-                     "--json"});
-  int n = 0;
-  for (const auto& c : nlohmann::json::parse(listed.out)) {
-    if (c.value("subject", "").find("CN=" + cn) != std::string::npos) ++n;
-  }
-  return n;
-}
+using persoflow::testing::certificates_for;
+using persoflow::testing::cm_address;
+using persoflow::testing::CmServe;
 
 TEST(IssueCard, OneCardThenAnInterruptedOneResumedByWorkflowsResume) {
   TempDir tmp("persoflow-issue");
@@ -39,16 +30,7 @@ TEST(IssueCard, OneCardThenAnInterruptedOneResumedByWorkflowsResume) {
   auto demo = run({persoflow_binary(), "demo", "--dir", dir.string(), "--cards", "1"});
   ASSERT_EQ(demo.exit_code, 0) << demo.out << demo.err;
   const std::string conf = (dir / "station" / "station.conf").string();
-  std::ifstream in(conf);
-  std::stringstream text;
-  text << in.rdbuf();
-  // The CM host's address in station.conf: "cm_url": "https://127.0.0.1:PORT".
-  const std::string s = text.str();
-  const auto at = s.find("127.0.0.1:");
-  ASSERT_NE(at, std::string::npos) << s;
-  auto end = at + 10;
-  while (end < s.size() && std::isdigit(static_cast<unsigned char>(s[end]))) ++end;
-  CmServer server(dir / "cm", s.substr(at, end - at));
+  CmServe server(dir / "cm", cm_address(conf));
   ASSERT_TRUE(server.listening());
 
   const std::string softhsm = "SOFTHSM2_CONF=" + (dir / "tokens" / "softhsm2.conf").string();

@@ -1,4 +1,4 @@
-// CM schema migration 4: requests waiting for e-mail verification in the SQLite CmStore — insert
+// CM schema migration 3: requests waiting for e-mail verification in the SQLite CmStore — insert
 // once per transaction, read back, listed while open (not confirmed, not expired), updated, kept
 // across a reopen.
 #include <gtest/gtest.h>

@@ -119,6 +119,24 @@ struct AuditRecord {
   std::string hash;
 };
 
+// A PIN letter for the secure printer (migration 3). The PIN is held only as `envelope`, a CMS
+// EnvelopedData for the CM host's key-archive certificate, and only until it is needed: a mailer
+// letter's envelope is dropped when it is printed; a pre-printed letter's when it is bound to a
+// token (the RA took its PIN).
+struct PinLetterRecord {
+  std::string letter_id;   // printed on the letter, e.g. "PL-7F3A9C21"
+  std::string kind;        // "mailer" (queued by an RA) | "preprinted" (made by the CM host)
+  std::string state;       // "queued" -> "printed" (-> "bound" for preprinted)
+  std::string holder;      // subject of the token, "" for a preprinted letter
+  std::string address;     // e-mail address of the holder, "" for a preprinted letter
+  std::string token;       // what the PIN opens
+  std::string envelope;    // DER; empty once dropped
+  std::string idempotency_key;  // unique when not empty
+  std::string bound_to;    // preprinted: the idempotency key of the binding
+  std::int64_t created_at = 0;
+  std::int64_t printed_at = 0;
+};
+
 struct AuditVerifyReport {
   bool intact = true;
   std::uint64_t records_checked = 0;
@@ -187,6 +205,19 @@ class CmStore {
   virtual Result<std::vector<AuditRecord>> audit_records(std::uint64_t from_seq,
                                                          std::size_t limit) = 0;
   virtual Result<AuditVerifyReport> verify_audit() = 0;
+
+  // PIN letters (PinLetterRecord). Stores without them answer kUnsupported.
+  // A letter id or idempotency key used before: kAlreadyExists.
+  virtual Status insert_pin_letter(const PinLetterRecord& record);
+  virtual Result<std::optional<PinLetterRecord>> pin_letter(const std::string& letter_id);
+  virtual Result<std::optional<PinLetterRecord>> pin_letter_by_idempotency_key(
+      const std::string& key);
+  virtual Result<std::vector<PinLetterRecord>> pin_letters();
+  // Moves a letter from `from_state` to `to_state` (printed_at set when printed), dropping its
+  // envelope when asked. Not in from_state: kRejected naming the state it is in.
+  virtual Status update_pin_letter(const std::string& letter_id, const std::string& from_state,
+                                   const std::string& to_state, bool drop_envelope,
+                                   const std::string& bound_to);
 
   // Runs fn inside one database transaction: all of fn's calls on this store commit together,
   // or none does when fn returns a failure. Other threads wait until it ends. A nested call on

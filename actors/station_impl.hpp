@@ -12,6 +12,7 @@
 #include <string>
 
 #include "persoflow/actors/executor.hpp"
+#include "persoflow/actors/state_files.hpp"
 #include "persoflow/actors/station.hpp"
 #include "persoflow/devices/card.hpp"
 #include "persoflow/devices/officer.hpp"
@@ -29,10 +30,10 @@ using machines::Event;
 using machines::Fields;
 
 std::string field(const Command& c, const std::string& key);
-Result<std::string> read_file(const std::string& path);
-Result<std::string> first_line(const std::string& path);
-// Writes the file durably: a temporary file, fsync, rename, fsync of the folder.
-Status write_durably(const std::string& path, const std::string& data, mode_t mode = 0644);
+// The state-directory file helpers (persoflow/actors/state_files.hpp).
+using actors::first_line;
+using actors::read_file;
+using actors::write_durably;
 // A workflow id or reference as a file name: only [A-Za-z0-9._-].
 bool safe_name(const std::string& name);
 Event event(std::string type, Fields fields = {});

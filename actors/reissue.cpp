@@ -462,8 +462,10 @@ Result<Event> find_certificate(Impl& st, const Command& c, const CommandContext&
   return event("PreviousCertificateFound", std::move(f));
 }
 
-Result<Event> ask_operator(ReissueStation& station, const Command& c, const CommandContext& ctx) {
+Result<Event> ask_operator(ReissueStation& station, const Command& c, const CommandContext& ctx,
+                           bool retry_when_asked) {
   const std::string ask = field(c, "ask");
+  if (ask == "retry" && retry_when_asked) return event("RetryRequested");
   PF_ASSIGN_OR_RETURN(ReissueRequest req, station.load_request(ctx.workflow_id));
   if (ask == "key_method") {
     if (c.fields.count("csr_problem")) {
@@ -733,7 +735,7 @@ Result<Event> rollback_card(Impl& st, const Command& c) {
 }  // namespace
 
 void install_reissue_executors(ExecutorRegistry& registry,
-                               std::shared_ptr<ReissueStation> station) {
+                               std::shared_ptr<ReissueStation> station, bool retry_when_asked) {
   const RetryPolicy card{3, std::chrono::milliseconds(60'000), std::chrono::milliseconds(200),
                          std::chrono::milliseconds(2'000)};
   const RetryPolicy cm{6, std::chrono::milliseconds(30'000), std::chrono::milliseconds(200),
@@ -757,8 +759,9 @@ void install_reissue_executors(ExecutorRegistry& registry,
     PF_ASSIGN_OR_RETURN(ReissueRequest req, s->load_request(ctx.workflow_id));
     return find_certificate(st, c, ctx, req);
   });
-  add("AskOperator", quick, [s](Impl&, const Command& c, const CommandContext& ctx) {
-    return ask_operator(*s, c, ctx);
+  add("AskOperator", quick, [s, retry_when_asked](Impl&, const Command& c,
+                                                   const CommandContext& ctx) {
+    return ask_operator(*s, c, ctx, retry_when_asked);
   });
   add("ValidateCsr", quick,
       [](Impl& st, const Command& c, const CommandContext&) { return validate_csr(st, c); });
@@ -811,7 +814,7 @@ namespace {
 void install_from_environment(ExecutorRegistry& registry) {
   auto station = reissue_station_from_environment();
   if (station) {
-    install_reissue_executors(registry, *station);
+    install_reissue_executors(registry, *station, /*retry_when_asked=*/true);
     return;
   }
   const Status why = station.status();

@@ -54,7 +54,9 @@ int run_workflow(const std::shared_ptr<ac::ReissueStation>& station, const std::
                  std::optional<machines::Event> first) {
   const auto& config = station->config();
   ac::ExecutorRegistry registry;
-  ac::install_reissue_executors(registry, station);
+  // Running it again is the operator's retry: a workflow suspended while the CM host was
+  // unreachable is retried on --resume.
+  ac::install_reissue_executors(registry, station, /*retry_when_asked=*/!first.has_value());
   auto runtime = ac::Runtime::open(config.journal, std::move(registry));
   if (!runtime) {
     std::cerr << "persoflow reissue: " << runtime.status().message() << "\n";

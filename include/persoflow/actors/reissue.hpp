@@ -76,8 +76,11 @@ class ReissueStation {
 
 // FindCertificate, AskOperator, ValidateCsr, GenerateKeyOnCard, BuildCsrOnCard, SignWithOfficer,
 // SubmitToCm, PollCm, WriteCertificateToCard, RevokeCertificate, RevokeIssuedCertificates,
-// RollbackCard, NotifyOperator (printed on stderr).
-void install_reissue_executors(ExecutorRegistry& registry, std::shared_ptr<ReissueStation> station);
+// RollbackCard, NotifyOperator (printed on stderr). `retry_when_asked`: the operator asked for
+// this run (a resume), so a workflow suspended because the CM host was unreachable is retried
+// (AskOperator{retry} answered RetryRequested); otherwise that question suspends the workflow.
+void install_reissue_executors(ExecutorRegistry& registry, std::shared_ptr<ReissueStation> station,
+                               bool retry_when_asked = false);
 
 // The station of $PERSOFLOW_STATION_CONFIG, opened once (for `persoflow workflows resume`).
 Result<std::shared_ptr<ReissueStation>> reissue_station_from_environment();

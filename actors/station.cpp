@@ -6,11 +6,14 @@
 // and only then acts, so a repeat after a timeout or a crash ends in the same place.
 #include "persoflow/actors/station.hpp"
 
+#include "station_impl.hpp"
+
 #include <fcntl.h>
 #include <openssl/rand.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -18,80 +21,22 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "persoflow/actors/state_files.hpp"
 #include "persoflow/devices/card.hpp"
 #include "persoflow/devices/officer.hpp"
 #include "persoflow/machines/workflow_support.hpp"
 #include "persoflow/protocol/cmp_client.hpp"
 
 namespace persoflow::actors {
-namespace {
-
-namespace fs = std::filesystem;
-namespace dv = persoflow::devices;
-namespace pr = persoflow::protocol;
-using machines::Command;
-using machines::Event;
-using machines::Fields;
-using nlohmann::json;
+namespace detail {
 
 std::string field(const Command& c, const std::string& key) {
   auto it = c.fields.find(key);
   return it == c.fields.end() ? std::string() : it->second;
 }
 
-Result<std::string> read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return make_status(Errc::kNotFound, "cannot read " + path);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-Result<std::string> first_line(const std::string& path) {
-  PF_ASSIGN_OR_RETURN(std::string text, read_file(path));
-  std::string line = text.substr(0, text.find('\n'));
-  if (!line.empty() && line.back() == '\r') line.pop_back();
-  if (line.empty()) return make_status(Errc::kInvalidArgument, path + " is empty");
-  return line;
-}
-
-// Writes the file durably: a temporary file, fsync, rename, fsync of the folder.
-Status write_durably(const std::string& path, const std::string& data, mode_t mode = 0644) {
-  const std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-  if (fd < 0) return make_status(Errc::kUnavailable, "cannot create " + tmp);
-  std::size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n <= 0) {
-      ::close(fd);
-      return make_status(Errc::kUnavailable, "cannot write " + tmp);
-    }
-    done += static_cast<std::size_t>(n);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    return make_status(Errc::kUnavailable, "cannot flush " + tmp);
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    return make_status(Errc::kUnavailable, "cannot rename " + tmp + " to " + path);
-  }
-  int dir = ::open(fs::path(path).parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir >= 0) {
-    (void)::fsync(dir);
-    ::close(dir);
-  }
-  return Status::ok();
-}
-
-// A workflow id or reference as a file name: only [A-Za-z0-9._-].
-bool safe_name(const std::string& name) {
-  if (name.empty() || name[0] == '.') return false;
-  for (char c : name) {
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-')
-      return false;
-  }
-  return true;
-}
+// read_file, first_line, write_durably: persoflow/actors/state_files.hpp.
+bool safe_name(const std::string& name) { return safe_file_name(name); }
 
 std::string resolve(const fs::path& base, const std::string& p) {
   if (p.empty()) return p;
@@ -99,7 +44,12 @@ std::string resolve(const fs::path& base, const std::string& p) {
   return path.is_absolute() ? p : (base / path).lexically_normal().string();
 }
 
-}  // namespace
+Event event(std::string type, Fields fields) { return Event{std::move(type), std::move(fields)}; }
+
+}  // namespace detail
+
+using namespace detail;
+using nlohmann::json;
 
 // ----- Configuration and requests -----
 
@@ -139,6 +89,7 @@ Result<StationConfig> load_station_config(const std::string& path) {
     PF_RETURN_IF_ERROR(str("state_dir", c.state_dir, true, true));
     PF_RETURN_IF_ERROR(str("procedure", c.procedure, false, false));
     PF_RETURN_IF_ERROR(str("key_algorithm", c.key_algorithm, false, false));
+    PF_RETURN_IF_ERROR(str("token_procedure", c.token_procedure, false, false));
     if (j.contains("key_entries")) c.key_entries = j.at("key_entries").get<int>();
   } catch (const std::exception& e) {
     return make_status(Errc::kInvalidArgument, path + ": " + e.what());
@@ -165,7 +116,8 @@ Status save_station_config(const StationConfig& c, const std::string& path) {
             {"state_dir", c.state_dir},
             {"procedure", c.procedure},
             {"key_algorithm", c.key_algorithm},
-            {"key_entries", c.key_entries}};
+            {"key_entries", c.key_entries},
+            {"token_procedure", c.token_procedure}};
   return write_durably(path, j.dump(2) + "\n");
 }
 
@@ -178,8 +130,13 @@ Result<CardRequest> card_request_from_json(const std::string& line) {
     r.token_serial = j.value("token_serial", "");
     r.procedure = j.value("procedure", "");
     r.pin_delivery = j.value("pin_delivery", "generated");
+    r.workflow = j.value("workflow", "issue");
+    r.token_procedure = j.value("token_procedure", "");
     if (j.contains("subject")) {
       for (auto& [k, v] : j.at("subject").items()) r.subject[k] = v.get<std::string>();
+    }
+    if (j.contains("actions")) {
+      for (auto& [k, v] : j.at("actions").items()) r.actions[k] = v.get<std::string>();
     }
   } catch (const std::exception& e) {
     return make_status(Errc::kInvalidArgument, std::string("request is not valid JSON: ") + e.what());
@@ -197,6 +154,27 @@ Result<CardRequest> card_request_from_json(const std::string& line) {
     return make_status(Errc::kInvalidArgument,
                        "request " + r.workflow_id + ": subject is empty (e.g. {\"CN\": \"Alice\"})");
   }
+  if (r.workflow != "issue" && r.workflow != "update") {
+    return make_status(Errc::kInvalidArgument, "request " + r.workflow_id + ": workflow must be "
+                                               "issue or update, not '" + r.workflow + "'");
+  }
+  if (r.workflow == "update" && r.actions.empty()) {
+    return make_status(Errc::kInvalidArgument,
+                       "request " + r.workflow_id + ": an update names its actions, e.g. "
+                       "{\"actions\": {\"tc\": \"redo\"}} (KEY = entry, CKA_ID, label or tc)");
+  }
+  if (r.workflow == "issue" && !r.actions.empty()) {
+    return make_status(Errc::kInvalidArgument,
+                       "request " + r.workflow_id + ": actions are for workflow update");
+  }
+  for (const auto& [key, action] : r.actions) {
+    if (key.empty() || (action != "blank" && action != "issue" && action != "redo" &&
+                        action != "add")) {
+      return make_status(Errc::kInvalidArgument,
+                         "request " + r.workflow_id + ": action " + key + "=" + action +
+                             " is not KEY=blank|issue|redo|add");
+    }
+  }
   if (r.pin_delivery != "generated") {
     return make_status(Errc::kUnsupported,
                        "request " + r.workflow_id + ": pin_delivery '" + r.pin_delivery +
@@ -209,67 +187,14 @@ std::string card_request_to_json(const CardRequest& r) {
   json j = {{"workflow_id", r.workflow_id},   {"token_label", r.token_label},
             {"token_serial", r.token_serial}, {"procedure", r.procedure},
             {"pin_delivery", r.pin_delivery}, {"subject", r.subject}};
+  if (r.workflow != "issue") j["workflow"] = r.workflow;
+  if (!r.token_procedure.empty()) j["token_procedure"] = r.token_procedure;
+  if (!r.actions.empty()) j["actions"] = r.actions;
   return j.dump();
 }
 
 // ----- The station -----
 
-struct Station::Impl {
-  StationConfig config;
-  std::string card_pin;
-
-  // One Card per token serial, opened on first use; `mu` serialises an executor's sequence of
-  // calls on that card (login state included).
-  struct CardSlot {
-    std::mutex mu;
-    std::unique_ptr<dv::Card> card;
-    bool logged_in = false;
-    std::string current_pin;
-  };
-  std::mutex cards_mu;
-  std::map<std::string, std::shared_ptr<CardSlot>> cards;
-
-  std::mutex officer_mu;
-  std::unique_ptr<dv::OfficerToken> officer;
-
-  std::mutex display_mu;
-  PinDisplay display;
-
-  std::string dir(const char* sub) const { return (fs::path(config.state_dir) / sub).string(); }
-
-  std::shared_ptr<CardSlot> slot(const std::string& serial) {
-    std::lock_guard lock(cards_mu);
-    auto& s = cards[serial];
-    if (!s) s = std::make_shared<CardSlot>();
-    return s;
-  }
-
-  // Opens the card (only the one with this serial) and logs in with the card's PIN.
-  Status ready(CardSlot& s, const std::string& serial) {
-    if (!s.card) {
-      dv::TokenSelector sel;
-      sel.serial = serial;
-      PF_ASSIGN_OR_RETURN(s.card, dv::open_card(config.pkcs11_module, sel));
-    }
-    if (!s.logged_in) {
-      PF_RETURN_IF_ERROR(s.card->login(dv::UserType::kUser, card_pin));
-      s.logged_in = true;
-      s.current_pin = card_pin;
-    }
-    return Status::ok();
-  }
-
-  Result<dv::OfficerToken*> officer_token(const std::string& pin_ref) {
-    std::lock_guard lock(officer_mu);
-    if (officer) return officer.get();
-    if (pin_ref != "officer-password-file") {
-      return make_status(Errc::kNotFound, "unknown officer PIN reference '" + pin_ref + "'");
-    }
-    PF_ASSIGN_OR_RETURN(std::string password, first_line(config.officer_password_file));
-    PF_ASSIGN_OR_RETURN(officer, dv::open_officer_pkcs12(config.officer_p12, password));
-    return officer.get();
-  }
-};
 
 Station::Station(StationConfig config, std::unique_ptr<Impl> impl)
     : config_(std::move(config)), impl_(std::move(impl)) {}
@@ -340,10 +265,6 @@ void Station::set_pin_display(PinDisplay display) {
 
 namespace {
 
-using Impl = Station::Impl;
-
-Event event(std::string type, Fields fields = {}) { return Event{std::move(type), std::move(fields)}; }
-
 // The CKA_ID on the card of the key the machine calls `key_id`: generated keys are stored under
 // derive_key_id(key_id) (devices::Card::generate_key); a key the card already held keeps its id.
 Result<std::vector<unsigned char>> card_key_id(const std::string& kind, const std::string& key_id) {
@@ -351,24 +272,34 @@ Result<std::vector<unsigned char>> card_key_id(const std::string& kind, const st
   return dv::from_hex(key_id);
 }
 
-Result<Event> read_card_contents(Impl& st, const Command& c) {
-  const std::string serial = field(c, "token_serial");
-  auto slot = st.slot(serial);
-  std::lock_guard lock(slot->mu);
-  PF_RETURN_IF_ERROR(st.ready(*slot, serial));
+}  // namespace
+
+Result<dv::CardContents> detail::workflow_card_contents(Impl& st, Impl::CardSlot& slot,
+                                                       const std::string& serial) {
+  PF_RETURN_IF_ERROR(st.ready(slot, serial));
   PF_ASSIGN_OR_RETURN(dv::CardContents contents,
-                      slot->card->read_contents(dv::TransportCertificateRule::defaults()));
+                      slot.card->read_contents(dv::TransportCertificateRule::defaults()));
   if (contents.token.serial != serial) {
     return make_status(Errc::kRejected, "the card in use is " + contents.token.serial +
                                             ", not the workflow's card " + serial);
   }
+  return contents;
+}
+
+Result<Fields> detail::card_contents_fields(Impl& st, Impl::CardSlot& slot,
+                                            const std::string& serial) {
+  PF_ASSIGN_OR_RETURN(dv::CardContents contents, workflow_card_contents(st, slot, serial));
   Fields f{{"token_serial", serial}, {"pin_count", "1"}, {"tc.present", "no"}};
   int i = 0;
   for (const dv::KeyInfo& k : contents.keys) {
     f[machines::wf::item("key", i, "id")] = k.id_hex;
     f[machines::wf::item("key", i, "label")] = k.label;
     for (const dv::CertificateInfo& cert : contents.certificates) {
-      if (cert.id_hex == k.id_hex) f[machines::wf::item("key", i, "cert_serial")] = cert.serial_hex;
+      if (cert.id_hex != k.id_hex) continue;
+      // With several certificates on the key, the TC is the one an update replaces.
+      const std::string at = machines::wf::item("key", i, "cert_serial");
+      if (!f.count(at) || cert.transport_certificate) f[at] = cert.serial_hex;
+      if (cert.transport_certificate) f["tc.key"] = std::to_string(i);
     }
     ++i;
   }
@@ -380,12 +311,42 @@ Result<Event> read_card_contents(Impl& st, const Command& c) {
     f["tc.issuer"] = cert.issuer;
     f["tc.serial"] = cert.serial_hex;
   }
+  return f;
+}
+
+Result<std::unique_ptr<pr::CmpClient>> detail::cm_client(Impl& st) {
+  // The CM host: https://HOST:PORT
+  const std::string hostport = st.config.cm_url.substr(8);
+  const auto colon = hostport.rfind(':');
+  if (colon == std::string::npos) return make_status(Errc::kInvalidArgument, "cm_url has no port");
+  PF_ASSIGN_OR_RETURN(dv::OfficerToken * officer, st.officer_token("officer-password-file"));
+  pr::CmpClientOptions o;
+  o.https.host = hostport.substr(0, colon);
+  o.https.port = static_cast<std::uint16_t>(std::stoi(hostport.substr(colon + 1)));
+  o.https.trusted_ca_pem = st.config.cm_ca;
+  o.https.timeout = std::chrono::seconds(20);
+  o.cmp_trusted_pem = st.config.cm_ca;
+  o.officer_key = officer->key();
+  o.officer_cert = officer->certificate();
+  o.officer_chain = officer->chain();
+  o.implicit_confirm = true;
+  return std::make_unique<pr::CmpClient>(o);
+}
+
+namespace {
+
+Result<Event> read_card_contents(Impl& st, const Command& c) {
+  const std::string serial = field(c, "token_serial");
+  auto slot = st.slot(serial);
+  std::lock_guard lock(slot->mu);
+  PF_ASSIGN_OR_RETURN(Fields f, card_contents_fields(st, *slot, serial));
   return event("CardContentsRead", std::move(f));
 }
 
 Result<Event> ask_operator(Station& station, const Command& c, const CommandContext& ctx) {
   const std::string ask = field(c, "ask");
   PF_ASSIGN_OR_RETURN(CardRequest req, station.load_request(ctx.workflow_id));
+  if (req.workflow == "update") return ask_operator_update(station, req, c);
   if (ask == "procedure") {
     return event("ProcedureChosen",
                  {{"procedure", req.procedure.empty() ? station.config().procedure : req.procedure},
@@ -456,8 +417,10 @@ Result<Event> submit_to_cm(Impl& st, const Command& c) {
   if (c.fields.count("request.1.entry")) {
     return make_status(Errc::kUnsupported, "this station sends one key per request");
   }
+  // issue-card: generate | certify; update-card (a key the card holds): issue | redo | add.
   const std::string kind = field(c, "request.0.kind");
-  if (kind != "generate" && kind != "certify") {
+  if (kind != "generate" && kind != "certify" && kind != "issue" && kind != "redo" &&
+      kind != "add") {
     return make_status(Errc::kUnsupported, "request kind '" + kind + "' (keys from the CM host) "
                                            "is not supported by this station yet");
   }
@@ -465,23 +428,8 @@ Result<Event> submit_to_cm(Impl& st, const Command& c) {
   PF_ASSIGN_OR_RETURN(auto cka, card_key_id(kind, field(c, "request.0.key_id")));
   const std::string serial = field(c, "token_serial");
 
-  // The CM host: https://HOST:PORT
-  const std::string hostport = st.config.cm_url.substr(8);
-  const auto colon = hostport.rfind(':');
-  if (colon == std::string::npos) return make_status(Errc::kInvalidArgument, "cm_url has no port");
-
-  PF_ASSIGN_OR_RETURN(dv::OfficerToken * officer, st.officer_token("officer-password-file"));
-  pr::CmpClientOptions o;
-  o.https.host = hostport.substr(0, colon);
-  o.https.port = static_cast<std::uint16_t>(std::stoi(hostport.substr(colon + 1)));
-  o.https.trusted_ca_pem = st.config.cm_ca;
-  o.https.timeout = std::chrono::seconds(20);
-  o.cmp_trusted_pem = st.config.cm_ca;
-  o.officer_key = officer->key();
-  o.officer_cert = officer->certificate();
-  o.officer_chain = officer->chain();
-  o.implicit_confirm = true;
-  pr::CmpClient client(o);
+  PF_ASSIGN_OR_RETURN(std::unique_ptr<pr::CmpClient> cmp, cm_client(st));
+  pr::CmpClient& client = *cmp;
 
   const std::string saved = st.dir("cmp") + "/" + tid_hex + ".der";
   if (fs::exists(saved)) {
@@ -494,7 +442,7 @@ Result<Event> submit_to_cm(Impl& st, const Command& c) {
   });
 
   pr::CertRequest req;
-  req.type = pr::CertRequestType::kIr;
+  req.type = field(c, "message") == "cr" ? pr::CertRequestType::kCr : pr::CertRequestType::kIr;
   req.procedure = field(c, "procedure");
   for (const auto& [k, v] : c.fields) {
     if (k.rfind("subject.", 0) == 0) req.subject += "/" + k.substr(8) + "=" + v;
@@ -539,11 +487,18 @@ Result<Event> write_keys_and_certificates(Impl& st, const Command& c) {
   // Re-read the card first: a certificate already there counts as written.
   PF_ASSIGN_OR_RETURN(dv::CardContents contents,
                       slot->card->read_contents(dv::TransportCertificateRule::defaults()));
+  // object.<n> names what this write may create ("cert:<serial>"): a certificate the CM host
+  // issued for a key that keeps it off the card (update-card's issue) is not among them.
+  const std::vector<std::string> objects = machines::wf::values(c.fields, "object");
+  auto listed = [&](const std::string& object) {
+    return objects.empty() || std::find(objects.begin(), objects.end(), object) != objects.end();
+  };
   for (int k = 0; c.fields.count(machines::wf::item("cert", k, "ref")); ++k) {
     const std::string ref = field(c, machines::wf::item("cert", k, "ref"));
     const auto at = ref.find('@');
     if (at == std::string::npos) return make_status(Errc::kInvalidArgument, "bad cert ref " + ref);
     const std::string cert_serial = ref.substr(0, at);
+    if (!listed("cert:" + cert_serial)) continue;
     bool present = false;
     for (const auto& cert : contents.certificates) {
       if (cert.serial_hex == cert_serial) present = true;
@@ -559,7 +514,54 @@ Result<Event> write_keys_and_certificates(Impl& st, const Command& c) {
       return s;
     }
   }
+  // Then the certificates this write replaces (redo; the TC): after the new ones are stored, so
+  // an interruption never leaves the key without a certificate. One already gone is done.
+  for (const std::string& object : machines::wf::values(c.fields, "remove")) {
+    if (object.rfind("cert:", 0) != 0) {
+      return make_status(Errc::kInvalidArgument, "cannot remove '" + object + "' from a card");
+    }
+    const std::string old_serial = object.substr(5);
+    for (const auto& cert : contents.certificates) {
+      if (cert.serial_hex != old_serial) continue;
+      Status s = slot->card->delete_certificate(cert.id, old_serial);
+      if (!s && s.code() != make_error_code(Errc::kNotFound)) return s;
+    }
+  }
   return event("CardWritten");
+}
+
+// Undoes what the workflow may have written (the machine lists it as object.<n> before the
+// command that could create it): "cert:<serial>" removes that certificate, "key:<machine key id>"
+// the key generated under its derived CKA_ID with the certificates under it. CA certificates are
+// never written by this station. What is not (or no longer) there counts as removed.
+Result<Event> rollback_card(Impl& st, const Command& c) {
+  const std::string serial = field(c, "token_serial");
+  auto slot = st.slot(serial);
+  std::lock_guard lock(slot->mu);
+  PF_ASSIGN_OR_RETURN(dv::CardContents contents, workflow_card_contents(st, *slot, serial));
+  auto gone = [](const Status& s) {
+    return s.is_ok() || s.code() == make_error_code(Errc::kNotFound);
+  };
+  int removed = 0;
+  const std::vector<std::string> objects = machines::wf::values(c.fields, "object");
+  for (const std::string& object : objects) {
+    if (object.rfind("cert:", 0) != 0) continue;
+    for (const auto& cert : contents.certificates) {
+      if (cert.serial_hex != object.substr(5)) continue;
+      Status s = slot->card->delete_certificate(cert.id, cert.serial_hex);
+      if (!gone(s)) return s;
+      ++removed;
+    }
+  }
+  for (const std::string& object : objects) {
+    if (object.rfind("key:", 0) != 0) continue;
+    const std::vector<unsigned char> id = dv::derive_key_id(object.substr(4));
+    if (Status s = slot->card->delete_certificates(id); !gone(s)) return s;
+    Status s = slot->card->delete_key(id);
+    if (!gone(s)) return s;
+    if (s.is_ok()) ++removed;
+  }
+  return event("RollbackConfirmed", {{"removed", std::to_string(removed)}});
 }
 
 std::string pin_ref_for(const CommandContext& ctx) {
@@ -659,6 +661,9 @@ void install_issue_card_executors(ExecutorRegistry& registry, std::shared_ptr<St
                blocking_executor([s](const Command& c, const CommandContext&) {
                  return write_keys_and_certificates(s->impl(), c);
                }, card));
+  registry.add("RollbackCard", blocking_executor([s](const Command& c, const CommandContext&) {
+                 return rollback_card(s->impl(), c);
+               }, card));
   registry.add("GeneratePin", blocking_executor([s](const Command& c, const CommandContext& ctx) {
                  return generate_pin(s->impl(), c, ctx);
                }, quick));
@@ -670,6 +675,7 @@ void install_issue_card_executors(ExecutorRegistry& registry, std::shared_ptr<St
                  PF_ASSIGN_OR_RETURN(CardRequest req, s->load_request(ctx.workflow_id));
                  return show_pin_once(s->impl(), c, ctx, req.token_serial);
                }, quick));
+  install_update_card_executors(registry, station);
 }
 
 Result<std::shared_ptr<Station>> station_from_environment() {
@@ -695,6 +701,8 @@ namespace {
 // For `persoflow workflows resume`: executors over the station of $PERSOFLOW_STATION_CONFIG.
 // Without it every command fails with that message (and the workflow is suspended, not lost).
 void install_from_environment(ExecutorRegistry& registry) {
+  // One set serves both machines: `workflows resume` installs it once for either.
+  if (registry.find("ReadCardContents")) return;
   auto station = station_from_environment();
   if (station) {
     install_issue_card_executors(registry, *station);
@@ -703,7 +711,9 @@ void install_from_environment(ExecutorRegistry& registry) {
   const Status why = station.status();
   for (const char* type : {"ReadCardContents", "AskOperator", "GenerateKeyOnCard",
                            "SignWithOfficer", "SubmitToCm", "WriteKeysAndCertificates",
-                           "GeneratePin", "SetCardPin", "ShowPinOnce"}) {
+                           "GeneratePin", "SetCardPin", "ShowPinOnce",
+                           "ValidateTransportCertificate", "NotifyOperator", "RollbackCard",
+                           "RevokeIssuedCertificates"}) {
     registry.add(type, blocking_executor([why](const Command&, const CommandContext&)
                                              -> Result<Event> { return why; },
                                          RetryPolicy{1}));
@@ -713,5 +723,6 @@ void install_from_environment(ExecutorRegistry& registry) {
 }  // namespace
 
 PF_REGISTER_EXECUTORS(issue_card, "issue-card", install_from_environment);
+PF_REGISTER_EXECUTORS(update_card, "update-card", install_from_environment);
 
 }  // namespace persoflow::actors

@@ -2,9 +2,10 @@
 //
 // It makes N SoftHSM2 tokens as pre-personalised cards (one SoftHSM2 store, DIR/tokens), a CM
 // host (`persoflow cm init` + `persoflow cm serve --listen 127.0.0.1:0` as child processes, so
-// the CM host is the real server on loopback), a station configuration, and issues a
-// certificate on every card at once through the workflow runtime (journal
-// DIR/station/journal.db). Then it runs a second batch in a child `persoflow station run` that
+// the CM host is the real server on loopback), a station configuration, gives cards 2, 5, 8, ...
+// a transport certificate (`persoflow prepersonalise card`), and personalises every card at
+// once through the workflow runtime (journal DIR/station/journal.db): issue-card on the blank
+// cards, update-card with redo on the TC cards. Then it runs a second batch in a child `persoflow station run` that
 // is killed with SIGKILL after a few journal commits (PERSOFLOW_CRASH_AT), restarts it, and shows
 // the resumed workflows finishing; `persoflow journal verify` ends it. The CM host is stopped at
 // the end whatever happened.
@@ -173,10 +174,18 @@ std::string card_label(int i) {
   return s.str();
 }
 
+// Cards 2, 5, 8, ... come from the card bureau with a transport certificate.
+bool has_transport_certificate(int i) { return i % 3 == 2; }
+
+// Issue on a blank card; update with redo (the TC replaced) on a TC card.
 ac::CardRequest request_for(int i, const std::string& batch) {
   ac::CardRequest r;
   r.token_label = card_label(i);
-  r.workflow_id = r.token_label + "-issue-" + batch;
+  if (has_transport_certificate(i)) {
+    r.workflow = "update";
+    r.actions = {{"tc", "redo"}};
+  }
+  r.workflow_id = r.token_label + "-" + r.workflow + "-" + batch;
   r.subject = {{"CN", "Demo Cardholder " + std::to_string(i)}, {"O", "persoflow demo"}};
   return r;
 }
@@ -188,9 +197,11 @@ int fail(const std::string& message) {
 
 constexpr const char* kUsage =
     "Usage: persoflow demo [--dir DIR] [--cards N] [--force]\n\n"
-    "Starts a CM host on 127.0.0.1, makes N SoftHSM2 cards and issues a certificate on each\n"
-    "through the station's workflows; then kills a second batch with SIGKILL, restarts it and\n"
-    "shows the resumed workflows finishing. Everything stays in DIR (default ./persoflow-demo).\n\n";
+    "Starts a CM host on 127.0.0.1, makes N SoftHSM2 cards (cards 2, 5, 8, ... with a transport\n"
+    "certificate) and personalises them all at once through the station's workflows: issue on\n"
+    "the blank cards, update with redo on the TC cards. Then it kills a second batch with\n"
+    "SIGKILL, restarts it and shows the resumed workflows finishing. Everything stays in DIR\n"
+    "(default ./persoflow-demo).\n\n";
 
 int run(int argc, char** argv) {
   po::options_description opts("Options");
@@ -284,10 +295,27 @@ int run(int argc, char** argv) {
   const std::string station_conf = station_dir + "/station.conf";
   if (Status s = ac::save_station_config(config, station_conf); !s) return fail(s.message());
 
-  // 4. The first batch, in this process: every card at once.
+  // 4. The card bureau's transport certificates, from the CM host's transport procedure.
+  int tc_cards = 0;
+  for (int i = 1; i <= cards + second; ++i) {
+    if (!has_transport_certificate(i)) continue;
+    if (int rc = run_logged({self_exe(), "prepersonalise", "card", "--config", station_conf,
+                             "--token", card_label(i), "--field",
+                             "CN=Transport " + card_label(i), "--field", "O=persoflow demo"},
+                            {}, log);
+        rc != 0) {
+      return fail("pre-personalising " + card_label(i) + " failed; see " + log);
+    }
+    ++tc_cards;
+  }
+  std::cout << tc_cards << " of the cards (2, 5, 8, ...) carry a transport certificate (TC) "
+            << "issued under the CM host's transport procedure\n";
+
+  // 5. The first batch, in this process: every card at once.
   std::vector<ac::CardRequest> batch1;
   for (int i = 1; i <= cards; ++i) batch1.push_back(request_for(i, "1"));
-  std::cout << "\nBatch 1: issue-card on " << cards << " cards at once\n";
+  std::cout << "\nBatch 1: " << cards << " cards at once: issue-card on the blank cards, "
+            << "update-card with redo (the TC replaced) on the TC cards\n";
   auto report = run_station_batch(station_conf, batch1, std::cout, false);
   if (!report) return fail("batch 1: " + report.status().message());
   print_batch_table(*report, std::cout, true);
@@ -295,7 +323,7 @@ int run(int argc, char** argv) {
             << " s\n";
   bool ok = report->all_done;
 
-  // 5. The second batch in a child station, killed with SIGKILL after a few commits, restarted.
+  // 6. The second batch in a child station, killed with SIGKILL after a few commits, restarted.
   const std::string queue = station_dir + "/batch2.jsonl";
   {
     std::ofstream q(queue);
@@ -324,7 +352,7 @@ int run(int argc, char** argv) {
   rc = wait_for(spawn(station_argv, {}));
   ok = ok && rc == 0;
 
-  // 6. The journal's hash chain.
+  // 7. The journal's hash chain.
   std::cout << "\n$ persoflow journal verify --journal " << config.journal << "\n";
   rc = wait_for(spawn({self_exe(), "journal", "verify", "--journal", config.journal}, {}));
   ok = ok && rc == 0;

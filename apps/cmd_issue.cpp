@@ -3,7 +3,6 @@
 // The workflow id defaults to "<label>-issue-<UTC time>"; giving --workflow-id again after an
 // interruption resumes that workflow instead of starting another. Exit 0 when it ended Done.
 #include <boost/program_options.hpp>
-#include <ctime>
 #include <iostream>
 
 #include "command_registry.hpp"
@@ -30,48 +29,24 @@ int run(int argc, char** argv) {
       "field", po::value<std::vector<std::string>>(), "subject field NAME=VALUE (repeatable)")(
       "workflow-id", po::value<std::string>(), "workflow id (to resume an interrupted one)");
   po::variables_map vm;
-  std::vector<std::string> rest;
-  try {
-    auto parsed = po::command_line_parser(argc, argv).options(opts).allow_unregistered().run();
-    po::store(parsed, vm);
-    rest = po::collect_unrecognized(parsed.options, po::include_positional);
-  } catch (const std::exception& e) {
-    std::cerr << "persoflow issue: " << e.what() << "\n";
-    return 2;
-  }
-  if (vm.count("help")) {
-    std::cout << kUsage << opts;
-    return 0;
-  }
-  if (rest.size() != 1 || rest[0] != "card") {
-    std::cerr << "persoflow issue: expected 'card' (see --help)\n";
-    return 2;
-  }
-  for (const char* required : {"config", "token", "field"}) {
-    if (!vm.count(required)) {
-      std::cerr << "persoflow issue card: --" << required << " is required (see --help)\n";
-      return 2;
-    }
+  if (int rc = parse_card_command("issue", kUsage, opts, {"config", "token", "field"}, argc, argv,
+                                  vm);
+      rc >= 0) {
+    return rc;
   }
   actors::CardRequest r;
   r.token_label = vm["token"].as<std::string>();
   if (vm.count("procedure")) r.procedure = vm["procedure"].as<std::string>();
   for (const auto& f : vm["field"].as<std::vector<std::string>>()) {
-    auto eq = f.find('=');
-    if (eq == std::string::npos || eq == 0 || eq + 1 == f.size()) {
-      std::cerr << "persoflow issue card: --field wants NAME=VALUE, not '" << f << "'\n";
+    auto field = split_assignment(f, "--field");
+    if (!field) {
+      std::cerr << "persoflow issue card: " << field.status().message() << "\n";
       return 2;
     }
-    r.subject[f.substr(0, eq)] = f.substr(eq + 1);
+    r.subject[field->first] = field->second;
   }
-  if (vm.count("workflow-id")) {
-    r.workflow_id = vm["workflow-id"].as<std::string>();
-  } else {
-    char stamp[32];
-    std::time_t now = std::time(nullptr);
-    std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", std::gmtime(&now));
-    r.workflow_id = r.token_label + "-issue-" + stamp;
-  }
+  r.workflow_id = vm.count("workflow-id") ? vm["workflow-id"].as<std::string>()
+                                          : default_workflow_id(r.token_label, "issue");
   // The same checks as a queue line.
   auto checked = actors::card_request_from_json(actors::card_request_to_json(r));
   if (!checked) {

@@ -139,7 +139,8 @@ int run(int argc, char** argv) {
   if (json_out) {
     nlohmann::json rows = nlohmann::json::array();
     for (const auto& r : report->rows) {
-      rows.push_back({{"workflow_id", r.workflow_id}, {"card", r.token_label},
+      rows.push_back({{"workflow_id", r.workflow_id}, {"machine", r.machine},
+                      {"card", r.token_label},
                       {"token_serial", r.token_serial}, {"state", r.state},
                       {"status", r.status}, {"steps", r.steps},
                       {"certificate_serial", r.cert_serial}, {"seconds", r.seconds},

@@ -23,6 +23,7 @@
 #include "persoflow/actors/runtime.hpp"
 #include "persoflow/machines/engine.hpp"
 #include "persoflow/storage/journal.hpp"
+#include "station_batch.hpp"
 
 namespace persoflow::apps {
 namespace {
@@ -37,13 +38,15 @@ constexpr const char* kUsage =
     "Usage: persoflow workflows list [--journal FILE] [--json]\n"
     "       persoflow workflows show ID [--journal FILE] [--json]\n"
     "       persoflow workflows resume [ID] [--journal FILE] [--json]\n"
-    "       persoflow workflows cancel ID [--reason TEXT] [--journal FILE]\n\n"
+    "       persoflow workflows cancel ID [--reason TEXT] [--journal FILE | --config FILE]\n\n"
     "  list    every workflow of the journal: id, machine, state, status, steps, last update\n"
     "  show    one workflow's history: each event, the state it led to, the commands it\n"
     "          produced and their results; the suspension reason; a replay check\n"
     "  resume  runs the given (or every unfinished) workflow until it is done or suspended;\n"
     "          needs the executors of its machine in this program\n"
-    "  cancel  records a cancellation (a done workflow cannot be cancelled)\n\n"
+    "  cancel  records a cancellation (a done workflow cannot be cancelled); with --config\n"
+    "          (a station.conf) the cancellation goes through the workflow's machine: what it\n"
+    "          wrote to its card is removed and its certificates revoked, all journaled\n\n"
     "The journal is --journal FILE, else $PERSOFLOW_JOURNAL, else ./station/journal.db.\n";
 
 std::string default_journal() {
@@ -56,6 +59,7 @@ struct Common {
   bool json = false;
   std::string id;
   std::string reason;
+  std::string config;  // cancel: the station's configuration
 };
 
 // Parses the options shared by the subcommands; returns -1 to go on, else the exit code.
@@ -67,7 +71,9 @@ int parse(const char* sub, int argc, char** argv, Common& c, bool takes_id, bool
   if (takes_json) opts.add_options()("json", po::bool_switch(&c.json), "print JSON");
   if (takes_reason) {
     opts.add_options()("reason", po::value(&c.reason)->default_value("cancelled by an operator"),
-                       "why, recorded in the journal");
+                       "why, recorded in the journal")(
+        "config", po::value(&c.config),
+        "station.conf: cancel through the machine, rolling back what is on the card");
   }
   po::options_description hidden;
   hidden.add_options()("id", po::value(&c.id));
@@ -338,6 +344,11 @@ int cancel(int argc, char** argv) {
   if (c.id.empty()) {
     std::cerr << "persoflow workflows cancel: a workflow ID is required (see 'persoflow workflows list')\n";
     return 2;
+  }
+  if (!c.config.empty()) {
+    auto state = cancel_with_rollback(c.config, c.id, c.reason, std::cout);
+    if (!state.is_ok()) return fail("cancel", state.status().message());
+    return *state == "Cancelled" ? 0 : 1;
   }
   auto journal = open_journal(c.journal, false);
   if (!journal.is_ok()) return fail("cancel", journal.status().message());

@@ -1,7 +1,8 @@
-// A batch of issue-card workflows through the runtime (station_batch.hpp).
+// A batch of issue-card and update-card workflows through the runtime (station_batch.hpp).
 #include "station_batch.hpp"
 
 #include <chrono>
+#include <ctime>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
@@ -114,7 +115,7 @@ Result<BatchReport> run_station_batch(const std::string& config_path,
                    {{"workflow_id", r.workflow_id},
                     {"token_serial", r.token_serial},
                     {"reader", r.token_label.empty() ? r.token_serial : r.token_label}}};
-    Status s = runtime->start(r.workflow_id, "issue-card", std::move(first));
+    Status s = runtime->start(r.workflow_id, r.machine(), std::move(first));
     if (!s && s.code() != make_error_code(Errc::kAlreadyExists)) return s;
     if (seen.insert(r.workflow_id).second) ids.push_back(r.workflow_id);
   }
@@ -140,6 +141,7 @@ Result<BatchReport> run_station_batch(const std::string& config_path,
     row.resumed = resumed_set.count(id) > 0;
     PF_ASSIGN_OR_RETURN(auto summary, journal->workflow(id));
     if (summary) {
+      row.machine = summary->machine;
       row.state = summary->state_name;
       row.status = st::to_string(summary->status);
       row.steps = summary->steps;
@@ -152,14 +154,23 @@ Result<BatchReport> run_station_batch(const std::string& config_path,
         row.cert_serial = m::wf::get(state->data, "issued.0");
         row.token_serial = m::wf::get(state->data, "token_serial");
         row.token_label = m::wf::get(state->data, "reader");
+        if (state->name != "Done") row.reason = m::wf::get(state->data, "reason");
       }
     }
     if (auto it = not_started.find(id); it != not_started.end()) {
       row.reason = "not started: " + it->second;
     }
-    if (auto it = by_id.find(id); it != by_id.end()) {
+    if (auto it = by_id.find(id); it != by_id.end() && !it->second.reason.empty()) {
       row.reason = it->second.reason;
       if (it->second.outcome == ac::Outcome::kFailed) row.reason = it->second.error.message();
+    }
+    if (!records.empty() && row.state != "Done") {
+      // A policy refusal waits for the operator: say what was refused, not only that it waits.
+      auto state = m::decode_state(records.back().body.state);
+      if (state && m::wf::has(state->data, "refusal")) {
+        row.reason = "refused: " + m::wf::get(state->data, "refusal") +
+                     " (waiting for an operator: persoflow workflows cancel " + id + ")";
+      }
     }
     if (auto it = pins.find(id); it != pins.end()) row.pin_shown = it->second;
     if (row.state != "Done") report.all_done = false;
@@ -170,17 +181,107 @@ Result<BatchReport> run_station_batch(const std::string& config_path,
   return report;
 }
 
+Result<std::string> cancel_with_rollback(const std::string& config_path,
+                                         const std::string& workflow_id,
+                                         const std::string& reason, std::ostream& out) {
+  PF_ASSIGN_OR_RETURN(ac::StationConfig config, ac::load_station_config(config_path));
+  PF_ASSIGN_OR_RETURN(auto station, ac::Station::open(config));
+  PF_ASSIGN_OR_RETURN(ac::CardRequest request, station->load_request(workflow_id));
+  (void)station->prepare_card(request.token_serial);  // see Station::prepare_card
+  ac::ExecutorRegistry registry;
+  ac::install_issue_card_executors(registry, station);
+  PF_ASSIGN_OR_RETURN(auto runtime, ac::Runtime::open(config.journal, std::move(registry)));
+  PF_RETURN_IF_ERROR(runtime->post_event_and_wait(
+      workflow_id, m::Event{"CancelRequested", {{"reason", reason}}}));
+  std::vector<ac::WorkflowOutcome> outcomes = runtime->wait();
+  runtime.reset();  // closes the journal's writer before we read it
+  PF_ASSIGN_OR_RETURN(auto journal,
+                      st::Journal::open(config.journal, {.create_if_missing = false,
+                                                         .read_only = true}));
+  PF_ASSIGN_OR_RETURN(auto records, journal->records(workflow_id));
+  if (records.empty()) return make_status(Errc::kNotFound, "no workflow " + workflow_id);
+  PF_ASSIGN_OR_RETURN(m::State state, m::decode_state(records.back().body.state));
+  out << "workflow " << workflow_id << " (" << request.workflow << " on card "
+      << request.token_serial << "): " << state.name;
+  if (m::wf::is_yes(state.data, "rolled_back")) {
+    out << "; removed from the card:";
+    for (const std::string& object : m::wf::values(state.data, "object")) out << " " << object;
+  }
+  if (m::wf::list_size(state.data, "issued") > 0) {
+    out << "; revoked (cessationOfOperation):";
+    for (const std::string& serial : m::wf::values(state.data, "issued")) out << " " << serial;
+  }
+  out << "\n";
+  for (const auto& o : outcomes) {
+    if (o.workflow_id == workflow_id && o.outcome == ac::Outcome::kSuspended) {
+      out << "  suspended: " << o.reason << "\n";
+    }
+  }
+  return state.name;
+}
+
+int parse_card_command(const std::string& group, const char* usage,
+                       const boost::program_options::options_description& options,
+                       const std::vector<std::string>& required, int argc, char** argv,
+                       boost::program_options::variables_map& vm) {
+  namespace po = boost::program_options;
+  std::vector<std::string> rest;
+  try {
+    auto parsed = po::command_line_parser(argc, argv).options(options).allow_unregistered().run();
+    po::store(parsed, vm);
+    rest = po::collect_unrecognized(parsed.options, po::include_positional);
+  } catch (const std::exception& e) {
+    std::cerr << "persoflow " << group << ": " << e.what() << "\n";
+    return 2;
+  }
+  if (vm.count("help")) {
+    std::cout << usage << options;
+    return 0;
+  }
+  if (rest.size() != 1 || rest[0] != "card") {
+    std::cerr << "persoflow " << group << ": expected 'card' (see --help)\n";
+    return 2;
+  }
+  for (const std::string& option : required) {
+    if (!vm.count(option)) {
+      std::cerr << "persoflow " << group << " card: --" << option
+                << " is required (see --help)\n";
+      return 2;
+    }
+  }
+  return -1;
+}
+
+Result<std::pair<std::string, std::string>> split_assignment(const std::string& text,
+                                                             const std::string& option) {
+  const auto eq = text.find('=');
+  if (eq == std::string::npos || eq == 0 || eq + 1 == text.size()) {
+    return make_status(Errc::kInvalidArgument,
+                       option + " wants NAME=VALUE, not '" + text + "'");
+  }
+  return std::make_pair(text.substr(0, eq), text.substr(eq + 1));
+}
+
+std::string default_workflow_id(const std::string& label, const std::string& kind) {
+  char stamp[32];
+  const std::time_t now = std::time(nullptr);
+  std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", std::gmtime(&now));
+  return label + "-" + kind + "-" + stamp;
+}
+
 void print_batch_table(const BatchReport& report, std::ostream& out, bool with_pins) {
-  out << std::left << std::setw(10) << "card" << std::setw(32) << "workflow" << std::setw(10)
-      << "state" << std::setw(7) << "steps" << std::setw(34) << "certificate serial"
+  out << std::left << std::setw(10) << "card" << std::setw(13) << "workflow" << std::setw(34)
+      << "workflow id" << std::setw(10) << "state" << std::setw(7) << "steps" << std::setw(34)
+      << "certificate serial"
       << std::setw(8) << "time";
   if (with_pins) out << "PIN (shown once)";
   out << "\n";
   for (const auto& r : report.rows) {
     std::ostringstream t;
     t << std::fixed << std::setprecision(2) << r.seconds << "s";
-    out << std::left << std::setw(10) << r.token_label << std::setw(32)
-        << (r.workflow_id + (r.resumed ? "*" : "")) << std::setw(10) << r.state << std::setw(7)
+    out << std::left << std::setw(10) << r.token_label << std::setw(13) << r.machine
+        << std::setw(34) << (r.workflow_id + (r.resumed ? "*" : "")) << std::setw(10) << r.state
+        << std::setw(7)
         << r.steps << std::setw(34) << (r.cert_serial.empty() ? "-" : r.cert_serial)
         << std::setw(8) << t.str();
     if (with_pins) out << (r.pin_shown.empty() ? "-" : r.pin_shown);

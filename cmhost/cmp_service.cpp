@@ -6,12 +6,18 @@
 #include <openssl/sha.h>
 
 #include <atomic>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <sstream>
 
+#include "persoflow/cmhost/reissue_cm.hpp"
+#include "ca_crypto.hpp"
+#include "persoflow/cmhost/pin_letters.hpp"
 #include "persoflow/common/crash_point.hpp"
+#include "persoflow/protocol/base64.hpp"
 #include "persoflow/protocol/cm_info_types.hpp"
 #include "persoflow/protocol/cmp_der.hpp"
 #include "persoflow/protocol/ossl.hpp"
@@ -55,28 +61,8 @@ std::string sha256_hex(std::string_view data) {
   return out;
 }
 
-std::string base64(std::string_view data) {
-  std::string out(4 * ((data.size() + 2) / 3) + 1, '\0');
-  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(data.data()),
-                          static_cast<int>(data.size()));
-  out.resize(static_cast<std::size_t>(n));
-  return out;
-}
-
-Result<std::string> unbase64(const std::string& text) {
-  if (text.size() % 4 != 0) return make_status(Errc::kInvalidArgument, "bad base64");
-  std::string out(text.size() / 4 * 3, '\0');
-  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(text.data()),
-                          static_cast<int>(text.size()));
-  if (n < 0) return make_status(Errc::kInvalidArgument, "bad base64");
-  std::size_t pad = 0;
-  if (!text.empty() && text.back() == '=') ++pad;
-  if (text.size() > 1 && text[text.size() - 2] == '=') ++pad;
-  out.resize(static_cast<std::size_t>(n) - pad);
-  return out;
-}
+std::string base64(std::string_view data) { return proto::base64_encode(data); }
+Result<std::string> unbase64(const std::string& text) { return proto::base64_decode(text); }
 
 OSSL_CMP_PKISI* rejection(int fail_bit, const std::string& text) {
   return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection, 1 << fail_bit, text.c_str());
@@ -156,6 +142,16 @@ struct Transaction {
   mutable std::mutex map_mu;
   std::map<std::string, std::shared_ptr<Transaction>> open;
   std::atomic<unsigned> requests{0};
+  std::mutex pin_letters_mu;
+  std::unique_ptr<PinLetters> pin_letters;  // opened on the first PIN-letter genm
+
+  Result<PinLetters*> letters() {
+    std::lock_guard lock(pin_letters_mu);
+    if (!pin_letters) {
+      PF_ASSIGN_OR_RETURN(pin_letters, PinLetters::open(host));
+    }
+    return pin_letters.get();
+  }
 
   Impl(CmHost& h, CmpServiceOptions o) : host(h), options(o) {
     proto::register_info_types();
@@ -314,6 +310,18 @@ struct Transaction {
         if (old_cert.is_ok()) request.old_certificate = std::move(old_cert).value();
       }
     }
+    // ---- reissue: e-mail verification before issuance (cmhost/email_verification.cpp)
+    if (procedure->email_verification) {
+      auto gate = gate_certificate_request(host, *procedure, t.tid_hex, request);
+      if (!gate.is_ok()) {
+        refused(t, officer->name, what, gate.status().message());
+        return rejection(fail_bit_for(gate.status()), gate.status().message());
+      }
+      if (!gate->verified) {
+        return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_waiting, 0, gate->text.c_str());
+      }
+    }
+    // ---- end reissue
     auto issued = host.issue(std::move(request));
     if (!issued.is_ok()) {
       refused(t, officer->name, what, issued.status().message());
@@ -571,6 +579,48 @@ struct Transaction {
                 {"status", storage::to_string(k.cert_status)}, {"archived_at", k.archived_at}};
   }
 
+  // persoflowTcValidation: without "certificate", the token procedure's trusted TC issuers (so
+  // the RA refuses an untrusted TC before anything else); with it, whether that TC is authentic
+  // (CmHost::validate_transport_certificate). An invalid TC is an answer, not a refusal.
+  Result<std::string> tc_validation(const json& request) {
+    if (!request.contains("token_procedure")) {
+      return make_status(Errc::kInvalidArgument, "the request names no token_procedure");
+    }
+    const std::string name = request.at("token_procedure").get<std::string>();
+    const TokenProcedure* tp = host.config().token_procedure(name);
+    if (!tp) return make_status(Errc::kNotFound, "unknown token procedure '" + name + "'");
+    if (!request.contains("certificate")) {
+      json issuers = json::array();
+      for (const auto& file : tp->tc_validation.trusted_issuers) {
+        const std::string path =
+            file.empty() || file[0] == '/' ? file : host.dir() + "/" + file;
+        std::ifstream in(path, std::ios::binary);
+        std::ostringstream pem;
+        pem << in.rdbuf();
+        if (!in) return make_status(Errc::kInternal, "cannot read trusted TC issuers " + path);
+        PF_ASSIGN_OR_RETURN(auto certs, crypto::load_pem_chain(pem.str()));
+        for (const auto& c : certs) {
+          issuers.push_back({{"subject", name_to_string(X509_get_subject_name(c.get()))},
+                             {"serial", serial_hex(c.get())}});
+        }
+      }
+      return json{{"token_procedure", name},
+                  {"required", tp->tc_validation.required},
+                  {"trusted_issuers", issuers}}
+          .dump();
+    }
+    PF_ASSIGN_OR_RETURN(std::string der, unbase64(request.at("certificate").get<std::string>()));
+    PF_ASSIGN_OR_RETURN(X509Ptr tc, x509_from_der(der));
+    Status valid = host.validate_transport_certificate(name, tc.get());
+    if (!valid.is_ok() && valid.code() != make_error_code(Errc::kRejected)) return valid;
+    json answer = {{"token_procedure", name},
+                   {"serial", serial_hex(tc.get())},
+                   {"subject", name_to_string(X509_get_subject_name(tc.get()))},
+                   {"valid", valid.is_ok()}};
+    if (!valid.is_ok()) answer["reason"] = valid.message();
+    return answer.dump();
+  }
+
   Result<std::string> genm_item(Transaction& t, const Officer& officer, const std::string& oid,
                                 const std::string& text) {
     json request;
@@ -581,6 +631,8 @@ struct Transaction {
       return make_status(Errc::kInvalidArgument,
                          std::string("the value is not a JSON object: ") + e.what());
     }
+    // ---- reissue: persoflowCertificateSearch, persoflowEmailVerification (certificate_search.cpp)
+    if (auto answer = reissue_genm_item(host, officer, oid, text)) return std::move(*answer);
     try {
       if (oid == proto::kOidProcedureList) {
         json procedures = json::array();
@@ -600,7 +652,11 @@ struct Transaction {
                                 {"extended_key_usage", p->extended_key_usage},
                                 {"validity_days", p->validity_days},
                                 {"key_algorithms", algs},
-                                {"roles_required", p->roles_required}});
+                                {"roles_required", p->roles_required},
+                                // reissue: e-mail verification (docs/reissue.md)
+                                {"email_verification", p->email_verification},
+                                {"verification_minutes", p->verification_minutes},
+                                {"verification_check_after", p->verification_check_after}});
         }
         json key_procedures = json::array();
         for (const auto& k : host.config().key_procedures) {
@@ -619,13 +675,20 @@ struct Transaction {
                                       {"key_procedures", tp.key_procedures},
                                       {"pin_procedure", tp.pin_procedure}});
         }
+        json pin_procedures = json::array();
+        for (const auto& pp : host.config().pin_procedures) {
+          pin_procedures.push_back({{"name", pp.name}, {"delivery", pp.delivery},
+                                    {"min_length", pp.min_length},
+                                    {"max_length", pp.max_length}});
+        }
         json answer = {{"officer", officer.name},
                        {"roles", officer.roles},
                        {"default", host.config().default_procedure},
                        {"ra_key_generation", host.config().ra_key_generation},
                        {"certificate_procedures", procedures},
                        {"key_procedures", key_procedures},
-                       {"token_procedures", token_procedures}};
+                       {"token_procedures", token_procedures},
+                       {"pin_procedures", pin_procedures}};
         return answer.dump();
       }
       if (oid == proto::kOidKeySearch) {
@@ -663,6 +726,31 @@ struct Transaction {
               "transaction " + t.tid_hex + ": " + std::to_string(recovered.size()) + " key(s)");
         return json{{"keys", list}}.dump();
       }
+      if (oid == proto::kOidPinLetterQueue) {
+        PF_RETURN_IF_ERROR(need_role(officer, kRoleIssue));
+        PF_ASSIGN_OR_RETURN(PinLetters * l, letters());
+        std::string pin = request.at("pin").get<std::string>();
+        // The RA's own idempotency key: it does not keep this request (the PIN is in it), so a
+        // resend is a new message with the same key.
+        const std::string key = request.contains("idempotency_key")
+                                    ? officer.name + "/" + request.at("idempotency_key").get<std::string>()
+                                    : t.tid_hex + "/pin-letter";
+        auto letter = l->queue(request.value("holder", ""), request.at("address"),
+                               request.value("token", ""), pin, key, officer.name);
+        OPENSSL_cleanse(pin.data(), pin.size());
+        if (!letter) return letter.status();
+        return json{{"letter_id", letter->letter_id}, {"state", letter->state}}.dump();
+      }
+      if (oid == proto::kOidPinLetterBind) {
+        PF_RETURN_IF_ERROR(need_role(officer, kRoleIssue));
+        PF_ASSIGN_OR_RETURN(PinLetters * l, letters());
+        PF_ASSIGN_OR_RETURN(X509Ptr recipient, recipient_of(request, officer));
+        const std::string id = request.at("letter_id");
+        PF_ASSIGN_OR_RETURN(std::string envelope, l->bind(id, recipient.get(),
+                                                          t.tid_hex + "/pin-letter",
+                                                          officer.name));
+        return json{{"letter_id", id}, {"envelope", base64(envelope)}}.dump();
+      }
       if (oid == proto::kOidServerKeygen) {
         PF_RETURN_IF_ERROR(need_role(officer, kRoleIssue));
         PF_ASSIGN_OR_RETURN(const KeyProcedure* kp, key_procedure_of(request, "archive", officer));
@@ -687,6 +775,10 @@ struct Transaction {
                     {"envelope", base64(k.envelope_der)},
                     {"replayed", k.certificate.replayed}}
             .dump();
+      }
+      if (oid == proto::kOidTcValidation) {
+        PF_RETURN_IF_ERROR(need_role(officer, kRoleIssue));
+        return tc_validation(request);
       }
     } catch (const json::exception& e) {
       return make_status(Errc::kInvalidArgument, std::string("bad request field: ") + e.what());

@@ -1,6 +1,6 @@
 // FaultyCard (faulty_card.hpp): forwards every call to the real card, except where a devices
 // fault point fires. Which calls count as what:
-// - a write (1, 2): generate_key, store_certificate, delete_certificates, delete_key,
+// - a write (1, 2): generate_key, store_certificate, delete_certificate(s), delete_key,
 //   change_user_pin, unblock_user_pin;
 // - a login (4): login, change_user_pin, unblock_user_pin;
 // - any call (3, 5): every method but token().
@@ -72,6 +72,11 @@ class FaultyCard final : public Card {
   }
   Status delete_certificates(const std::vector<unsigned char>& id) override {
     return write_status("C_DestroyObject", [&] { return card_->delete_certificates(id); });
+  }
+  Status delete_certificate(const std::vector<unsigned char>& id,
+                            std::string_view serial_hex) override {
+    return write_status("C_DestroyObject",
+                        [&] { return card_->delete_certificate(id, serial_hex); });
   }
   Status delete_key(const std::vector<unsigned char>& id) override {
     return write_status("C_DestroyObject", [&] { return card_->delete_key(id); });

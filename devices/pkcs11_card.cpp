@@ -401,6 +401,19 @@ Result<std::vector<SlotToken>> scan_tokens(Module& m) {
   return out;
 }
 
+// Serials in hex compare without case and leading zeros ("0A1b" == "a1B").
+bool same_serial(std::string_view a, std::string_view b) {
+  auto norm = [](std::string_view s) {
+    std::string out;
+    for (char c : s) {
+      if (out.empty() && c == '0') continue;
+      out += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    }
+    return out;
+  };
+  return norm(a) == norm(b);
+}
+
 bool selector_matches(const TokenSelector& sel, const TokenInfo& t) {
   if (!sel.reader.empty() && !reader_matches_slot(sel.reader, t.slot_description)) return false;
   if (!sel.serial.empty() && sel.serial != t.serial) return false;
@@ -608,6 +621,25 @@ class Pkcs11Card final : public Card {
     Template t;
     t.ulong(CKA_CLASS, CKO_CERTIFICATE).bytes(CKA_ID, id);
     return destroy_all(t, "certificate", id);
+  }
+
+  Status delete_certificate(const Bytes& id, std::string_view serial_hex) override {
+    std::lock_guard lock(mu_);
+    Template t;
+    t.ulong(CKA_CLASS, CKO_CERTIFICATE).bytes(CKA_ID, id);
+    PF_ASSIGN_OR_RETURN(auto handles, find_objects(fl_, session_, t));
+    for (CK_OBJECT_HANDLE h : handles) {
+      const Bytes value = get_attr(fl_, session_, h, CKA_VALUE).value_or(Bytes{});
+      auto cert = describe_certificate(
+          std::string_view(reinterpret_cast<const char*>(value.data()), value.size()));
+      if (!cert.is_ok() || !same_serial(cert->serial_hex, serial_hex)) continue;
+      CK_TRY(fl_->C_DestroyObject(session_, h),
+             "deleting certificate " + std::string(serial_hex) + " with id " + to_hex(id));
+      return Status::ok();
+    }
+    return make_status(Errc::kNotFound, "no certificate " + std::string(serial_hex) +
+                                            " with id " + to_hex(id) + " on token '" +
+                                            token_.label + "'");
   }
 
   Status delete_key(const Bytes& id) override {

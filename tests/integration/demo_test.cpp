@@ -1,7 +1,8 @@
 // The demo end to end, checked from outside: `persoflow demo` in a temporary folder, then
 // pkcs11-tool (keys and certificates on each card), openssl verify (each certificate read back
 // from its card against the CA), `persoflow cm certs list --json` (exactly one certificate per
-// card in the CM database) and `persoflow journal verify`. The crash-resume test kills the
+// card in the CM database) and `persoflow journal verify`; cards 2, 5, 8, ... came with a
+// transport certificate, which update-card replaced (redo). The crash-resume test kills the
 // second batch's station at several crash points and checks the same.
 #include <gtest/gtest.h>
 
@@ -61,6 +62,17 @@ void check_cards(const fs::path& dir, int cards) {
     ASSERT_EQ(objects.exit_code, 0) << objects.err;
     EXPECT_NE(objects.out.find("Certificate Object"), std::string::npos) << objects.out;
     EXPECT_NE(objects.out.find("Public Key Object; EC"), std::string::npos) << objects.out;
+    if (i % 3 == 2) {
+      // A card that came with a transport certificate: update-card redid it, the TC is gone and
+      // the card's one certificate is the cardholder's.
+      EXPECT_EQ(objects.out.find("Transport certificate"), std::string::npos) << objects.out;
+      std::size_t certificates = 0;
+      for (auto at = objects.out.find("Certificate Object"); at != std::string::npos;
+           at = objects.out.find("Certificate Object", at + 1)) {
+        ++certificates;
+      }
+      EXPECT_EQ(certificates, 1u) << objects.out;
+    }
 
     const std::string der = (dir / (label(i) + ".der")).string();
     const std::string pem = (dir / (label(i) + ".pem")).string();
@@ -92,6 +104,8 @@ TEST(Demo, RunsEndToEndAndEveryCardHoldsItsCertificate) {
   EXPECT_NE(r.out.find("was killed (SIGKILL)"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("resum"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("Demo finished"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("update-card"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("card-02-update-1"), std::string::npos) << r.out;
   EXPECT_TRUE(fs::exists(dir / "station" / "station.conf"));
   check_cards(dir, 4 + 2);
 }

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "station_fixture.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -19,53 +20,9 @@ namespace fs = std::filesystem;
 using persoflow::testing::persoflow_binary;
 using persoflow::testing::run;
 using persoflow::testing::TempDir;
-
-// `persoflow cm serve` on the address of the demo's station.conf, stopped by the destructor.
-class Server {
- public:
-  Server(const fs::path& cm_dir, const std::string& address) {
-    int fds[2];
-    if (::pipe(fds) != 0) return;
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::dup2(fds[1], 1);
-      ::close(fds[0]);
-      ::execl(persoflow_binary().c_str(), "persoflow", "cm", "serve", "--dir",
-              cm_dir.c_str(), "--listen", address.c_str(), static_cast<char*>(nullptr));
-      ::_exit(127);
-    }
-    ::close(fds[1]);
-    // Blocks until the server says it listens (or exits: EOF).
-    std::string seen;
-    char c;
-    while (seen.find("listening on") == std::string::npos && ::read(fds[0], &c, 1) == 1) seen += c;
-    listening_ = seen.find("listening on") != std::string::npos;
-    fd_ = fds[0];
-  }
-  ~Server() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGTERM);
-      ::waitpid(pid_, nullptr, 0);
-    }
-    if (fd_ >= 0) ::close(fd_);
-  }
-  bool listening() const { return listening_; }
-
- private:
-  pid_t pid_ = -1;
-  int fd_ = -1;
-  bool listening_ = false;
-};
-
-int certificates_for(const fs::path& dir, const std::string& cn) {
-  auto listed = run({persoflow_binary(), "cm", "certs", "list", "--dir", (dir / "cm").string(),
-                     "--json"});
-  int n = 0;
-  for (const auto& c : nlohmann::json::parse(listed.out)) {
-    if (c.value("subject", "").find("CN=" + cn) != std::string::npos) ++n;
-  }
-  return n;
-}
+using persoflow::testing::certificates_for;
+using persoflow::testing::cm_address;
+using persoflow::testing::CmServe;
 
 TEST(IssueCard, OneCardThenAnInterruptedOneResumedByWorkflowsResume) {
   TempDir tmp("persoflow-issue");
@@ -73,16 +30,7 @@ TEST(IssueCard, OneCardThenAnInterruptedOneResumedByWorkflowsResume) {
   auto demo = run({persoflow_binary(), "demo", "--dir", dir.string(), "--cards", "1"});
   ASSERT_EQ(demo.exit_code, 0) << demo.out << demo.err;
   const std::string conf = (dir / "station" / "station.conf").string();
-  std::ifstream in(conf);
-  std::stringstream text;
-  text << in.rdbuf();
-  // The CM host's address in station.conf: "cm_url": "https://127.0.0.1:PORT".
-  const std::string s = text.str();
-  const auto at = s.find("127.0.0.1:");
-  ASSERT_NE(at, std::string::npos) << s;
-  auto end = at + 10;
-  while (end < s.size() && std::isdigit(static_cast<unsigned char>(s[end]))) ++end;
-  Server server(dir / "cm", s.substr(at, end - at));
+  CmServe server(dir / "cm", cm_address(conf));
   ASSERT_TRUE(server.listening());
 
   const std::string softhsm = "SOFTHSM2_CONF=" + (dir / "tokens" / "softhsm2.conf").string();

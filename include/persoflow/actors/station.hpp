@@ -42,20 +42,30 @@ struct StationConfig {
   std::string procedure = "smartcard-auth";  // the CM certificate procedure (CMP path)
   std::string key_algorithm = "EC:secp256r1";
   int key_entries = 1;  // key entries of a blank pre-personalised card
+  // The CM token procedure of updates (its trusted TC issuers validate a card's TC) when a
+  // request names none.
+  std::string token_procedure = "smartcard-tc";
 };
 
 // Reads a station configuration (JSON); relative paths are relative to the file's folder.
 Result<StationConfig> load_station_config(const std::string& path);
 Status save_station_config(const StationConfig& config, const std::string& path);
 
-// One card's issue request (a line of a queue file).
+// One card's request (a line of a queue file): issue-card, or update-card with an action per key.
 struct CardRequest {
   std::string workflow_id;
+  std::string workflow = "issue";  // issue | update (the machine issue-card | update-card)
   std::string token_label;
   std::string token_serial;  // filled from the token when empty
-  std::string procedure;     // empty: the station's
+  std::string procedure;     // CM certificate procedure; empty: the station's
+  std::string token_procedure;  // update: CM token procedure; empty: the station's
   std::string pin_delivery = "generated";
   std::map<std::string, std::string> subject;  // "CN" -> "Card 01"
+  // update: KEY -> blank | issue | redo | add, where KEY is the key's entry number on the card
+  // (0, 1, ...), its CKA_ID in hex, its label, or "tc" (the key holding the transport
+  // certificate). Keys not named are left blank.
+  std::map<std::string, std::string> actions;
+  const char* machine() const { return workflow == "update" ? "update-card" : "issue-card"; }
 };
 Result<CardRequest> card_request_from_json(const std::string& line);
 std::string card_request_to_json(const CardRequest& request);
@@ -97,7 +107,22 @@ class Station {
 // The executors of the issue-card machine on real parts: ReadCardContents, AskOperator (answered
 // from the saved request), GenerateKeyOnCard, SignWithOfficer, SubmitToCm, WriteKeysAndCertificates,
 // GeneratePin, SetCardPin, ShowPinOnce. All are blocking (they run on the runtime's pool).
+// With them, the update-card machine's own: ValidateTransportCertificate (genm
+// persoflowTcValidation to the CM host), NotifyOperator (printed and acknowledged: after a
+// policy refusal the workflow waits, suspended, for an operator's decision), and the
+// update answers of AskOperator (actions, token procedure, the card's PIN by reference). One
+// registry carries both machines, so a station runs issue and update workflows at once.
 void install_issue_card_executors(ExecutorRegistry& registry, std::shared_ptr<Station> station);
+
+// Pre-personalisation, as a card bureau does it before a card reaches the RA: a key generated on
+// the card (the station's key_algorithm, CKA_ID derived from "transport/<serial>"), its
+// transport certificate issued by the CM host under the certificate procedure `procedure`
+// (a transport procedure) for `subject` ("/CN=..."), stored on the card with the label
+// "Transport certificate" (what devices::TransportCertificateRule::defaults() recognises).
+// A card already holding a TC is left as it is. Returns the TC's serial (hex).
+Result<std::string> write_transport_certificate(Station& station, const std::string& token_serial,
+                                                const std::string& subject,
+                                                const std::string& procedure = "transport");
 
 // The station of $PERSOFLOW_STATION_CONFIG (for `persoflow workflows resume`), opened once.
 Result<std::shared_ptr<Station>> station_from_environment();

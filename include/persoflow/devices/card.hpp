@@ -172,6 +172,10 @@ class Card {
                                    std::string_view label) = 0;
   // Deletes every certificate under the id (a missing one is Errc::kNotFound).
   virtual Status delete_certificates(const std::vector<unsigned char>& id) = 0;
+  // Deletes the one certificate under the id with this serial (hex, any case), leaving the
+  // key's other certificates: how a certificate is replaced (redo). Errc::kNotFound when absent.
+  virtual Status delete_certificate(const std::vector<unsigned char>& id,
+                                    std::string_view serial_hex) = 0;
   // Deletes the private and public key objects under the id (Errc::kNotFound when none).
   virtual Status delete_key(const std::vector<unsigned char>& id) = 0;
 

@@ -1,0 +1,124 @@
+// The station's internals shared by its executor files (actors/station.cpp: issue-card and the
+// executors both machines share; actors/update_card_executors.cpp: update-card's own). Private
+// to actors/: not a public header.
+#pragma once
+
+#include <sys/types.h>
+
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "persoflow/actors/executor.hpp"
+#include "persoflow/actors/station.hpp"
+#include "persoflow/devices/card.hpp"
+#include "persoflow/devices/officer.hpp"
+#include "persoflow/machines/machine.hpp"
+#include "persoflow/protocol/cmp_client.hpp"
+
+namespace persoflow::actors {
+namespace detail {
+
+namespace fs = std::filesystem;
+namespace dv = persoflow::devices;
+namespace pr = persoflow::protocol;
+using machines::Command;
+using machines::Event;
+using machines::Fields;
+
+std::string field(const Command& c, const std::string& key);
+Result<std::string> read_file(const std::string& path);
+Result<std::string> first_line(const std::string& path);
+// Writes the file durably: a temporary file, fsync, rename, fsync of the folder.
+Status write_durably(const std::string& path, const std::string& data, mode_t mode = 0644);
+// A workflow id or reference as a file name: only [A-Za-z0-9._-].
+bool safe_name(const std::string& name);
+Event event(std::string type, Fields fields = {});
+
+}  // namespace detail
+
+struct Station::Impl {
+  StationConfig config;
+  std::string card_pin;
+
+  // One Card per token serial, opened on first use; `mu` serialises an executor's sequence of
+  // calls on that card (login state included).
+  struct CardSlot {
+    std::mutex mu;
+    std::unique_ptr<devices::Card> card;
+    bool logged_in = false;
+    std::string current_pin;
+  };
+  std::mutex cards_mu;
+  std::map<std::string, std::shared_ptr<CardSlot>> cards;
+
+  std::mutex officer_mu;
+  std::unique_ptr<devices::OfficerToken> officer;
+
+  std::mutex display_mu;
+  PinDisplay display;
+
+  std::string dir(const char* sub) const { return (std::filesystem::path(config.state_dir) / sub).string(); }
+
+  std::shared_ptr<CardSlot> slot(const std::string& serial) {
+    std::lock_guard lock(cards_mu);
+    auto& s = cards[serial];
+    if (!s) s = std::make_shared<CardSlot>();
+    return s;
+  }
+
+  // Opens the card (only the one with this serial) and logs in with the card's PIN.
+  Status ready(CardSlot& s, const std::string& serial) {
+    if (!s.card) {
+      devices::TokenSelector sel;
+      sel.serial = serial;
+      PF_ASSIGN_OR_RETURN(s.card, devices::open_card(config.pkcs11_module, sel));
+    }
+    if (!s.logged_in) {
+      PF_RETURN_IF_ERROR(s.card->login(devices::UserType::kUser, card_pin));
+      s.logged_in = true;
+      s.current_pin = card_pin;
+    }
+    return Status::ok();
+  }
+
+  Result<devices::OfficerToken*> officer_token(const std::string& pin_ref) {
+    std::lock_guard lock(officer_mu);
+    if (officer) return officer.get();
+    if (pin_ref != "officer-password-file") {
+      return make_status(Errc::kNotFound, "unknown officer PIN reference '" + pin_ref + "'");
+    }
+    PF_ASSIGN_OR_RETURN(std::string password, detail::first_line(config.officer_password_file));
+    PF_ASSIGN_OR_RETURN(officer, devices::open_officer_pkcs12(config.officer_p12, password));
+    return officer.get();
+  }
+};
+
+namespace detail {
+
+using Impl = Station::Impl;
+
+// A CMP client to the station's CM host, signing with the officer's credential. The officer
+// token must outlive the client (it is held by the station).
+Result<std::unique_ptr<pr::CmpClient>> cm_client(Impl& st);
+
+// What the card `serial` holds, after logging in; kRejected when the card in the slot is another
+// one (a workflow never acts on a card but its own). The caller holds the slot's mutex.
+Result<devices::CardContents> workflow_card_contents(Impl& st, Impl::CardSlot& slot,
+                                                     const std::string& serial);
+
+// The card's keys, certificates and transport certificate as CardContentsRead fields (key.<i>.id,
+// key.<i>.label, key.<i>.cert_serial, tc.*, tc.key), after checking it is the card `serial`.
+// The caller holds the slot's mutex.
+Result<Fields> card_contents_fields(Impl& st, Impl::CardSlot& slot, const std::string& serial);
+
+// update-card (actors/update_card_executors.cpp): the AskOperator answers of an update request,
+// and the executors of ValidateTransportCertificate and NotifyOperator.
+Result<Event> ask_operator_update(Station& station, const CardRequest& request,
+                                  const Command& c);
+void install_update_card_executors(ExecutorRegistry& registry, std::shared_ptr<Station> station);
+
+}  // namespace detail
+}  // namespace persoflow::actors

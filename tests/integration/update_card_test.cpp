@@ -1,0 +1,231 @@
+// `persoflow update card` on SoftHSM2 cards against the real CM host, checked from outside:
+// pkcs11-tool lists what each card holds, openssl verify accepts each certificate read back from
+// its card, `persoflow cm certs list` counts the certificates the CM host issued. Cards with a
+// transport certificate (TC) are made by `persoflow prepersonalise card` (a key on the card, its
+// TC from the CM host's transport procedure).
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "station_fixture.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using persoflow::testing::certificates_for;
+using persoflow::testing::cm_address;
+using persoflow::testing::CmServe;
+using persoflow::testing::persoflow_binary;
+using persoflow::testing::run;
+using persoflow::testing::RunResult;
+using persoflow::testing::TempDir;
+
+constexpr const char* kModule = "/usr/lib/softhsm/libsofthsm2.so";
+
+// One demo folder (CM host, station.conf, SoftHSM2 store) for the whole suite, its CM host served
+// with one more token procedure whose only trusted TC issuer is a foreign CA.
+class UpdateCard : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    tmp_ = new TempDir("persoflow-update");
+    dir_ = tmp_->path() / "demo";
+    auto demo = run({persoflow_binary(), "demo", "--dir", dir_.string(), "--cards", "1"});
+    ASSERT_EQ(demo.exit_code, 0) << demo.out << demo.err;
+    // A foreign TC issuer, trusted by token procedure smartcard-tc-foreign only.
+    const fs::path cm = dir_ / "cm";
+    ASSERT_EQ(run({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                   "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=Foreign Transport CA",
+                   "-days", "30", "-keyout", (cm / "foreign-key.pem").string(), "-out",
+                   (cm / "foreign.pem").string()})
+                  .exit_code,
+              0);
+    std::ifstream in(cm / "cm.json");
+    auto config = nlohmann::json::parse(in);
+    for (auto tp : config.at("token_procedures")) {
+      if (tp.value("name", "") != "smartcard-tc") continue;
+      tp["name"] = "smartcard-tc-foreign";
+      tp["tc_validation"]["trusted_issuers"] = {"foreign.pem"};
+      config["token_procedures"].push_back(tp);
+      break;
+    }
+    std::ofstream(cm / "cm.json") << config.dump(2);
+    server_ = new CmServe(cm, cm_address(conf()));
+    ASSERT_TRUE(server_->listening());
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    delete tmp_;
+  }
+
+  static std::string conf() { return (dir_ / "station" / "station.conf").string(); }
+  static std::string softhsm() {
+    return "SOFTHSM2_CONF=" + (dir_ / "tokens" / "softhsm2.conf").string();
+  }
+
+  // A fresh card with a key and its TC (CN=<label> Transport).
+  static void tc_card(const std::string& label) {
+    ASSERT_EQ(run({"/usr/bin/env", softhsm(), "softhsm2-util", "--init-token", "--free",
+                   "--label", label, "--pin", "123456", "--so-pin", "12345678"})
+                  .exit_code,
+              0);
+    auto made = run({persoflow_binary(), "prepersonalise", "card", "--config", conf(), "--token",
+                     label, "--field", "CN=" + label + " Transport"});
+    ASSERT_EQ(made.exit_code, 0) << made.out << made.err;
+  }
+
+  static RunResult update(const std::string& label, const std::string& cn,
+                          std::vector<std::string> extra) {
+    std::vector<std::string> argv = {persoflow_binary(), "update", "card", "--config", conf(),
+                                     "--token", label, "--field", "CN=" + cn,
+                                     "--field", "O=Example"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return run(argv);
+  }
+
+  static std::string objects(const std::string& label) {
+    auto listed = run({"/usr/bin/env", softhsm(), "pkcs11-tool", "--module", kModule,
+                       "--token-label", label, "--list-objects", "--login", "--pin", "123456"});
+    EXPECT_EQ(listed.exit_code, 0) << listed.err;
+    return listed.out;
+  }
+
+  static int count(const std::string& text, const std::string& what) {
+    int n = 0;
+    for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+    return n;
+  }
+
+  // Reads the card's "persoflow certificate" and checks it with openssl verify against the CM
+  // host's CA.
+  static void verify_certificate(const std::string& label) {
+    const std::string der = tmp_->file(label + ".der");
+    const std::string pem = der + ".pem";
+    auto read = run({"/usr/bin/env", softhsm(), "pkcs11-tool", "--module", kModule,
+                     "--token-label", label, "--read-object", "--type", "cert", "--label",
+                     "persoflow certificate", "-o", der});
+    ASSERT_EQ(read.exit_code, 0) << read.err;
+    ASSERT_EQ(run({"openssl", "x509", "-inform", "DER", "-in", der, "-out", pem}).exit_code, 0);
+    auto ok = run({"openssl", "verify", "-CAfile", (dir_ / "cm" / "ca" / "ca.pem").string(), pem});
+    EXPECT_EQ(ok.exit_code, 0) << ok.out << ok.err;
+  }
+
+  static TempDir* tmp_;
+  static fs::path dir_;
+  static CmServe* server_;
+};
+
+TempDir* UpdateCard::tmp_ = nullptr;
+fs::path UpdateCard::dir_;
+CmServe* UpdateCard::server_ = nullptr;
+
+TEST_F(UpdateCard, RedoReplacesTheTransportCertificateThenAddAndIssue) {
+  tc_card("card-70");
+  ASSERT_NE(objects("card-70").find("Transport certificate"), std::string::npos);
+
+  auto redo = update("card-70", "Uma Update", {"--action", "tc=redo"});
+  ASSERT_EQ(redo.exit_code, 0) << redo.out << redo.err;
+  EXPECT_NE(redo.out.find("update-card"), std::string::npos) << redo.out;
+  EXPECT_NE(redo.out.find("Done"), std::string::npos) << redo.out;
+  std::string held = objects("card-70");
+  EXPECT_EQ(held.find("Transport certificate"), std::string::npos) << "the TC is gone\n" << held;
+  EXPECT_NE(held.find("CN=Uma Update"), std::string::npos) << held;
+  EXPECT_EQ(count(held, "Certificate Object"), 1) << held;
+  EXPECT_EQ(count(held, "Private Key Object"), 1) << held;
+  verify_certificate("card-70");
+  EXPECT_EQ(certificates_for(dir_, "Uma Update"), 1);
+
+  // No TC any more: add puts a second certificate on the same key.
+  auto add = update("card-70", "Uma Update", {"--action", "0=add"});
+  ASSERT_EQ(add.exit_code, 0) << add.out << add.err;
+  held = objects("card-70");
+  EXPECT_EQ(count(held, "Certificate Object"), 2) << held;
+  EXPECT_EQ(count(held, "Private Key Object"), 1) << held;
+  EXPECT_EQ(certificates_for(dir_, "Uma Update"), 2);
+
+  // issue: the CM host issues a certificate that is not stored on the card.
+  auto issue = update("card-70", "Uma Update", {"--action", "0=issue"});
+  ASSERT_EQ(issue.exit_code, 0) << issue.out << issue.err;
+  EXPECT_EQ(count(objects("card-70"), "Certificate Object"), 2);
+  EXPECT_EQ(certificates_for(dir_, "Uma Update"), 3);
+}
+
+TEST_F(UpdateCard, AddOnATcCardIsRefusedAndNothingIsWritten) {
+  tc_card("card-71");
+  const std::string before = objects("card-71");
+  auto add = update("card-71", "Abe Add", {"--action", "tc=add"});
+  EXPECT_EQ(add.exit_code, 1) << add.out << add.err;
+  EXPECT_NE(add.out.find("add is refused on a card holding a transport certificate"),
+            std::string::npos)
+      << add.out << add.err;
+  EXPECT_NE(add.out.find("waiting for an operator"), std::string::npos) << add.out;
+  EXPECT_EQ(objects("card-71"), before);
+  EXPECT_EQ(certificates_for(dir_, "Abe Add"), 0);
+}
+
+TEST_F(UpdateCard, AnUntrustedTcIsRefusedBeforeAnythingIsWritten) {
+  tc_card("card-72");
+  const std::string before = objects("card-72");
+  auto redo = update("card-72", "Una Trusted",
+                     {"--action", "tc=redo", "--token-procedure", "smartcard-tc-foreign"});
+  EXPECT_EQ(redo.exit_code, 1) << redo.out << redo.err;
+  EXPECT_NE(redo.out.find("is not trusted by procedure"), std::string::npos) << redo.out;
+  EXPECT_NE(redo.out.find("nothing was written"), std::string::npos) << redo.out;
+  EXPECT_NE(redo.out.find("Failed"), std::string::npos) << redo.out;
+  EXPECT_EQ(objects("card-72"), before);
+  EXPECT_EQ(certificates_for(dir_, "Una Trusted"), 0);
+}
+
+// The CM host killed (SIGKILL) during the submission — before its transaction commits
+// (cm.after_issue) and after the commit, before the answer leaves (cm.after_issue_before_answer)
+// — and restarted: the station's retries resend the saved request and the card gets the
+// certificate; the CM database holds exactly one for it.
+TEST_F(UpdateCard, CmHostKilledDuringTheSubmissionStillOneCertificatePerCard) {
+  const std::string address = cm_address(conf());
+  int n = 0;
+  for (const char* point : {"cm.after_issue", "cm.after_issue_before_answer"}) {
+    SCOPED_TRACE(point);
+    const std::string label = "card-8" + std::to_string(n);
+    const std::string cn = "Kim Killed " + std::to_string(n++);
+    tc_card(label);
+    delete server_;
+    server_ = new CmServe(dir_ / "cm", address, {std::string("PERSOFLOW_CRASH_AT=") + point + ":1"});
+    ASSERT_TRUE(server_->listening());
+    RunResult result;
+    std::thread station([&] { result = update(label, cn, {"--action", "tc=redo"}); });
+    EXPECT_EQ(server_->wait_exit(), 128 + SIGKILL);
+    delete server_;
+    server_ = new CmServe(dir_ / "cm", address);
+    station.join();
+    ASSERT_TRUE(server_->listening());
+    EXPECT_EQ(result.exit_code, 0) << result.out << result.err;
+    EXPECT_NE(result.out.find("Done"), std::string::npos) << result.out;
+    EXPECT_EQ(certificates_for(dir_, cn), 1);
+    const std::string held = objects(label);
+    EXPECT_NE(held.find("CN=" + cn), std::string::npos) << held;
+    EXPECT_EQ(held.find("Transport certificate"), std::string::npos) << held;
+  }
+}
+
+TEST_F(UpdateCard, BadCommandLinesAreRefusedWithOneLine) {
+  auto no_action = run({persoflow_binary(), "update", "card", "--config", conf(), "--token",
+                        "card-01", "--field", "CN=X"});
+  EXPECT_EQ(no_action.exit_code, 2);
+  EXPECT_NE(no_action.err.find("--action is required"), std::string::npos) << no_action.err;
+  auto bad_action = update("card-01", "X", {"--action", "0=replace"});
+  EXPECT_EQ(bad_action.exit_code, 2);
+  EXPECT_NE(bad_action.err.find("0=replace is not KEY=blank|issue|redo|add"), std::string::npos)
+      << bad_action.err;
+  auto both = update("card-01", "X", {"--action", "0=redo", "--reader", "r"});
+  EXPECT_EQ(both.exit_code, 2);
+  EXPECT_NE(both.err.find("one of them"), std::string::npos) << both.err;
+  auto help = run({persoflow_binary(), "update", "card", "--help"});
+  EXPECT_EQ(help.exit_code, 0);
+  EXPECT_NE(help.out.find("--action"), std::string::npos);
+}
+
+}  // namespace

@@ -70,7 +70,14 @@ ExecutorRegistry live_station_executors(std::shared_ptr<Station> station,
   const auto delay = command_delay();
   for (const auto& type : base.command_types()) {
     Executor e = *base.find(type);
-    if (type == "AskOperator") {
+    if (type == "NotifyOperator" || type == "RefuseCard") {
+      // Shown on the station's output too (the base executor acknowledges it).
+      auto inner = e.run;
+      e.run = [inner, print](const Command& c, const CommandContext& ctx, Completion done) {
+        print(ctx.workflow_id + ": " + field(c, "reason"));
+        inner(c, ctx, std::move(done));
+      };
+    } else if (type == "AskOperator") {
       auto inner = e.run;
       e.run = [inner, print](const Command& c, const CommandContext& ctx, Completion done) {
         if (field(c, "ask") != "reinsert_card") return inner(c, ctx, std::move(done));
@@ -93,13 +100,18 @@ ExecutorRegistry live_station_executors(std::shared_ptr<Station> station,
     }
     out.add(type, std::move(e));
   }
-  out.add("NotifyOperator", acknowledging([print](const Command& c, const CommandContext& ctx) {
-            print(ctx.workflow_id + ": " + field(c, "reason"));
-          }));
-  out.add("RefuseCard", acknowledging([print](const Command& c, const CommandContext& ctx) {
-            print(field(c, "reader") + ": card refused by " + ctx.workflow_id + ": " +
-                  field(c, "reason"));
-          }));
+  // Commands without a natural result that the issue-card executors may not carry.
+  if (out.find("NotifyOperator") == nullptr) {
+    out.add("NotifyOperator", acknowledging([print](const Command& c, const CommandContext& ctx) {
+              print(ctx.workflow_id + ": " + field(c, "reason"));
+            }));
+  }
+  if (out.find("RefuseCard") == nullptr) {
+    out.add("RefuseCard", acknowledging([print](const Command& c, const CommandContext& ctx) {
+              print(field(c, "reader") + ": card refused by " + ctx.workflow_id + ": " +
+                    field(c, "reason"));
+            }));
+  }
   return out;
 }
 

@@ -90,7 +90,7 @@ struct Station::Impl {
     if (pin_ref != "officer-password-file") {
       return make_status(Errc::kNotFound, "unknown officer PIN reference '" + pin_ref + "'");
     }
-    PF_ASSIGN_OR_RETURN(std::string password, detail::first_line(config.officer_password_file));
+    PF_ASSIGN_OR_RETURN(std::string password, first_line(config.officer_password_file));
     PF_ASSIGN_OR_RETURN(officer, devices::open_officer_pkcs12(config.officer_p12, password));
     return officer.get();
   }

@@ -1,0 +1,225 @@
+// `persoflow station run --live` with a real pcscd (private, tests/support/pcscd_fixture), vpcd's
+// two readers, emulated cards whose ATR names a SoftHSM2 token, and the demo's CM host: a card
+// pulled out during key generation suspends its workflow; another card put into that reader is
+// refused and nothing is written to it (pkcs11-tool); the first card back resumes and completes;
+// the other card then goes through the "next card" request in the second reader.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include "pcscd_fixture.hpp"
+#include "persoflow/devices/card_atr.hpp"
+#include "persoflow/sim/card_emulator.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using persoflow::testing::persoflow_binary;
+using persoflow::testing::run;
+using persoflow::testing::TempDir;
+
+constexpr const char* kModule = "/usr/lib/softhsm/libsofthsm2.so";
+
+// A child process whose stdout is collected line by line, so the test can wait for a line.
+class Watched {
+ public:
+  explicit Watched(const std::vector<std::string>& argv) {
+    int fds[2];
+    if (::pipe(fds) != 0) return;
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::dup2(fds[1], 1);
+      ::dup2(fds[1], 2);
+      ::close(fds[0]);
+      std::vector<char*> args;
+      for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+      args.push_back(nullptr);
+      ::execv(args[0], args.data());
+      ::_exit(127);
+    }
+    ::close(fds[1]);
+    reader_ = std::thread([this, fd = fds[0]] {
+      char buf[4096];
+      ssize_t n;
+      while ((n = ::read(fd, buf, sizeof buf)) > 0) {
+        std::lock_guard lock(mu_);
+        out_.append(buf, static_cast<std::size_t>(n));
+        cv_.notify_all();
+      }
+      ::close(fd);
+      std::lock_guard lock(mu_);
+      eof_ = true;
+      cv_.notify_all();
+    });
+  }
+  ~Watched() {
+    if (pid_ > 0 && !exited_) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    if (reader_.joinable()) reader_.join();
+  }
+  // True once the output (from `from` on) holds `text`; sets `from` past it.
+  bool wait_for(const std::string& text, std::size_t& from,
+                std::chrono::seconds timeout = 60s) {
+    std::unique_lock lock(mu_);
+    bool seen = cv_.wait_for(lock, timeout, [&] {
+      return out_.find(text, from) != std::string::npos || eof_;
+    });
+    auto at = out_.find(text, from);
+    if (!seen || at == std::string::npos) return false;
+    from = at + text.size();
+    return true;
+  }
+  int wait_exit() {
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    exited_ = true;
+    if (reader_.joinable()) reader_.join();
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+  std::string out() {
+    std::lock_guard lock(mu_);
+    return out_;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  bool exited_ = false;
+  std::thread reader_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::string out_;
+  bool eof_ = false;
+};
+
+// label -> serial of the tokens in the SoftHSM2 store of `softhsm_env` ("SOFTHSM2_CONF=...").
+std::map<std::string, std::string> token_serials(const std::string& softhsm_env) {
+  auto shown = run({"/usr/bin/env", softhsm_env, "softhsm2-util", "--show-slots"});
+  std::map<std::string, std::string> out;
+  std::istringstream in(shown.out);
+  std::string line, serial;
+  auto value = [](const std::string& l) {
+    auto colon = l.find(':');
+    std::string v = l.substr(colon + 1);
+    v.erase(0, v.find_first_not_of(' '));
+    v.erase(v.find_last_not_of(' ') + 1);
+    return v;
+  };
+  while (std::getline(in, line)) {
+    if (line.find("Serial number:") != std::string::npos) serial = value(line);
+    if (line.find("Label:") != std::string::npos) out[value(line)] = serial;
+  }
+  return out;
+}
+
+// The card's objects; with `pin`, its private ones too.
+persoflow::testing::RunResult card_objects(const std::string& softhsm_env,
+                                           const std::string& label, const std::string& pin = {}) {
+  std::vector<std::string> argv = {"/usr/bin/env", softhsm_env, "pkcs11-tool", "--module", kModule,
+                                   "--token-label", label, "--list-objects"};
+  if (!pin.empty()) argv.insert(argv.end(), {"--login", "--pin", pin});
+  return run(argv);
+}
+
+TEST(LiveStation, PulledCardSuspendsAnotherCardIsRefusedTheSameCardCompletes) {
+  TempDir tmp("persoflow-live");
+  const fs::path dir = tmp.path() / "demo";
+  auto demo = run({persoflow_binary(), "demo", "--dir", dir.string(), "--cards", "1"});
+  ASSERT_EQ(demo.exit_code, 0) << demo.out << demo.err;
+  const std::string conf = (dir / "station" / "station.conf").string();
+  std::ifstream in(conf);
+  std::stringstream text;
+  text << in.rdbuf();
+  const std::string s = text.str();
+  const auto at = s.find("127.0.0.1:");
+  ASSERT_NE(at, std::string::npos) << s;
+  auto end = at + 10;
+  while (end < s.size() && std::isdigit(static_cast<unsigned char>(s[end]))) ++end;
+  Watched cm({persoflow_binary(), "cm", "serve", "--dir", (dir / "cm").string(), "--listen",
+              s.substr(at, end - at)});
+  std::size_t cm_from = 0;
+  ASSERT_TRUE(cm.wait_for("listening on", cm_from)) << cm.out();
+
+  const std::string softhsm = "SOFTHSM2_CONF=" + (dir / "tokens" / "softhsm2.conf").string();
+  for (const char* label : {"card-60", "card-61"}) {
+    ASSERT_EQ(run({"/usr/bin/env", softhsm, "softhsm2-util", "--init-token", "--free", "--label",
+                   label, "--pin", "123456", "--so-pin", "12345678"})
+                  .exit_code,
+              0);
+  }
+  auto serials = token_serials(softhsm);
+  const std::string first = serials["card-60"], second = serials["card-61"];
+  ASSERT_EQ(first.size(), 16u);
+  ASSERT_EQ(second.size(), 16u);
+
+  std::ofstream(tmp.file("queue.jsonl"))
+      << "{\"workflow_id\": \"live-a\", \"token_serial\": \"" << first
+      << "\", \"subject\": {\"CN\": \"Live A\"}}\n"
+      << "{\"workflow_id\": \"live-b\", \"token_serial\": \"next\", \"subject\": {\"CN\": \"Live B\"}}\n";
+
+  persoflow::testing::PcscdFixture pcscd;
+  pcscd.start();
+  // Key generation held for 2 s, so the card can be pulled while it is in progress.
+  Watched station({"/usr/bin/env", "PCSCLITE_CSOCK_NAME=" +
+                                       persoflow::testing::PcscdFixture::use_private_socket(),
+                   "PERSOFLOW_LIVE_COMMAND_DELAY=GenerateKeyOnCard:2000", persoflow_binary(),
+                   "station", "run", "--config", conf, "--live", "--queue", tmp.file("queue.jsonl")});
+  std::size_t from = 0;
+  const std::string reader0 = persoflow::testing::PcscdFixture::reader_name(0);
+  const std::string reader1 = persoflow::testing::PcscdFixture::reader_name(1);
+  ASSERT_TRUE(station.wait_for(reader1 + "  reader ready", from)) << station.out();
+
+  persoflow::sim::CardEmulator slot0({.port = pcscd.port()});
+  persoflow::sim::CardEmulator slot1({.port = static_cast<std::uint16_t>(pcscd.port() + 1)});
+  const std::string atr_first = *persoflow::devices::card_atr_for_token(first);
+  const std::string atr_second = *persoflow::devices::card_atr_for_token(second);
+
+  ASSERT_TRUE(slot0.insert(atr_first).is_ok());
+  ASSERT_TRUE(station.wait_for("live-a  ActionsChosen -> KeysRequested", from)) << station.out();
+  slot0.remove();  // during the key generation
+  ASSERT_TRUE(station.wait_for("live-a  CardRemoved -> SuspendedAwaitingCard", from))
+      << station.out();
+  ASSERT_TRUE(station.wait_for("live-a  waiting for its card", from)) << station.out();
+
+  ASSERT_TRUE(slot0.insert(atr_second).is_ok());
+  ASSERT_TRUE(station.wait_for("card refused by live-a", from)) << station.out();
+  // Logged in with the card's PIN, which nothing changed: no object at all on it.
+  auto untouched = card_objects(softhsm, "card-61", "123456");
+  EXPECT_EQ(untouched.exit_code, 0) << untouched.err;
+  EXPECT_EQ(untouched.out, "") << untouched.out;
+  slot0.remove();
+  // pcscd polls vpcd every 400 ms: a swap within one poll would not be seen as a removal.
+  ASSERT_TRUE(station.wait_for("card " + second + " removed", from)) << station.out();
+
+  ASSERT_TRUE(slot0.insert(atr_first).is_ok());
+  ASSERT_TRUE(station.wait_for("live-a  CardInserted -> KeysRequested", from)) << station.out();
+  ASSERT_TRUE(station.wait_for("[done]", from, 120s)) << station.out();
+
+  ASSERT_TRUE(slot1.insert(atr_second).is_ok());
+  EXPECT_EQ(station.wait_exit(), 0) << station.out();
+  const std::string out = station.out();
+  EXPECT_NE(out.find(reader1 + "  live-b  CardInserted -> ContentsReadRequested"), std::string::npos)
+      << out;
+  EXPECT_NE(out.find("live-a  card " + first + "  done  Done"), std::string::npos) << out;
+  EXPECT_NE(out.find("live-b  card " + second + "  done  Done"), std::string::npos) << out;
+  EXPECT_NE(card_objects(softhsm, "card-60").out.find("CN=Live A"), std::string::npos);
+  EXPECT_NE(card_objects(softhsm, "card-61").out.find("CN=Live B"), std::string::npos);
+
+  auto verify = run({persoflow_binary(), "journal", "verify", "--journal",
+                     (dir / "station" / "journal.db").string()});
+  EXPECT_EQ(verify.exit_code, 0) << verify.out << verify.err;
+}
+
+}  // namespace

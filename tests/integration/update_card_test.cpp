@@ -157,7 +157,7 @@ TEST_F(UpdateCard, RedoReplacesTheTransportCertificateThenAddAndIssue) {
 TEST_F(UpdateCard, AddOnATcCardIsRefusedAndNothingIsWritten) {
   tc_card("card-71");
   const std::string before = objects("card-71");
-  auto add = update("card-71", "Abe Add", {"--action", "tc=add"});
+  auto add = update("card-71", "Abe Add", {"--action", "tc=add", "--workflow-id", "abe-1"});
   EXPECT_EQ(add.exit_code, 1) << add.out << add.err;
   EXPECT_NE(add.out.find("add is refused on a card holding a transport certificate"),
             std::string::npos)
@@ -165,6 +165,11 @@ TEST_F(UpdateCard, AddOnATcCardIsRefusedAndNothingIsWritten) {
   EXPECT_NE(add.out.find("waiting for an operator"), std::string::npos) << add.out;
   EXPECT_EQ(objects("card-71"), before);
   EXPECT_EQ(certificates_for(dir_, "Abe Add"), 0);
+  // The operator's decision: cancel it (nothing was written, nothing to roll back).
+  auto cancel = run({persoflow_binary(), "workflows", "cancel", "abe-1", "--config", conf()});
+  EXPECT_EQ(cancel.exit_code, 0) << cancel.out << cancel.err;
+  EXPECT_NE(cancel.out.find("Cancelled"), std::string::npos) << cancel.out;
+  EXPECT_EQ(objects("card-71"), before);
 }
 
 TEST_F(UpdateCard, AnUntrustedTcIsRefusedBeforeAnythingIsWritten) {

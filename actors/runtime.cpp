@@ -97,6 +97,19 @@ struct Runtime::Impl {
   std::unique_ptr<storage::Journal> reader;
   std::map<std::string, std::shared_ptr<WorkflowActor>> active;
   std::vector<WorkflowOutcome> outcomes;
+  // Outside events between two actors (posted to one that may have ended, or taken from an
+  // ended one to resume the workflow): wait() does not return while any is in transit.
+  int in_transit = 0;
+
+  void transit_begin() {
+    std::lock_guard lock(mutex);
+    ++in_transit;
+  }
+  void transit_end() {
+    std::lock_guard lock(mutex);
+    --in_transit;
+    idle.notify_all();
+  }
 
   const MachineDef* resolve(std::string_view name) const {
     return options.find_machine ? options.find_machine(name) : machines::find_machine(name);
@@ -192,11 +205,17 @@ class WorkflowActor : public std::enable_shared_from_this<WorkflowActor> {
 
   // Queues an outside event; when this actor has already ended, the runtime delivers it again
   // (resuming the workflow from the journal).
+  // The caller has called rt_.transit_begin(); this ends the transit once the event is queued
+  // here or handed on.
   void post_outside(OutsideEvent outside) {
     asio::post(strand_, [self = shared_from_this(), outside = std::move(outside)]() mutable {
-      if (self->finished_) return self->redeliver(std::move(outside));
-      self->queue_.push_back(outside_work(std::move(outside)));
-      self->pump();
+      if (self->finished_) {
+        self->redeliver(std::move(outside));
+      } else {
+        self->queue_.push_back(outside_work(std::move(outside)));
+        self->pump();
+      }
+      self->rt_.transit_end();
     });
   }
 
@@ -283,12 +302,19 @@ class WorkflowActor : public std::enable_shared_from_this<WorkflowActor> {
 
   // Appends the next queued event, unless an append is in flight.
   void pump() {
+    bool skipped = false;
     while (!appending_ && !finished_ && !queue_.empty()) {
       Work work = std::move(queue_.front());
       queue_.pop_front();
       // The answer of a command an outside event dropped: ignored, never journaled.
-      if (!work.result_of.empty() && !pending_.count(work.result_of)) continue;
+      if (!work.result_of.empty() && !pending_.count(work.result_of)) {
+        skipped = true;
+        continue;
+      }
       if (append(std::move(work))) return;
+    }
+    if (skipped && !appending_ && !finished_ && !stopping_ && pending_.empty()) {
+      issue_all();  // only the dropped answers were left: wait for an outside event
     }
   }
 
@@ -385,6 +411,9 @@ class WorkflowActor : public std::enable_shared_from_this<WorkflowActor> {
     const std::uint64_t step = next_step_++;
     state_ = std::move(next);
     status_ = status;
+    if (rt_.options.on_step) {
+      rt_.options.on_step(StepNotice{id_, step, work.event.type, state_.name, status_});
+    }
     if (drops) {
       // The machine left the state these commands belonged to (replay drops them alike).
       for (auto& [key, p] : pending_) p.timer->cancel();
@@ -528,9 +557,11 @@ class WorkflowActor : public std::enable_shared_from_this<WorkflowActor> {
       }
     }
     queue_.clear();
+    if (!undelivered.empty()) rt_.transit_begin();
     rt_.finished(WorkflowOutcome{id_, std::string(machine_.name), state_.name, outcome,
                                  std::move(reason), std::move(error)});
     for (auto& o : undelivered) redeliver(std::move(o));
+    if (!undelivered.empty()) rt_.transit_end();
   }
 
   Runtime::Impl& rt_;
@@ -679,6 +710,7 @@ Status Runtime::Impl::deliver(const std::string& workflow_id, OutsideEvent outsi
       if (auto it = active.find(workflow_id); it != active.end()) actor = it->second;
     }
     if (actor) {
+      transit_begin();
       actor->post_outside(std::move(outside));
       return Status::ok();
     }
@@ -780,7 +812,7 @@ std::size_t Runtime::active_workflows() const {
 
 std::vector<WorkflowOutcome> Runtime::wait() {
   std::unique_lock lock(impl_->mutex);
-  impl_->idle.wait(lock, [this] { return impl_->active.empty(); });
+  impl_->idle.wait(lock, [this] { return impl_->active.empty() && impl_->in_transit == 0; });
   return std::exchange(impl_->outcomes, {});
 }
 

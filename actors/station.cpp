@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "persoflow/actors/state_files.hpp"
 #include "persoflow/devices/card.hpp"
 #include "persoflow/devices/officer.hpp"
 #include "persoflow/machines/workflow_support.hpp"
@@ -34,59 +35,8 @@ std::string field(const Command& c, const std::string& key) {
   return it == c.fields.end() ? std::string() : it->second;
 }
 
-Result<std::string> read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return make_status(Errc::kNotFound, "cannot read " + path);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-Result<std::string> first_line(const std::string& path) {
-  PF_ASSIGN_OR_RETURN(std::string text, read_file(path));
-  std::string line = text.substr(0, text.find('\n'));
-  if (!line.empty() && line.back() == '\r') line.pop_back();
-  if (line.empty()) return make_status(Errc::kInvalidArgument, path + " is empty");
-  return line;
-}
-
-// Writes the file durably: a temporary file, fsync, rename, fsync of the folder.
-Status write_durably(const std::string& path, const std::string& data, mode_t mode) {
-  const std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-  if (fd < 0) return make_status(Errc::kUnavailable, "cannot create " + tmp);
-  std::size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n <= 0) {
-      ::close(fd);
-      return make_status(Errc::kUnavailable, "cannot write " + tmp);
-    }
-    done += static_cast<std::size_t>(n);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    return make_status(Errc::kUnavailable, "cannot flush " + tmp);
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    return make_status(Errc::kUnavailable, "cannot rename " + tmp + " to " + path);
-  }
-  int dir = ::open(fs::path(path).parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir >= 0) {
-    (void)::fsync(dir);
-    ::close(dir);
-  }
-  return Status::ok();
-}
-
-// A workflow id or reference as a file name: only [A-Za-z0-9._-].
-bool safe_name(const std::string& name) {
-  if (name.empty() || name[0] == '.') return false;
-  for (char c : name) {
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-')
-      return false;
-  }
-  return true;
-}
+// read_file, first_line, write_durably: persoflow/actors/state_files.hpp.
+bool safe_name(const std::string& name) { return safe_file_name(name); }
 
 std::string resolve(const fs::path& base, const std::string& p) {
   if (p.empty()) return p;

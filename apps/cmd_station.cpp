@@ -5,9 +5,11 @@
 // workflow ended Done, 1 otherwise, 2 for bad usage.
 #include <boost/program_options.hpp>
 #include <iostream>
+#include <mutex>
 #include <nlohmann/json.hpp>
 
 #include "command_registry.hpp"
+#include "persoflow/actors/live_station.hpp"
 #include "station_batch.hpp"
 
 namespace persoflow::apps {
@@ -16,17 +18,73 @@ namespace {
 namespace po = boost::program_options;
 
 constexpr const char* kUsage =
-    "Usage: persoflow station run --config FILE [--queue FILE] [--json]\n\n"
+    "Usage: persoflow station run --config FILE [--queue FILE] [--json]\n"
+    "       persoflow station run --config FILE --live --queue FILE [--keep-running]\n\n"
     "Runs the issue-card workflow for every card request of the queue (JSON Lines:\n"
     "{\"workflow_id\": \"card-01-issue\", \"token_label\": \"card-01\", \"subject\": {\"CN\": \"Alice\"}})\n"
-    "after resuming the journal's unfinished workflows. Without --queue it only resumes.\n\n";
+    "after resuming the journal's unfinished workflows. Without --queue it only resumes.\n"
+    "With --live the cards are the ones inserted into the PC/SC readers (pcscd): each card is\n"
+    "recognised by the token serial its ATR carries and personalised while it is in its reader;\n"
+    "a request names \"token_serial\" (or \"next\" for the next card without a request of its\n"
+    "own). A card pulled out suspends its workflow until it is back; another card in that reader\n"
+    "is refused. Progress is printed per reader; it ends when every request has ended, or runs\n"
+    "on with --keep-running.\n\n";
+
+// `--live`: the station over the PC/SC readers (actors/live_station.hpp).
+int run_live(const std::string& config_path, std::vector<actors::CardRequest> requests,
+             bool keep_running) {
+  auto config = actors::load_station_config(config_path);
+  if (!config) {
+    std::cerr << "persoflow station run: " << config.status().message() << "\n";
+    return 1;
+  }
+  auto station = actors::Station::open(*config);
+  if (!station) {
+    std::cerr << "persoflow station run: " << station.status().message() << "\n";
+    return 1;
+  }
+  for (auto& r : requests) {
+    if (!r.token_serial.empty()) continue;
+    auto serial = (*station)->token_serial(r.token_label);
+    if (!serial) {
+      std::cerr << "persoflow station run: request " << r.workflow_id << ": "
+                << serial.status().message() << "\n";
+      return 2;
+    }
+    r.token_serial = *serial;
+  }
+  std::mutex out_mu;
+  auto print = [&out_mu](const std::string& line) {
+    std::lock_guard lock(out_mu);
+    std::cout << line << std::endl;
+  };
+  (*station)->set_pin_display([print](const std::string& wf, const std::string& serial,
+                                      const std::string& pin) {
+    print(wf + ": PIN for card " + serial + " (shown once): " + pin);
+  });
+  auto results = actors::run_live_station(*station, std::move(requests),
+                                          {.keep_running = keep_running, .print = print});
+  if (!results) {
+    std::cerr << "persoflow station run: " << results.status().message() << "\n";
+    return 1;
+  }
+  bool all_done = true;
+  for (const auto& r : *results) {
+    print(r.workflow_id + "  card " + r.token_serial + "  " + r.outcome + "  " + r.state +
+          (r.reason.empty() ? "" : "  (" + r.reason + ")"));
+    all_done = all_done && r.outcome == "done";
+  }
+  return all_done ? 0 : 1;
+}
 
 int run(int argc, char** argv) {
   po::options_description opts("Options");
   opts.add_options()("help,h", "show this help")(
       "config", po::value<std::string>(), "the station configuration (station.conf, JSON)")(
       "queue", po::value<std::string>(), "JSON Lines file, one card request per line")(
-      "json", "print the result as JSON");
+      "json", "print the result as JSON")(
+      "live", "personalise the cards as they are inserted into the readers")(
+      "keep-running", "with --live: keep watching the readers after the queue is done");
   po::variables_map vm;
   std::vector<std::string> rest;
   try {
@@ -58,6 +116,18 @@ int run(int argc, char** argv) {
       return 2;
     }
     requests = std::move(*q);
+  }
+  if (vm.count("keep-running") && !vm.count("live")) {
+    std::cerr << "persoflow station run: --keep-running needs --live\n";
+    return 2;
+  }
+  if (vm.count("live")) {
+    if (!vm.count("queue")) {
+      std::cerr << "persoflow station run: --live needs --queue FILE (the cards' requests)\n";
+      return 2;
+    }
+    return run_live(vm["config"].as<std::string>(), std::move(requests),
+                    vm.count("keep-running") > 0);
   }
   const bool json_out = vm.count("json") > 0;
   auto report = run_station_batch(vm["config"].as<std::string>(), std::move(requests),

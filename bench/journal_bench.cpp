@@ -6,6 +6,7 @@
 // Prints BENCH lines: appends_per_s, p50_ms, p99_ms for each, group64.speedup, and the disk's
 // own fdatasync latency for context.
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -68,12 +69,33 @@ double micros(Clock::duration d) { return std::chrono::duration<double, std::mic
 
 struct Figures {
   double per_s = 0, p50 = 0, p99 = 0;
+  double cpu_us = 0;  // CPU time of the whole process per append, all threads
   std::size_t appends = 0;
 };
+
+// CPU time of the process (user + system, all threads): what an append costs the machine,
+// readable even when other work on it makes the wall-clock figures noisy.
+double process_cpu_us() {
+  struct rusage u {};
+  ::getrusage(RUSAGE_SELF, &u);
+  auto us = [](const timeval& t) { return static_cast<double>(t.tv_sec) * 1e6 + t.tv_usec; };
+  return us(u.ru_utime) + us(u.ru_stime);
+}
+
+Figures figures(std::vector<double>& latencies_us, double elapsed_s, double cpu_us) {
+  Figures f;
+  f.appends = latencies_us.size();
+  f.per_s = static_cast<double>(f.appends) / elapsed_s;
+  f.p50 = percentile_ms(latencies_us, 0.50);
+  f.p99 = percentile_ms(latencies_us, 0.99);
+  f.cpu_us = f.appends ? cpu_us / static_cast<double>(f.appends) : 0;
+  return f;
+}
 
 Result<Figures> run_single(const std::string& path, double seconds) {
   PF_ASSIGN_OR_RETURN(auto journal, st::Journal::open(path, {}));
   std::vector<double> lat;
+  const double cpu0 = process_cpu_us();
   auto start = Clock::now();
   auto deadline =
       start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
@@ -86,12 +108,7 @@ Result<Figures> run_single(const std::string& path, double seconds) {
     ++step;
   }
   double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-  Figures f;
-  f.appends = lat.size();
-  f.per_s = static_cast<double>(lat.size()) / elapsed;
-  f.p50 = percentile_ms(lat, 0.50);
-  f.p99 = percentile_ms(lat, 0.99);
-  return f;
+  return figures(lat, elapsed, process_cpu_us() - cpu0);
 }
 
 Result<Figures> run_group(const std::string& path, int workflows, double seconds) {
@@ -101,6 +118,7 @@ Result<Figures> run_group(const std::string& path, int workflows, double seconds
   std::atomic<bool> failed{false};
   std::string failure;
   std::mutex failure_mutex;
+  const double cpu0 = process_cpu_us();
   auto start = Clock::now();
   auto deadline =
       start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
@@ -113,8 +131,9 @@ Result<Figures> run_group(const std::string& path, int workflows, double seconds
       for (std::uint64_t step = 0; Clock::now() < deadline && !failed.load(); ++step) {
         bool done = false;
         Status result;
+        st::AppendRequest request = make_request(id, step);
         auto t0 = Clock::now();
-        writer->append(make_request(id, step), [&](Status s) {
+        writer->append(std::move(request), [&](Status s) {
           std::lock_guard lock(mu);
           result = std::move(s);
           done = true;
@@ -134,16 +153,12 @@ Result<Figures> run_group(const std::string& path, int workflows, double seconds
   }
   for (auto& t : threads) t.join();
   double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  const double cpu = process_cpu_us() - cpu0;
   writer->stop();
   if (failed) return make_status(Errc::kInternal, "group append failed: " + failure);
   std::vector<double> all;
   for (auto& v : lat) all.insert(all.end(), v.begin(), v.end());
-  Figures f;
-  f.appends = all.size();
-  f.per_s = static_cast<double>(all.size()) / elapsed;
-  f.p50 = percentile_ms(all, 0.50);
-  f.p99 = percentile_ms(all, 0.99);
-  return f;
+  return figures(all, elapsed, cpu);
 }
 
 // The disk's own cost of a durable write (4 KiB + fdatasync), the floor under every commit:
@@ -166,12 +181,7 @@ Result<Figures> run_fsync(const std::string& path, int count) {
   }
   double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
   ::close(fd);
-  Figures f;
-  f.appends = lat.size();
-  f.per_s = static_cast<double>(lat.size()) / elapsed;
-  f.p50 = percentile_ms(lat, 0.50);
-  f.p99 = percentile_ms(lat, 0.99);
-  return f;
+  return figures(lat, elapsed, 0);
 }
 
 int journal_bench(int argc, char** argv) {
@@ -222,9 +232,11 @@ int journal_bench(int argc, char** argv) {
   report("journal.single.appends_per_s", single->per_s, "appends/s");
   report("journal.single.p50_ms", single->p50, "ms");
   report("journal.single.p99_ms", single->p99, "ms");
+  report("journal.single.cpu_us_per_append", single->cpu_us, "us");
   report(g + ".appends_per_s", group->per_s, "appends/s");
   report(g + ".p50_ms", group->p50, "ms");
   report(g + ".p99_ms", group->p99, "ms");
+  report(g + ".cpu_us_per_append", group->cpu_us, "us");
   report(g + ".speedup", group->per_s / single->per_s, "x");
   return 0;
 }

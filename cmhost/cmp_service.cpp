@@ -13,8 +13,11 @@
 #include <optional>
 #include <sstream>
 
+#include "persoflow/cmhost/reissue_cm.hpp"
 #include "ca_crypto.hpp"
+#include "persoflow/cmhost/pin_letters.hpp"
 #include "persoflow/common/crash_point.hpp"
+#include "persoflow/protocol/base64.hpp"
 #include "persoflow/protocol/cm_info_types.hpp"
 #include "persoflow/protocol/cmp_der.hpp"
 #include "persoflow/protocol/ossl.hpp"
@@ -58,28 +61,8 @@ std::string sha256_hex(std::string_view data) {
   return out;
 }
 
-std::string base64(std::string_view data) {
-  std::string out(4 * ((data.size() + 2) / 3) + 1, '\0');
-  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(data.data()),
-                          static_cast<int>(data.size()));
-  out.resize(static_cast<std::size_t>(n));
-  return out;
-}
-
-Result<std::string> unbase64(const std::string& text) {
-  if (text.size() % 4 != 0) return make_status(Errc::kInvalidArgument, "bad base64");
-  std::string out(text.size() / 4 * 3, '\0');
-  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(text.data()),
-                          static_cast<int>(text.size()));
-  if (n < 0) return make_status(Errc::kInvalidArgument, "bad base64");
-  std::size_t pad = 0;
-  if (!text.empty() && text.back() == '=') ++pad;
-  if (text.size() > 1 && text[text.size() - 2] == '=') ++pad;
-  out.resize(static_cast<std::size_t>(n) - pad);
-  return out;
-}
+std::string base64(std::string_view data) { return proto::base64_encode(data); }
+Result<std::string> unbase64(const std::string& text) { return proto::base64_decode(text); }
 
 OSSL_CMP_PKISI* rejection(int fail_bit, const std::string& text) {
   return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_rejection, 1 << fail_bit, text.c_str());
@@ -159,6 +142,16 @@ struct Transaction {
   mutable std::mutex map_mu;
   std::map<std::string, std::shared_ptr<Transaction>> open;
   std::atomic<unsigned> requests{0};
+  std::mutex pin_letters_mu;
+  std::unique_ptr<PinLetters> pin_letters;  // opened on the first PIN-letter genm
+
+  Result<PinLetters*> letters() {
+    std::lock_guard lock(pin_letters_mu);
+    if (!pin_letters) {
+      PF_ASSIGN_OR_RETURN(pin_letters, PinLetters::open(host));
+    }
+    return pin_letters.get();
+  }
 
   Impl(CmHost& h, CmpServiceOptions o) : host(h), options(o) {
     proto::register_info_types();
@@ -317,6 +310,18 @@ struct Transaction {
         if (old_cert.is_ok()) request.old_certificate = std::move(old_cert).value();
       }
     }
+    // ---- reissue: e-mail verification before issuance (cmhost/email_verification.cpp)
+    if (procedure->email_verification) {
+      auto gate = gate_certificate_request(host, *procedure, t.tid_hex, request);
+      if (!gate.is_ok()) {
+        refused(t, officer->name, what, gate.status().message());
+        return rejection(fail_bit_for(gate.status()), gate.status().message());
+      }
+      if (!gate->verified) {
+        return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_waiting, 0, gate->text.c_str());
+      }
+    }
+    // ---- end reissue
     auto issued = host.issue(std::move(request));
     if (!issued.is_ok()) {
       refused(t, officer->name, what, issued.status().message());
@@ -626,6 +631,8 @@ struct Transaction {
       return make_status(Errc::kInvalidArgument,
                          std::string("the value is not a JSON object: ") + e.what());
     }
+    // ---- reissue: persoflowCertificateSearch, persoflowEmailVerification (certificate_search.cpp)
+    if (auto answer = reissue_genm_item(host, officer, oid, text)) return std::move(*answer);
     try {
       if (oid == proto::kOidProcedureList) {
         json procedures = json::array();
@@ -645,7 +652,11 @@ struct Transaction {
                                 {"extended_key_usage", p->extended_key_usage},
                                 {"validity_days", p->validity_days},
                                 {"key_algorithms", algs},
-                                {"roles_required", p->roles_required}});
+                                {"roles_required", p->roles_required},
+                                // reissue: e-mail verification (docs/reissue.md)
+                                {"email_verification", p->email_verification},
+                                {"verification_minutes", p->verification_minutes},
+                                {"verification_check_after", p->verification_check_after}});
         }
         json key_procedures = json::array();
         for (const auto& k : host.config().key_procedures) {
@@ -664,13 +675,20 @@ struct Transaction {
                                       {"key_procedures", tp.key_procedures},
                                       {"pin_procedure", tp.pin_procedure}});
         }
+        json pin_procedures = json::array();
+        for (const auto& pp : host.config().pin_procedures) {
+          pin_procedures.push_back({{"name", pp.name}, {"delivery", pp.delivery},
+                                    {"min_length", pp.min_length},
+                                    {"max_length", pp.max_length}});
+        }
         json answer = {{"officer", officer.name},
                        {"roles", officer.roles},
                        {"default", host.config().default_procedure},
                        {"ra_key_generation", host.config().ra_key_generation},
                        {"certificate_procedures", procedures},
                        {"key_procedures", key_procedures},
-                       {"token_procedures", token_procedures}};
+                       {"token_procedures", token_procedures},
+                       {"pin_procedures", pin_procedures}};
         return answer.dump();
       }
       if (oid == proto::kOidKeySearch) {
@@ -707,6 +725,31 @@ struct Transaction {
         audit(officer.name, "cmp-recover",
               "transaction " + t.tid_hex + ": " + std::to_string(recovered.size()) + " key(s)");
         return json{{"keys", list}}.dump();
+      }
+      if (oid == proto::kOidPinLetterQueue) {
+        PF_RETURN_IF_ERROR(need_role(officer, kRoleIssue));
+        PF_ASSIGN_OR_RETURN(PinLetters * l, letters());
+        std::string pin = request.at("pin").get<std::string>();
+        // The RA's own idempotency key: it does not keep this request (the PIN is in it), so a
+        // resend is a new message with the same key.
+        const std::string key = request.contains("idempotency_key")
+                                    ? officer.name + "/" + request.at("idempotency_key").get<std::string>()
+                                    : t.tid_hex + "/pin-letter";
+        auto letter = l->queue(request.value("holder", ""), request.at("address"),
+                               request.value("token", ""), pin, key, officer.name);
+        OPENSSL_cleanse(pin.data(), pin.size());
+        if (!letter) return letter.status();
+        return json{{"letter_id", letter->letter_id}, {"state", letter->state}}.dump();
+      }
+      if (oid == proto::kOidPinLetterBind) {
+        PF_RETURN_IF_ERROR(need_role(officer, kRoleIssue));
+        PF_ASSIGN_OR_RETURN(PinLetters * l, letters());
+        PF_ASSIGN_OR_RETURN(X509Ptr recipient, recipient_of(request, officer));
+        const std::string id = request.at("letter_id");
+        PF_ASSIGN_OR_RETURN(std::string envelope, l->bind(id, recipient.get(),
+                                                          t.tid_hex + "/pin-letter",
+                                                          officer.name));
+        return json{{"letter_id", id}, {"envelope", base64(envelope)}}.dump();
       }
       if (oid == proto::kOidServerKeygen) {
         PF_RETURN_IF_ERROR(need_role(officer, kRoleIssue));

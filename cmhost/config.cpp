@@ -237,6 +237,17 @@ CmConfig default_config() {
       "reissue", "reissue with a new key pair (from a CSR or generated on the card)",
       {"digitalSignature", "keyEncipherment"}, {"clientAuth"}, 365));
   {
+    auto p = cert_proc("reissue-verified",
+                       "reissue after the subject's e-mail address is verified with a code",
+                       {"digitalSignature", "keyEncipherment"}, {"clientAuth"}, 365);
+    p.subject.required = {"CN", "emailAddress"};
+    p.subject.optional = {"O", "OU", "C", "L", "ST", "serialNumber", "GN", "SN"};
+    p.email_verification = true;
+    p.verification_minutes = 60;
+    p.verification_check_after = 30;
+    c.certificate_procedures.push_back(p);
+  }
+  {
     auto p = cert_proc("transport", "transport certificate (TC) of a pre-personalized card",
                        {"digitalSignature"}, {}, 90);
     p.transport = true;
@@ -410,6 +421,10 @@ std::string config_to_json(const CmConfig& c, int indent) {
   j["public_base_url"] = c.public_base_url;
   j["listen"] = c.listen;
   j["crl_validity_hours"] = c.crl_validity_hours;
+  j["smtp"] = {{"host", c.smtp.host},
+               {"port", c.smtp.port},
+               {"from", c.smtp.from},
+               {"timeout_seconds", c.smtp.timeout_seconds}};
   j["default_procedure"] = c.default_procedure;
   j["client.ra-key-generation"] = c.ra_key_generation;
   json cps = json::array();
@@ -424,6 +439,11 @@ std::string config_to_json(const CmConfig& c, int indent) {
                {"roles_required", p.roles_required}};
     if (p.officer) cp["officer"] = true;
     if (p.transport) cp["transport"] = true;
+    if (p.email_verification) {
+      cp["email_verification"] = true;
+      cp["verification_minutes"] = p.verification_minutes;
+      cp["verification_check_after"] = p.verification_check_after;
+    }
     if (p.qc_statements) {
       const auto& q = *p.qc_statements;
       cp["qc_statements"] = {{"compliance", q.compliance},
@@ -526,6 +546,9 @@ Status check_config(const CmConfig& c) {
         }
       }
     }
+    if (p.verification_minutes <= 0 || p.verification_check_after <= 0) {
+      return bad(where + ": verification_minutes and verification_check_after must be positive");
+    }
     for (const auto& role : p.roles_required) {
       if (role != "issue" && role != "recover") {
         return bad(where + ": unknown role '" + role + "' (issue, recover)");
@@ -604,6 +627,11 @@ Status check_config(const CmConfig& c) {
   auto ra = parse_ra_key_generation(c.ra_key_generation);
   if (!ra.is_ok()) return ra.status();
   if (c.crl_validity_hours <= 0) return bad("crl_validity_hours must be positive");
+  if (c.smtp.port <= 0 || c.smtp.port > 65535) return bad("smtp.port must be 1..65535");
+  if (c.smtp.timeout_seconds <= 0) return bad("smtp.timeout_seconds must be positive");
+  if (!c.smtp.host.empty() && c.smtp.from.find('@') == std::string::npos) {
+    return bad("smtp.from '" + c.smtp.from + "' is not an e-mail address");
+  }
   if (c.public_base_url.rfind("http://", 0) != 0 && c.public_base_url.rfind("https://", 0) != 0) {
     return bad("public_base_url must start with http:// or https://");
   }
@@ -636,6 +664,13 @@ Result<CmConfig> config_from_json(const std::string& text) {
     c.public_base_url = opt<std::string>(j, "public_base_url", c.public_base_url);
     c.listen = opt<std::string>(j, "listen", c.listen);
     c.crl_validity_hours = opt(j, "crl_validity_hours", 24);
+    if (j.contains("smtp")) {
+      const json& smtp = j.at("smtp");
+      c.smtp.host = opt<std::string>(smtp, "host", c.smtp.host);
+      c.smtp.port = opt(smtp, "port", c.smtp.port);
+      c.smtp.from = opt<std::string>(smtp, "from", c.smtp.from);
+      c.smtp.timeout_seconds = opt(smtp, "timeout_seconds", c.smtp.timeout_seconds);
+    }
     c.default_procedure = j.at("default_procedure").get<std::string>();
     c.ra_key_generation = j.at("client.ra-key-generation").get<std::string>();
     for (const auto& cp : j.at("certificate_procedures")) {
@@ -659,6 +694,10 @@ Result<CmConfig> config_from_json(const std::string& text) {
       }
       p.officer = opt(cp, "officer", false);
       p.transport = opt(cp, "transport", false);
+      p.email_verification = opt(cp, "email_verification", false);
+      p.verification_minutes = opt(cp, "verification_minutes", p.verification_minutes);
+      p.verification_check_after =
+          opt(cp, "verification_check_after", p.verification_check_after);
       p.roles_required = opt<std::vector<std::string>>(cp, "roles_required", {"issue"});
       if (cp.contains("qc_statements") && !cp["qc_statements"].is_null()) {
         const json& q = cp["qc_statements"];

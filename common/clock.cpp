@@ -13,7 +13,7 @@ namespace persoflow {
 namespace {
 
 class SteadyClock final : public Clock {
-public:
+ public:
   SteadyClock() : thread_([this] { run(); }) {}
 
   ~SteadyClock() override {
@@ -44,8 +44,8 @@ public:
       auto fn = std::move(it->second);
       timers_.erase(it);
       deadlines_.erase(d);
-      lock.unlock(); // fn's captures may cancel other timers as they are
-                     // destroyed
+      lock.unlock();  // fn's captures may cancel other timers as they are
+                      // destroyed
       return true;
     }
     if (firing_ == id && std::this_thread::get_id() != thread_.get_id()) {
@@ -54,13 +54,12 @@ public:
     return false;
   }
 
-private:
+ private:
   struct Key {
     TimePoint deadline;
     TimerId id;
-    bool operator<(const Key &other) const {
-      return deadline != other.deadline ? deadline < other.deadline
-                                        : id < other.id;
+    bool operator<(const Key& other) const {
+      return deadline != other.deadline ? deadline < other.deadline : id < other.id;
     }
   };
 
@@ -94,17 +93,15 @@ private:
   mutable std::mutex mutex_;
   std::condition_variable changed_;
   std::map<Key, std::function<void()>> timers_;
-  std::unordered_map<TimerId, TimePoint> deadlines_; // id -> its key in timers_
+  std::unordered_map<TimerId, TimePoint> deadlines_;  // id -> its key in timers_
   TimerId last_id_ = 0;
   TimerId firing_ = 0;
   bool stopping_ = false;
-  std::thread thread_; // last: started once the members above exist
+  std::thread thread_;  // last: started once the members above exist
 };
 
-} // namespace
+}  // namespace
 
-std::shared_ptr<Clock> make_steady_clock() {
-  return std::make_shared<SteadyClock>();
-}
+std::shared_ptr<Clock> make_steady_clock() { return std::make_shared<SteadyClock>(); }
 
-} // namespace persoflow
+}  // namespace persoflow

@@ -201,9 +201,13 @@ Result<Transition> on_procedure_chosen(const State& from, const Event& e) {
       std::string delivery,
       wf::need_one_of(e, "pin_delivery", {"entered", "generated", "mailer", "letter"}));
   const int certs = wf::list_size(e.fields, "cert_proc");
-  if (certs == 0)
-    return wf::invalid("ProcedureChosen lists no certificate procedure (cert_proc.0.*)");
   const int keys = wf::list_size(e.fields, "key_proc");
+  // A recovery-only procedure has no certificate procedure of its own: its keys and
+  // certificates all come from the CM host.
+  if (certs == 0 && keys == 0) {
+    return wf::invalid(
+        "ProcedureChosen lists no certificate procedure (cert_proc.0.*) and no key procedure");
+  }
   PF_ASSIGN_OR_RETURN(
       KeyGenerationList algorithms,
       parse_key_generation_list(get(e.fields, "ra_key_generation", kDefaultKeyGenerationList)));

@@ -455,6 +455,17 @@ constexpr Row kBaseRows[] = {
     {kRollback, "RollbackConfirmed", "Cancelled", rollback_confirmed},
     {kRollback, "RollbackConfirmed", "Failed", rollback_confirmed},
     {kRollback, "CancelRequested", kRollback, nullptr, "already rolling back"},
+    // Acknowledgements of commands that only inform (NotifyOperator) or clean up after a cancel
+    // (RevokeIssuedCertificates): recorded, nothing changes.
+    {"PreviousConfirmed", "OperatorNotified", "PreviousConfirmed", nullptr, "notice shown"},
+    {"CsrRejected", "OperatorNotified", "CsrRejected", nullptr, "notice shown"},
+    {"CsrValidationRequested", "OperatorNotified", "CsrValidationRequested", nullptr,
+     "notice shown"},
+    {"CardKeyRequested", "OperatorNotified", "CardKeyRequested", nullptr, "notice shown"},
+    {"Failed", "OperatorNotified", "Failed", nullptr, "notice shown"},
+    {"Cancelled", "OperatorNotified", "Cancelled", nullptr, "notice shown"},
+    {kRollback, "IssuedCertificatesRevoked", kRollback, nullptr, "revoked"},
+    {"Cancelled", "IssuedCertificatesRevoked", "Cancelled", nullptr, "revoked"},
     {"Done", "CardRemoved", "Done", nullptr, "terminal absorbs"},
     {"Failed", "CardRemoved", "Failed", nullptr, "terminal absorbs"},
     {"Cancelled", "CardRemoved", "Cancelled", nullptr, "terminal absorbs"},

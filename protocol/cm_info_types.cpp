@@ -18,6 +18,10 @@ constexpr InfoType kInfoTypes[] = {
     {kOidKeyRecovery, "persoflowKeyRecovery", "persoflow key recovery"},
     {kOidServerKeygen, "persoflowServerKeygen", "persoflow server-side key generation"},
     {kOidTcValidation, "persoflowTcValidation", "persoflow transport certificate validation"},
+    {kOidCertificateSearch, "persoflowCertificateSearch", "persoflow certificate search"},
+    {kOidEmailVerification, "persoflowEmailVerification", "persoflow e-mail verification"},
+    {kOidPinLetterQueue, "persoflowPinLetterQueue", "persoflow PIN letter for the PIN mailer"},
+    {kOidPinLetterBind, "persoflowPinLetterBind", "persoflow pre-printed PIN letter binding"},
     {kOidError, "persoflowError", "persoflow general message error"},
 };
 std::once_flag g_once;

@@ -70,6 +70,8 @@ struct CmpClient::Impl {
   std::string last_response;
   CmpFailure failure;
   Status transfer_status;
+  bool stopped_at_waiting = false;
+  static constexpr int kPollReqBody = 25;
 
   static OSSL_CMP_MSG* transfer(OSSL_CMP_CTX* ctx, const OSSL_CMP_MSG* req) {
     auto* self = static_cast<Impl*>(OSSL_CMP_CTX_get_transfer_cb_arg(ctx));
@@ -99,6 +101,14 @@ struct CmpClient::Impl {
         return nullptr;
       }
       der = std::move(encoded).value();
+      if (cmp_body_type(der).value_or(-1) == kPollReqBody) {
+        // The CM host answered 'waiting' (e-mail verification): OpenSSL would poll here,
+        // sleeping in this thread and losing the state with the process. The caller polls
+        // instead, from persisted state (docs/reissue.md).
+        stopped_at_waiting = true;
+        transfer_status = make_status(Errc::kUnavailable, "the CM host answered 'waiting'");
+        return nullptr;
+      }
     }
     last_request = der;
     if (on_sent) on_sent(der);
@@ -129,6 +139,7 @@ struct CmpClient::Impl {
     if (!ctx) return openssl_failure("creating a CMP context");
     path = cmp_path(procedure);
     transfer_status = Status::ok();
+    stopped_at_waiting = false;
     failure = CmpFailure{};
     OSSL_CMP_CTX_set_log_verbosity(ctx.get(), OSSL_CMP_LOG_ERR);
     OSSL_CMP_CTX_set_transfer_cb(ctx.get(), &Impl::transfer);
@@ -153,14 +164,8 @@ struct CmpClient::Impl {
     return ctx;
   }
 
-  // After a failed exchange: the transfer's own failure, or what the CM host said.
-  Status fail(OSSL_CMP_CTX* ctx, const std::string& what) {
-    if (!transfer_status.is_ok()) {
-      drain_openssl_errors();
-      return transfer_status.with_context(what);
-    }
-    failure.pki_status = OSSL_CMP_CTX_get_status(ctx);
-    failure.fail_info = OSSL_CMP_CTX_get_failInfoCode(ctx);
+  // The statusString of the last answer, lines joined with "; ".
+  static std::string status_text(OSSL_CMP_CTX* ctx) {
     std::string text;
     if (OSSL_CMP_PKIFREETEXT* st = OSSL_CMP_CTX_get0_statusString(ctx)) {
       for (int i = 0; i < sk_ASN1_UTF8STRING_num(st); ++i) {
@@ -170,6 +175,24 @@ struct CmpClient::Impl {
                     static_cast<std::size_t>(ASN1_STRING_length(s)));
       }
     }
+    return text;
+  }
+
+  // After a failed exchange: the transfer's own failure, or what the CM host said.
+  Status fail(OSSL_CMP_CTX* ctx, const std::string& what) {
+    if (stopped_at_waiting) {
+      failure.pki_status = OSSL_CMP_PKISTATUS_waiting;
+      failure.text = status_text(ctx);
+      drain_openssl_errors();
+      return make_status(Errc::kUnavailable, "the CM host answered 'waiting': " + failure.text);
+    }
+    if (!transfer_status.is_ok()) {
+      drain_openssl_errors();
+      return transfer_status.with_context(what);
+    }
+    failure.pki_status = OSSL_CMP_CTX_get_status(ctx);
+    failure.fail_info = OSSL_CMP_CTX_get_failInfoCode(ctx);
+    std::string text = status_text(ctx);
     std::string queue = drain_openssl_errors();
     if (text.empty()) text = queue;
     failure.text = text;

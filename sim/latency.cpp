@@ -18,13 +18,12 @@ bool Rng::chance(double probability) { return uniform() < probability; }
 
 std::uint64_t Rng::below(std::uint64_t n) { return next() % n; }
 
-Duration LatencyRange::sample(Rng &rng) const {
+Duration LatencyRange::sample(Rng& rng) const {
   const double mean_ns = static_cast<double>(tail_mean.count());
   for (;;) {
     const double tail = -mean_ns * std::log1p(-rng.uniform());
     const Duration d = floor + Duration(static_cast<Duration::rep>(tail));
-    if (d <= ceiling)
-      return d;
+    if (d <= ceiling) return d;
   }
 }
 
@@ -36,4 +35,4 @@ Duration LatencyRange::mean() const {
   return floor + Duration(static_cast<Duration::rep>(m - c * e / (1 - e)));
 }
 
-} // namespace persoflow::sim
+}  // namespace persoflow::sim

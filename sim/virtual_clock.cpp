@@ -10,8 +10,7 @@ Clock::TimePoint VirtualClock::now() const {
   return TimePoint(std::chrono::duration_cast<TimePoint::duration>(now_));
 }
 
-Clock::TimerId VirtualClock::schedule_after(Duration delay,
-                                            std::function<void()> fn) {
+Clock::TimerId VirtualClock::schedule_after(Duration delay, std::function<void()> fn) {
   std::lock_guard lock(mutex_);
   const TimerId id = ++last_id_;
   const Duration deadline = now_ + std::max(delay, Duration::zero());
@@ -21,12 +20,10 @@ Clock::TimerId VirtualClock::schedule_after(Duration delay,
 }
 
 bool VirtualClock::cancel(TimerId id) {
-  std::function<void()>
-      dropped; // destroyed outside the lock: its captures may cancel timers
+  std::function<void()> dropped;  // destroyed outside the lock: its captures may cancel timers
   std::lock_guard lock(mutex_);
   auto d = deadlines_.find(id);
-  if (d == deadlines_.end())
-    return false;
+  if (d == deadlines_.end()) return false;
   auto it = timers_.find(Key{d->second, id});
   dropped = std::move(it->second);
   timers_.erase(it);
@@ -38,8 +35,7 @@ bool VirtualClock::run_next() {
   std::function<void()> fn;
   {
     std::lock_guard lock(mutex_);
-    if (timers_.empty())
-      return false;
+    if (timers_.empty()) return false;
     auto first = timers_.begin();
     now_ = std::max(now_, first->first.deadline);
     deadlines_.erase(first->first.id);
@@ -55,8 +51,7 @@ std::size_t VirtualClock::run_due() {
   for (;;) {
     {
       std::lock_guard lock(mutex_);
-      if (timers_.empty() || timers_.begin()->first.deadline > now_)
-        return fired;
+      if (timers_.empty() || timers_.begin()->first.deadline > now_) return fired;
     }
     run_next();
     ++fired;
@@ -69,7 +64,7 @@ void VirtualClock::advance(Duration d) {
 }
 
 void VirtualClock::clear() {
-  std::map<Key, std::function<void()>> dropped; // destroyed outside the lock
+  std::map<Key, std::function<void()>> dropped;  // destroyed outside the lock
   std::lock_guard lock(mutex_);
   dropped.swap(timers_);
   deadlines_.clear();
@@ -86,9 +81,7 @@ Clock::Duration VirtualClock::elapsed() const {
 }
 
 std::int64_t VirtualClock::wall_clock_ms() const {
-  return kEpochMs +
-         std::chrono::duration_cast<std::chrono::milliseconds>(elapsed())
-             .count();
+  return kEpochMs + std::chrono::duration_cast<std::chrono::milliseconds>(elapsed()).count();
 }
 
-} // namespace persoflow::sim
+}  // namespace persoflow::sim

@@ -19,7 +19,7 @@
 namespace persoflow::storage {
 namespace {
 
-constexpr int kSchemaVersion = 1;
+constexpr int kSchemaVersion = 3;
 constexpr const char* kKind = "persoflow-cm";
 const std::string kZeroHash(64, '0');
 
@@ -210,6 +210,68 @@ CREATE TABLE audit_log(
   hash TEXT NOT NULL);
 )sql";
 
+// Migration 2: PIN letters (cm_store.hpp, PinLetterRecord).
+constexpr const char* kSchemaV2PinLetters = R"sql(
+CREATE TABLE pin_letters(
+  letter_id TEXT PRIMARY KEY,
+  kind TEXT NOT NULL CHECK (kind IN ('mailer','preprinted')),
+  state TEXT NOT NULL CHECK (state IN ('queued','printed','bound')),
+  holder TEXT NOT NULL DEFAULT '',
+  address TEXT NOT NULL DEFAULT '',
+  token TEXT NOT NULL DEFAULT '',
+  envelope BLOB NOT NULL DEFAULT x'',
+  idempotency_key TEXT UNIQUE,
+  bound_to TEXT NOT NULL DEFAULT '',
+  created_at INTEGER NOT NULL,
+  printed_at INTEGER NOT NULL DEFAULT 0);
+)sql";
+
+// Migration 3: certificate requests waiting for e-mail verification (EmailVerificationRecord).
+constexpr const char* kSchemaV3EmailVerification = R"sql(
+CREATE TABLE email_verifications(
+  transaction_id TEXT PRIMARY KEY,
+  email TEXT NOT NULL,
+  code_digest TEXT NOT NULL,
+  procedure TEXT NOT NULL,
+  requester TEXT NOT NULL,
+  idempotency_key TEXT NOT NULL,
+  subject_der BLOB NOT NULL,
+  public_key_der BLOB NOT NULL,
+  old_serial_hex TEXT NOT NULL DEFAULT '',
+  created_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL,
+  mailed_at INTEGER NOT NULL DEFAULT 0,
+  confirmed_at INTEGER NOT NULL DEFAULT 0,
+  issued_serial TEXT NOT NULL DEFAULT '',
+  failed_attempts INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX email_verifications_open ON email_verifications(confirmed_at, expires_at);
+)sql";
+
+constexpr const char* kEmailVerificationColumns =
+    "transaction_id, email, code_digest, procedure, requester, idempotency_key, subject_der, "
+    "public_key_der, old_serial_hex, created_at, expires_at, mailed_at, confirmed_at, "
+    "issued_serial, failed_attempts";
+
+EmailVerificationRecord read_email_verification(const Stmt& s) {
+  EmailVerificationRecord r;
+  r.transaction_id = s.text(0);
+  r.email = s.text(1);
+  r.code_digest = s.text(2);
+  r.procedure = s.text(3);
+  r.requester = s.text(4);
+  r.idempotency_key = s.text(5);
+  r.subject_der = s.blob(6);
+  r.public_key_der = s.blob(7);
+  r.old_serial_hex = s.text(8);
+  r.created_at = s.integer(9);
+  r.expires_at = s.integer(10);
+  r.mailed_at = s.integer(11);
+  r.confirmed_at = s.integer(12);
+  r.issued_serial = s.text(13);
+  r.failed_attempts = static_cast<int>(s.integer(14));
+  return r;
+}
+
 class SqliteCmStore final : public CmStore {
  public:
   SqliteCmStore(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
@@ -253,6 +315,14 @@ class SqliteCmStore final : public CmStore {
       if (version < 1) {
         PF_RETURN_IF_ERROR(exec(kSchemaV1, "creating schema version 1"));
         version = 1;
+      }
+      if (version < 2) {
+        PF_RETURN_IF_ERROR(exec(kSchemaV2PinLetters, "migrating the schema to version 2 (PIN letters)"));
+        version = 2;
+      }
+      if (version < 3) {
+        PF_RETURN_IF_ERROR(exec(kSchemaV3EmailVerification, "migrating the schema to version 3"));
+        version = 3;
       }
       Stmt up(db_, "UPDATE meta SET value=?1 WHERE key='schema_version'");
       up.bind(1, std::to_string(version));
@@ -502,6 +572,93 @@ class SqliteCmStore final : public CmStore {
   Result<std::vector<OfficerRecord>> officers() override {
     return officers_where("", [](Stmt&) {});
   }
+  Status insert_pin_letter(const PinLetterRecord& r) override {
+    std::lock_guard lock(mu_);
+    return write([&]() -> Status {
+      Stmt s(db_, "INSERT INTO pin_letters(letter_id, kind, state, holder, address, token, "
+                  "envelope, idempotency_key, bound_to, created_at) "
+                  "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
+      s.bind(1, r.letter_id).bind(2, r.kind).bind(3, r.state).bind(4, r.holder);
+      s.bind(5, r.address).bind(6, r.token).bind_blob(7, r.envelope);
+      s.bind_opt(8, r.idempotency_key).bind(9, r.bound_to);
+      s.bind(10, r.created_at ? r.created_at : now_ms() / 1000);
+      Status st = s.run("queueing a PIN letter");
+      if (!st.is_ok() && (st.code().value() == SQLITE_CONSTRAINT_UNIQUE ||
+                          st.code().value() == SQLITE_CONSTRAINT_PRIMARYKEY)) {
+        return make_status(Errc::kAlreadyExists, "PIN letter " + r.letter_id + " exists");
+      }
+      return st;
+    });
+  }
+
+  Result<std::vector<PinLetterRecord>> letters_where(const char* where,
+                                                     const std::function<void(Stmt&)>& binder) {
+    std::lock_guard lock(mu_);
+    std::string sql = std::string("SELECT letter_id, kind, state, holder, address, token, "
+                                  "envelope, ifnull(idempotency_key, ''), bound_to, created_at, "
+                                  "printed_at FROM pin_letters ") + where + " ORDER BY created_at, letter_id";
+    Stmt s(db_, sql.c_str());
+    binder(s);
+    std::vector<PinLetterRecord> out;
+    while (true) {
+      PF_ASSIGN_OR_RETURN(bool row, s.step("reading PIN letters"));
+      if (!row) break;
+      PinLetterRecord r;
+      r.letter_id = s.text(0);
+      r.kind = s.text(1);
+      r.state = s.text(2);
+      r.holder = s.text(3);
+      r.address = s.text(4);
+      r.token = s.text(5);
+      r.envelope = s.blob(6);
+      r.idempotency_key = s.text(7);
+      r.bound_to = s.text(8);
+      r.created_at = s.integer(9);
+      r.printed_at = s.integer(10);
+      out.push_back(std::move(r));
+    }
+    return out;
+  }
+  Result<std::optional<PinLetterRecord>> pin_letter(const std::string& id) override {
+    PF_ASSIGN_OR_RETURN(auto rows, letters_where("WHERE letter_id=?1",
+                                                 [&](Stmt& s) { s.bind(1, id); }));
+    if (rows.empty()) return std::optional<PinLetterRecord>();
+    return std::optional<PinLetterRecord>(rows.front());
+  }
+  Result<std::optional<PinLetterRecord>> pin_letter_by_idempotency_key(
+      const std::string& key) override {
+    PF_ASSIGN_OR_RETURN(auto rows, letters_where("WHERE idempotency_key=?1",
+                                                 [&](Stmt& s) { s.bind(1, key); }));
+    if (rows.empty()) return std::optional<PinLetterRecord>();
+    return std::optional<PinLetterRecord>(rows.front());
+  }
+  Result<std::vector<PinLetterRecord>> pin_letters() override {
+    return letters_where("", [](Stmt&) {});
+  }
+  Status update_pin_letter(const std::string& id, const std::string& from_state,
+                           const std::string& to_state, bool drop_envelope,
+                           const std::string& bound_to) override {
+    std::lock_guard lock(mu_);
+    return write([&]() -> Status {
+      Stmt s(db_, "UPDATE pin_letters SET state=?1, bound_to=?2, "
+                  "envelope=CASE WHEN ?3 THEN x'' ELSE envelope END, "
+                  "printed_at=CASE WHEN ?1='printed' THEN ?4 ELSE printed_at END "
+                  "WHERE letter_id=?5 AND state=?6");
+      s.bind(1, to_state).bind(2, bound_to).bind(3, std::int64_t{drop_envelope ? 1 : 0});
+      s.bind(4, now_ms() / 1000).bind(5, id).bind(6, from_state);
+      PF_RETURN_IF_ERROR(s.run("updating a PIN letter"));
+      if (sqlite3_changes(db_) == 0) {
+        Stmt q(db_, "SELECT state FROM pin_letters WHERE letter_id=?1");
+        q.bind(1, id);
+        PF_ASSIGN_OR_RETURN(bool row, q.step("reading a PIN letter"));
+        if (!row) return make_status(Errc::kNotFound, "no PIN letter " + id);
+        return make_status(Errc::kRejected, "PIN letter " + id + " is " + q.text(0) +
+                                                ", not " + from_state);
+      }
+      return Status::ok();
+    });
+  }
+
   Status revoke_officer(const std::string& name) override {
     std::lock_guard lock(mu_);
     return write([&]() -> Status {
@@ -558,6 +715,74 @@ class SqliteCmStore final : public CmStore {
       PF_RETURN_IF_ERROR(s.run("updating transaction"));
       if (sqlite3_changes(db_) == 0) {
         return make_status(Errc::kNotFound, "no transaction '" + id + "'");
+      }
+      return Status::ok();
+    });
+  }
+
+  // ----- e-mail verification (migration 3)
+
+  Status insert_email_verification(const EmailVerificationRecord& r) override {
+    std::lock_guard lock(mu_);
+    return write([&]() -> Status {
+      Stmt s(db_, (std::string("INSERT INTO email_verifications(") + kEmailVerificationColumns +
+                   ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)")
+                      .c_str());
+      s.bind(1, r.transaction_id).bind(2, r.email).bind(3, r.code_digest).bind(4, r.procedure);
+      s.bind(5, r.requester).bind(6, r.idempotency_key).bind_blob(7, r.subject_der);
+      s.bind_blob(8, r.public_key_der).bind(9, r.old_serial_hex);
+      s.bind(10, r.created_at ? r.created_at : now_ms() / 1000).bind(11, r.expires_at);
+      s.bind(12, r.mailed_at).bind(13, r.confirmed_at).bind(14, r.issued_serial);
+      s.bind(15, static_cast<std::int64_t>(r.failed_attempts));
+      Status st = s.run("recording e-mail verification " + r.transaction_id);
+      if (!st.is_ok() && st.code().value() == SQLITE_CONSTRAINT_PRIMARYKEY) {
+        return make_status(Errc::kAlreadyExists,
+                           "transaction " + r.transaction_id + " already waits for e-mail verification");
+      }
+      return st;
+    });
+  }
+
+  Result<std::optional<EmailVerificationRecord>> email_verification(
+      const std::string& transaction_id) override {
+    std::lock_guard lock(mu_);
+    Stmt s(db_, (std::string("SELECT ") + kEmailVerificationColumns +
+                 " FROM email_verifications WHERE transaction_id=?1")
+                    .c_str());
+    s.bind(1, transaction_id);
+    PF_ASSIGN_OR_RETURN(bool row, s.step("reading e-mail verification"));
+    if (!row) return std::optional<EmailVerificationRecord>();
+    return std::optional<EmailVerificationRecord>(read_email_verification(s));
+  }
+
+  Result<std::vector<EmailVerificationRecord>> open_email_verifications(std::int64_t now) override {
+    std::lock_guard lock(mu_);
+    Stmt s(db_, (std::string("SELECT ") + kEmailVerificationColumns +
+                 " FROM email_verifications WHERE confirmed_at=0 AND expires_at>?1 "
+                 "ORDER BY created_at, transaction_id")
+                    .c_str());
+    s.bind(1, now);
+    std::vector<EmailVerificationRecord> out;
+    while (true) {
+      PF_ASSIGN_OR_RETURN(bool row, s.step("listing e-mail verifications"));
+      if (!row) break;
+      out.push_back(read_email_verification(s));
+    }
+    return out;
+  }
+
+  Status update_email_verification(const EmailVerificationRecord& r) override {
+    std::lock_guard lock(mu_);
+    return write([&]() -> Status {
+      Stmt s(db_, "UPDATE email_verifications SET mailed_at=?1, confirmed_at=?2, issued_serial=?3, "
+                  "failed_attempts=?4, code_digest=?5 WHERE transaction_id=?6");
+      s.bind(1, r.mailed_at).bind(2, r.confirmed_at).bind(3, r.issued_serial);
+      s.bind(4, static_cast<std::int64_t>(r.failed_attempts)).bind(5, r.code_digest);
+      s.bind(6, r.transaction_id);
+      PF_RETURN_IF_ERROR(s.run("updating e-mail verification"));
+      if (sqlite3_changes(db_) == 0) {
+        return make_status(Errc::kNotFound, "no e-mail verification for transaction " +
+                                                r.transaction_id);
       }
       return Status::ok();
     });
@@ -712,6 +937,25 @@ std::string audit_canonical_bytes(const AuditRecord& r) {
   put_field(out, r.action);
   put_field(out, r.detail);
   return out;
+}
+
+namespace {
+Status no_pin_letters() {
+  return make_status(Errc::kUnsupported, "this CM store keeps no PIN letters");
+}
+}  // namespace
+
+Status CmStore::insert_pin_letter(const PinLetterRecord&) { return no_pin_letters(); }
+Result<std::optional<PinLetterRecord>> CmStore::pin_letter(const std::string&) {
+  return no_pin_letters();
+}
+Result<std::optional<PinLetterRecord>> CmStore::pin_letter_by_idempotency_key(const std::string&) {
+  return no_pin_letters();
+}
+Result<std::vector<PinLetterRecord>> CmStore::pin_letters() { return no_pin_letters(); }
+Status CmStore::update_pin_letter(const std::string&, const std::string&, const std::string&, bool,
+                                  const std::string&) {
+  return no_pin_letters();
 }
 
 Result<std::unique_ptr<CmStore>> open_sqlite_cm_store(const std::string& path,

@@ -46,6 +46,14 @@ struct CardObjects {
   int public_keys = 0;
   std::vector<std::pair<std::string, std::string>> certificates;  // (serial, id)
   std::vector<std::string> private_key_ids;
+  std::vector<std::string> public_key_ids;
+  // Key objects without CKA_ID: SoftHSM2 creates a key object and then sets its attributes in
+  // further writes of its file store, so a process killed inside C_GenerateKeyPair (on another
+  // card's thread) can leave a half-made object no workflow ever saw.
+  int half_made() const {
+    return private_keys - static_cast<int>(private_key_ids.size()) + public_keys -
+           static_cast<int>(public_key_ids.size());
+  }
 };
 
 CardObjects list_card(const fs::path& softhsm_conf, const std::string& label,
@@ -81,6 +89,7 @@ CardObjects list_card(const fs::path& softhsm_conf, const std::string& label,
     } else if (auto id = field("ID:")) {
       if (kind == kCert) o.certificates.emplace_back(serial, *id);
       if (kind == kPrivate) o.private_key_ids.push_back(*id);
+      if (kind == kPublic) o.public_key_ids.push_back(*id);
     }
   }
   return o;
@@ -230,6 +239,11 @@ class IssueCardScenario final : public Scenario {
       if (!card.login_ok) {
         out.violations.push_back(wf + ": " + label(i) + " does not open with the PIN shown");
         continue;
+      }
+      if (card.half_made() > 0) {
+        ++out.tears;  // SoftHSM2's, counted apart (see CardObjects::half_made)
+        card.private_keys = static_cast<int>(card.private_key_ids.size());
+        card.public_keys = static_cast<int>(card.public_key_ids.size());
       }
       if (card.private_keys != 1 || card.public_keys != 1 || card.certificates.size() != 1) {
         out.violations.push_back(wf + ": " + label(i) + " holds " +

@@ -126,8 +126,10 @@ struct TrialResult {
   std::string first_run;  // done | interrupted | killed | hang
   int restarts = 0;
   bool recovered = false;
-  int tears = 0;
+  int tears = 0;        // SoftHSM2 tears of any kind (counted apart)
+  int torn_tokens = 0;  // of which cards gone: what fails on such a card is not persoflow's
   std::vector<std::string> violations;
+  bool violating() const { return !violations.empty() && torn_tokens == 0; }
   double seconds = 0;
 };
 
@@ -215,8 +217,8 @@ class Harness {
                                    .string() +
                                ")");
     }
-    check(scenario, trial, res);
-    res.tears = scenario.torn_cards(trial);
+    res.torn_tokens = scenario.torn_cards(trial);
+    res.tears = check(scenario, trial, res) + res.torn_tokens;
     res.recovered = res.violations.empty();
     res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return res;
@@ -225,8 +227,8 @@ class Harness {
   long baseline_cm_connections() const { return baseline_cm_connections_; }
 
  private:
-  // The generic invariants, then the scenario's.
-  void check(Scenario& scenario, const Trial& trial, TrialResult& res) {
+  // The generic invariants, then the scenario's; returns the SoftHSM2 tears the scenario saw.
+  int check(Scenario& scenario, const Trial& trial, TrialResult& res) {
     const std::string journal = scenario.journal(trial).string();
     std::map<std::string, WorkflowEnd> ends;
     for (const auto& wf : scenario.workflow_ids(trial)) {
@@ -265,6 +267,7 @@ class Harness {
     CheckResult out;
     scenario.check(trial, ends, pins, out);
     res.violations.insert(res.violations.end(), out.violations.begin(), out.violations.end());
+    return out.tears;
   }
 
   // The PIN display lines of every run: "PIN for card S (WF, shown once): PIN".
@@ -392,7 +395,7 @@ void print_matrix(const std::vector<TrialResult>& results, std::ostream& out) {
     row.hang += r.first_run == "hang";
     row.recovered += r.recovered;
     row.tears += r.tears > 0;
-    row.violations += !r.violations.empty() && r.tears == 0;
+    row.violations += r.violating();
   }
   for (const auto& [scenario, table] : rows) {
     out << "\nscenario " << scenario << "\n"
@@ -560,10 +563,13 @@ int run(int argc, char** argv) {
   std::vector<TrialResult> results;
   int index = 0;
   auto report = [&](const TrialResult& r) {
-    const bool tear = r.tears > 0;
+    const bool tear = r.torn_tokens > 0;
     std::cout << "  " << r.id << " " << std::left << std::setw(44) << r.spec.text() << " "
               << std::setw(11) << r.first_run << " restarts " << r.restarts << "  "
-              << (r.violations.empty() ? "ok" : tear ? "TEAR (SoftHSM2)" : "VIOLATION") << " "
+              << (r.violations.empty() ? (r.tears > 0 ? "ok, SoftHSM2 tear" : "ok")
+                  : tear                 ? "TEAR (SoftHSM2)"
+                                         : "VIOLATION")
+              << " "
               << std::fixed << std::setprecision(1) << r.seconds << "s" << std::endl;
     for (const auto& v : r.violations) std::cout << "      " << v << "\n";
     results.push_back(r);
@@ -643,18 +649,15 @@ int run(int argc, char** argv) {
   for (const auto& r : results) {
     fault_trials += r.spec.kind == TrialSpec::Kind::kFault;
     kill_trials += r.spec.kind == TrialSpec::Kind::kKill;
-    if (r.tears > 0) {
-      ++tears;
-    } else if (!r.violations.empty()) {
-      ++violations;
-    }
+    tears += r.tears > 0;
+    violations += r.violating();
   }
   bool failed = violations > 0;
   if (failed) {
     std::cout << "\nfailures (reproduce with persoflow-crashtest --scenario S --only SPEC --cards "
               << ctx.cards << " --keep):\n";
     for (const auto& r : results) {
-      if (r.violations.empty() || r.tears > 0) continue;
+      if (!r.violating()) continue;
       std::cout << "  " << r.scenario << " " << r.spec.text() << "  (" << (dir / r.id).string()
                 << ")\n";
     }

@@ -1,6 +1,9 @@
 // persoflow-card-emulator: a card for the vpcd virtual reader, controlled by lines on stdin.
 //
-//   persoflow-card-emulator [--port 35963] [--atr 3B8A...] [--serial HEX] [--inserted]
+//   persoflow-card-emulator [--port 35963] [--atr 3B8A... | --token-serial S] [--serial HEX]
+//                           [--inserted]
+// --token-serial presents the ATR that names a PKCS#11 token (devices/card_atr.hpp), so a live
+// station maps the reader to that token.
 //   stdin:  insert [ATR]   connect to vpcd: pcscd sees a card insertion
 //           remove         disconnect: pcscd sees a removal
 //           status         prints "inserted <ATR>" or "removed"
@@ -12,6 +15,7 @@
 #include <sstream>
 #include <string>
 
+#include "persoflow/devices/card_atr.hpp"
 #include "persoflow/sim/card_emulator.hpp"
 
 namespace po = boost::program_options;
@@ -31,6 +35,8 @@ int main(int argc, char** argv) {
       "vpcd's TCP port (35963 is reader 'Virtual PCD 00 00', 35964 '00 01')")(
       "atr", po::value<std::string>(&options.atr_hex)->default_value(options.atr_hex),
       "the card's ATR in hex")(
+      "token-serial", po::value<std::string>(),
+      "present the ATR that names this PKCS#11 token serial (instead of --atr)")(
       "serial", po::value<std::string>(&options.serial_hex)->default_value(options.serial_hex),
       "the card serial answered to GET DATA 9F7F, in hex")("inserted", "insert the card at start");
   po::variables_map vm;
@@ -50,6 +56,18 @@ int main(int argc, char** argv) {
     return 2;
   }
   options.port = static_cast<std::uint16_t>(port);
+  if (vm.count("token-serial")) {
+    if (!vm["atr"].defaulted()) {
+      std::cerr << "persoflow-card-emulator: give --atr or --token-serial, not both\n";
+      return 2;
+    }
+    auto atr = persoflow::devices::card_atr_for_token(vm["token-serial"].as<std::string>());
+    if (!atr.is_ok()) {
+      std::cerr << "persoflow-card-emulator: --token-serial: " << atr.status().message() << "\n";
+      return 2;
+    }
+    options.atr_hex = *atr;
+  }
   for (const std::string* hex : {&options.atr_hex, &options.serial_hex}) {
     auto parsed = persoflow::sim::parse_hex(*hex);
     if (!parsed.is_ok() || (hex == &options.atr_hex && (parsed->empty() || parsed->size() > 33))) {

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <string>
 
 #include "order_machine.hpp"
@@ -82,9 +83,13 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "crash_child: release %s: %s\n", id, s.to_string().c_str());
       return 1;
     }
+    if (!s.is_ok()) std::printf("release %s refused: %s\n", id, s.message().c_str());
   }
+  // The last outcome of each workflow counts (a held order is suspended, then resumed).
+  std::map<std::string, pa::WorkflowOutcome> last;
+  for (auto& o : (*runtime)->wait()) last[o.workflow_id] = o;
   int failures = 0;
-  for (const auto& o : (*runtime)->wait()) {
+  for (const auto& [id, o] : last) {
     if (o.outcome != pa::Outcome::kDone) {
       std::fprintf(stderr, "crash_child: %s ended %s in %s: %s %s\n", o.workflow_id.c_str(),
                    pa::to_string(o.outcome), o.state_name.c_str(), o.reason.c_str(),

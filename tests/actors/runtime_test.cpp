@@ -501,7 +501,7 @@ TEST_F(RuntimeTest, AKilledRunWithOutsideEventsInTheJournalResumesToTheSameEnd) 
                             "journal.after_commit:30", "actors.before_command:40"}) {
     auto crashed = run(point);
     if (crashed.exit_code == 128 + 9) ++killed;
-    else EXPECT_EQ(crashed.exit_code, 0) << point << ": " << crashed.err;
+    else EXPECT_EQ(crashed.exit_code, 0) << point << ": " << crashed.err << crashed.out;
   }
   EXPECT_GE(killed, 2);
   auto last = run("");

@@ -442,7 +442,55 @@ void cancel_paths(Driver& d) {
   EXPECT_EQ(d.at(), "Cancelled");
 }
 
+// The executors acknowledge NotifyOperator with OperatorNotified and RevokeIssuedCertificates
+// with IssuedCertificatesRevoked, in whatever state the workflow has reached by then.
+void acknowledgements(Driver& d) {
+  start(d);
+  found(d, true);
+  d.on("KeyMethodChosen", {{"method", "card"}, {"algorithm", "RSA:1024"}});
+  ASSERT_EQ(d.at(), "PreviousConfirmed");
+  d.on("OperatorNotified");
+  ASSERT_EQ(d.at(), "PreviousConfirmed");
+  d.on("KeyMethodChosen", {{"method", "csr"}, {"csr_ref", "csr-store:1"}});
+  d.on("CsrUnparseable", {{"reason", "not PEM"}});
+  ASSERT_EQ(d.at(), "CsrRejected");
+  d.on("OperatorNotified");
+  ASSERT_EQ(d.at(), "CsrRejected");
+  d.on("KeyMethodChosen", {{"method", "csr"}, {"csr_ref", "csr-store:2"}});
+  d.on("OperatorNotified");
+  ASSERT_EQ(d.at(), "CsrValidationRequested");
+  d.on("CsrUnparseable", {{"reason", "not PEM"}});
+  d.on("KeyMethodChosen", {{"method", "card"}, {"algorithm", "RSA:3072"}});
+  d.on("OperatorNotified");
+  ASSERT_EQ(d.at(), "CardKeyRequested");
+  d.on("KeyGenerated", {{"key_id", wf::card_key_id(kWf, "reissue")}});
+  d.on("CsrBuiltOnCard", {{"csr_ref", "csr-store:card"}});
+  sign(d);
+  d.on("CertificateIssued", kIssued);
+  ASSERT_EQ(d.at(), "InstallRequested");
+  d.on("CancelRequested");
+  ASSERT_EQ(d.at(), "RollbackRequested");
+  EXPECT_EQ(d.arg("RevokeIssuedCertificates", "serial.0"), "0D0E");
+  d.on("IssuedCertificatesRevoked");
+  ASSERT_EQ(d.at(), "RollbackRequested");
+  d.on("RollbackConfirmed");
+  ASSERT_EQ(d.at(), "Cancelled");
+  d.on("OperatorNotified");
+  d.on("IssuedCertificatesRevoked");
+  EXPECT_EQ(d.at(), "Cancelled");
+}
+
+void failed_acknowledges_notice(Driver& d) {
+  start(d);
+  d.on("PreviousCertificateNotFound");
+  ASSERT_EQ(d.at(), "Failed");
+  d.on("OperatorNotified");
+  EXPECT_EQ(d.at(), "Failed");
+}
+
 constexpr harness::NamedScenario kScenarios[] = {
+    {"Acknowledgements", acknowledgements},
+    {"FailedAcknowledgesNotice", failed_acknowledges_notice},
     {"CsrGoodThenRevokePrevious", csr_good_then_revoke_previous},
     {"InvalidCsrsEachNamed", invalid_csrs_each_named},
     {"CsrRejectedThenGood", csr_rejected_then_good},

@@ -1,4 +1,6 @@
 // The clocks: the real steady clock's timers and the virtual clock's order.
+#include "persoflow/common/clock.hpp"
+
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -6,7 +8,6 @@
 #include <string>
 #include <vector>
 
-#include "persoflow/common/clock.hpp"
 #include "persoflow/sim/virtual_clock.hpp"
 
 namespace persoflow::sim {
@@ -19,8 +20,7 @@ TEST(SteadyClock, FiresAfterTheDelayAndNotWhenCancelled) {
   std::promise<Clock::TimePoint> fired;
   std::atomic<bool> cancelled_ran{false};
   const auto start = clock->now();
-  const auto cancelled =
-      clock->schedule_after(20ms, [&] { cancelled_ran = true; });
+  const auto cancelled = clock->schedule_after(20ms, [&] { cancelled_ran = true; });
   clock->schedule_after(50ms, [&] { fired.set_value(clock->now()); });
   EXPECT_TRUE(clock->cancel(cancelled));
   EXPECT_FALSE(clock->cancel(cancelled));
@@ -45,11 +45,9 @@ TEST(VirtualClock, TimeMovesOnlyWhenTimersFireInDeadlineThenSchedulingOrder) {
   clock.schedule_after(10ms, [&] { order.push_back("a"); });
   clock.schedule_after(10ms, [&] {
     order.push_back("b");
-    clock.schedule_after(
-        0ms, [&] { order.push_back("b2"); }); // same instant, after its peers
+    clock.schedule_after(0ms, [&] { order.push_back("b2"); });  // same instant, after its peers
   });
-  const auto dropped =
-      clock.schedule_after(20ms, [&] { order.push_back("x"); });
+  const auto dropped = clock.schedule_after(20ms, [&] { order.push_back("x"); });
   EXPECT_EQ(clock.elapsed(), 0ms);
   EXPECT_TRUE(clock.cancel(dropped));
   while (clock.run_next()) {
@@ -75,5 +73,5 @@ TEST(VirtualClock, RunDueFiresOnlyWhatIsDueAndAdvanceMovesTime) {
   EXPECT_EQ(fired, 1);
 }
 
-} // namespace
-} // namespace persoflow::sim
+}  // namespace
+}  // namespace persoflow::sim

@@ -1,11 +1,11 @@
 // The latency model: every sample inside its documented bounds, skewed to the
 // fast end with a long tail, and the same numbers for the same seed.
+#include "persoflow/sim/latency.hpp"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <vector>
-
-#include "persoflow/sim/latency.hpp"
 
 namespace persoflow::sim {
 namespace {
@@ -13,7 +13,7 @@ namespace {
 using namespace std::chrono_literals;
 
 struct Bounds {
-  const char *name;
+  const char* name;
   LatencyRange range;
   Duration low;
   Duration high;
@@ -21,16 +21,15 @@ struct Bounds {
 
 TEST(Latency, SamplesStayInTheirBoundsWithALongTail) {
   const LatencyModel m;
-  for (const Bounds &b : {Bounds{"rsa2048_keygen", m.rsa2048_keygen, 2s, 30s},
-                          Bounds{"ec_keygen", m.ec_keygen, 30ms, 500ms},
-                          Bounds{"card_command", m.card_command, 5ms, 150ms},
-                          Bounds{"cm_round_trip", m.cm_round_trip, 20ms, 400ms},
-                          Bounds{"feed", m.feed, 1s, 4s}}) {
+  for (const Bounds& b :
+       {Bounds{"rsa2048_keygen", m.rsa2048_keygen, 2s, 30s},
+        Bounds{"ec_keygen", m.ec_keygen, 30ms, 500ms},
+        Bounds{"card_command", m.card_command, 5ms, 150ms},
+        Bounds{"cm_round_trip", m.cm_round_trip, 20ms, 400ms}, Bounds{"feed", m.feed, 1s, 4s}}) {
     SCOPED_TRACE(b.name);
     Rng rng(7);
     std::vector<Duration> samples;
-    for (int i = 0; i < 20'000; ++i)
-      samples.push_back(b.range.sample(rng));
+    for (int i = 0; i < 20'000; ++i) samples.push_back(b.range.sample(rng));
     std::sort(samples.begin(), samples.end());
     EXPECT_GE(samples.front(), b.low);
     EXPECT_LE(samples.back(), b.high);
@@ -43,12 +42,9 @@ TEST(Latency, SamplesStayInTheirBoundsWithALongTail) {
     // mean() is the truncated distribution's mean: within 3% of the sample
     // mean.
     Duration sum{0};
-    for (Duration d : samples)
-      sum += d;
-    const double sample_mean =
-        static_cast<double>((sum / samples.size()).count());
-    EXPECT_NEAR(static_cast<double>(b.range.mean().count()), sample_mean,
-                0.03 * sample_mean);
+    for (Duration d : samples) sum += d;
+    const double sample_mean = static_cast<double>((sum / samples.size()).count());
+    EXPECT_NEAR(static_cast<double>(b.range.mean().count()), sample_mean, 0.03 * sample_mean);
   }
 }
 
@@ -67,5 +63,5 @@ TEST(Latency, TheSameSeedGivesTheSameNumbers) {
   EXPECT_EQ(pinned.next(), 0x910a2dec89025cc1ULL);
 }
 
-} // namespace
-} // namespace persoflow::sim
+}  // namespace
+}  // namespace persoflow::sim

@@ -35,6 +35,15 @@ namespace persoflow::actors {
 
 struct WorkflowOutcome;
 
+// One journaled step of a workflow (RuntimeOptions::on_step).
+struct StepNotice {
+  std::string workflow_id;
+  std::uint64_t step = 0;
+  std::string event_type;
+  std::string state_name;
+  storage::WorkflowStatus status = storage::WorkflowStatus::kRunning;
+};
+
 struct RuntimeOptions {
   unsigned io_threads = 0;        // 0: one per core
   unsigned blocking_threads = 4;  // the pool of blocking executors
@@ -54,6 +63,11 @@ struct RuntimeOptions {
   // Called once as each workflow ends, outside the runtime's lock, on the thread that ran the
   // ending handler. It may call start() and resume() but not wait() or cancel().
   std::function<void(const WorkflowOutcome&)> on_workflow_end;
+
+  // --- Live progress (a station's display). ---
+  // Called after each journaled step on the workflow's strand; must return at once (post to its
+  // owner) and must not call the Runtime.
+  std::function<void(const StepNotice&)> on_step;
 };
 
 enum class Outcome {
@@ -114,7 +128,8 @@ class Runtime {
   Status post_event_and_wait(const std::string& workflow_id, machines::Event event);
 
   // Blocks until no workflow is active; returns the outcome of every workflow that ended since
-  // the runtime opened (or since the last wait), in order of ending.
+  // the runtime opened (or since the last wait), in order of ending. A workflow suspended to wait
+  // for an outside event and resumed by one ends twice: its last outcome is the one that counts.
   std::vector<WorkflowOutcome> wait();
 
   // With RuntimeOptions::caller_driven: runs every ready handler on the calling thread until none

@@ -67,6 +67,13 @@ struct CertificateProcedure {
   std::optional<QcStatements> qc_statements;
   bool officer = false;          // certificates for RA officers (no key usage)
   bool transport = false;        // transport certificates (TC) put on pre-personalized cards
+  // E-mail verification (docs/reissue.md): the CM host mails a one-time code to the subject's
+  // emailAddress and answers the request 'waiting' until the code is confirmed
+  // (`persoflow cm verify`), for at most verification_minutes; clients poll every
+  // verification_check_after seconds.
+  bool email_verification = false;
+  int verification_minutes = 60;
+  int verification_check_after = 30;
   std::vector<std::string> roles_required = {"issue"};  // officer roles needed to request it
 };
 
@@ -118,6 +125,16 @@ struct RaKeyChoice {
 // Parses the exact syntax "RSA:2048*, RSA:3072, EC:secp256r1, DSA:1024".
 Result<std::vector<RaKeyChoice>> parse_ra_key_generation(const std::string& text);
 
+// The mail relay the CM host sends through (e-mail verification codes, PIN-mailer notices):
+// plain SMTP, no authentication; cm.json "smtp": {"host", "port", "from"}. An empty host means
+// no relay: anything that needs mail fails with an error saying so.
+struct SmtpRelay {
+  std::string host = "127.0.0.1";
+  int port = 25;
+  std::string from = "persoflow-cm@localhost";  // envelope sender and From: header
+  int timeout_seconds = 30;
+};
+
 struct CmConfig {
   int version = 1;
   // Paths are relative to the CM directory unless absolute.
@@ -135,6 +152,7 @@ struct CmConfig {
   std::string public_base_url = "https://127.0.0.1:8443";
   std::string listen = "127.0.0.1:8443";  // default of `cm serve --listen`
   int crl_validity_hours = 24;
+  SmtpRelay smtp;
   std::string default_procedure = "softtoken";  // certificate procedure for /.well-known/cmp
   std::string ra_key_generation;  // client.ra-key-generation, exact syntax
   std::vector<CertificateProcedure> certificate_procedures;

@@ -22,10 +22,10 @@
 namespace persoflow {
 
 class Clock {
-public:
+ public:
   using Duration = std::chrono::nanoseconds;
   using TimePoint = std::chrono::steady_clock::time_point;
-  using TimerId = std::uint64_t; // 0 is never a timer
+  using TimerId = std::uint64_t;  // 0 is never a timer
 
   virtual ~Clock() = default;
 
@@ -45,4 +45,4 @@ public:
 // (timers still pending are dropped uncalled).
 std::shared_ptr<Clock> make_steady_clock();
 
-} // namespace persoflow
+}  // namespace persoflow

@@ -113,6 +113,14 @@
 //     RollbackRequested --> Cancelled : RollbackConfirmed
 //     RollbackRequested --> Failed : RollbackConfirmed
 //     RollbackRequested --> RollbackRequested : CancelRequested [already rolling back]
+//     PreviousConfirmed --> PreviousConfirmed : OperatorNotified [notice shown]
+//     CsrRejected --> CsrRejected : OperatorNotified [notice shown]
+//     CsrValidationRequested --> CsrValidationRequested : OperatorNotified [notice shown]
+//     CardKeyRequested --> CardKeyRequested : OperatorNotified [notice shown]
+//     Failed --> Failed : OperatorNotified [notice shown]
+//     Cancelled --> Cancelled : OperatorNotified [notice shown]
+//     RollbackRequested --> RollbackRequested : IssuedCertificatesRevoked [revoked]
+//     Cancelled --> Cancelled : IssuedCertificatesRevoked [revoked]
 //     Done --> Done : CardRemoved [terminal absorbs]
 //     Failed --> Failed : CardRemoved [terminal absorbs]
 //     Cancelled --> Cancelled : CardRemoved [terminal absorbs]

@@ -12,6 +12,12 @@ inline constexpr const char* kOidKeySearch = "1.3.6.1.4.1.55555.1.2";
 inline constexpr const char* kOidKeyRecovery = "1.3.6.1.4.1.55555.1.3";
 inline constexpr const char* kOidServerKeygen = "1.3.6.1.4.1.55555.1.4";
 inline constexpr const char* kOidTcValidation = "1.3.6.1.4.1.55555.1.5";
+// 1.6-1.9: reissue (docs/reissue.md).
+inline constexpr const char* kOidCertificateSearch = "1.3.6.1.4.1.55555.1.6";
+inline constexpr const char* kOidEmailVerification = "1.3.6.1.4.1.55555.1.7";
+// PIN letters (cmhost/pin_letters.hpp): queue a mailer letter; bind a pre-printed letter.
+inline constexpr const char* kOidPinLetterQueue = "1.3.6.1.4.1.55555.1.15";
+inline constexpr const char* kOidPinLetterBind = "1.3.6.1.4.1.55555.1.16";
 inline constexpr const char* kOidError = "1.3.6.1.4.1.55555.1.99";
 
 // Registers the OIDs with OpenSSL's object table (OBJ_create) once per process; thread-safe.

@@ -70,6 +70,9 @@ class CmpClient {
   CmpClient(const CmpClient&) = delete;
   CmpClient& operator=(const CmpClient&) = delete;
 
+  // A CM host answering 'waiting' (e-mail verification) ends the exchange without polling:
+  // kUnavailable with last_failure().pki_status == OSSL_CMP_PKISTATUS_waiting and its reason in
+  // last_failure().text; the caller asks again later (persoflowEmailVerification).
   Result<Enrolled> enroll(const CertRequest& request);
   // rr for the certificate, with a CRLReason code (RFC 5280 §5.3.1; -1: none given).
   Status revoke(X509* cert, int reason, const std::string& procedure = {});

@@ -23,14 +23,14 @@
 namespace persoflow::sim {
 
 class Rng {
-public:
+ public:
   explicit Rng(std::uint64_t seed) : state_(seed) {}
   std::uint64_t next();
-  double uniform();                     // [0, 1)
-  bool chance(double probability);      // true with this probability
-  std::uint64_t below(std::uint64_t n); // [0, n), n > 0
+  double uniform();                      // [0, 1)
+  bool chance(double probability);       // true with this probability
+  std::uint64_t below(std::uint64_t n);  // [0, n), n > 0
 
-private:
+ private:
   std::uint64_t state_;
 };
 
@@ -41,25 +41,21 @@ struct LatencyRange {
   Duration floor;
   Duration tail_mean;
   Duration ceiling;
-  Duration sample(Rng &rng) const;
-  Duration
-  mean() const; // of the truncated distribution, for the device-bound limit
+  Duration sample(Rng& rng) const;
+  Duration mean() const;  // of the truncated distribution, for the device-bound limit
 };
 
 struct LatencyModel {
   LatencyRange rsa2048_keygen{std::chrono::seconds(2), std::chrono::seconds(4),
                               std::chrono::seconds(30)};
-  LatencyRange ec_keygen{std::chrono::milliseconds(30),
-                         std::chrono::milliseconds(90),
+  LatencyRange ec_keygen{std::chrono::milliseconds(30), std::chrono::milliseconds(90),
                          std::chrono::milliseconds(500)};
-  LatencyRange card_command{std::chrono::milliseconds(5),
-                            std::chrono::milliseconds(25),
+  LatencyRange card_command{std::chrono::milliseconds(5), std::chrono::milliseconds(25),
                             std::chrono::milliseconds(150)};
-  LatencyRange cm_round_trip{std::chrono::milliseconds(20),
-                             std::chrono::milliseconds(60),
+  LatencyRange cm_round_trip{std::chrono::milliseconds(20), std::chrono::milliseconds(60),
                              std::chrono::milliseconds(400)};
   LatencyRange feed{std::chrono::seconds(1), std::chrono::milliseconds(800),
                     std::chrono::seconds(4)};
 };
 
-} // namespace persoflow::sim
+}  // namespace persoflow::sim

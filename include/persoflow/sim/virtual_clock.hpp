@@ -18,11 +18,10 @@
 namespace persoflow::sim {
 
 class VirtualClock final : public Clock {
-public:
+ public:
   // The virtual epoch is fixed, so journal stamps (wall_clock_ms) are
   // reproducible too.
-  static constexpr std::int64_t kEpochMs =
-      1'800'000'000'000; // 2027-01-15T08:00:00Z
+  static constexpr std::int64_t kEpochMs = 1'800'000'000'000;  // 2027-01-15T08:00:00Z
 
   VirtualClock() = default;
 
@@ -44,17 +43,15 @@ public:
   // away).
   void clear();
   std::size_t pending() const;
-  Duration elapsed() const; // since the clock was made
-  std::int64_t
-  wall_clock_ms() const; // kEpochMs + elapsed, for the journal's stamps
+  Duration elapsed() const;            // since the clock was made
+  std::int64_t wall_clock_ms() const;  // kEpochMs + elapsed, for the journal's stamps
 
-private:
+ private:
   struct Key {
     Duration deadline;
     TimerId id;
-    bool operator<(const Key &other) const {
-      return deadline != other.deadline ? deadline < other.deadline
-                                        : id < other.id;
+    bool operator<(const Key& other) const {
+      return deadline != other.deadline ? deadline < other.deadline : id < other.id;
     }
   };
 
@@ -65,4 +62,4 @@ private:
   std::unordered_map<TimerId, Duration> deadlines_;
 };
 
-} // namespace persoflow::sim
+}  // namespace persoflow::sim

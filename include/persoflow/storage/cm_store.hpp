@@ -88,6 +88,27 @@ struct TransactionRecord {
   std::int64_t updated_at = 0;
 };
 
+// A certificate request waiting for the subject's e-mail address to be verified (procedures
+// with email_verification, docs/reissue.md). Keyed by the CMP transactionID of the request. The
+// one-time code itself is never stored: code_digest is SHA-256 over transaction_id ":" code.
+struct EmailVerificationRecord {
+  std::string transaction_id;  // hex, primary key
+  std::string email;           // where the code was sent
+  std::string code_digest;     // hex
+  std::string procedure;       // certificate procedure of the waiting request
+  std::string requester;       // officer name
+  std::string idempotency_key;  // of the certificate to issue ("<transactionID>/<certReqId>")
+  std::string subject_der;      // X509_NAME, DER
+  std::string public_key_der;   // SubjectPublicKeyInfo, DER
+  std::string old_serial_hex;   // kur: the certificate being updated, else empty
+  std::int64_t created_at = 0;
+  std::int64_t expires_at = 0;
+  std::int64_t mailed_at = 0;     // 0: the code could not be mailed yet (sent at the next poll)
+  std::int64_t confirmed_at = 0;  // 0: not confirmed
+  std::string issued_serial;      // the certificate issued once confirmed, else empty
+  int failed_attempts = 0;        // wrong codes entered for this request
+};
+
 struct AuditRecord {
   std::uint64_t seq = 0;  // 1, 2, ... without gaps
   std::int64_t time_ms = 0;
@@ -96,6 +117,24 @@ struct AuditRecord {
   std::string detail;  // free text for people; never a PIN or a private key
   std::string prev_hash;  // hex SHA-256; 64 zeros for the first record
   std::string hash;
+};
+
+// A PIN letter for the secure printer (migration 3). The PIN is held only as `envelope`, a CMS
+// EnvelopedData for the CM host's key-archive certificate, and only until it is needed: a mailer
+// letter's envelope is dropped when it is printed; a pre-printed letter's when it is bound to a
+// token (the RA took its PIN).
+struct PinLetterRecord {
+  std::string letter_id;   // printed on the letter, e.g. "PL-7F3A9C21"
+  std::string kind;        // "mailer" (queued by an RA) | "preprinted" (made by the CM host)
+  std::string state;       // "queued" -> "printed" (-> "bound" for preprinted)
+  std::string holder;      // subject of the token, "" for a preprinted letter
+  std::string address;     // e-mail address of the holder, "" for a preprinted letter
+  std::string token;       // what the PIN opens
+  std::string envelope;    // DER; empty once dropped
+  std::string idempotency_key;  // unique when not empty
+  std::string bound_to;    // preprinted: the idempotency key of the binding
+  std::int64_t created_at = 0;
+  std::int64_t printed_at = 0;
 };
 
 struct AuditVerifyReport {
@@ -148,6 +187,17 @@ class CmStore {
   virtual Status update_transaction(const std::string& id, const std::string& state,
                                     const std::string& response_der) = 0;
 
+  // --- e-mail verification (schema migration 4). Duplicate transaction: kAlreadyExists.
+  virtual Status insert_email_verification(const EmailVerificationRecord& record) = 0;
+  virtual Result<std::optional<EmailVerificationRecord>> email_verification(
+      const std::string& transaction_id) = 0;
+  // Not confirmed and expires_at > now, oldest first.
+  virtual Result<std::vector<EmailVerificationRecord>> open_email_verifications(
+      std::int64_t now) = 0;
+  // Stores code_digest, mailed_at, confirmed_at, issued_serial and failed_attempts (unknown:
+  // kNotFound).
+  virtual Status update_email_verification(const EmailVerificationRecord& record) = 0;
+
   // --- audit log
   virtual Result<AuditRecord> append_audit(const std::string& actor, const std::string& action,
                                            const std::string& detail) = 0;
@@ -155,6 +205,19 @@ class CmStore {
   virtual Result<std::vector<AuditRecord>> audit_records(std::uint64_t from_seq,
                                                          std::size_t limit) = 0;
   virtual Result<AuditVerifyReport> verify_audit() = 0;
+
+  // PIN letters (PinLetterRecord). Stores without them answer kUnsupported.
+  // A letter id or idempotency key used before: kAlreadyExists.
+  virtual Status insert_pin_letter(const PinLetterRecord& record);
+  virtual Result<std::optional<PinLetterRecord>> pin_letter(const std::string& letter_id);
+  virtual Result<std::optional<PinLetterRecord>> pin_letter_by_idempotency_key(
+      const std::string& key);
+  virtual Result<std::vector<PinLetterRecord>> pin_letters();
+  // Moves a letter from `from_state` to `to_state` (printed_at set when printed), dropping its
+  // envelope when asked. Not in from_state: kRejected naming the state it is in.
+  virtual Status update_pin_letter(const std::string& letter_id, const std::string& from_state,
+                                   const std::string& to_state, bool drop_envelope,
+                                   const std::string& bound_to);
 
   // Runs fn inside one database transaction: all of fn's calls on this store commit together,
   // or none does when fn returns a failure. Other threads wait until it ends. A nested call on

@@ -142,8 +142,9 @@ class Journal {
 };
 
 // Batches the appends of many workflows into one transaction. Thread-safe; the callback runs on
-// the writer's own thread after the commit (or its failure), so a caller acknowledges an append
-// only once it is durable. Callbacks must not block; they post back to their own strand.
+// the writer's acknowledging thread after the commit (or its failure), in the order the appends
+// were queued, so a caller acknowledges an append only once it is durable. Callbacks must not
+// block; they post back to their own strand.
 class GroupCommitWriter {
  public:
   using Done = std::function<void(Status)>;
@@ -151,7 +152,8 @@ class GroupCommitWriter {
   static std::unique_ptr<GroupCommitWriter> start(std::unique_ptr<Journal> journal,
                                                   std::size_t max_batch = 256);
   virtual void append(AppendRequest request, Done done) = 0;
-  // Commits what is queued, then stops the writer thread. Idempotent; called by the destructor.
+  // Commits what is queued, runs its callbacks, then stops the writer's threads. Idempotent;
+  // called by the destructor.
   // An append after stop fails at once with Errc::kCancelled (on the caller's thread).
   virtual void stop() = 0;
   // True once a group commit's outcome was unknown: every later append fails with kPoisoned.

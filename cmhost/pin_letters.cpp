@@ -1,0 +1,200 @@
+// The CM host's PIN letters (pin_letters.hpp).
+#include "persoflow/cmhost/pin_letters.hpp"
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+
+#include "persoflow/devices/pin_delivery.hpp"
+#include "persoflow/protocol/ossl.hpp"
+
+namespace persoflow::cmhost {
+
+namespace fs = std::filesystem;
+namespace pr = persoflow::protocol;
+using storage::PinLetterRecord;
+
+struct PinLetters::Impl {
+  CmHost* host = nullptr;
+  pr::X509Ptr archive_cert;
+  pr::EvpPkeyPtr archive_key;
+
+  Result<std::string> open(const std::string& envelope) {
+    return open_envelope(envelope, archive_cert.get(), archive_key.get());
+  }
+};
+
+namespace {
+
+std::string in_dir(const CmHost& host, const std::string& p) {
+  return fs::path(p).is_absolute() ? p : (fs::path(host.dir()) / p).string();
+}
+
+Result<std::string> first_line(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  if (!in || !std::getline(in, line)) return make_status(Errc::kNotFound, "cannot read " + path);
+  return line;
+}
+
+// "PL-" and 10 characters that do not look alike on paper.
+Result<std::string> new_letter_id() {
+  devices::PinRules rules;
+  rules.length = 10;
+  rules.alphabet = "23456789ABCDEFGHJKMNPQRSTUVWXYZ";
+  PF_ASSIGN_OR_RETURN(devices::Secret id, devices::generate_pin(rules));
+  return "PL-" + std::string(id.view());
+}
+
+std::string iso_time(std::int64_t unix_seconds) {
+  std::time_t t = static_cast<std::time_t>(unix_seconds);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return buf;
+}
+
+}  // namespace
+
+PinLetters::PinLetters(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+PinLetters::~PinLetters() = default;
+
+Result<std::unique_ptr<PinLetters>> PinLetters::open(CmHost& host) {
+  auto impl = std::make_unique<Impl>();
+  impl->host = &host;
+  const CmConfig& c = host.config();
+  PF_ASSIGN_OR_RETURN(auto certs, pr::read_pem_certs(in_dir(host, c.archive_certificate)));
+  if (certs.empty()) return make_status(Errc::kNotFound, "no key-archive certificate");
+  impl->archive_cert = std::move(certs.front());
+  PF_ASSIGN_OR_RETURN(std::string pass, first_line(in_dir(host, c.archive_key_passphrase_file)));
+  PF_ASSIGN_OR_RETURN(impl->archive_key, pr::read_pem_key(in_dir(host, c.archive_key), pass));
+  OPENSSL_cleanse(pass.data(), pass.size());
+  return std::unique_ptr<PinLetters>(new PinLetters(std::move(impl)));
+}
+
+Result<PinLetterRecord> PinLetters::queue(const std::string& holder, const std::string& address,
+                                          const std::string& token, std::string_view pin,
+                                          const std::string& idempotency_key,
+                                          const std::string& actor) {
+  storage::CmStore& store = impl_->host->store();
+  if (!idempotency_key.empty()) {
+    PF_ASSIGN_OR_RETURN(auto earlier, store.pin_letter_by_idempotency_key(idempotency_key));
+    if (earlier) return *earlier;
+  }
+  if (pin.empty()) return make_status(Errc::kInvalidArgument, "the PIN letter has no PIN");
+  const auto at = address.find('@');
+  if (at == std::string::npos || at == 0 || at + 1 == address.size()) {
+    return make_status(Errc::kInvalidArgument, "'" + address + "' is not an e-mail address");
+  }
+  PinLetterRecord r;
+  PF_ASSIGN_OR_RETURN(r.letter_id, new_letter_id());
+  r.kind = "mailer";
+  r.state = "queued";
+  r.holder = holder;
+  r.address = address;
+  r.token = token;
+  PF_ASSIGN_OR_RETURN(r.envelope, envelope_for(impl_->archive_cert.get(), pin));
+  r.idempotency_key = idempotency_key;
+  r.created_at = static_cast<std::int64_t>(std::time(nullptr));
+  PF_RETURN_IF_ERROR(store.atomically([&]() -> Status {
+    PF_RETURN_IF_ERROR(store.insert_pin_letter(r));
+    return impl_->host->audit(actor, "pin-letter-queue",
+                              r.letter_id + " for " + holder + " <" + address + ">");
+  }));
+  return r;
+}
+
+Result<std::vector<std::string>> PinLetters::preprint(int count, int length,
+                                                      const std::string& actor) {
+  if (count < 1 || count > 10000) {
+    return make_status(Errc::kInvalidArgument, "--count must be 1..10000");
+  }
+  storage::CmStore& store = impl_->host->store();
+  std::vector<std::string> ids;
+  devices::PinRules rules;
+  rules.length = length;
+  PF_RETURN_IF_ERROR(store.atomically([&]() -> Status {
+    for (int i = 0; i < count; ++i) {
+      PinLetterRecord r;
+      PF_ASSIGN_OR_RETURN(r.letter_id, new_letter_id());
+      r.kind = "preprinted";
+      r.state = "queued";
+      r.token = "PIN/PUK letter";
+      PF_ASSIGN_OR_RETURN(devices::Secret pin, devices::generate_pin(rules));
+      PF_ASSIGN_OR_RETURN(r.envelope, envelope_for(impl_->archive_cert.get(), pin.view()));
+      r.created_at = static_cast<std::int64_t>(std::time(nullptr));
+      PF_RETURN_IF_ERROR(store.insert_pin_letter(r));
+      ids.push_back(r.letter_id);
+    }
+    return impl_->host->audit(actor, "pin-letter-preprint",
+                              std::to_string(count) + " pre-printed PIN letters");
+  }));
+  return ids;
+}
+
+Result<std::vector<PinLetterRecord>> PinLetters::list() {
+  PF_ASSIGN_OR_RETURN(auto letters, impl_->host->store().pin_letters());
+  for (auto& l : letters) l.envelope.clear();  // nobody outside needs the envelope
+  return letters;
+}
+
+Result<std::string> PinLetters::print(const std::string& letter_id, const std::string& format,
+                                      const std::string& actor) {
+  if (format != "pdf" && format != "text") {
+    return make_status(Errc::kInvalidArgument, "the format is pdf or text, not '" + format + "'");
+  }
+  storage::CmStore& store = impl_->host->store();
+  std::string rendered;
+  PF_RETURN_IF_ERROR(store.atomically([&]() -> Status {
+    PF_ASSIGN_OR_RETURN(auto letter, store.pin_letter(letter_id));
+    if (!letter) return make_status(Errc::kNotFound, "no PIN letter " + letter_id);
+    if (letter->state != "queued" || letter->envelope.empty()) {
+      return make_status(Errc::kRejected,
+                         "PIN letter " + letter_id + " was printed already (at " +
+                             iso_time(letter->printed_at) + "); it is printed only once");
+    }
+    PF_ASSIGN_OR_RETURN(std::string pin, impl_->open(letter->envelope));
+    devices::PinLetter l{letter->letter_id, letter->holder, letter->address, letter->token,
+                         iso_time(letter->created_at)};
+    rendered = format == "pdf" ? devices::render_pin_letter_pdf(l, pin)
+                               : devices::render_pin_letter_text(l, pin);
+    OPENSSL_cleanse(pin.data(), pin.size());
+    // A mailer letter's PIN is on paper now; a pre-printed letter keeps it until it is bound.
+    PF_RETURN_IF_ERROR(store.update_pin_letter(letter_id, "queued", "printed",
+                                               letter->kind == "mailer", ""));
+    return impl_->host->audit(actor, "pin-letter-print", letter_id);
+  }));
+  return rendered;
+}
+
+Result<std::string> PinLetters::bind(const std::string& letter_id, const X509* recipient,
+                                     const std::string& idempotency_key,
+                                     const std::string& actor) {
+  storage::CmStore& store = impl_->host->store();
+  std::string envelope;
+  PF_RETURN_IF_ERROR(store.atomically([&]() -> Status {
+    PF_ASSIGN_OR_RETURN(auto letter, store.pin_letter(letter_id));
+    if (!letter) return make_status(Errc::kNotFound, "no PIN letter " + letter_id);
+    if (letter->kind != "preprinted") {
+      return make_status(Errc::kRejected, "PIN letter " + letter_id +
+                                              " is a mailer letter, not a pre-printed one");
+    }
+    if (letter->state == "bound" || letter->envelope.empty()) {
+      return make_status(Errc::kRejected,
+                         "PIN letter " + letter_id + " is bound to another token already");
+    }
+    PF_ASSIGN_OR_RETURN(std::string pin, impl_->open(letter->envelope));
+    auto sealed = envelope_for(recipient, pin);
+    OPENSSL_cleanse(pin.data(), pin.size());
+    if (!sealed) return sealed.status();
+    envelope = std::move(*sealed);
+    PF_RETURN_IF_ERROR(store.update_pin_letter(letter_id, letter->state, "bound", true,
+                                               idempotency_key));
+    return impl_->host->audit(actor, "pin-letter-bind", letter_id);
+  }));
+  return envelope;
+}
+
+}  // namespace persoflow::cmhost

@@ -1,0 +1,62 @@
+// The CM host's PIN mailer: PIN letters for the secure printer (DESIGN.md task 5).
+//
+// - An RA queues a *mailer* letter for a token's holder (genm persoflowPinLetterQueue): the PIN
+//   is enveloped at once for the key-archive certificate (CMS, the same key that protects archived
+//   keys) and only that envelope is stored; the holder gets an e-mail notice that a letter is on
+//   its way (no PIN in it).
+// - The CM host makes *pre-printed* PIN/PUK letters (`persoflow cm pin-letters preprint`); an RA
+//   binds one to a token by its letter ID (genm persoflowPinLetterBind) and receives its PIN
+//   enveloped for the officer; the letter's envelope is dropped then, so it binds only once.
+// - `print` renders a letter (text or PDF) exactly once: a second print is refused. A mailer
+//   letter's envelope is dropped when it is printed.
+// Each step is one database transaction with its audit record (never the PIN). Thread-safe as
+// the store is.
+#pragma once
+
+#include <openssl/types.h>
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "persoflow/cmhost/cm_host.hpp"
+#include "persoflow/common/status.hpp"
+#include "persoflow/storage/cm_store.hpp"
+
+namespace persoflow::cmhost {
+
+class PinLetters {
+ public:
+  // Loads the key-archive certificate and key of the host's directory.
+  static Result<std::unique_ptr<PinLetters>> open(CmHost& host);
+  ~PinLetters();
+
+  // A mailer letter. The same idempotency key again: the letter queued the first time.
+  Result<storage::PinLetterRecord> queue(const std::string& holder, const std::string& address,
+                                         const std::string& token, std::string_view pin,
+                                         const std::string& idempotency_key,
+                                         const std::string& actor);
+
+  // `count` pre-printed letters, each with a PIN of `length` digits; returns their ids.
+  Result<std::vector<std::string>> preprint(int count, int length, const std::string& actor);
+
+  Result<std::vector<storage::PinLetterRecord>> list();
+
+  // The letter rendered ("pdf" or "text"); marks it printed. Printed before: kRejected.
+  Result<std::string> print(const std::string& letter_id, const std::string& format,
+                            const std::string& actor);
+
+  // Binds a pre-printed letter: its PIN as a CMS envelope for `recipient`. A letter bound
+  // before, a mailer letter, an unknown id: kRejected / kNotFound naming it.
+  Result<std::string> bind(const std::string& letter_id, const X509* recipient,
+                           const std::string& idempotency_key, const std::string& actor);
+
+  struct Impl;
+
+ private:
+  explicit PinLetters(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace persoflow::cmhost

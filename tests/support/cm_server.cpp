@@ -1,0 +1,40 @@
+#include "cm_server.hpp"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "test_support.hpp"
+
+namespace persoflow::testing {
+
+CmServer::CmServer(const std::filesystem::path& cm_dir, const std::string& address) {
+  int fds[2];
+  if (::pipe(fds) != 0) return;
+  pid_ = ::fork();
+  if (pid_ == 0) {
+    ::dup2(fds[1], 1);
+    ::close(fds[0]);
+    const std::string binary = persoflow_binary();
+    ::execl(binary.c_str(), "persoflow", "cm", "serve", "--dir", cm_dir.c_str(), "--listen",
+            address.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(fds[1]);
+  // Blocks until the server says it listens (or exits: EOF).
+  std::string seen;
+  char c;
+  while (seen.find("listening on") == std::string::npos && ::read(fds[0], &c, 1) == 1) seen += c;
+  listening_ = seen.find("listening on") != std::string::npos;
+  fd_ = fds[0];
+}
+
+CmServer::~CmServer() {
+  if (pid_ > 0) {
+    ::kill(pid_, SIGTERM);
+    ::waitpid(pid_, nullptr, 0);
+  }
+  if (fd_ >= 0) ::close(fd_);
+}
+
+}  // namespace persoflow::testing

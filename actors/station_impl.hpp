@@ -12,6 +12,7 @@
 #include <string>
 
 #include "persoflow/actors/executor.hpp"
+#include "persoflow/actors/state_files.hpp"
 #include "persoflow/actors/station.hpp"
 #include "persoflow/devices/card.hpp"
 #include "persoflow/devices/officer.hpp"
@@ -29,10 +30,7 @@ using machines::Event;
 using machines::Fields;
 
 std::string field(const Command& c, const std::string& key);
-Result<std::string> read_file(const std::string& path);
-Result<std::string> first_line(const std::string& path);
-// Writes the file durably: a temporary file, fsync, rename, fsync of the folder.
-Status write_durably(const std::string& path, const std::string& data, mode_t mode = 0644);
+// read_file, first_line, write_durably: persoflow/actors/state_files.hpp.
 // A workflow id or reference as a file name: only [A-Za-z0-9._-].
 bool safe_name(const std::string& name);
 Event event(std::string type, Fields fields = {});
@@ -60,7 +58,9 @@ struct Station::Impl {
   std::mutex display_mu;
   PinDisplay display;
 
-  std::string dir(const char* sub) const { return (std::filesystem::path(config.state_dir) / sub).string(); }
+  std::string dir(const char* sub) const {
+    return (std::filesystem::path(config.state_dir) / sub).string();
+  }
 
   std::shared_ptr<CardSlot> slot(const std::string& serial) {
     std::lock_guard lock(cards_mu);
@@ -90,7 +90,7 @@ struct Station::Impl {
     if (pin_ref != "officer-password-file") {
       return make_status(Errc::kNotFound, "unknown officer PIN reference '" + pin_ref + "'");
     }
-    PF_ASSIGN_OR_RETURN(std::string password, detail::first_line(config.officer_password_file));
+    PF_ASSIGN_OR_RETURN(std::string password, first_line(config.officer_password_file));
     PF_ASSIGN_OR_RETURN(officer, devices::open_officer_pkcs12(config.officer_p12, password));
     return officer.get();
   }
@@ -116,8 +116,7 @@ Result<Fields> card_contents_fields(Impl& st, Impl::CardSlot& slot, const std::s
 
 // update-card (actors/update_card_executors.cpp): the AskOperator answers of an update request,
 // and the executors of ValidateTransportCertificate and NotifyOperator.
-Result<Event> ask_operator_update(Station& station, const CardRequest& request,
-                                  const Command& c);
+Result<Event> ask_operator_update(Station& station, const CardRequest& request, const Command& c);
 void install_update_card_executors(ExecutorRegistry& registry, std::shared_ptr<Station> station);
 
 }  // namespace detail

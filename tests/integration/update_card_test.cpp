@@ -4,6 +4,7 @@
 // transport certificate (TC) are made by `persoflow prepersonalise card` (a key on the card, its
 // TC from the CM host's transport procedure).
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <filesystem>
 #include <fstream>
@@ -19,7 +20,7 @@ namespace {
 namespace fs = std::filesystem;
 using persoflow::testing::certificates_for;
 using persoflow::testing::cm_address;
-using persoflow::testing::CmServe;
+using persoflow::testing::CmServer;
 using persoflow::testing::persoflow_binary;
 using persoflow::testing::run;
 using persoflow::testing::RunResult;
@@ -38,12 +39,12 @@ class UpdateCard : public ::testing::Test {
     ASSERT_EQ(demo.exit_code, 0) << demo.out << demo.err;
     // A foreign TC issuer, trusted by token procedure smartcard-tc-foreign only.
     const fs::path cm = dir_ / "cm";
-    ASSERT_EQ(run({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                   "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=Foreign Transport CA",
-                   "-days", "30", "-keyout", (cm / "foreign-key.pem").string(), "-out",
-                   (cm / "foreign.pem").string()})
-                  .exit_code,
-              0);
+    ASSERT_EQ(
+        run({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+             "-nodes", "-subj", "/CN=Foreign Transport CA", "-days", "30", "-keyout",
+             (cm / "foreign-key.pem").string(), "-out", (cm / "foreign.pem").string()})
+            .exit_code,
+        0);
     std::ifstream in(cm / "cm.json");
     auto config = nlohmann::json::parse(in);
     for (auto tp : config.at("token_procedures")) {
@@ -54,7 +55,7 @@ class UpdateCard : public ::testing::Test {
       break;
     }
     std::ofstream(cm / "cm.json") << config.dump(2);
-    server_ = new CmServe(cm, cm_address(conf()));
+    server_ = new CmServer(cm, cm_address(conf()));
     ASSERT_TRUE(server_->listening());
   }
   static void TearDownTestSuite() {
@@ -69,8 +70,8 @@ class UpdateCard : public ::testing::Test {
 
   // A fresh card with a key and its TC (CN=<label> Transport).
   static void tc_card(const std::string& label) {
-    ASSERT_EQ(run({"/usr/bin/env", softhsm(), "softhsm2-util", "--init-token", "--free",
-                   "--label", label, "--pin", "123456", "--so-pin", "12345678"})
+    ASSERT_EQ(run({"/usr/bin/env", softhsm(), "softhsm2-util", "--init-token", "--free", "--label",
+                   label, "--pin", "123456", "--so-pin", "12345678"})
                   .exit_code,
               0);
     auto made = run({persoflow_binary(), "prepersonalise", "card", "--config", conf(), "--token",
@@ -80,9 +81,9 @@ class UpdateCard : public ::testing::Test {
 
   static RunResult update(const std::string& label, const std::string& cn,
                           std::vector<std::string> extra) {
-    std::vector<std::string> argv = {persoflow_binary(), "update", "card", "--config", conf(),
-                                     "--token", label, "--field", "CN=" + cn,
-                                     "--field", "O=Example"};
+    std::vector<std::string> argv = {persoflow_binary(), "update", "card",    "--config", conf(),
+                                     "--token",          label,    "--field", "CN=" + cn, "--field",
+                                     "O=Example"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     return run(argv);
   }
@@ -105,9 +106,9 @@ class UpdateCard : public ::testing::Test {
   static void verify_certificate(const std::string& label) {
     const std::string der = tmp_->file(label + ".der");
     const std::string pem = der + ".pem";
-    auto read = run({"/usr/bin/env", softhsm(), "pkcs11-tool", "--module", kModule,
-                     "--token-label", label, "--read-object", "--type", "cert", "--label",
-                     "persoflow certificate", "-o", der});
+    auto read =
+        run({"/usr/bin/env", softhsm(), "pkcs11-tool", "--module", kModule, "--token-label", label,
+             "--read-object", "--type", "cert", "--label", "persoflow certificate", "-o", der});
     ASSERT_EQ(read.exit_code, 0) << read.err;
     ASSERT_EQ(run({"openssl", "x509", "-inform", "DER", "-in", der, "-out", pem}).exit_code, 0);
     auto ok = run({"openssl", "verify", "-CAfile", (dir_ / "cm" / "ca" / "ca.pem").string(), pem});
@@ -116,12 +117,12 @@ class UpdateCard : public ::testing::Test {
 
   static TempDir* tmp_;
   static fs::path dir_;
-  static CmServe* server_;
+  static CmServer* server_;
 };
 
 TempDir* UpdateCard::tmp_ = nullptr;
 fs::path UpdateCard::dir_;
-CmServe* UpdateCard::server_ = nullptr;
+CmServer* UpdateCard::server_ = nullptr;
 
 TEST_F(UpdateCard, RedoReplacesTheTransportCertificateThenAddAndIssue) {
   tc_card("card-70");
@@ -198,13 +199,14 @@ TEST_F(UpdateCard, CmHostKilledDuringTheSubmissionStillOneCertificatePerCard) {
     const std::string cn = "Kim Killed " + std::to_string(n++);
     tc_card(label);
     delete server_;
-    server_ = new CmServe(dir_ / "cm", address, {std::string("PERSOFLOW_CRASH_AT=") + point + ":1"});
+    server_ =
+        new CmServer(dir_ / "cm", address, {std::string("PERSOFLOW_CRASH_AT=") + point + ":1"});
     ASSERT_TRUE(server_->listening());
     RunResult result;
     std::thread station([&] { result = update(label, cn, {"--action", "tc=redo"}); });
     EXPECT_EQ(server_->wait_exit(), 128 + SIGKILL);
     delete server_;
-    server_ = new CmServe(dir_ / "cm", address);
+    server_ = new CmServer(dir_ / "cm", address);
     station.join();
     ASSERT_TRUE(server_->listening());
     EXPECT_EQ(result.exit_code, 0) << result.out << result.err;

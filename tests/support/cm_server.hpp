@@ -7,16 +7,22 @@
 
 #include <filesystem>
 #include <string>
+#include <vector>
 
 namespace persoflow::testing {
 
 class CmServer {
  public:
-  CmServer(const std::filesystem::path& cm_dir, const std::string& address);
+  // `env`: extra environment variables of the server (e.g. PERSOFLOW_CRASH_AT=...).
+  CmServer(const std::filesystem::path& cm_dir, const std::string& address,
+           std::vector<std::string> env = {});
   ~CmServer();
   CmServer(const CmServer&) = delete;
   CmServer& operator=(const CmServer&) = delete;
   bool listening() const { return listening_; }
+  // Waits (at most `seconds`) for the server to end by itself: its exit code, 128 + signal, or
+  // -1 when it was still running (the destructor stops it then).
+  int wait_exit(int seconds = 60);
 
  private:
   pid_t pid_ = -1;

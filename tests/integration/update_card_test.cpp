@@ -128,7 +128,7 @@ TEST_F(UpdateCard, RedoReplacesTheTransportCertificateThenAddAndIssue) {
   tc_card("card-70");
   ASSERT_NE(objects("card-70").find("Transport certificate"), std::string::npos);
 
-  auto redo = update("card-70", "Uma Update", {"--action", "tc=redo"});
+  auto redo = update("card-70", "Uma Update", {"--action", "tc=redo", "--workflow-id", "uma-redo"});
   ASSERT_EQ(redo.exit_code, 0) << redo.out << redo.err;
   EXPECT_NE(redo.out.find("update-card"), std::string::npos) << redo.out;
   EXPECT_NE(redo.out.find("Done"), std::string::npos) << redo.out;
@@ -141,7 +141,7 @@ TEST_F(UpdateCard, RedoReplacesTheTransportCertificateThenAddAndIssue) {
   EXPECT_EQ(certificates_for(dir_, "Uma Update"), 1);
 
   // No TC any more: add puts a second certificate on the same key.
-  auto add = update("card-70", "Uma Update", {"--action", "0=add"});
+  auto add = update("card-70", "Uma Update", {"--action", "0=add", "--workflow-id", "uma-add"});
   ASSERT_EQ(add.exit_code, 0) << add.out << add.err;
   held = objects("card-70");
   EXPECT_EQ(count(held, "Certificate Object"), 2) << held;
@@ -149,7 +149,8 @@ TEST_F(UpdateCard, RedoReplacesTheTransportCertificateThenAddAndIssue) {
   EXPECT_EQ(certificates_for(dir_, "Uma Update"), 2);
 
   // issue: the CM host issues a certificate that is not stored on the card.
-  auto issue = update("card-70", "Uma Update", {"--action", "0=issue"});
+  auto issue =
+      update("card-70", "Uma Update", {"--action", "0=issue", "--workflow-id", "uma-issue"});
   ASSERT_EQ(issue.exit_code, 0) << issue.out << issue.err;
   EXPECT_EQ(count(objects("card-70"), "Certificate Object"), 2);
   EXPECT_EQ(certificates_for(dir_, "Uma Update"), 3);

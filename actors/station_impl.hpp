@@ -30,7 +30,9 @@ using machines::Event;
 using machines::Fields;
 
 std::string field(const Command& c, const std::string& key);
-// read_file, first_line, write_durably: persoflow/actors/state_files.hpp.
+using persoflow::actors::first_line;  // persoflow/actors/state_files.hpp
+using persoflow::actors::read_file;
+using persoflow::actors::write_durably;
 // A workflow id or reference as a file name: only [A-Za-z0-9._-].
 bool safe_name(const std::string& name);
 Event event(std::string type, Fields fields = {});

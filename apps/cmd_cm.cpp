@@ -130,7 +130,13 @@ int cmd_init(int argc, char** argv) {
       "CA key: ec-p256, ec-p384, ec-p521, rsa-2048, rsa-3072, rsa-4096")(
       "ca-subject", po::value<std::string>()->default_value("CN=persoflow CA,O=persoflow"),
       "CA subject DN")("archive-key-alg", po::value<std::string>()->default_value("RSA:3072"),
-                       "key-archive key: RSA:BITS or EC:CURVE")("ca-days", po::value<int>()->default_value(3650), "CA validity in days");
+                       "key-archive key: RSA:BITS or EC:CURVE")("ca-days", po::value<int>()->default_value(3650), "CA validity in days")(
+      "ca-key", po::value<std::string>(),
+      "CA key in a PKCS#11 token: 'pkcs11:token=LABEL;object=LABEL' (generated there with "
+      "--ca-key-alg when the token has no such key)")(
+      "ca-pkcs11-module", po::value<std::string>(), "PKCS#11 module of the --ca-key token")(
+      "ca-pin-file", po::value<std::string>(),
+      "file whose first line is the --ca-key token's user PIN (its path is kept in cm.json)");
   po::variables_map vm;
   if (!parse(argc, argv, opts, vm, "persoflow cm init --dir DIR [options]\n\nCreates a CM host: CA, "
                                    "key-archive key, TLS certificate, cm.json, first officer.")) {
@@ -144,9 +150,20 @@ int cmd_init(int argc, char** argv) {
   o.ca_validity_days = vm["ca-days"].as<int>();
   o.archive_key_algorithm = vm["archive-key-alg"].as<std::string>();
   if (vm.count("password-file")) o.officer_password = read_password_file(vm["password-file"].as<std::string>());
+  if (vm.count("ca-key")) {
+    o.ca_key_uri = vm["ca-key"].as<std::string>();
+    if (!vm.count("ca-pkcs11-module")) fail("--ca-key needs --ca-pkcs11-module MODULE", 2);
+    if (!vm.count("ca-pin-file")) fail("--ca-key needs --ca-pin-file FILE", 2);
+    o.ca_pkcs11_module = vm["ca-pkcs11-module"].as<std::string>();
+    o.ca_pin_file = vm["ca-pin-file"].as<std::string>();
+    read_password_file(o.ca_pin_file);  // a missing or empty PIN file: one clear line
+  } else if (vm.count("ca-pkcs11-module") || vm.count("ca-pin-file")) {
+    fail("--ca-pkcs11-module and --ca-pin-file go with --ca-key", 2);
+  }
   auto r = take(CmHost::init(dir, o));
   std::cout << "CM host initialised in " << dir << "\n"
             << "  CA chain:      " << r.ca_chain << " (" << o.ca_subject << ", " << o.ca_key_algorithm << ")\n"
+            << (o.ca_key_uri.empty() ? "" : "  CA key:        " + o.ca_key_uri + "\n")
             << "  configuration: " << dir << "/cm.json\n"
             << "  officer '" << o.officer << "' (roles issue, recover): " << r.officer_p12 << "\n";
   if (r.password_generated) {

@@ -1,10 +1,14 @@
 // persoflow-bench journal: append throughput and latency of the station journal with
-// synchronous=FULL on a real file in a temporary directory.
-//   single   one workflow appending alone, one transaction (one fsync) per event
-//   group64  64 workflows on 64 threads, each waiting for its acknowledgement before its next
-//            event, through the GroupCommitWriter (one transaction per batch)
-// Prints BENCH lines: appends_per_s, p50_ms, p99_ms for each, group64.speedup, and the disk's
-// own fdatasync latency for context.
+// synchronous=FULL on a real file in a temporary directory. The records are the same in every
+// run.
+//   single          one workflow appending alone, one transaction (one fsync) per event
+//   group64         64 workflows through the GroupCommitWriter (one transaction per batch), each
+//                   waiting for its acknowledgement before its next event, driven by one thread
+//                   per core as the station's runtime drives its workflows
+//   group64_threads the same with one thread per workflow, blocked until its acknowledgement
+// Prints BENCH lines: appends_per_s, p50_ms, p99_ms (submission to acknowledgement) and
+// cpu_us_per_append (the whole process) for each, the speedups over single, and the disk's own
+// fdatasync latency for context.
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -111,7 +115,9 @@ Result<Figures> run_single(const std::string& path, double seconds) {
   return figures(lat, elapsed, process_cpu_us() - cpu0);
 }
 
-Result<Figures> run_group(const std::string& path, int workflows, double seconds) {
+// One thread per workflow, each blocked on its own condition variable until its append is
+// acknowledged: every append also pays an OS thread wake-up and two context switches.
+Result<Figures> run_group_threads(const std::string& path, int workflows, double seconds) {
   PF_ASSIGN_OR_RETURN(auto journal, st::Journal::open(path, {}));
   auto writer = st::GroupCommitWriter::start(std::move(journal), 256);
   std::vector<std::vector<double>> lat(static_cast<std::size_t>(workflows));
@@ -161,6 +167,97 @@ Result<Figures> run_group(const std::string& path, int workflows, double seconds
   return figures(all, elapsed, cpu);
 }
 
+// The station's way (actors::Runtime): the workflows are not threads but state driven by a few
+// threads, one per core (the runtime's io_threads). Each workflow still waits for its own
+// acknowledgement before its next append: the acknowledgement hands the workflow back to its
+// driver, which builds and submits the next append. Latency is from submission to the
+// acknowledgement (the callback).
+Result<Figures> run_group_drivers(const std::string& path, int workflows, int drivers,
+                                  double seconds) {
+  PF_ASSIGN_OR_RETURN(auto journal, st::Journal::open(path, {}));
+  auto writer = st::GroupCommitWriter::start(std::move(journal), 256);
+  struct Flow {
+    std::string id;
+    std::uint64_t step = 0;
+    Clock::time_point submitted;
+    Status result;
+    std::vector<double> latencies_us;
+  };
+  struct Driver {
+    std::mutex mutex;
+    std::condition_variable wake;
+    std::vector<std::size_t> acknowledged;  // flows whose last append is acknowledged
+  };
+  std::vector<Flow> flows(static_cast<std::size_t>(workflows));
+  std::vector<Driver> driver_state(static_cast<std::size_t>(drivers));
+  std::atomic<bool> failed{false};
+  std::string failure;
+  std::mutex failure_mutex;
+
+  auto submit = [&](std::size_t f) {
+    Flow& flow = flows[f];
+    st::AppendRequest request = make_request(flow.id, flow.step);
+    Driver& driver = driver_state[f % driver_state.size()];
+    flow.submitted = Clock::now();
+    writer->append(std::move(request), [&flow, &driver, f](Status s) {
+      flow.latencies_us.push_back(micros(Clock::now() - flow.submitted));
+      flow.result = std::move(s);
+      std::lock_guard lock(driver.mutex);
+      driver.acknowledged.push_back(f);
+      driver.wake.notify_one();
+    });
+  };
+
+  const double cpu0 = process_cpu_us();
+  auto start = Clock::now();
+  auto deadline =
+      start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+  std::vector<std::thread> threads;
+  for (int d = 0; d < drivers; ++d) {
+    threads.emplace_back([&, d] {
+      Driver& driver = driver_state[static_cast<std::size_t>(d)];
+      std::size_t in_flight = 0;
+      for (std::size_t f = static_cast<std::size_t>(d); f < flows.size();
+           f += static_cast<std::size_t>(drivers)) {
+        flows[f].id = "wf-" + std::to_string(f);
+        submit(f);
+        ++in_flight;
+      }
+      std::vector<std::size_t> ready;
+      while (in_flight > 0) {
+        {
+          std::unique_lock lock(driver.mutex);
+          driver.wake.wait(lock, [&] { return !driver.acknowledged.empty(); });
+          ready.swap(driver.acknowledged);
+        }
+        for (std::size_t f : ready) {
+          --in_flight;
+          if (!flows[f].result.is_ok()) {
+            std::lock_guard fl(failure_mutex);
+            failure = flows[f].result.message();
+            failed = true;
+            continue;
+          }
+          ++flows[f].step;
+          if (Clock::now() < deadline && !failed.load()) {
+            submit(f);
+            ++in_flight;
+          }
+        }
+        ready.clear();
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  const double cpu = process_cpu_us() - cpu0;
+  writer->stop();
+  if (failed) return make_status(Errc::kInternal, "group append failed: " + failure);
+  std::vector<double> all;
+  for (auto& flow : flows) all.insert(all.end(), flow.latencies_us.begin(), flow.latencies_us.end());
+  return figures(all, elapsed, cpu);
+}
+
 // The disk's own cost of a durable write (4 KiB + fdatasync), the floor under every commit:
 // printed next to the journal's figures so a run on a busy or slow disk can be read for what it
 // is.
@@ -187,27 +284,34 @@ Result<Figures> run_fsync(const std::string& path, int count) {
 int journal_bench(int argc, char** argv) {
   double seconds = 4;
   int workflows = 64;
+  int drivers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--help" || a == "-h") {
       std::printf(
-          "Usage: persoflow-bench journal [--seconds S] [--workflows N]\n"
-          "  Appends with synchronous=FULL in a temporary directory: one workflow alone\n"
-          "  (one transaction per event), then N workflows (default 64) on N threads\n"
-          "  through the group commit writer; S seconds each (default 4).\n");
+          "Usage: persoflow-bench journal [--seconds S] [--workflows N] [--drivers D]\n"
+          "  Appends with synchronous=FULL in a temporary directory ($TMPDIR, else /tmp):\n"
+          "  one workflow alone (one transaction per event), then N workflows (default 64)\n"
+          "  through the group commit writer, each waiting for its acknowledgement before\n"
+          "  its next event: driven by D threads (default: one per core, as the station's\n"
+          "  runtime), then with one thread per workflow. S seconds each (default 4).\n");
       return 0;
     }
     if (a == "--seconds" && i + 1 < argc) {
       seconds = std::atof(argv[++i]);
     } else if (a == "--workflows" && i + 1 < argc) {
       workflows = std::atoi(argv[++i]);
+    } else if (a == "--drivers" && i + 1 < argc) {
+      drivers = std::atoi(argv[++i]);
     } else {
       std::fprintf(stderr, "persoflow-bench journal: unknown option '%s'\n", a.c_str());
       return 2;
     }
   }
-  if (seconds <= 0 || workflows <= 0) {
-    std::fprintf(stderr, "persoflow-bench journal: --seconds and --workflows must be positive\n");
+  if (seconds <= 0 || workflows <= 0 || drivers <= 0) {
+    std::fprintf(stderr,
+                 "persoflow-bench journal: --seconds, --workflows and --drivers must be "
+                 "positive\n");
     return 2;
   }
   testing::TempDir dir("persoflow-bench-journal");
@@ -216,9 +320,14 @@ int journal_bench(int argc, char** argv) {
     std::fprintf(stderr, "journal bench: %s\n", single.status().message().c_str());
     return 1;
   }
-  auto group = run_group(dir.file("group.db"), workflows, seconds);
+  auto group = run_group_drivers(dir.file("group.db"), workflows, drivers, seconds);
   if (!group.is_ok()) {
     std::fprintf(stderr, "journal bench: %s\n", group.status().message().c_str());
+    return 1;
+  }
+  auto threaded = run_group_threads(dir.file("group_threads.db"), workflows, seconds);
+  if (!threaded.is_ok()) {
+    std::fprintf(stderr, "journal bench: %s\n", threaded.status().message().c_str());
     return 1;
   }
   auto disk = run_fsync(dir.file("fsync.bin"), 200);
@@ -238,6 +347,11 @@ int journal_bench(int argc, char** argv) {
   report(g + ".p99_ms", group->p99, "ms");
   report(g + ".cpu_us_per_append", group->cpu_us, "us");
   report(g + ".speedup", group->per_s / single->per_s, "x");
+  report(g + "_threads.appends_per_s", threaded->per_s, "appends/s");
+  report(g + "_threads.p50_ms", threaded->p50, "ms");
+  report(g + "_threads.p99_ms", threaded->p99, "ms");
+  report(g + "_threads.cpu_us_per_append", threaded->cpu_us, "us");
+  report(g + "_threads.speedup", threaded->per_s / single->per_s, "x");
   return 0;
 }
 

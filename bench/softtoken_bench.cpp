@@ -14,9 +14,6 @@
 //   BENCH softtoken.<alg>.it600k.script_fraction_of_limit
 // with <alg> p256 (EC P-256) and rsa2048.
 #include <openssl/evp.h>
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -29,6 +26,7 @@
 #include <thread>
 
 #include "bench_registry.hpp"
+#include "cm_server.hpp"
 #include "persoflow/actors/runtime.hpp"
 #include "persoflow/actors/softtoken.hpp"
 #include "test_support.hpp"
@@ -37,44 +35,9 @@ namespace {
 
 namespace fs = std::filesystem;
 namespace ac = persoflow::actors;
+using persoflow::testing::CmServer;
 using persoflow::testing::run;
 
-// `persoflow cm serve --listen 127.0.0.1:0` for the CM folder; stopped by the destructor.
-class CmServer {
- public:
-  explicit CmServer(const std::string& cm_dir) {
-    int fds[2];
-    if (::pipe(fds) != 0) return;
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::dup2(fds[1], 1);
-      ::close(fds[0]);
-      ::execl(persoflow::testing::persoflow_binary().c_str(), "persoflow", "cm", "serve", "--dir",
-              cm_dir.c_str(), "--listen", "127.0.0.1:0", static_cast<char*>(nullptr));
-      ::_exit(127);
-    }
-    ::close(fds[1]);
-    std::string seen;
-    char c;
-    while (::read(fds[0], &c, 1) == 1 && c != '\n') seen += c;
-    const auto at = seen.find("127.0.0.1:");
-    if (at != std::string::npos) port_ = seen.substr(at + 10);
-    fd_ = fds[0];
-  }
-  ~CmServer() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGTERM);
-      ::waitpid(pid_, nullptr, 0);
-    }
-    if (fd_ >= 0) ::close(fd_);
-  }
-  const std::string& port() const { return port_; }
-
- private:
-  pid_t pid_ = -1;
-  int fd_ = -1;
-  std::string port_;
-};
 
 // Seconds for `tokens` soft tokens issued at once through the runtime; -1 on failure.
 double persoflow_run(const fs::path& dir, const std::string& conf_path, int tokens,
@@ -199,7 +162,7 @@ int run_softtoken(int argc, char** argv) {
     std::cerr << "persoflow cm init failed:\n" << init.out << init.err;
     return 1;
   }
-  CmServer server((dir / "cm").string());
+  CmServer server(dir / "cm");
   if (server.port().empty()) {
     std::cerr << "persoflow cm serve did not start\n";
     return 1;

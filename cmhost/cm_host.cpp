@@ -27,6 +27,8 @@
 #include <sstream>
 
 #include "ca_crypto.hpp"
+#include "persoflow/devices/token_key.hpp"
+#include "persoflow/protocol/crmf_archive.hpp"
 #include "names.hpp"
 
 namespace persoflow::cmhost {
@@ -137,6 +139,36 @@ Result<X509NamePtr> dup_name(const X509_NAME* name) {
   return X509NamePtr(n);
 }
 
+// The key-generation spelling of a CA key algorithm: "ec-p256" -> "EC:secp256r1".
+Result<std::string> token_algorithm(const std::string& ca_algorithm) {
+  static const std::map<std::string, std::string> kCurves = {
+      {"ec-p256", "EC:secp256r1"}, {"ec-p384", "EC:secp384r1"}, {"ec-p521", "EC:secp521r1"}};
+  if (auto it = kCurves.find(ca_algorithm); it != kCurves.end()) return it->second;
+  if (ca_algorithm.rfind("rsa-", 0) == 0) return "RSA:" + ca_algorithm.substr(4);
+  return make_status(Errc::kInvalidArgument, "CA key algorithm '" + ca_algorithm +
+                                                 "' cannot be generated in a token (use ec-p256, "
+                                                 "ec-p384, ec-p521 or rsa-BITS)");
+}
+
+// The CA key in its token; generated there first when generate_algorithm is given.
+Result<std::unique_ptr<devices::TokenKey>> open_ca_token(const std::string& uri,
+                                                         const std::string& module,
+                                                         const std::string& pin_file,
+                                                         const std::string& generate_algorithm) {
+  if (module.empty() || pin_file.empty()) {
+    return make_status(Errc::kInvalidArgument,
+                       "cm.json: a pkcs11: CA key needs ca.pkcs11_module and ca.pin_file");
+  }
+  PF_ASSIGN_OR_RETURN(std::string pin, read_file(pin_file));
+  pin = trim_line(pin);
+  devices::TokenKeyOptions options{uri, module, pin};
+  auto token = devices::open_token_key(options, generate_algorithm);
+  OPENSSL_cleanse(pin.data(), pin.size());
+  OPENSSL_cleanse(options.pin.data(), options.pin.size());
+  if (!token.is_ok()) return token.status().with_context("CA key " + uri);
+  return token;
+}
+
 std::string describe(const KeySearch& s) {
   if (s.serial_hex) return "serial " + *s.serial_hex;
   if (s.cert_id) return "certificate ID " + std::to_string(*s.cert_id);
@@ -147,6 +179,8 @@ std::string describe(const KeySearch& s) {
 }  // namespace
 
 struct CmHost::Impl {
+  // Declared first, destroyed last: ca_key may be a reference to the token's key.
+  std::unique_ptr<devices::TokenKey> ca_token;
   std::vector<X509Ptr> chain;
   X509StackPtr chain_stack;
   EvpPkeyPtr ca_key;
@@ -204,8 +238,19 @@ Result<std::unique_ptr<CmHost>> CmHost::open(const std::string& dir) {
     }
     return key;
   };
-  PF_ASSIGN_OR_RETURN(host->impl_->ca_key,
-                      load_key(c.ca_key, c.ca_key_passphrase_file, host->ca_certificate()));
+  if (c.ca_key_in_token()) {
+    PF_ASSIGN_OR_RETURN(host->impl_->ca_token, open_ca_token(c.ca_key, c.ca_pkcs11_module,
+                                                             resolve(dir, c.ca_pin_file), ""));
+    if (X509_check_private_key(host->ca_certificate(), host->impl_->ca_token->key()) != 1) {
+      openssl_errors();
+      return make_status(Errc::kCorrupt, "the token key " + c.ca_key + " does not belong to " +
+                                             resolve(dir, c.ca_chain));
+    }
+    host->impl_->ca_key = share(host->impl_->ca_token->key());
+  } else {
+    PF_ASSIGN_OR_RETURN(host->impl_->ca_key,
+                        load_key(c.ca_key, c.ca_key_passphrase_file, host->ca_certificate()));
+  }
   PF_ASSIGN_OR_RETURN(std::string archive_pem, read_file(resolve(dir, c.archive_certificate)));
   PF_ASSIGN_OR_RETURN(auto archive_chain, crypto::load_pem_chain(archive_pem));
   host->impl_->archive_cert = std::move(archive_chain.front());
@@ -233,7 +278,25 @@ Result<InitResult> CmHost::init(const std::string& dir, const InitOptions& optio
     return make_status(Errc::kInvalidArgument, "CA validity must be a positive number of days");
   }
   PF_ASSIGN_OR_RETURN(X509NamePtr ca_subject, parse_name(options.ca_subject));
-  PF_ASSIGN_OR_RETURN(EvpPkeyPtr ca_key, crypto::generate_key(options.ca_key_algorithm));
+  std::unique_ptr<devices::TokenKey> ca_token;
+  EvpPkeyPtr ca_key;
+  if (!options.ca_key_uri.empty()) {
+    if (options.ca_pkcs11_module.empty() || options.ca_pin_file.empty()) {
+      return make_status(Errc::kInvalidArgument,
+                         "a CA key in a token needs its PKCS#11 module and a PIN file");
+    }
+    PF_ASSIGN_OR_RETURN(std::string algorithm, token_algorithm(options.ca_key_algorithm));
+    const std::string pin_file = fs::absolute(options.ca_pin_file).string();
+    PF_ASSIGN_OR_RETURN(ca_token, open_ca_token(options.ca_key_uri, options.ca_pkcs11_module,
+                                                pin_file, algorithm));
+    ca_key = share(ca_token->key());
+    config.ca_key = options.ca_key_uri;
+    config.ca_key_passphrase_file.clear();
+    config.ca_pkcs11_module = options.ca_pkcs11_module;
+    config.ca_pin_file = pin_file;
+  } else {
+    PF_ASSIGN_OR_RETURN(ca_key, crypto::generate_key(options.ca_key_algorithm));
+  }
   if (options.archive_key_algorithm.rfind("RSA:", 0) != 0 && options.archive_key_algorithm.rfind("EC:", 0) != 0) {
     return make_status(Errc::kInvalidArgument, "the key-archive key must be RSA:BITS or EC:CURVE, not '" +
                                                    options.archive_key_algorithm + "'");
@@ -257,11 +320,19 @@ Result<InitResult> CmHost::init(const std::string& dir, const InitOptions& optio
   ca_spec.ca = true;
   // digitalSignature too: the CA key also signs the CMP responses.
   ca_spec.key_usage = {"digitalSignature", "keyCertSign", "cRLSign"};
-  PF_ASSIGN_OR_RETURN(X509Ptr ca_cert, crypto::sign_certificate(ca_spec));
-  std::string ca_pass = crypto::random_password(32);
-  PF_ASSIGN_OR_RETURN(std::string ca_key_pem, crypto::encrypted_key_pem(ca_key.get(), ca_pass));
-  PF_RETURN_IF_ERROR(write_file(resolve(dir, config.ca_key_passphrase_file), ca_pass + "\n", 0600));
-  PF_RETURN_IF_ERROR(write_file(resolve(dir, config.ca_key), ca_key_pem, 0600));
+  PF_ASSIGN_OR_RETURN(X509Ptr signed_ca_cert, crypto::sign_certificate(ca_spec));
+  // Re-read from DER: the signed object keeps a reference to ca_key as its public key, which must
+  // not outlive the token session (ca_token) it belongs to.
+  PF_ASSIGN_OR_RETURN(std::string ca_cert_der, to_der(signed_ca_cert.get()));
+  signed_ca_cert.reset();
+  PF_ASSIGN_OR_RETURN(X509Ptr ca_cert, x509_from_der(ca_cert_der));
+  if (!ca_token) {
+    std::string ca_pass = crypto::random_password(32);
+    PF_ASSIGN_OR_RETURN(std::string ca_key_pem, crypto::encrypted_key_pem(ca_key.get(), ca_pass));
+    PF_RETURN_IF_ERROR(
+        write_file(resolve(dir, config.ca_key_passphrase_file), ca_pass + "\n", 0600));
+    PF_RETURN_IF_ERROR(write_file(resolve(dir, config.ca_key), ca_key_pem, 0600));
+  }
 
   PF_ASSIGN_OR_RETURN(EvpPkeyPtr archive_key, crypto::generate_key(options.archive_key_algorithm));
   PF_ASSIGN_OR_RETURN(X509NamePtr archive_subject, parse_name("CN=persoflow key archive"));
@@ -303,6 +374,8 @@ Result<InitResult> CmHost::init(const std::string& dir, const InitOptions& optio
                                 to_pem(tls_cert.get()) + to_pem(ca_cert.get()), 0644));
   // The CA certificate last: its presence marks the directory as initialised.
   PF_RETURN_IF_ERROR(write_file(resolve(dir, config.ca_chain), to_pem(ca_cert.get()), 0644));
+  ca_key.reset();  // the host opened below logs in to the token again
+  ca_token.reset();
 
   PF_ASSIGN_OR_RETURN(auto host, CmHost::open(dir));
   auto record = [&](X509* cert, const std::string& procedure) -> Status {
@@ -614,23 +687,56 @@ Result<IssuedCertificate> CmHost::issue(IssueRequest r) {
   }
   PF_ASSIGN_OR_RETURN(auto replay, find_replay(*store_, r.idempotency_key, r.subject.get(), r.public_key.get()));
   if (replay) return std::move(*replay);
-  auto prepared = prepare(*this, *proc, r, ca_certificate(), ca_key());
-  if (!prepared.is_ok()) {
+  auto refuse = [&](const Status& why) {
     (void)audit(r.requester, "refuse", "issue under '" + proc->name + "' for " +
-                                           name_to_string(r.subject.get()) + ": " +
-                                           prepared.status().message());
-    return prepared.status();
+                                           name_to_string(r.subject.get()) + ": " + why.message());
+    return why;
+  };
+  std::optional<storage::ArchivedKeyRecord> archived;
+  if (!r.archive_envelope.empty()) {
+    auto envelope = rewrap_key_to_archive(r.archive_envelope, r.public_key.get());
+    if (!envelope.is_ok()) return refuse(envelope.status());
+    archived.emplace();
+    archived->encrypted = std::move(envelope).value();
+    archived->idempotency_key = r.idempotency_key.empty() ? "" : r.idempotency_key + "/archive";
   }
-  CertRecord& rec = prepared->record;
-  Status st = store_->atomically([&]() -> Status {
-    PF_ASSIGN_OR_RETURN(rec.cert_id, store_->insert_certificate(rec));
-    return store_->append_audit(r.requester, "issue",
-                                "certificate " + rec.serial_hex + " id " + std::to_string(rec.cert_id) +
-                                    " '" + rec.subject + "' procedure " + proc->name + " (" +
-                                    storage::to_string(rec.status) + ")" +
-                                    (r.transaction_id.empty() ? "" : " tx " + r.transaction_id))
+  auto prepared = prepare(*this, *proc, r, ca_certificate(), ca_key());
+  if (!prepared.is_ok()) return refuse(prepared.status());
+  // The writes own what they store: they may run later, in the caller's database transaction.
+  auto rec_ptr = std::make_shared<CertRecord>(std::move(prepared->record));
+  auto write = [store = store_.get(), rec_ptr, archived, requester = r.requester,
+                tx = r.transaction_id, procedure_name = proc->name]() mutable -> Status {
+    CertRecord& rec = *rec_ptr;
+    PF_ASSIGN_OR_RETURN(rec.cert_id, store->insert_certificate(rec));
+    if (archived) {
+      archived->cert_id = rec.cert_id;
+      PF_ASSIGN_OR_RETURN(archived->key_id, store->insert_archived_key(*archived));
+      PF_RETURN_IF_ERROR(store->append_audit(requester, "archive",
+                                             "key " + std::to_string(archived->key_id) +
+                                                 " of certificate " + rec.serial_hex + " id " +
+                                                 std::to_string(rec.cert_id) +
+                                                 " archived (CRMF PKIArchiveOptions)")
+                             .status());
+    }
+    return store->append_audit(requester, "issue",
+                               "certificate " + rec.serial_hex + " id " +
+                                   std::to_string(rec.cert_id) + " '" + rec.subject +
+                                   "' procedure " + procedure_name + " (" +
+                                   storage::to_string(rec.status) + ")" +
+                                   (tx.empty() ? "" : " tx " + tx))
         .status();
-  });
+  };
+  const CertRecord& rec = *rec_ptr;
+  if (r.defer) {
+    r.defer->writes.push_back(std::move(write));
+    IssuedCertificate out;
+    PF_ASSIGN_OR_RETURN(out.certificate, x509_from_der(rec.der));
+    out.der = rec.der;
+    out.serial_hex = rec.serial_hex;
+    out.status = rec.status;
+    return out;
+  }
+  Status st = store_->atomically(write);
   if (!st.is_ok() && st.code() == Errc::kAlreadyExists && !r.idempotency_key.empty()) {
     // Another thread won the race for this idempotency key: answer with its certificate.
     PF_ASSIGN_OR_RETURN(auto again, find_replay(*store_, r.idempotency_key, r.subject.get(), r.public_key.get()));
@@ -665,6 +771,55 @@ Status CmHost::reject(const std::string& serial, const std::string& actor) {
     PF_RETURN_IF_ERROR(store_->set_certificate_status(s, CertStatus::kRejected));
     return store_->append_audit(actor, "reject", "certificate " + s + " rejected by the requester").status();
   });
+}
+
+Result<std::vector<std::string>> CmHost::confirm_transaction(const std::string& transaction_id,
+                                                             const std::vector<std::string>& serials,
+                                                             bool accept,
+                                                             const std::string& officer) {
+  std::string tid;
+  for (char c : transaction_id) {
+    if (!std::isxdigit(static_cast<unsigned char>(c))) {
+      return make_status(Errc::kInvalidArgument,
+                         "transaction_id '" + transaction_id + "' is not hexadecimal");
+    }
+    tid.push_back(static_cast<char>(std::toupper(static_cast<unsigned char>(c))));
+  }
+  std::set<std::string> wanted;
+  for (const auto& serial : serials) {
+    PF_ASSIGN_OR_RETURN(std::string s, normalize_serial_hex(serial));
+    wanted.insert(s);
+  }
+  std::vector<std::string> done;
+  Status st = store_->atomically([&]() -> Status {
+    storage::CertQuery q;
+    q.transaction_id = tid;
+    PF_ASSIGN_OR_RETURN(auto certs, store_->find_certificates(q));
+    if (tid.empty() || certs.empty()) {
+      return make_status(Errc::kNotFound, "no certificate was issued in transaction " + tid);
+    }
+    for (const auto& serial : wanted) {
+      bool found = std::any_of(certs.begin(), certs.end(),
+                               [&](const CertRecord& c) { return c.serial_hex == serial; });
+      if (!found) {
+        return make_status(Errc::kNotFound,
+                           "certificate " + serial + " was not issued in transaction " + tid);
+      }
+    }
+    for (const auto& c : certs) {
+      if (!wanted.empty() && !wanted.count(c.serial_hex)) continue;
+      if (c.requester != officer) {
+        return make_status(Errc::kPermissionDenied, "certificate " + c.serial_hex +
+                                                        " was requested by '" + c.requester +
+                                                        "', not by '" + officer + "'");
+      }
+      PF_RETURN_IF_ERROR(accept ? confirm(c.serial_hex, officer) : reject(c.serial_hex, officer));
+      done.push_back(c.serial_hex);
+    }
+    return Status::ok();
+  });
+  PF_RETURN_IF_ERROR(st);
+  return done;
 }
 
 Status CmHost::revoke(const std::string& serial, int reason, const std::string& actor) {
@@ -967,6 +1122,32 @@ Result<GeneratedKey> CmHost::generate_and_archive(GenerateArchiveRequest r) {
   out.key_id = k.key_id;
   out.envelope_der = std::move(for_requester).value();
   return out;
+}
+
+Result<std::string> CmHost::rewrap_key_to_archive(const std::string& envelope,
+                                                  const EVP_PKEY* public_key) {
+  auto content = open_envelope(envelope, impl_->archive_cert.get(), impl_->archive_key.get());
+  if (!content.is_ok()) {
+    return make_status(Errc::kRejected,
+                       "the key to archive is not enveloped for this CM host's key-archive "
+                       "certificate");
+  }
+  auto pkcs8 = protocol::private_key_info_of(*content);
+  OPENSSL_cleanse(content->data(), content->size());
+  PF_RETURN_IF_ERROR(pkcs8.status());
+  auto key = crypto::private_key_from_pkcs8_der(*pkcs8);
+  // Stored as the envelopes generate_and_archive() makes (PKCS#8 content), for recover().
+  auto archived = key.is_ok() ? envelope_for(impl_->archive_cert.get(), *pkcs8)
+                              : Result<std::string>(key.status());
+  OPENSSL_cleanse(pkcs8->data(), pkcs8->size());
+  if (!key.is_ok()) return make_status(Errc::kRejected, "the key to archive cannot be decoded");
+  PF_ASSIGN_OR_RETURN(std::string requested, public_key_der(public_key));
+  PF_ASSIGN_OR_RETURN(std::string enveloped, public_key_der(key->get()));
+  if (requested != enveloped) {
+    return make_status(Errc::kRejected,
+                       "the key to archive does not belong to the requested public key");
+  }
+  return archived;
 }
 
 Result<std::int64_t> CmHost::archive_key(const std::string& serial, const EVP_PKEY* private_key,

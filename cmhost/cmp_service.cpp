@@ -20,6 +20,7 @@
 #include "persoflow/protocol/base64.hpp"
 #include "persoflow/protocol/cm_info_types.hpp"
 #include "persoflow/protocol/cmp_der.hpp"
+#include "persoflow/protocol/crmf_archive.hpp"
 #include "persoflow/protocol/ossl.hpp"
 
 namespace persoflow::cmhost {
@@ -131,6 +132,8 @@ struct Transaction {
   std::string_view der;
   bool reached_callback = false;
   std::optional<std::string> refuse;
+  // Writes of the current message, committed together with its stored answer.
+  DeferredWrites deferred;
   // Across the transaction.
   std::string issued_serial;
   bool issued_now = false;
@@ -270,6 +273,7 @@ struct Transaction {
     request.transaction_id = t.tid_hex;
     request.idempotency_key = t.tid_hex + "/" + std::to_string(cert_req_id);
     request.confirmed = proto::cmp_asks_implicit_confirm(t.der);
+    request.defer = &t.deferred;
     if (p10cr) {
       unsigned char* der = nullptr;
       int len = i2d_X509_REQ(p10cr, &der);
@@ -297,6 +301,12 @@ struct Transaction {
       }
       request.subject.reset(X509_NAME_dup(subject));
       request.public_key.reset(key.release());
+      auto envelope = proto::archive_envelope_of(crm);
+      if (!envelope.is_ok()) {
+        refused(t, officer->name, what, envelope.status().message());
+        return rejection(OSSL_CMP_PKIFAILUREINFO_badRequest, envelope.status().message());
+      }
+      if (*envelope) request.archive_envelope = std::move(**envelope);
       if (body == kKur) {
         const OSSL_CRMF_CERTID* old_id = OSSL_CRMF_MSG_get0_regCtrl_oldCertID(crm);
         std::optional<storage::CertRecord> old;
@@ -506,6 +516,13 @@ struct Transaction {
     return 1;
   }
 
+  // Certificates made by a keygen or recovery genm are published at once only when the request
+  // asks for implicit confirmation (the header's implicitConfirm, as for ir/cr, or
+  // "implicit_confirm": true); otherwise they wait for a persoflowCertConfirm genm.
+  static bool asks_implicit_confirm(const Transaction& t, const json& request) {
+    return proto::cmp_asks_implicit_confirm(t.der) || request.value("implicit_confirm", false);
+  }
+
   Status need_role(const Officer& officer, const char* role) {
     if (officer.has_role(role)) return Status::ok();
     return make_status(Errc::kPermissionDenied,
@@ -518,7 +535,7 @@ struct Transaction {
   // the officer's own.
   Result<X509Ptr> recipient_of(const json& request, const Officer& officer) {
     if (request.contains("recipient")) {
-      PF_ASSIGN_OR_RETURN(std::string der, unbase64(request.at("recipient").get<std::string>()));
+      PF_ASSIGN_OR_RETURN(std::string der, proto::base64_decode(request.at("recipient").get<std::string>()));
       PF_ASSIGN_OR_RETURN(X509Ptr cert, x509_from_der(der));
       auto record = host.certificate(serial_hex(cert.get()));
       if (!record || record->der != der || record->status != storage::CertStatus::kValid) {
@@ -711,20 +728,21 @@ struct Transaction {
         PF_ASSIGN_OR_RETURN(r.recipient, recipient_of(request, officer));
         r.transaction_id = t.tid_hex;
         r.idempotency_key = t.tid_hex + "/recover";
-        r.confirmed = true;
+        r.confirmed = asks_implicit_confirm(t, request);
         PF_ASSIGN_OR_RETURN(auto recovered, host.recover(std::move(r)));
         json list = json::array();
         for (const auto& k : recovered) {
           json item = key_json(k.key);
-          item["certificate"] = base64(k.certificate.der);
+          item["certificate"] = proto::base64_encode(k.certificate.der);
           item["certificate_serial"] = k.certificate.serial_hex;
           item["certificate_id"] = k.certificate.cert_id;
-          item["envelope"] = base64(k.envelope_der);
+          item["certificate_status"] = storage::to_string(k.certificate.status);
+          item["envelope"] = proto::base64_encode(k.envelope_der);
           list.push_back(item);
         }
         audit(officer.name, "cmp-recover",
               "transaction " + t.tid_hex + ": " + std::to_string(recovered.size()) + " key(s)");
-        return json{{"keys", list}}.dump();
+        return json{{"keys", list}, {"transaction_id", t.tid_hex}}.dump();
       }
       if (oid == proto::kOidPinLetterQueue) {
         PF_RETURN_IF_ERROR(need_role(officer, kRoleIssue));
@@ -766,19 +784,37 @@ struct Transaction {
         PF_ASSIGN_OR_RETURN(g.recipient, recipient_of(request, officer));
         g.transaction_id = t.tid_hex;
         g.idempotency_key = t.tid_hex + "/keygen";
-        g.confirmed = true;
+        g.confirmed = asks_implicit_confirm(t, request);
         PF_ASSIGN_OR_RETURN(GeneratedKey k, host.generate_and_archive(std::move(g)));
         return json{{"key_id", k.key_id},
                     {"cert_id", k.certificate.cert_id},
                     {"serial", k.certificate.serial_hex},
-                    {"certificate", base64(k.certificate.der)},
-                    {"envelope", base64(k.envelope_der)},
+                    {"certificate", proto::base64_encode(k.certificate.der)},
+                    {"envelope", proto::base64_encode(k.envelope_der)},
+                    {"status", storage::to_string(k.certificate.status)},
+                    {"transaction_id", t.tid_hex},
                     {"replayed", k.certificate.replayed}}
             .dump();
       }
       if (oid == proto::kOidTcValidation) {
         PF_RETURN_IF_ERROR(need_role(officer, kRoleIssue));
         return tc_validation(request);
+      }
+      if (oid == proto::kOidCertConfirm) {
+        if (!request.contains("transaction_id")) {
+          return make_status(Errc::kInvalidArgument, "the request names no transaction_id");
+        }
+        std::vector<std::string> serials;
+        for (const auto& s : request.value("serials", json::array())) {
+          serials.push_back(s.get<std::string>());
+        }
+        const bool accept = request.value("accept", true);
+        PF_ASSIGN_OR_RETURN(auto done,
+                            host.confirm_transaction(request.at("transaction_id").get<std::string>(),
+                                                     serials, accept, officer.name));
+        return json{{"transaction_id", request.at("transaction_id")},
+                    {accept ? "confirmed" : "rejected", done}}
+            .dump();
       }
     } catch (const json::exception& e) {
       return make_status(Errc::kInvalidArgument, std::string("bad request field: ") + e.what());
@@ -840,6 +876,7 @@ struct Transaction {
     t.reached_callback = false;
     t.issued_now = false;
     t.refuse = std::move(refuse);
+    t.deferred.writes.clear();
     t.last_used = std::chrono::steady_clock::now();
     ERR_clear_error();
     proto::CmpMsgPtr rsp(OSSL_CMP_SRV_process_request(t.srv.get(), msg));
@@ -955,6 +992,7 @@ struct Transaction {
     if (!t.is_ok() || !created) return;
     std::lock_guard lock((*t)->mu);
     auto rsp = process(**t, msg, procedure, der, std::nullopt);
+    (*t)->deferred.writes.clear();  // the certificate is stored already: issuance replayed it
     auto nonce = proto::cmp_sender_nonce(stored);
     if (!rsp.is_ok() || !nonce || (*t)->issued_serial.empty()) {
       drop(tid_hex, t->get());
@@ -975,29 +1013,45 @@ struct Transaction {
       ERR_clear_error();
       return HttpReply{400, "text/plain; charset=utf-8", "bad request: not a CMP PKIMessage\n"};
     }
-    // One database transaction per CMP message: the certificate, the audit records and the stored
-    // answer commit together (one commit instead of several), or not at all when the CM host
-    // failed inside (the client retries the same request).
-    HttpReply reply;
+    // No database transaction spans the message: verifying, signing and answering run in
+    // parallel on the server's threads, and only the writes take the store's lock, each briefly.
+    // A certificate is committed in one short transaction together with the answer that carries
+    // it (handle_message).
     bool issued = false;
     t_internal_failure = false;
-    Status committed = host.store().atomically([&]() -> Status {
-      reply = handle_message(procedure, der, msg.get(), *body, &issued);
-      if (t_internal_failure || reply.status >= 500) {
-        return make_status(Errc::kUnavailable, "the CM host failed while answering");
-      }
-      return Status::ok();
-    });
-    if (!committed.is_ok()) {
-      if (reply.status < 500) {
-        reply = HttpReply{503, "text/plain; charset=utf-8",
-                          "CM host unavailable: " + committed.message() +
-                              "; send the same request again\n"};
-      }
-      return reply;
-    }
+    HttpReply reply = handle_message(procedure, der, msg.get(), *body, &issued);
     if (issued) crash_point("cm.after_issue_before_answer");
     return reply;
+  }
+
+  // Stores the answer of a message under its transaction key, in one database transaction with
+  // the writes the message held back (its certificate). A concurrent duplicate that answered
+  // first wins: its answer replaces ours and our writes are not made.
+  Status store_answer(Transaction& t, const std::string& key, const std::string& request_digest,
+                      bool initial, std::string* answer) {
+    storage::TransactionRecord record;
+    record.transaction_id = key;
+    record.request_digest = request_digest;
+    record.state = "answered";
+    record.response_der = *answer;
+    std::string prior_answer;
+    Status st = host.store().atomically([&]() -> Status {
+      PF_ASSIGN_OR_RETURN(auto prior, host.store().begin_transaction(record));
+      if (prior) {
+        if (prior->request_digest == request_digest && !prior->response_der.empty()) {
+          prior_answer = prior->response_der;
+          return Status::ok();
+        }
+        if (prior->request_digest == request_digest || !initial) {
+          PF_RETURN_IF_ERROR(host.store().update_transaction(key, "answered", *answer));
+        }
+      }
+      for (const auto& write : t.deferred.writes) PF_RETURN_IF_ERROR(write());
+      return Status::ok();
+    });
+    t.deferred.writes.clear();
+    if (st.is_ok() && !prior_answer.empty()) *answer = std::move(prior_answer);
+    return st;
   }
 
   HttpReply handle_message(const std::string& procedure, const std::string& der,
@@ -1071,24 +1125,18 @@ struct Transaction {
     }
     std::string answer = std::move(rsp).value();
     if (t->reached_callback) {
-      // Store the answer before sending it: a retry of these bytes gets these bytes.
-      storage::TransactionRecord record;
-      record.transaction_id = key;
-      record.request_digest = request_digest;
-      record.state = "answered";
-      record.response_der = answer;
-      auto begun = host.store().begin_transaction(record);
-      if (begun.is_ok() && begun->has_value()) {
-        const auto& prior = **begun;
-        if (prior.request_digest == request_digest && !prior.response_der.empty()) {
-          answer = prior.response_der;  // a concurrent duplicate answered first
-        } else if (prior.request_digest == request_digest || !initial) {
-          (void)host.store().update_transaction(key, "answered", answer);
-        }
-      } else if (!begun.is_ok()) {
+      // Store the answer before sending it: a retry of these bytes gets these bytes. Not when the
+      // CM host failed inside: nothing of it is committed, and the client sends the request again.
+      Status stored = t_internal_failure
+                          ? make_status(Errc::kUnavailable, "the CM host failed while answering")
+                          : store_answer(*t, key, request_digest, initial, &answer);
+      if (!stored.is_ok()) {
+        t->deferred.writes.clear();
         lock.unlock();
         drop(tid_hex, t.get());
-        return HttpReply{503, "text/plain", "CM store unavailable: " + begun.status().message() + "\n"};
+        return HttpReply{503, "text/plain; charset=utf-8",
+                         "CM host unavailable: " + stored.message() +
+                             "; send the same request again\n"};
       }
       *issued = t->issued_now;
     }

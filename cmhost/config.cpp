@@ -413,6 +413,10 @@ std::string config_to_json(const CmConfig& c, int indent) {
   json j;
   j["version"] = c.version;
   j["ca"] = {{"chain", c.ca_chain}, {"key", c.ca_key}, {"key_passphrase_file", c.ca_key_passphrase_file}};
+  if (c.ca_key_in_token()) {
+    j["ca"]["pkcs11_module"] = c.ca_pkcs11_module;
+    j["ca"]["pin_file"] = c.ca_pin_file;
+  }
   j["key_archive"] = {{"certificate", c.archive_certificate},
                       {"key", c.archive_key},
                       {"key_passphrase_file", c.archive_key_passphrase_file}};
@@ -653,6 +657,8 @@ Result<CmConfig> config_from_json(const std::string& text) {
     c.ca_chain = ca.at("chain").get<std::string>();
     c.ca_key = ca.at("key").get<std::string>();
     c.ca_key_passphrase_file = opt<std::string>(ca, "key_passphrase_file", "");
+    c.ca_pkcs11_module = opt<std::string>(ca, "pkcs11_module", "");
+    c.ca_pin_file = opt<std::string>(ca, "pin_file", "");
     const json& ka = j.at("key_archive");
     c.archive_certificate = ka.at("certificate").get<std::string>();
     c.archive_key = ka.at("key").get<std::string>();

@@ -22,6 +22,7 @@ constexpr InfoType kInfoTypes[] = {
     {kOidEmailVerification, "persoflowEmailVerification", "persoflow e-mail verification"},
     {kOidPinLetterQueue, "persoflowPinLetterQueue", "persoflow PIN letter for the PIN mailer"},
     {kOidPinLetterBind, "persoflowPinLetterBind", "persoflow pre-printed PIN letter binding"},
+    {kOidCertConfirm, "persoflowCertConfirm", "persoflow certificate confirmation"},
     {kOidError, "persoflowError", "persoflow general message error"},
 };
 std::once_flag g_once;

@@ -4,8 +4,11 @@
 #include <openssl/asn1.h>
 #include <openssl/objects.h>
 
+#include <nlohmann/json.hpp>
+
 #include "persoflow/protocol/cm_info_types.hpp"
 #include "persoflow/protocol/cmp_der.hpp"
+#include "persoflow/protocol/crmf_archive.hpp"
 
 namespace persoflow::protocol {
 
@@ -270,7 +273,26 @@ Result<Enrolled> CmpClient::enroll(const CertRequest& request) {
       OSSL_CMP_CTX_set1_oldCert(ctx.get(), request.old_cert);
     }
   }
-  X509* cert = OSSL_CMP_exec_certreq(ctx.get(), type, nullptr);
+  CrmfMsgPtr crm;
+  if (request.archive_to) {
+    if (type == OSSL_CMP_P10CR) {
+      return make_status(Errc::kInvalidArgument, "a p10cr cannot carry a key to archive");
+    }
+    // The library builds no archive control: build the request here, add it, then sign the
+    // proof of possession over the whole CertRequest.
+    CrmfMsgPtr plain(OSSL_CMP_CTX_setup_CRM(ctx.get(), type == OSSL_CMP_KUR, 0));
+    if (!plain) return openssl_failure("building the certificate request");
+    PF_ASSIGN_OR_RETURN(std::string options, archive_options_der(request.key, request.archive_to));
+    PF_ASSIGN_OR_RETURN(crm, with_archive_options(plain.get(), options));
+    OPENSSL_cleanse(options.data(), options.size());
+    const int base = EVP_PKEY_get_base_id(request.key);
+    const EVP_MD* md = base == EVP_PKEY_ED25519 || base == EVP_PKEY_ED448 ? nullptr : EVP_sha256();
+    if (!OSSL_CRMF_MSG_create_popo(OSSL_CRMF_POPO_SIGNATURE, crm.get(), request.key, md, nullptr,
+                                   nullptr)) {
+      return openssl_failure("signing the proof of possession");
+    }
+  }
+  X509* cert = OSSL_CMP_exec_certreq(ctx.get(), type, crm.get());
   if (!cert) return m.fail(ctx.get(), "certificate request refused");
   Enrolled out;
   X509_up_ref(cert);
@@ -309,6 +331,15 @@ Result<std::vector<InfoItem>> CmpClient::general_message(const std::vector<InfoI
     OSSL_CMP_ITAV* itav = OSSL_CMP_ITAV_create(type, value);
     OSSL_CMP_CTX_push0_genm_ITAV(ctx.get(), itav);
   }
+  if (m.options.implicit_confirm) {
+    // OpenSSL sets implicitConfirm only on certificate requests; the CM host reads it on a genm
+    // too (certificates from key generation and recovery).
+    ASN1_TYPE* null_value = ASN1_TYPE_new();
+    ASN1_TYPE_set(null_value, V_ASN1_NULL, nullptr);
+    OSSL_CMP_ITAV* itav =
+        OSSL_CMP_ITAV_create(OBJ_dup(OBJ_nid2obj(NID_id_it_implicitConfirm)), null_value);
+    OSSL_CMP_CTX_push0_geninfo_ITAV(ctx.get(), itav);
+  }
   STACK_OF(OSSL_CMP_ITAV)* out = OSSL_CMP_exec_GENM_ses(ctx.get());
   if (!out) {
     if (OSSL_CMP_CTX_get_status(ctx.get()) == OSSL_CMP_PKISTATUS_accepted &&
@@ -335,6 +366,22 @@ Result<std::vector<InfoItem>> CmpClient::general_message(const std::vector<InfoI
   }
   sk_OSSL_CMP_ITAV_pop_free(out, OSSL_CMP_ITAV_free);
   return result;
+}
+
+Result<std::vector<std::string>> CmpClient::confirm_certificates(
+    const std::string& transaction_id_hex, const std::vector<std::string>& serials, bool accept) {
+  const nlohmann::json request = {
+      {"transaction_id", transaction_id_hex}, {"serials", serials}, {"accept", accept}};
+  PF_ASSIGN_OR_RETURN(auto items, general_message({{kOidCertConfirm, request.dump()}}));
+  if (items.size() != 1) return make_status(Errc::kCorrupt, "the CM host's genp has no answer");
+  try {
+    return nlohmann::json::parse(items.front().value)
+        .at(accept ? "confirmed" : "rejected")
+        .get<std::vector<std::string>>();
+  } catch (const nlohmann::json::exception& e) {
+    return make_status(Errc::kCorrupt, std::string("unexpected persoflowCertConfirm answer: ") +
+                                           e.what());
+  }
 }
 
 Result<std::string> CmpClient::post_der(const std::string& der, const std::string& procedure) {

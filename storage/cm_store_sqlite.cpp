@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <sstream>
 
@@ -19,7 +20,7 @@
 namespace persoflow::storage {
 namespace {
 
-constexpr int kSchemaVersion = 3;
+constexpr int kSchemaVersion = 4;
 constexpr const char* kKind = "persoflow-cm";
 const std::string kZeroHash(64, '0');
 
@@ -73,13 +74,61 @@ Status sqlite_status(sqlite3* db, int rc, const std::string& what) {
   return Status(std::error_code(rc, sqlite_category()), what + ": " + msg);
 }
 
-// A prepared statement, finalized on destruction.
+// Prepared statements kept for the connection's lifetime, by SQL text: each CMP message runs the
+// same dozen statements, and preparing them again each time cost more than running them. Used only
+// under the store's mutex.
+class StmtCache {
+ public:
+  ~StmtCache() {
+    for (auto& [sql, entry] : entries_) sqlite3_finalize(entry.stmt);
+  }
+  // A cached statement not in use, or nullptr (the caller prepares its own).
+  sqlite3_stmt* take(sqlite3* db, const char* sql) {
+    auto [it, inserted] = entries_.try_emplace(sql);
+    Entry& e = it->second;
+    if (inserted && sqlite3_prepare_v2(db, sql, -1, &e.stmt, nullptr) != SQLITE_OK) {
+      sqlite3_finalize(e.stmt);
+      entries_.erase(it);
+      return nullptr;
+    }
+    if (e.in_use) return nullptr;  // a nested use of the same statement
+    e.in_use = true;
+    return e.stmt;
+  }
+  void give_back(sqlite3_stmt* stmt) {
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    for (auto& [sql, e] : entries_) {
+      if (e.stmt == stmt) e.in_use = false;
+    }
+  }
+
+ private:
+  struct Entry {
+    sqlite3_stmt* stmt = nullptr;
+    bool in_use = false;
+  };
+  std::map<std::string, Entry> entries_;
+};
+
+// A prepared statement: from the cache when one is given (reset and returned on destruction),
+// else prepared here and finalized on destruction.
 class Stmt {
  public:
-  Stmt(sqlite3* db, const char* sql) : db_(db) {
+  Stmt(sqlite3* db, const char* sql, StmtCache* cache = nullptr) : db_(db) {
+    if (cache && (stmt_ = cache->take(db, sql))) {
+      cache_ = cache;
+      return;
+    }
     rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr);
   }
-  ~Stmt() { sqlite3_finalize(stmt_); }
+  ~Stmt() {
+    if (cache_) {
+      cache_->give_back(stmt_);
+    } else {
+      sqlite3_finalize(stmt_);
+    }
+  }
   Stmt(const Stmt&) = delete;
   Stmt& operator=(const Stmt&) = delete;
 
@@ -134,6 +183,7 @@ class Stmt {
  private:
   sqlite3* db_;
   sqlite3_stmt* stmt_ = nullptr;
+  StmtCache* cache_ = nullptr;
   int rc_ = SQLITE_OK;
 };
 
@@ -283,17 +333,17 @@ class SqliteCmStore final : public CmStore {
     PF_RETURN_IF_ERROR(exec("PRAGMA synchronous=FULL", "setting synchronous=FULL"));
     PF_RETURN_IF_ERROR(exec("PRAGMA foreign_keys=ON", "enabling foreign keys"));
     return write([&]() -> Status {
-      Stmt has(db_, "SELECT count(*) FROM sqlite_master WHERE type='table'");
+      Stmt has(db_, "SELECT count(*) FROM sqlite_master WHERE type='table'", &cache_);
       PF_ASSIGN_OR_RETURN(bool row, has.step("reading the schema"));
       std::int64_t tables = row ? has.integer(0) : 0;
       int version = 0;
       if (tables > 0) {
-        Stmt meta(db_, "SELECT value FROM meta WHERE key='kind'");
+        Stmt meta(db_, "SELECT value FROM meta WHERE key='kind'", &cache_);
         auto kind_row = meta.step("reading meta");
         if (!kind_row.is_ok() || !*kind_row || meta.text(0) != kKind) {
           return make_status(Errc::kCorrupt, "not a persoflow CM database (no 'kind' marker)");
         }
-        Stmt v(db_, "SELECT value FROM meta WHERE key='schema_version'");
+        Stmt v(db_, "SELECT value FROM meta WHERE key='schema_version'", &cache_);
         PF_ASSIGN_OR_RETURN(bool vrow, v.step("reading schema_version"));
         if (!vrow) return make_status(Errc::kCorrupt, "CM database has no schema_version");
         version = std::stoi(v.text(0));
@@ -307,7 +357,7 @@ class SqliteCmStore final : public CmStore {
         PF_RETURN_IF_ERROR(exec("CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)",
                                 "creating meta"));
         Stmt k(db_, "INSERT INTO meta(key, value) VALUES ('kind', ?1), ('schema_version', '0'), "
-                    "('crl_number', '0')");
+                    "('crl_number', '0')", &cache_);
         k.bind(1, std::string(kKind));
         PF_RETURN_IF_ERROR(k.run("writing meta"));
       }
@@ -324,7 +374,14 @@ class SqliteCmStore final : public CmStore {
         PF_RETURN_IF_ERROR(exec(kSchemaV3EmailVerification, "migrating the schema to version 3"));
         version = 3;
       }
-      Stmt up(db_, "UPDATE meta SET value=?1 WHERE key='schema_version'");
+      if (version < 4) {
+        // Certificates by CMP transaction: confirmation of what a genm made (persoflowCertConfirm).
+        PF_RETURN_IF_ERROR(exec("CREATE INDEX certificates_transaction ON "
+                                "certificates(transaction_id)",
+                                "migrating the schema to version 4"));
+        version = 4;
+      }
+      Stmt up(db_, "UPDATE meta SET value=?1 WHERE key='schema_version'", &cache_);
       up.bind(1, std::to_string(version));
       return up.run("writing schema_version");
     });
@@ -337,7 +394,7 @@ class SqliteCmStore final : public CmStore {
       Stmt s(db_,
              "INSERT INTO certificates(serial_hex, subject, issuer, not_before, not_after, status, "
              "revocation_reason, revoked_at, procedure, der, transaction_id, idempotency_key, "
-             "requester, created_at) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)");
+             "requester, created_at) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)", &cache_);
       s.bind(1, r.serial_hex).bind(2, r.subject).bind(3, r.issuer).bind(4, r.not_before);
       s.bind(5, r.not_after).bind(6, std::string(to_string(r.status)));
       s.bind(7, static_cast<std::int64_t>(r.revocation_reason)).bind(8, r.revoked_at);
@@ -361,7 +418,7 @@ class SqliteCmStore final : public CmStore {
                                                const std::function<void(Stmt&)>& binder) {
     std::lock_guard lock(mu_);
     std::string sql = std::string("SELECT ") + kCertColumns + " FROM certificates WHERE " + where;
-    Stmt s(db_, sql.c_str());
+    Stmt s(db_, sql.c_str(), &cache_);
     binder(s);
     PF_ASSIGN_OR_RETURN(bool row, s.step("reading certificate"));
     if (!row) return std::optional<CertRecord>();
@@ -390,15 +447,17 @@ class SqliteCmStore final : public CmStore {
     }
     if (q.status) sql += " AND status=?" + std::to_string(++n);
     if (q.procedure) sql += " AND procedure=?" + std::to_string(++n);
+    if (q.transaction_id) sql += " AND transaction_id=?" + std::to_string(++n);
     sql += " ORDER BY cert_id";
     if (q.limit) sql += " LIMIT " + std::to_string(q.limit);
-    Stmt s(db_, sql.c_str());
+    Stmt s(db_, sql.c_str(), &cache_);
     int i = 0;
     if (q.serial_hex) s.bind(++i, *q.serial_hex);
     if (q.cert_id) s.bind(++i, *q.cert_id);
     if (q.subject) s.bind(++i, *q.subject);
     if (q.status) s.bind(++i, std::string(to_string(*q.status)));
     if (q.procedure) s.bind(++i, *q.procedure);
+    if (q.transaction_id) s.bind(++i, *q.transaction_id);
     std::vector<CertRecord> out;
     while (true) {
       PF_ASSIGN_OR_RETURN(bool row, s.step("searching certificates"));
@@ -420,7 +479,7 @@ class SqliteCmStore final : public CmStore {
                                                 to_string(current->status) + ", cannot become " +
                                                 to_string(status));
       }
-      Stmt s(db_, "UPDATE certificates SET status=?1 WHERE serial_hex=?2");
+      Stmt s(db_, "UPDATE certificates SET status=?1 WHERE serial_hex=?2", &cache_);
       s.bind(1, std::string(to_string(status))).bind(2, serial);
       return s.run("updating certificate status");
     });
@@ -439,7 +498,7 @@ class SqliteCmStore final : public CmStore {
                            "certificate " + serial + " was never published (rejected)");
       }
       Stmt s(db_, "UPDATE certificates SET status='revoked', revocation_reason=?1, revoked_at=?2 "
-                  "WHERE serial_hex=?3");
+                  "WHERE serial_hex=?3", &cache_);
       s.bind(1, static_cast<std::int64_t>(reason)).bind(2, at).bind(3, serial);
       return s.run("revoking certificate");
     });
@@ -452,7 +511,7 @@ class SqliteCmStore final : public CmStore {
       PF_RETURN_IF_ERROR(exec("UPDATE meta SET value = CAST(value AS INTEGER) + 1 "
                               "WHERE key='crl_number'",
                               "incrementing the CRL number"));
-      Stmt s(db_, "SELECT value FROM meta WHERE key='crl_number'");
+      Stmt s(db_, "SELECT value FROM meta WHERE key='crl_number'", &cache_);
       PF_ASSIGN_OR_RETURN(bool row, s.step("reading the CRL number"));
       if (!row) return make_status(Errc::kCorrupt, "CM database has no crl_number");
       n = s.integer(0);
@@ -466,7 +525,7 @@ class SqliteCmStore final : public CmStore {
     std::int64_t id = 0;
     PF_RETURN_IF_ERROR(write([&]() -> Status {
       Stmt s(db_, "INSERT INTO archived_keys(cert_id, encrypted, idempotency_key, created_at) "
-                  "VALUES (?1, ?2, ?3, ?4)");
+                  "VALUES (?1, ?2, ?3, ?4)", &cache_);
       s.bind(1, r.cert_id).bind_blob(2, r.encrypted).bind_opt(3, r.idempotency_key);
       s.bind(4, r.created_at ? r.created_at : now_ms() / 1000);
       Status st = s.run("archiving key");
@@ -487,7 +546,7 @@ class SqliteCmStore final : public CmStore {
   Result<std::vector<ArchivedKeyRecord>> keys_where(const char* sql,
                                                     const std::function<void(Stmt&)>& binder) {
     std::lock_guard lock(mu_);
-    Stmt s(db_, sql);
+    Stmt s(db_, sql, &cache_);
     binder(s);
     std::vector<ArchivedKeyRecord> out;
     while (true) {
@@ -524,7 +583,7 @@ class SqliteCmStore final : public CmStore {
     std::lock_guard lock(mu_);
     return write([&]() -> Status {
       Stmt s(db_, "INSERT INTO officers(name, cert_serial_hex, roles, revoked, created_at) "
-                  "VALUES (?1, ?2, ?3, ?4, ?5)");
+                  "VALUES (?1, ?2, ?3, ?4, ?5)", &cache_);
       s.bind(1, r.name).bind(2, r.cert_serial_hex).bind(3, join_roles(r.roles));
       s.bind(4, static_cast<std::int64_t>(r.revoked ? 1 : 0));
       s.bind(5, r.created_at ? r.created_at : now_ms() / 1000);
@@ -541,7 +600,7 @@ class SqliteCmStore final : public CmStore {
     std::lock_guard lock(mu_);
     std::string sql = std::string("SELECT name, cert_serial_hex, roles, revoked, created_at FROM "
                                   "officers ") + where + " ORDER BY name";
-    Stmt s(db_, sql.c_str());
+    Stmt s(db_, sql.c_str(), &cache_);
     binder(s);
     std::vector<OfficerRecord> out;
     while (true) {
@@ -662,7 +721,7 @@ class SqliteCmStore final : public CmStore {
   Status revoke_officer(const std::string& name) override {
     std::lock_guard lock(mu_);
     return write([&]() -> Status {
-      Stmt s(db_, "UPDATE officers SET revoked=1 WHERE name=?1");
+      Stmt s(db_, "UPDATE officers SET revoked=1 WHERE name=?1", &cache_);
       s.bind(1, name);
       PF_RETURN_IF_ERROR(s.run("revoking officer"));
       if (sqlite3_changes(db_) == 0) {
@@ -675,7 +734,7 @@ class SqliteCmStore final : public CmStore {
   Result<std::optional<TransactionRecord>> transaction(const std::string& id) override {
     std::lock_guard lock(mu_);
     Stmt s(db_, "SELECT transaction_id, request_digest, state, response_der, created_at, "
-                "updated_at FROM transactions WHERE transaction_id=?1");
+                "updated_at FROM transactions WHERE transaction_id=?1", &cache_);
     s.bind(1, id);
     PF_ASSIGN_OR_RETURN(bool row, s.step("reading transaction"));
     if (!row) return std::optional<TransactionRecord>();
@@ -697,7 +756,7 @@ class SqliteCmStore final : public CmStore {
       if (existing) return Status::ok();
       std::int64_t now = now_ms() / 1000;
       Stmt s(db_, "INSERT INTO transactions(transaction_id, request_digest, state, response_der, "
-                  "created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)");
+                  "created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)", &cache_);
       s.bind(1, r.transaction_id).bind(2, r.request_digest).bind(3, r.state);
       s.bind_blob(4, r.response_der).bind(5, r.created_at ? r.created_at : now);
       return s.run("recording transaction");
@@ -710,7 +769,7 @@ class SqliteCmStore final : public CmStore {
     std::lock_guard lock(mu_);
     return write([&]() -> Status {
       Stmt s(db_, "UPDATE transactions SET state=?1, response_der=?2, updated_at=?3 "
-                  "WHERE transaction_id=?4");
+                  "WHERE transaction_id=?4", &cache_);
       s.bind(1, state).bind_blob(2, response_der).bind(3, now_ms() / 1000).bind(4, id);
       PF_RETURN_IF_ERROR(s.run("updating transaction"));
       if (sqlite3_changes(db_) == 0) {
@@ -793,7 +852,7 @@ class SqliteCmStore final : public CmStore {
     std::lock_guard lock(mu_);
     AuditRecord rec;
     PF_RETURN_IF_ERROR(write([&]() -> Status {
-      Stmt last(db_, "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1");
+      Stmt last(db_, "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", &cache_);
       PF_ASSIGN_OR_RETURN(bool row, last.step("reading the audit log"));
       rec.seq = row ? static_cast<std::uint64_t>(last.integer(0)) + 1 : 1;
       rec.prev_hash = row ? last.text(1) : kZeroHash;
@@ -803,7 +862,7 @@ class SqliteCmStore final : public CmStore {
       rec.detail = detail;
       rec.hash = sha256_hex(rec.prev_hash + audit_canonical_bytes(rec));
       Stmt s(db_, "INSERT INTO audit_log(seq, time_ms, actor, action, detail, prev_hash, hash) "
-                  "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+                  "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)", &cache_);
       s.bind(1, static_cast<std::int64_t>(rec.seq)).bind(2, rec.time_ms).bind(3, actor);
       s.bind(4, action).bind(5, detail).bind(6, rec.prev_hash).bind(7, rec.hash);
       return s.run("appending to the audit log");
@@ -817,7 +876,7 @@ class SqliteCmStore final : public CmStore {
     std::string sql = "SELECT seq, time_ms, actor, action, detail, prev_hash, hash FROM audit_log "
                       "WHERE seq >= ?1 ORDER BY seq";
     if (limit) sql += " LIMIT " + std::to_string(limit);
-    Stmt s(db_, sql.c_str());
+    Stmt s(db_, sql.c_str(), &cache_);
     s.bind(1, static_cast<std::int64_t>(from_seq));
     std::vector<AuditRecord> out;
     while (true) {
@@ -904,6 +963,7 @@ class SqliteCmStore final : public CmStore {
   }
 
   std::recursive_mutex mu_;
+  StmtCache cache_;  // destroyed before the connection is closed
   int depth_ = 0;
   sqlite3* db_;
   std::string path_;

@@ -35,6 +35,7 @@
 #include <utility>
 
 #include "journal_codec.hpp"
+#include "journal_vfs.hpp"
 #include "persoflow/common/crash_point.hpp"
 
 namespace persoflow::storage {
@@ -1170,7 +1171,9 @@ Result<std::unique_ptr<Journal>> open_journal(const std::string& path, OpenOptio
   // One thread at a time uses an instance (journal.hpp): SQLite's per-call connection mutex is
   // pure overhead.
   flags |= SQLITE_OPEN_NOMUTEX;
-  int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr);
+  // The writer's WAL frames reach the file in one write per commit (journal_vfs.hpp).
+  const char* vfs = options.read_only ? nullptr : journal_vfs();
+  int rc = sqlite3_open_v2(path.c_str(), &db, flags, vfs);
   auto journal = std::make_unique<SqliteJournal>(path, db, lock_fd, options.read_only);
   journal->set_wall_clock(options.wall_clock_ms);
   if (rc != SQLITE_OK) return sqlite_error(db, rc, "journal " + path + " cannot be opened");

@@ -16,59 +16,6 @@ namespace {
 
 using json = nlohmann::json;
 
-struct Cmd {
-  int exit_code;
-  std::string output;
-};
-
-// openssl cmp against the server, protected by an officer's key and certificate.
-Cmd openssl_cmp(const CmDir& cm, std::uint16_t port, const OfficerFiles* who,
-                std::vector<std::string> args, const std::string& path = ".well-known/cmp") {
-  std::vector<std::string> argv = {"openssl", "cmp", "-server", "127.0.0.1:" + std::to_string(port),
-                                   "-path", path, "-tls_used", "-tls_trusted", cm.ca_pem(),
-                                   "-trusted", cm.ca_pem()};
-  if (who) {
-    argv.insert(argv.end(), {"-cert", who->cert_pem, "-key", who->key_pem});
-  }
-  argv.insert(argv.end(), args.begin(), args.end());
-  auto r = run(argv);
-  return {r.exit_code, r.out + r.err};
-}
-
-std::string genkey(const CmDir& cm, const std::string& name, const std::string& alg = "EC") {
-  std::string path = cm.file(name);
-  std::vector<std::string> argv = {"openssl", "genpkey", "-algorithm", alg, "-out", path};
-  if (alg == "EC") argv.insert(argv.end(), {"-pkeyopt", "ec_paramgen_curve:P-256"});
-  auto r = run(argv);
-  EXPECT_EQ(r.exit_code, 0) << r.err;
-  return path;
-}
-
-std::string fetch_crl_pem(const CmDir& cm, std::uint16_t port, const std::string& name) {
-  protocol::HttpsClientOptions o;
-  o.port = port;
-  o.trusted_ca_pem = cm.ca_pem();
-  protocol::HttpsClient c(o);
-  auto res = c.get("/crl");
-  EXPECT_TRUE(res.is_ok());
-  EXPECT_EQ(res->status, 200);
-  EXPECT_EQ(res->content_type, "application/pkix-crl");
-  write_file(cm.file(name + ".der"), res->body);
-  auto r = run({"openssl", "crl", "-inform", "DER", "-in", cm.file(name + ".der"), "-out",
-                cm.file(name + ".pem")});
-  EXPECT_EQ(r.exit_code, 0) << r.err;
-  return cm.file(name + ".pem");
-}
-
-std::string serial_of(const std::string& cert_pem) {
-  auto r = run({"openssl", "x509", "-in", cert_pem, "-noout", "-serial"});
-  EXPECT_EQ(r.exit_code, 0);
-  auto pos = r.out.find('=');
-  std::string s = pos == std::string::npos ? "" : r.out.substr(pos + 1);
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
-  return s;
-}
-
 TEST(CmpAcceptance, OpensslCmpIssuesByIrCrP10crConfirmsAndRevokes) {
   CmDir cm;
   ServeProcess server(cm.dir());
@@ -106,16 +53,14 @@ TEST(CmpAcceptance, OpensslCmpIssuesByIrCrP10crConfirmsAndRevokes) {
   EXPECT_EQ(host->certificate(serial_of(cm.file("cr.pem")))->procedure, "smartcard-auth");
 
   auto crl1 = fetch_crl_pem(cm, port, "crl1");
-  auto ok = run({"openssl", "verify", "-crl_check", "-CAfile", cm.ca_pem(), "-CRLfile", crl1,
-                 cm.file("ir.pem")});
+  auto ok = verify_with_crl(cm, crl1, cm.file("ir.pem"));
   EXPECT_EQ(ok.exit_code, 0) << ok.out << ok.err;
 
   auto rr = openssl_cmp(cm, port, &cm.officer,
                         {"-cmd", "rr", "-oldcert", cm.file("ir.pem"), "-revreason", "1"});
   ASSERT_EQ(rr.exit_code, 0) << rr.output;
   auto crl2 = fetch_crl_pem(cm, port, "crl2");
-  auto revoked = run({"openssl", "verify", "-crl_check", "-CAfile", cm.ca_pem(), "-CRLfile", crl2,
-                      cm.file("ir.pem")});
+  auto revoked = verify_with_crl(cm, crl2, cm.file("ir.pem"));
   EXPECT_NE(revoked.exit_code, 0);
   EXPECT_NE((revoked.out + revoked.err).find("revoked"), std::string::npos)
       << revoked.out << revoked.err;
@@ -333,22 +278,6 @@ TEST(CmpAcceptance, KurUpdatesACertificateWithANewKey) {
   // With implicit confirmation both are published at once.
   auto host = cm.open_host();
   EXPECT_EQ(host->certificate(updated->serial_hex)->status, storage::CertStatus::kValid);
-}
-
-protocol::EvpPkeyPtr private_key_of(const std::string& pkcs8_der) {
-  const auto* p = reinterpret_cast<const unsigned char*>(pkcs8_der.data());
-  return protocol::EvpPkeyPtr(d2i_AutoPrivateKey(nullptr, &p, static_cast<long>(pkcs8_der.size())));
-}
-
-std::string unbase64(const std::string& text) {
-  std::string out(text.size() / 4 * 3, '\0');
-  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(text.data()),
-                          static_cast<int>(text.size()));
-  EXPECT_GE(n, 0);
-  std::size_t pad = (text.size() >= 1 && text.back() == '=') + (text.size() >= 2 && text[text.size() - 2] == '=');
-  out.resize(static_cast<std::size_t>(n) - pad);
-  return out;
 }
 
 TEST(CmpAcceptance, ServerGeneratedKeyIsRecoveredAndOnlyTheRequesterDecryptsIt) {

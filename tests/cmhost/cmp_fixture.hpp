@@ -1,6 +1,7 @@
 // Test fixture for the CMP acceptance tests: a CM directory made by `persoflow cm init`, a
 // `persoflow cm serve --listen 127.0.0.1:0` process started and stopped by the test, the
-// officer's key and certificate extracted with `openssl pkcs12`, and CMP clients pointed at it.
+// officer's key and certificate extracted with `openssl pkcs12`, CMP clients pointed at it, and
+// the outside checkers (`openssl cmp`, the CRL from GET /crl).
 #pragma once
 
 #include <fcntl.h>
@@ -21,7 +22,9 @@
 #include <vector>
 
 #include "persoflow/cmhost/cm_host.hpp"
+#include "persoflow/protocol/base64.hpp"
 #include "persoflow/protocol/cmp_client.hpp"
+#include "persoflow/protocol/https_client.hpp"
 #include "persoflow/protocol/ossl.hpp"
 #include "test_support.hpp"
 
@@ -132,7 +135,9 @@ struct OfficerFiles {
 // A CM directory with its first officer ("officer", both roles).
 class CmDir {
  public:
-  explicit CmDir(const std::string& ca_key_alg = {}) {
+  // extra_init_args: more `cm init` options (e.g. a CA key in a token).
+  explicit CmDir(const std::string& ca_key_alg = {},
+                 const std::vector<std::string>& extra_init_args = {}) {
     write_file(tmp_.file("officer.pass"), "officer-secret-1\n");
     std::vector<std::string> argv = {persoflow_binary(), "cm",      "init",
                                      "--dir",           dir(),     "--officer",
@@ -141,6 +146,7 @@ class CmDir {
       argv.push_back("--ca-key-alg");
       argv.push_back(ca_key_alg);
     }
+    argv.insert(argv.end(), extra_init_args.begin(), extra_init_args.end());
     auto r = run(argv);
     if (r.exit_code != 0) throw std::runtime_error("cm init failed: " + r.out + r.err);
     officer = extract("officer", dir() + "/officers/officer.p12", "officer-secret-1");
@@ -203,6 +209,79 @@ class CmDir {
  private:
   TempDir tmp_{"pf-cmp"};
 };
+
+struct Cmd {
+  int exit_code;
+  std::string output;
+};
+
+// openssl cmp against the server, protected by an officer's key and certificate.
+inline Cmd openssl_cmp(const CmDir& cm, std::uint16_t port, const OfficerFiles* who,
+                std::vector<std::string> args, const std::string& path = ".well-known/cmp") {
+  std::vector<std::string> argv = {"openssl", "cmp", "-server", "127.0.0.1:" + std::to_string(port),
+                                   "-path", path, "-tls_used", "-tls_trusted", cm.ca_pem(),
+                                   "-trusted", cm.ca_pem()};
+  if (who) {
+    argv.insert(argv.end(), {"-cert", who->cert_pem, "-key", who->key_pem});
+  }
+  argv.insert(argv.end(), args.begin(), args.end());
+  auto r = run(argv);
+  return {r.exit_code, r.out + r.err};
+}
+
+inline std::string genkey(const CmDir& cm, const std::string& name, const std::string& alg = "EC") {
+  std::string path = cm.file(name);
+  std::vector<std::string> argv = {"openssl", "genpkey", "-algorithm", alg, "-out", path};
+  if (alg == "EC") argv.insert(argv.end(), {"-pkeyopt", "ec_paramgen_curve:P-256"});
+  auto r = run(argv);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return path;
+}
+
+inline std::string fetch_crl_pem(const CmDir& cm, std::uint16_t port, const std::string& name) {
+  protocol::HttpsClientOptions o;
+  o.port = port;
+  o.trusted_ca_pem = cm.ca_pem();
+  protocol::HttpsClient c(o);
+  auto res = c.get("/crl");
+  EXPECT_TRUE(res.is_ok());
+  EXPECT_EQ(res->status, 200);
+  EXPECT_EQ(res->content_type, "application/pkix-crl");
+  write_file(cm.file(name + ".der"), res->body);
+  auto r = run({"openssl", "crl", "-inform", "DER", "-in", cm.file(name + ".der"), "-out",
+                cm.file(name + ".pem")});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return cm.file(name + ".pem");
+}
+
+inline std::string serial_of(const std::string& cert_pem) {
+  auto r = run({"openssl", "x509", "-in", cert_pem, "-noout", "-serial"});
+  EXPECT_EQ(r.exit_code, 0);
+  auto pos = r.out.find('=');
+  std::string s = pos == std::string::npos ? "" : r.out.substr(pos + 1);
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+  return s;
+}
+
+// `openssl verify -crl_check` of a certificate against the CA and a CRL (PEM files).
+inline RunResult verify_with_crl(const CmDir& cm, const std::string& crl_pem,
+                                 const std::string& cert_pem) {
+  return run({"openssl", "verify", "-crl_check", "-CAfile", cm.ca_pem(), "-CRLfile", crl_pem,
+              cert_pem});
+}
+
+// A PKCS#8 PrivateKeyInfo (DER), decoded.
+inline protocol::EvpPkeyPtr private_key_of(const std::string& pkcs8_der) {
+  const auto* p = reinterpret_cast<const unsigned char*>(pkcs8_der.data());
+  return protocol::EvpPkeyPtr(d2i_AutoPrivateKey(nullptr, &p, static_cast<long>(pkcs8_der.size())));
+}
+
+// Base64 (RFC 4648, padded), decoded.
+inline std::string unbase64(const std::string& text) {
+  auto decoded = protocol::base64_decode(text);
+  EXPECT_TRUE(decoded.is_ok()) << text;
+  return decoded.is_ok() ? *decoded : std::string();
+}
 
 inline protocol::EvpPkeyPtr ec_key() {
   return protocol::EvpPkeyPtr(EVP_EC_gen("P-256"));

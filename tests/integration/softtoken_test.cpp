@@ -6,66 +6,28 @@
 // key-generation list issued or refused with its reason.
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "cm_server.hpp"
 #include "softhsm_fixture.hpp"
 #include "test_support.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
+using persoflow::testing::CmServer;
 using persoflow::testing::persoflow_binary;
 using persoflow::testing::run;
 using persoflow::testing::RunResult;
 using persoflow::testing::SoftHsm;
 using persoflow::testing::TempDir;
 
-// `persoflow cm serve --listen 127.0.0.1:0`, stopped by the destructor.
-class CmServer {
- public:
-  explicit CmServer(const fs::path& cm_dir) {
-    int fds[2];
-    if (::pipe(fds) != 0) return;
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::dup2(fds[1], 1);
-      ::close(fds[0]);
-      ::execl(persoflow_binary().c_str(), "persoflow", "cm", "serve", "--dir", cm_dir.c_str(),
-              "--listen", "127.0.0.1:0", static_cast<char*>(nullptr));
-      ::_exit(127);
-    }
-    ::close(fds[1]);
-    std::string seen;
-    char c;
-    while (::read(fds[0], &c, 1) == 1) {
-      if (c == '\n' && seen.find("listening on 127.0.0.1:") != std::string::npos) break;
-      seen += c;
-    }
-    const auto at = seen.find("127.0.0.1:");
-    if (at != std::string::npos) port_ = seen.substr(at + 10);
-    fd_ = fds[0];
-  }
-  ~CmServer() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGTERM);
-      ::waitpid(pid_, nullptr, 0);
-    }
-    if (fd_ >= 0) ::close(fd_);
-  }
-  const std::string& port() const { return port_; }
-
- private:
-  pid_t pid_ = -1;
-  int fd_ = -1;
-  std::string port_;
-};
 
 // One CM host and one officer card for the whole suite.
 class SoftToken : public ::testing::Test {

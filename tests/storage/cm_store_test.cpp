@@ -218,6 +218,45 @@ TEST(CmStore, ManyThreadsShareOneStore) {
   EXPECT_EQ(report.records_checked, 200u);
 }
 
+// A version-3 database (before the index of certificates by transaction) is migrated forward on
+// open, its rows kept; certificates are then found by the transaction they were issued in.
+TEST(CmStore, MigratesVersionThreeAndFindsCertificatesByTransaction) {
+  TempDir dir;
+  const std::string path = dir.file("cm.db");
+  {
+    auto store = open_store(path);
+    CertRecord a = cert("0B01", "CN=Ann");
+    a.transaction_id = "AABB";
+    ASSERT_TRUE(store->insert_certificate(a).is_ok());
+    ASSERT_TRUE(store->insert_certificate(cert("0B02", "CN=Ben")).is_ok());
+  }
+  exec(path, "DROP INDEX certificates_transaction; "
+             "UPDATE meta SET value='3' WHERE key='schema_version'");
+  auto store = open_store(path);
+  ASSERT_TRUE(store);
+  CertQuery q;
+  q.transaction_id = "AABB";
+  auto found = store->find_certificates(q);
+  ASSERT_TRUE(found.is_ok()) << found.status().to_string();
+  ASSERT_EQ(found->size(), 1u);
+  EXPECT_EQ(found->front().serial_hex, "0B01");
+  store.reset();
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db,
+                               "SELECT (SELECT value FROM meta WHERE key='schema_version'), "
+                               "(SELECT count(*) FROM sqlite_master WHERE "
+                               "name='certificates_transaction')",
+                               -1, &st, nullptr),
+            SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+  EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)), "4");
+  EXPECT_EQ(sqlite3_column_int(st, 1), 1);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+}
+
 TEST(CmStore, ReopensAndRefusesForeignOrNewerFiles) {
   TempDir dir;
   std::string path = dir.file("cm.db");

@@ -256,6 +256,36 @@ TEST(Journal, WriterSeesWorkflowsWrittenByAnEarlierInstance) {
   EXPECT_EQ(report->records_checked, 6u);
 }
 
+// A group far larger than SQLite's page cache and than the writer's WAL buffer: SQLite spills
+// pages to the WAL inside the transaction and reads them back, and the buffer is written out in
+// many pieces. Another connection then reads exactly what was appended.
+TEST(Journal, GroupLargerThanTheCacheAndTheWalBuffer) {
+  TempDir dir;
+  std::string path = dir.file("journal.db");
+  auto j = open_rw(path);
+  ASSERT_TRUE(j);
+  std::vector<AppendRequest> batch;
+  for (int i = 0; i < 300; ++i) {
+    std::string payload(20000, static_cast<char>('a' + i % 26));
+    batch.push_back(request("big-" + std::to_string(i), 0, 2, "ticket", payload));
+  }
+  GroupOutcome out = j->append_each(batch);
+  ASSERT_TRUE(out.commit.is_ok()) << out.commit.message();
+  for (const Status& s : out.each) EXPECT_TRUE(s.is_ok()) << s.message();
+  EXPECT_TRUE(j->append(request("big-7", 1)).is_ok());
+
+  auto reader = Journal::open(path, {.read_only = true});
+  ASSERT_TRUE(reader.is_ok()) << reader.status().message();
+  auto report = (*reader)->verify();
+  ASSERT_TRUE(report.is_ok());
+  EXPECT_TRUE(report->intact) << report->reason;
+  EXPECT_EQ(report->records_checked, 301u);
+  auto records = (*reader)->records("big-123");
+  ASSERT_TRUE(records.is_ok());
+  ASSERT_EQ(records->size(), 1u);
+  EXPECT_EQ(records->front().body, batch[123]);
+}
+
 TEST(GroupCommit, ManyWorkflowsFromManyThreads) {
   TempDir dir;
   std::string path = dir.file("journal.db");

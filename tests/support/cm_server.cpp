@@ -28,6 +28,11 @@ CmServer::CmServer(const std::filesystem::path& cm_dir, const std::string& addre
   char c;
   while (seen.find("listening on") == std::string::npos && ::read(fds[0], &c, 1) == 1) seen += c;
   listening_ = seen.find("listening on") != std::string::npos;
+  // The rest of the line: " ADDRESS:PORT".
+  while (listening_ && ::read(fds[0], &c, 1) == 1 && c != '\n') seen += c;
+  if (const auto colon = seen.rfind(':'); listening_ && colon != std::string::npos) {
+    port_ = seen.substr(colon + 1);
+  }
   fd_ = fds[0];
 }
 

@@ -21,6 +21,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -50,6 +51,13 @@ struct QcValues {
   std::vector<PdsLocation> pds;
 };
 
+// Database writes held back by a CmHost call so that its caller commits them in one database
+// transaction together with its own (the CMP service stores a certificate together with the
+// answer that carries it). Run each, in order, inside CmStore::atomically.
+struct DeferredWrites {
+  std::vector<std::function<Status()>> writes;
+};
+
 struct IssueRequest {
   std::string procedure;   // certificate procedure; empty: the configured default
   X509NamePtr subject;     // required
@@ -63,9 +71,16 @@ struct IssueRequest {
   // subset of the procedure's.
   std::vector<std::string> key_usage;
   QcValues qc;
+  // CRMF PKIArchiveOptions: a CMS EnvelopedData (ContentInfo DER) for the key-archive certificate
+  // holding the private key of public_key. It must open and match; the key is archived in the
+  // same database transaction as the certificate. Empty: nothing to archive.
+  std::string archive_envelope;
   // Publish at once (implicit confirmation, or local issuance); otherwise the certificate stays
   // pending until confirm().
   bool confirmed = false;
+  // Set: the certificate (and archived key) is checked and signed but not stored; its writes are
+  // appended here for the caller to commit (the result's cert_id is then 0). Null: stored at once.
+  DeferredWrites* defer = nullptr;
 };
 
 struct IssuedCertificate {
@@ -148,6 +163,13 @@ struct InitOptions {
   // Key-archive key: RSA (key transport, opened by every CMS implementation) or EC (ECDH).
   std::string archive_key_algorithm = "RSA:3072";
   int ca_validity_days = 3650;
+  // A CA key in a PKCS#11 token instead of a PEM file: a "pkcs11:token=...;object=..." URI. The
+  // key is generated there (ca_key_algorithm) when the token holds none under that label, and
+  // used as it is otherwise. The module and the file with the token's user PIN are recorded in
+  // cm.json, so `cm serve` starts unattended.
+  std::string ca_key_uri;
+  std::string ca_pkcs11_module;
+  std::string ca_pin_file;
   std::string officer = "officer";  // first officer's name
   std::optional<std::string> officer_password;  // empty: generated (returned in InitResult)
 };
@@ -218,6 +240,15 @@ class CmHost {
   Status confirm(const std::string& serial_hex, const std::string& actor);
   // pending -> rejected (certConf with a failure status, or the transaction failed).
   Status reject(const std::string& serial_hex, const std::string& actor);
+  // Confirms (accept) or rejects the certificates issued in CMP transaction transaction_id_hex
+  // (all of them, or those named by serial), all or none, and returns their serials. Used for
+  // certificates that a key generation or recovery genm made without implicit confirmation.
+  // Each must have been requested by `officer`. Repeating a confirmation is harmless; confirming
+  // a rejected certificate or rejecting a published one is refused (kRejected). Nothing issued in
+  // that transaction, or a serial not issued in it: kNotFound.
+  Result<std::vector<std::string>> confirm_transaction(const std::string& transaction_id_hex,
+                                                       const std::vector<std::string>& serials,
+                                                       bool accept, const std::string& officer);
   // valid/pending -> revoked with a CRLReason (0..10 except 7). Unknown: kNotFound; already
   // revoked: kAlreadyExists.
   Status revoke(const std::string& serial_hex, int reason, const std::string& actor);
@@ -263,6 +294,10 @@ class CmHost {
  private:
   struct Impl;
   explicit CmHost(std::string dir);
+  // Opens a key-archive envelope sent by the RA, checks that its key belongs to public_key, and
+  // returns it enveloped again as every archived key is (PKCS#8 content). kRejected otherwise.
+  Result<std::string> rewrap_key_to_archive(const std::string& envelope,
+                                            const EVP_PKEY* public_key);
   std::string dir_;
   CmConfig config_;
   std::unique_ptr<storage::CmStore> store_;

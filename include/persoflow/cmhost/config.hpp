@@ -139,8 +139,12 @@ struct CmConfig {
   int version = 1;
   // Paths are relative to the CM directory unless absolute.
   std::string ca_chain = "ca/ca.pem";           // CA certificate first, then its issuers
-  std::string ca_key = "ca/ca-key.pem";         // encrypted PKCS#8 PEM
+  // Encrypted PKCS#8 PEM, or a key in a PKCS#11 token: a "pkcs11:token=...;object=..." URI.
+  std::string ca_key = "ca/ca-key.pem";
   std::string ca_key_passphrase_file = "ca/ca-key.pass";
+  std::string ca_pkcs11_module;  // the token's PKCS#11 module (pkcs11: keys only)
+  std::string ca_pin_file;       // first line: the token's user PIN (pkcs11: keys only)
+  bool ca_key_in_token() const { return ca_key.rfind("pkcs11:", 0) == 0; }
   std::string archive_certificate = "archive/archive.pem";
   std::string archive_key = "archive/archive-key.pem";  // encrypted PKCS#8 PEM
   std::string archive_key_passphrase_file = "archive/archive-key.pass";

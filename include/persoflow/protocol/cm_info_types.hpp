@@ -18,6 +18,8 @@ inline constexpr const char* kOidEmailVerification = "1.3.6.1.4.1.55555.1.7";
 // PIN letters (cmhost/pin_letters.hpp): queue a mailer letter; bind a pre-printed letter.
 inline constexpr const char* kOidPinLetterQueue = "1.3.6.1.4.1.55555.1.15";
 inline constexpr const char* kOidPinLetterBind = "1.3.6.1.4.1.55555.1.16";
+// Confirms (or rejects) the certificates a keygen or recovery genm made in another transaction.
+inline constexpr const char* kOidCertConfirm = "1.3.6.1.4.1.55555.1.10";
 inline constexpr const char* kOidError = "1.3.6.1.4.1.55555.1.99";
 
 // Registers the OIDs with OpenSSL's object table (OBJ_create) once per process; thread-safe.

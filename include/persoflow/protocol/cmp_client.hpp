@@ -42,6 +42,9 @@ struct CertRequest {
   EVP_PKEY* key = nullptr;         // the new key pair (ir/cr/kur; private for proof of possession)
   X509_REQ* csr = nullptr;         // p10cr
   X509* old_cert = nullptr;        // kur: the certificate being updated
+  // ir/cr/kur: have the CM host archive `key`'s private key (CRMF PKIArchiveOptions, an
+  // EnvelopedData for this key-archive certificate, DIR/archive/archive.pem); null: no archiving.
+  X509* archive_to = nullptr;
   std::string transaction_id;      // raw bytes (16 recommended); empty: random
 };
 
@@ -76,8 +79,17 @@ class CmpClient {
   Result<Enrolled> enroll(const CertRequest& request);
   // rr for the certificate, with a CRLReason code (RFC 5280 §5.3.1; -1: none given).
   Status revoke(X509* cert, int reason, const std::string& procedure = {});
+  // With options.implicit_confirm the genm asks for implicit confirmation (the header's
+  // implicitConfirm), so certificates a key generation or recovery makes are published at once;
+  // otherwise they stay pending until confirm_certificates().
   Result<std::vector<InfoItem>> general_message(const std::vector<InfoItem>& items,
                                                 const std::string& procedure = {});
+  // Confirms (accept) or rejects the certificates made by the genm of transaction
+  // transaction_id_hex (the genp's "transaction_id"): all of them, or those named by serial.
+  // A persoflowCertConfirm genm; repeating it is harmless. Returns the serials it covered.
+  Result<std::vector<std::string>> confirm_certificates(const std::string& transaction_id_hex,
+                                                        const std::vector<std::string>& serials = {},
+                                                        bool accept = true);
 
   // Sends DER bytes as they are to the CMP path and returns the answer's DER (no checks).
   Result<std::string> post_der(const std::string& der, const std::string& procedure = {});

@@ -58,6 +58,7 @@ struct CertQuery {
   bool subject_substring = false;         //   subject_substring is set
   std::optional<CertStatus> status;
   std::optional<std::string> procedure;
+  std::optional<std::string> transaction_id;  // CMP transactionID (hex) it was issued in
   std::size_t limit = 0;  // 0: no limit; results are ordered by cert_id ascending
 };
 

@@ -60,7 +60,9 @@ struct Station::Impl {
   std::mutex display_mu;
   PinDisplay display;
 
-  std::string dir(const char* sub) const { return (std::filesystem::path(config.state_dir) / sub).string(); }
+  std::string dir(const char* sub) const {
+    return (std::filesystem::path(config.state_dir) / sub).string();
+  }
 
   std::shared_ptr<CardSlot> slot(const std::string& serial) {
     std::lock_guard lock(cards_mu);
@@ -116,8 +118,7 @@ Result<Fields> card_contents_fields(Impl& st, Impl::CardSlot& slot, const std::s
 
 // update-card (actors/update_card_executors.cpp): the AskOperator answers of an update request,
 // and the executors of ValidateTransportCertificate and NotifyOperator.
-Result<Event> ask_operator_update(Station& station, const CardRequest& request,
-                                  const Command& c);
+Result<Event> ask_operator_update(Station& station, const CardRequest& request, const Command& c);
 void install_update_card_executors(ExecutorRegistry& registry, std::shared_ptr<Station> station);
 
 }  // namespace detail

@@ -39,8 +39,9 @@ Result<json> tc_validation_genm(Impl& st, const json& request, bool* refused) {
     try {
       return json::parse(item.value);
     } catch (const std::exception& e) {
-      return make_status(Errc::kInvalidArgument,
-                         std::string("the CM host's TC validation answer is not JSON: ") + e.what());
+      return make_status(
+          Errc::kInvalidArgument,
+          std::string("the CM host's TC validation answer is not JSON: ") + e.what());
     }
   }
   return make_status(Errc::kInvalidArgument, "the CM host's genp holds no TC validation answer");
@@ -56,14 +57,13 @@ Result<int> entry_of(const Fields& card, const std::string& key, const std::stri
   const int n = wf::list_size(card, "key");
   if (key == "tc") {
     if (!wf::is_yes(card, "tc.present")) {
-      return make_status(Errc::kInvalidArgument,
-                         "request " + workflow_id + ": the card holds no transport certificate "
-                                                    "(action tc=...)");
+      return make_status(Errc::kInvalidArgument, "request " + workflow_id +
+                                                     ": the card holds no transport certificate "
+                                                     "(action tc=...)");
     }
     return wf::get_int(card, "tc.key", 0);
   }
-  if (!key.empty() && key.find_first_not_of("0123456789") == std::string::npos &&
-      key.size() < 3) {
+  if (!key.empty() && key.find_first_not_of("0123456789") == std::string::npos && key.size() < 3) {
     const int i = std::stoi(key);
     if (i < n) return i;
   }
@@ -92,21 +92,21 @@ Result<Event> validate_transport_certificate(Station& station, const Command& c,
     }
   }
   if (der.empty()) {
-    return event("TcRejected", {{"reason", "the card no longer holds transport certificate " +
-                                               tc_serial}});
+    return event("TcRejected",
+                 {{"reason", "the card no longer holds transport certificate " + tc_serial}});
   }
   bool refused = false;
-  auto answer = tc_validation_genm(
-      st,
-      json{{"token_procedure", token_procedure_of(station, request)},
-           {"certificate", pr::base64_encode(der)}},
-      &refused);
+  auto answer = tc_validation_genm(st,
+                                   json{{"token_procedure", token_procedure_of(station, request)},
+                                        {"certificate", pr::base64_encode(der)}},
+                                   &refused);
   if (!answer) {
     if (refused) return event("TcRejected", {{"reason", answer.status().message()}});
     return answer.status();
   }
   if (answer->value("valid", false)) return event("TcValidated");
-  return event("TcRejected", {{"reason", answer->value("reason", "the CM host did not accept it")}});
+  return event("TcRejected",
+               {{"reason", answer->value("reason", "the CM host did not accept it")}});
 }
 
 // The certificates a cancelled workflow will not deliver, revoked with cessationOfOperation
@@ -119,8 +119,8 @@ Result<Event> revoke_issued_certificates(Impl& st, const Command& c) {
     PF_ASSIGN_OR_RETURN(pr::X509Ptr cert, pr::x509_from_der(der));
     PF_ASSIGN_OR_RETURN(std::unique_ptr<pr::CmpClient> client, cm_client(st));
     Status revoked = client->revoke(cert.get(), kCessationOfOperation);
-    const bool already = client->last_failure().fail_info &
-                         (1 << OSSL_CMP_PKIFAILUREINFO_certRevoked);
+    const bool already =
+        client->last_failure().fail_info & (1 << OSSL_CMP_PKIFAILUREINFO_certRevoked);
     if (!revoked && !already) return revoked;
   }
   return command_acknowledged();
@@ -136,14 +136,13 @@ Result<Event> ask_operator_update(Station& station, const CardRequest& request, 
     // TC from any other issuer before anything is written.
     const std::string token_procedure = token_procedure_of(station, request);
     bool refused = false;
-    PF_ASSIGN_OR_RETURN(json rules,
-                        tc_validation_genm(st, json{{"token_procedure", token_procedure}},
-                                           &refused));
-    Fields f{{"procedure", request.procedure.empty() ? station.config().procedure
-                                                     : request.procedure},
-             {"token_procedure", token_procedure},
-             {"replace_ca", "no"},
-             {"operator_pin", "none"}};
+    PF_ASSIGN_OR_RETURN(
+        json rules, tc_validation_genm(st, json{{"token_procedure", token_procedure}}, &refused));
+    Fields f{
+        {"procedure", request.procedure.empty() ? station.config().procedure : request.procedure},
+        {"token_procedure", token_procedure},
+        {"replace_ca", "no"},
+        {"operator_pin", "none"}};
     int n = 0;
     for (const json& issuer : rules.value("trusted_issuers", json::array())) {
       f["tc_trusted_issuer." + std::to_string(n++)] = issuer.value("subject", "");
@@ -176,9 +175,8 @@ Result<Event> ask_operator_update(Station& station, const CardRequest& request, 
                  {{"pin_index", field(c, "pin_index").empty() ? "0" : field(c, "pin_index")},
                   {"pin_ref", "card-pin-file"}});
   }
-  return make_status(Errc::kUnsupported,
-                     "the station cannot answer the operator question '" + ask +
-                         "' unattended; answer it at an operator terminal");
+  return make_status(Errc::kUnsupported, "the station cannot answer the operator question '" + ask +
+                                             "' unattended; answer it at an operator terminal");
 }
 
 void install_update_card_executors(ExecutorRegistry& registry, std::shared_ptr<Station> station) {
@@ -186,22 +184,27 @@ void install_update_card_executors(ExecutorRegistry& registry, std::shared_ptr<S
                  std::chrono::milliseconds(5'000)};
   auto s = station;
   registry.add("ValidateTransportCertificate",
-               blocking_executor([s](const Command& c, const CommandContext& ctx) {
-                 return validate_transport_certificate(*s, c, ctx);
-               }, cm));
-  registry.add("RevokeIssuedCertificates",
-               blocking_executor([s](const Command& c, const CommandContext&) {
-                 return revoke_issued_certificates(s->impl(), c);
-               }, cm));
+               blocking_executor(
+                   [s](const Command& c, const CommandContext& ctx) {
+                     return validate_transport_certificate(*s, c, ctx);
+                   },
+                   cm));
+  registry.add("RevokeIssuedCertificates", blocking_executor(
+                                               [s](const Command& c, const CommandContext&) {
+                                                 return revoke_issued_certificates(s->impl(), c);
+                                               },
+                                               cm));
   // Tells the operator (stderr; the reason is journaled with the command) and acknowledges the
   // command without an event for the machine. After a policy refusal (add on a TC card, nothing
   // to update, no TC controls) the workflow then waits, suspended, for an operator's decision
   // (another choice as an outside event, or `persoflow workflows cancel`): nothing was written.
-  registry.add("NotifyOperator",
-               blocking_executor([](const Command& c, const CommandContext& ctx) {
-                 std::cerr << "workflow " << ctx.workflow_id << ": " << field(c, "reason") << "\n";
-                 return Result<Event>(command_acknowledged());
-               }, RetryPolicy{1}));
+  registry.add("NotifyOperator", blocking_executor(
+                                     [](const Command& c, const CommandContext& ctx) {
+                                       std::cerr << "workflow " << ctx.workflow_id << ": "
+                                                 << field(c, "reason") << "\n";
+                                       return Result<Event>(command_acknowledged());
+                                     },
+                                     RetryPolicy{1}));
 }
 
 }  // namespace detail
@@ -217,11 +220,9 @@ Result<std::string> write_transport_certificate(Station& station, const std::str
   for (const dv::CertificateInfo& cert : contents.certificates) {
     if (cert.transport_certificate) return cert.serial_hex;
   }
-  PF_ASSIGN_OR_RETURN(dv::KeyAlgorithm algorithm,
-                      dv::parse_key_algorithm(st.config.key_algorithm));
+  PF_ASSIGN_OR_RETURN(dv::KeyAlgorithm algorithm, dv::parse_key_algorithm(st.config.key_algorithm));
   const std::string key_name = "transport/" + token_serial;
-  PF_ASSIGN_OR_RETURN(dv::KeyInfo key,
-                      slot->card->generate_key(algorithm, key_name, "Card key"));
+  PF_ASSIGN_OR_RETURN(dv::KeyInfo key, slot->card->generate_key(algorithm, key_name, "Card key"));
   PF_ASSIGN_OR_RETURN(EVP_PKEY * private_key, slot->card->private_key(key.id));
   pr::EvpPkeyPtr key_owner(private_key);
   PF_ASSIGN_OR_RETURN(std::unique_ptr<pr::CmpClient> client, cm_client(st));

@@ -59,7 +59,7 @@ int run(int argc, char** argv) {
     return 1;
   }
   print_batch_table(*report, std::cout, false);
-  return report->all_done ? 0 : 1;
+  return report->done(checked->workflow_id) ? 0 : 1;
 }
 
 }  // namespace

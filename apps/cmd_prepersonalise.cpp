@@ -28,8 +28,8 @@ int fail(int code, const std::string& message) {
 
 int run(int argc, char** argv) {
   po::options_description opts("Options");
-  opts.add_options()("help,h", "show this help")(
-      "config", po::value<std::string>(), "the station configuration (station.conf)")(
+  opts.add_options()("help,h", "show this help")("config", po::value<std::string>(),
+                                                 "the station configuration (station.conf)")(
       "token", po::value<std::string>(), "the card's token label")(
       "field", po::value<std::vector<std::string>>(), "TC subject field NAME=VALUE (repeatable)")(
       "procedure", po::value<std::string>()->default_value("transport"),
@@ -63,7 +63,6 @@ int run(int argc, char** argv) {
 }  // namespace
 
 PF_REGISTER_COMMAND_GROUP(prepersonalise, "prepersonalise",
-                          "a key and transport certificate on a card, as a card bureau does",
-                          run);
+                          "a key and transport certificate on a card, as a card bureau does", run);
 
 }  // namespace persoflow::apps

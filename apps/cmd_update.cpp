@@ -17,8 +17,9 @@ namespace {
 namespace po = boost::program_options;
 
 constexpr const char* kUsage =
-    "Usage: persoflow update card --config FILE (--token LABEL | --reader R) --field NAME=VALUE...\n"
-    "       --action KEY=ACTION... [--procedure P] [--token-procedure T] [--workflow-id ID]\n\n"
+    "Usage: persoflow update card --config FILE (--token LABEL | --reader R)\n"
+    "       --field NAME=VALUE... --action KEY=ACTION... [--procedure P] [--token-procedure T]\n"
+    "       [--workflow-id ID]\n\n"
     "New certificates for the keys a personalised card holds. KEY is the key's entry number on\n"
     "the card (0, 1, ...), its CKA_ID in hex, its label, or 'tc' (the key holding the transport\n"
     "certificate); ACTION is one of\n"
@@ -36,8 +37,8 @@ int usage_error(const std::string& message) {
 
 int run(int argc, char** argv) {
   po::options_description opts("Options");
-  opts.add_options()("help,h", "show this help")(
-      "config", po::value<std::string>(), "the station configuration (station.conf)")(
+  opts.add_options()("help,h", "show this help")("config", po::value<std::string>(),
+                                                 "the station configuration (station.conf)")(
       "token", po::value<std::string>(), "the card's token label")(
       "reader", po::value<std::string>(), "the card's reader (PKCS#11 slot description)")(
       "procedure", po::value<std::string>(), "CM certificate procedure (default: the station's)")(
@@ -47,8 +48,8 @@ int run(int argc, char** argv) {
       "action", po::value<std::vector<std::string>>(), "KEY=ACTION (repeatable)")(
       "workflow-id", po::value<std::string>(), "workflow id (to resume an interrupted one)");
   po::variables_map vm;
-  if (int rc = parse_card_command("update", kUsage, opts, {"config", "field", "action"}, argc,
-                                  argv, vm);
+  if (int rc =
+          parse_card_command("update", kUsage, opts, {"config", "field", "action"}, argc, argv, vm);
       rc >= 0) {
     return rc;
   }
@@ -108,7 +109,7 @@ int run(int argc, char** argv) {
     return 1;
   }
   print_batch_table(*report, std::cout, false);
-  return report->all_done ? 0 : 1;
+  return report->done(checked->workflow_id) ? 0 : 1;
 }
 
 }  // namespace

@@ -35,6 +35,9 @@ struct BatchReport {
   std::vector<BatchRow> rows;
   bool all_done = true;
   double seconds = 0;
+  // Whether this workflow of the batch ended Done (a one-card command's own, whatever became of
+  // the other unfinished workflows the station resumed with it).
+  bool done(const std::string& workflow_id) const;
 };
 
 // Reads a JSON Lines queue file (one actors::CardRequest per line; blank lines skipped). Each bad

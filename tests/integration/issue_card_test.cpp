@@ -22,7 +22,7 @@ using persoflow::testing::run;
 using persoflow::testing::TempDir;
 using persoflow::testing::certificates_for;
 using persoflow::testing::cm_address;
-using persoflow::testing::CmServe;
+using persoflow::testing::CmServer;
 
 TEST(IssueCard, OneCardThenAnInterruptedOneResumedByWorkflowsResume) {
   TempDir tmp("persoflow-issue");
@@ -30,7 +30,7 @@ TEST(IssueCard, OneCardThenAnInterruptedOneResumedByWorkflowsResume) {
   auto demo = run({persoflow_binary(), "demo", "--dir", dir.string(), "--cards", "1"});
   ASSERT_EQ(demo.exit_code, 0) << demo.out << demo.err;
   const std::string conf = (dir / "station" / "station.conf").string();
-  CmServe server(dir / "cm", cm_address(conf));
+  CmServer server(dir / "cm", cm_address(conf));
   ASSERT_TRUE(server.listening());
 
   const std::string softhsm = "SOFTHSM2_CONF=" + (dir / "tokens" / "softhsm2.conf").string();

@@ -4,6 +4,7 @@
 // transport certificate (TC) are made by `persoflow prepersonalise card` (a key on the card, its
 // TC from the CM host's transport procedure).
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <filesystem>
 #include <fstream>
@@ -19,7 +20,7 @@ namespace {
 namespace fs = std::filesystem;
 using persoflow::testing::certificates_for;
 using persoflow::testing::cm_address;
-using persoflow::testing::CmServe;
+using persoflow::testing::CmServer;
 using persoflow::testing::persoflow_binary;
 using persoflow::testing::run;
 using persoflow::testing::RunResult;
@@ -38,12 +39,12 @@ class UpdateCard : public ::testing::Test {
     ASSERT_EQ(demo.exit_code, 0) << demo.out << demo.err;
     // A foreign TC issuer, trusted by token procedure smartcard-tc-foreign only.
     const fs::path cm = dir_ / "cm";
-    ASSERT_EQ(run({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                   "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=Foreign Transport CA",
-                   "-days", "30", "-keyout", (cm / "foreign-key.pem").string(), "-out",
-                   (cm / "foreign.pem").string()})
-                  .exit_code,
-              0);
+    ASSERT_EQ(
+        run({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+             "-nodes", "-subj", "/CN=Foreign Transport CA", "-days", "30", "-keyout",
+             (cm / "foreign-key.pem").string(), "-out", (cm / "foreign.pem").string()})
+            .exit_code,
+        0);
     std::ifstream in(cm / "cm.json");
     auto config = nlohmann::json::parse(in);
     for (auto tp : config.at("token_procedures")) {
@@ -54,7 +55,7 @@ class UpdateCard : public ::testing::Test {
       break;
     }
     std::ofstream(cm / "cm.json") << config.dump(2);
-    server_ = new CmServe(cm, cm_address(conf()));
+    server_ = new CmServer(cm, cm_address(conf()));
     ASSERT_TRUE(server_->listening());
   }
   static void TearDownTestSuite() {
@@ -69,8 +70,8 @@ class UpdateCard : public ::testing::Test {
 
   // A fresh card with a key and its TC (CN=<label> Transport).
   static void tc_card(const std::string& label) {
-    ASSERT_EQ(run({"/usr/bin/env", softhsm(), "softhsm2-util", "--init-token", "--free",
-                   "--label", label, "--pin", "123456", "--so-pin", "12345678"})
+    ASSERT_EQ(run({"/usr/bin/env", softhsm(), "softhsm2-util", "--init-token", "--free", "--label",
+                   label, "--pin", "123456", "--so-pin", "12345678"})
                   .exit_code,
               0);
     auto made = run({persoflow_binary(), "prepersonalise", "card", "--config", conf(), "--token",
@@ -80,9 +81,9 @@ class UpdateCard : public ::testing::Test {
 
   static RunResult update(const std::string& label, const std::string& cn,
                           std::vector<std::string> extra) {
-    std::vector<std::string> argv = {persoflow_binary(), "update", "card", "--config", conf(),
-                                     "--token", label, "--field", "CN=" + cn,
-                                     "--field", "O=Example"};
+    std::vector<std::string> argv = {persoflow_binary(), "update", "card",    "--config", conf(),
+                                     "--token",          label,    "--field", "CN=" + cn, "--field",
+                                     "O=Example"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     return run(argv);
   }
@@ -105,9 +106,9 @@ class UpdateCard : public ::testing::Test {
   static void verify_certificate(const std::string& label) {
     const std::string der = tmp_->file(label + ".der");
     const std::string pem = der + ".pem";
-    auto read = run({"/usr/bin/env", softhsm(), "pkcs11-tool", "--module", kModule,
-                     "--token-label", label, "--read-object", "--type", "cert", "--label",
-                     "persoflow certificate", "-o", der});
+    auto read =
+        run({"/usr/bin/env", softhsm(), "pkcs11-tool", "--module", kModule, "--token-label", label,
+             "--read-object", "--type", "cert", "--label", "persoflow certificate", "-o", der});
     ASSERT_EQ(read.exit_code, 0) << read.err;
     ASSERT_EQ(run({"openssl", "x509", "-inform", "DER", "-in", der, "-out", pem}).exit_code, 0);
     auto ok = run({"openssl", "verify", "-CAfile", (dir_ / "cm" / "ca" / "ca.pem").string(), pem});
@@ -116,18 +117,18 @@ class UpdateCard : public ::testing::Test {
 
   static TempDir* tmp_;
   static fs::path dir_;
-  static CmServe* server_;
+  static CmServer* server_;
 };
 
 TempDir* UpdateCard::tmp_ = nullptr;
 fs::path UpdateCard::dir_;
-CmServe* UpdateCard::server_ = nullptr;
+CmServer* UpdateCard::server_ = nullptr;
 
 TEST_F(UpdateCard, RedoReplacesTheTransportCertificateThenAddAndIssue) {
   tc_card("card-70");
   ASSERT_NE(objects("card-70").find("Transport certificate"), std::string::npos);
 
-  auto redo = update("card-70", "Uma Update", {"--action", "tc=redo"});
+  auto redo = update("card-70", "Uma Update", {"--action", "tc=redo", "--workflow-id", "uma-redo"});
   ASSERT_EQ(redo.exit_code, 0) << redo.out << redo.err;
   EXPECT_NE(redo.out.find("update-card"), std::string::npos) << redo.out;
   EXPECT_NE(redo.out.find("Done"), std::string::npos) << redo.out;
@@ -140,7 +141,7 @@ TEST_F(UpdateCard, RedoReplacesTheTransportCertificateThenAddAndIssue) {
   EXPECT_EQ(certificates_for(dir_, "Uma Update"), 1);
 
   // No TC any more: add puts a second certificate on the same key.
-  auto add = update("card-70", "Uma Update", {"--action", "0=add"});
+  auto add = update("card-70", "Uma Update", {"--action", "0=add", "--workflow-id", "uma-add"});
   ASSERT_EQ(add.exit_code, 0) << add.out << add.err;
   held = objects("card-70");
   EXPECT_EQ(count(held, "Certificate Object"), 2) << held;
@@ -148,7 +149,8 @@ TEST_F(UpdateCard, RedoReplacesTheTransportCertificateThenAddAndIssue) {
   EXPECT_EQ(certificates_for(dir_, "Uma Update"), 2);
 
   // issue: the CM host issues a certificate that is not stored on the card.
-  auto issue = update("card-70", "Uma Update", {"--action", "0=issue"});
+  auto issue =
+      update("card-70", "Uma Update", {"--action", "0=issue", "--workflow-id", "uma-issue"});
   ASSERT_EQ(issue.exit_code, 0) << issue.out << issue.err;
   EXPECT_EQ(count(objects("card-70"), "Certificate Object"), 2);
   EXPECT_EQ(certificates_for(dir_, "Uma Update"), 3);
@@ -157,7 +159,7 @@ TEST_F(UpdateCard, RedoReplacesTheTransportCertificateThenAddAndIssue) {
 TEST_F(UpdateCard, AddOnATcCardIsRefusedAndNothingIsWritten) {
   tc_card("card-71");
   const std::string before = objects("card-71");
-  auto add = update("card-71", "Abe Add", {"--action", "tc=add"});
+  auto add = update("card-71", "Abe Add", {"--action", "tc=add", "--workflow-id", "abe-1"});
   EXPECT_EQ(add.exit_code, 1) << add.out << add.err;
   EXPECT_NE(add.out.find("add is refused on a card holding a transport certificate"),
             std::string::npos)
@@ -165,6 +167,11 @@ TEST_F(UpdateCard, AddOnATcCardIsRefusedAndNothingIsWritten) {
   EXPECT_NE(add.out.find("waiting for an operator"), std::string::npos) << add.out;
   EXPECT_EQ(objects("card-71"), before);
   EXPECT_EQ(certificates_for(dir_, "Abe Add"), 0);
+  // The operator's decision: cancel it (nothing was written, nothing to roll back).
+  auto cancel = run({persoflow_binary(), "workflows", "cancel", "abe-1", "--config", conf()});
+  EXPECT_EQ(cancel.exit_code, 0) << cancel.out << cancel.err;
+  EXPECT_NE(cancel.out.find("Cancelled"), std::string::npos) << cancel.out;
+  EXPECT_EQ(objects("card-71"), before);
 }
 
 TEST_F(UpdateCard, AnUntrustedTcIsRefusedBeforeAnythingIsWritten) {
@@ -193,13 +200,14 @@ TEST_F(UpdateCard, CmHostKilledDuringTheSubmissionStillOneCertificatePerCard) {
     const std::string cn = "Kim Killed " + std::to_string(n++);
     tc_card(label);
     delete server_;
-    server_ = new CmServe(dir_ / "cm", address, {std::string("PERSOFLOW_CRASH_AT=") + point + ":1"});
+    server_ =
+        new CmServer(dir_ / "cm", address, {std::string("PERSOFLOW_CRASH_AT=") + point + ":1"});
     ASSERT_TRUE(server_->listening());
     RunResult result;
     std::thread station([&] { result = update(label, cn, {"--action", "tc=redo"}); });
     EXPECT_EQ(server_->wait_exit(), 128 + SIGKILL);
     delete server_;
-    server_ = new CmServe(dir_ / "cm", address);
+    server_ = new CmServer(dir_ / "cm", address);
     station.join();
     ASSERT_TRUE(server_->listening());
     EXPECT_EQ(result.exit_code, 0) << result.out << result.err;

@@ -8,11 +8,13 @@
 
 namespace persoflow::testing {
 
-CmServer::CmServer(const std::filesystem::path& cm_dir, const std::string& address) {
+CmServer::CmServer(const std::filesystem::path& cm_dir, const std::string& address,
+                   std::vector<std::string> env) {
   int fds[2];
   if (::pipe(fds) != 0) return;
   pid_ = ::fork();
   if (pid_ == 0) {
+    for (auto& e : env) ::putenv(e.data());
     ::dup2(fds[1], 1);
     ::close(fds[0]);
     const std::string binary = persoflow_binary();
@@ -32,6 +34,18 @@ CmServer::CmServer(const std::filesystem::path& cm_dir, const std::string& addre
     port_ = seen.substr(colon + 1);
   }
   fd_ = fds[0];
+}
+
+int CmServer::wait_exit(int seconds) {
+  for (int tenths = 0; pid_ > 0 && tenths < seconds * 10; ++tenths) {
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+    }
+    ::usleep(100'000);
+  }
+  return -1;
 }
 
 CmServer::~CmServer() {

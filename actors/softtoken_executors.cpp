@@ -19,6 +19,7 @@
 #include <sstream>
 
 #include "persoflow/actors/softtoken.hpp"
+#include "persoflow/actors/state_files.hpp"
 #include "persoflow/devices/card.hpp"
 #include "persoflow/devices/officer.hpp"
 #include "persoflow/devices/pin_delivery.hpp"
@@ -50,36 +51,12 @@ Event event(std::string type, Fields fields = {}) {
   return Event{std::move(type), std::move(fields)};
 }
 
-Result<std::string> read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return make_status(Errc::kNotFound, "cannot read " + path);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-Result<std::string> first_line(const std::string& path) {
-  PF_ASSIGN_OR_RETURN(std::string text, read_file(path));
-  std::string line = text.substr(0, text.find('\n'));
-  if (!line.empty() && line.back() == '\r') line.pop_back();
-  if (line.empty()) return make_status(Errc::kInvalidArgument, path + " is empty");
-  return line;
-}
-
 // A state file, replaced atomically (0600, fsync'ed).
 Status write_state_file(const std::string& path, std::string_view data) {
   return dv::write_file_atomic(path, data, /*force=*/true);
 }
 
-// A workflow id or reference as a file name: only [A-Za-z0-9._-].
-bool safe_name(const std::string& name) {
-  if (name.empty() || name[0] == '.') return false;
-  for (char c : name) {
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-')
-      return false;
-  }
-  return true;
-}
+bool safe_name(const std::string& name) { return safe_file_name(name); }
 
 std::string resolve(const fs::path& base, const std::string& p) {
   if (p.empty()) return p;

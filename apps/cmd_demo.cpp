@@ -380,6 +380,6 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-PF_REGISTER_COMMAND_GROUP(demo, "demo", "issue certificates on SoftHSM2 cards end to end", run);
+PF_REGISTER_COMMAND_GROUP(demo, "demo", "the demo station: issue and update (TC redo) on SoftHSM2 cards end to end", run);
 
 }  // namespace persoflow::apps

@@ -158,7 +158,7 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-PF_REGISTER_COMMAND_GROUP(station, "station", "run a station: issue certificates on a queue of cards",
+PF_REGISTER_COMMAND_GROUP(station, "station", "run a station over a queue of cards or its readers (--live)",
                           run);
 
 }  // namespace persoflow::apps

@@ -25,7 +25,7 @@ void print_help(std::FILE* out) {
                "Registration Authority, every step an explicit, journaled state machine.\n\n"
                "Usage: persoflow <command> [options]   (persoflow <command> --help for more)\n\n"
                "Commands:\n");
-  for (const auto& g : groups) std::fprintf(out, "  %-12s %s\n", g.name, g.summary);
+  for (const auto& g : groups) std::fprintf(out, "  %-15s %s\n", g.name, g.summary);
 }
 
 }  // namespace

@@ -71,8 +71,10 @@ class SteadyClock final : public Clock {
         continue;
       }
       auto first = timers_.begin();
-      if (first->first.deadline > now()) {
-        changed_.wait_until(lock, first->first.deadline);
+      if (const TimePoint deadline = first->first.deadline; deadline > now()) {
+        // A copy: wait_until reads its argument after waking, when a cancel may have freed the
+        // timer's node.
+        changed_.wait_until(lock, deadline);
         continue;
       }
       firing_ = first->first.id;

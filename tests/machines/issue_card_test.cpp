@@ -596,9 +596,13 @@ TEST(IssueCard, ValidAndRegistered) {
   EXPECT_EQ(find_machine("issue-card"), &M());
 }
 
-TEST(IssueCard, EveryRowCovered) { EXPECT_NO_FATAL_FAILURE(harness::expect_all_rows_covered(M(), all_steps())); }
+TEST(IssueCard, EveryRowCovered) {
+  EXPECT_EQ(harness::uncovered_rows(M(), all_steps()), "") << "rows never exercised";
+}
 
-TEST(IssueCard, NoFieldCarriesAClearPin) { EXPECT_NO_FATAL_FAILURE(harness::expect_no_clear_pin_fields(all_steps())); }
+TEST(IssueCard, NoFieldCarriesAClearPin) {
+  EXPECT_EQ(harness::clear_pin_fields(all_steps()), "") << "fields that would carry a clear PIN";
+}
 
 TEST(IssueCard, DiagramMatchesGoldenAndHeader) {
   harness::expect_golden(M());

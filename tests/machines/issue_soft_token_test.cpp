@@ -390,9 +390,13 @@ TEST(IssueSoftToken, ValidAndRegistered) {
   EXPECT_EQ(find_machine("issue-soft-token"), &M());
 }
 
-TEST(IssueSoftToken, EveryRowCovered) { EXPECT_NO_FATAL_FAILURE(harness::expect_all_rows_covered(M(), all_steps())); }
+TEST(IssueSoftToken, EveryRowCovered) {
+  EXPECT_EQ(harness::uncovered_rows(M(), all_steps()), "") << "rows never exercised";
+}
 
-TEST(IssueSoftToken, NoFieldCarriesAClearPin) { EXPECT_NO_FATAL_FAILURE(harness::expect_no_clear_pin_fields(all_steps())); }
+TEST(IssueSoftToken, NoFieldCarriesAClearPin) {
+  EXPECT_EQ(harness::clear_pin_fields(all_steps()), "") << "fields that would carry a clear PIN";
+}
 
 TEST(IssueSoftToken, DiagramMatchesGoldenAndHeader) {
   harness::expect_golden(M());

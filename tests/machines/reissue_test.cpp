@@ -551,9 +551,13 @@ TEST(Reissue, ValidAndRegistered) {
   EXPECT_EQ(find_machine("reissue"), &M());
 }
 
-TEST(Reissue, EveryRowCovered) { EXPECT_NO_FATAL_FAILURE(harness::expect_all_rows_covered(M(), all_steps())); }
+TEST(Reissue, EveryRowCovered) {
+  EXPECT_EQ(harness::uncovered_rows(M(), all_steps()), "") << "rows never exercised";
+}
 
-TEST(Reissue, NoFieldCarriesAClearPin) { EXPECT_NO_FATAL_FAILURE(harness::expect_no_clear_pin_fields(all_steps())); }
+TEST(Reissue, NoFieldCarriesAClearPin) {
+  EXPECT_EQ(harness::clear_pin_fields(all_steps()), "") << "fields that would carry a clear PIN";
+}
 
 TEST(Reissue, DiagramMatchesGoldenAndHeader) {
   harness::expect_golden(M());

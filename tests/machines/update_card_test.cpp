@@ -390,9 +390,13 @@ TEST(UpdateCard, ValidAndRegistered) {
   EXPECT_EQ(find_machine("update-card"), &M());
 }
 
-TEST(UpdateCard, EveryRowCovered) { EXPECT_NO_FATAL_FAILURE(harness::expect_all_rows_covered(M(), all_steps())); }
+TEST(UpdateCard, EveryRowCovered) {
+  EXPECT_EQ(harness::uncovered_rows(M(), all_steps()), "") << "rows never exercised";
+}
 
-TEST(UpdateCard, NoFieldCarriesAClearPin) { EXPECT_NO_FATAL_FAILURE(harness::expect_no_clear_pin_fields(all_steps())); }
+TEST(UpdateCard, NoFieldCarriesAClearPin) {
+  EXPECT_EQ(harness::clear_pin_fields(all_steps()), "") << "fields that would carry a clear PIN";
+}
 
 TEST(UpdateCard, DiagramMatchesGoldenAndHeader) {
   harness::expect_golden(M());

@@ -17,6 +17,7 @@
 #include "persoflow/storage/journal.hpp"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -314,7 +315,10 @@ class Checkpointer {
       return;
     }
     sqlite3_busy_timeout(db_, kBusyTimeoutMs);
-    thread_ = std::thread([this] { run(); });
+    thread_ = std::thread([this] {
+      pthread_setname_np(pthread_self(), "journal-ckpt");
+      run();
+    });
   }
   ~Checkpointer() {
     {

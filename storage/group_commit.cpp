@@ -8,6 +8,8 @@
 // requests were queued) and frees its requests, while the writer already commits the next
 // batch: waking 64 waiting workflows costs 64 futex wake-ups, which would otherwise sit on the
 // writer's serial path between two commits.
+#include <pthread.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <deque>
@@ -23,9 +25,16 @@ class Writer final : public GroupCommitWriter {
  public:
   Writer(std::unique_ptr<Journal> journal, std::size_t max_batch)
       : journal_(std::move(journal)), max_batch_(max_batch == 0 ? 1 : max_batch) {
-    acknowledger_ = std::thread([this] { acknowledge(); });
+    // Named, so that top, perf and gdb show which thread is which.
+    acknowledger_ = std::thread([this] {
+      pthread_setname_np(pthread_self(), "journal-ack");
+      acknowledge();
+    });
     acknowledger_id_ = acknowledger_.get_id();
-    thread_ = std::thread([this] { run(); });
+    thread_ = std::thread([this] {
+      pthread_setname_np(pthread_self(), "journal-writer");
+      run();
+    });
     writer_id_ = thread_.get_id();
   }
 

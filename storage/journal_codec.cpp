@@ -24,6 +24,7 @@
 #include <openssl/evp.h>
 
 #include <cstdint>
+#include <cstring>
 
 #include "journal_codec.hpp"
 #include "persoflow/storage/journal.hpp"
@@ -174,12 +175,17 @@ ChainHasher::~ChainHasher() {
 
 void ChainHasher::hash(std::string_view prev_hash_hex, std::string_view canonical_bytes,
                        std::string& out) {
-  unsigned char prev[32];
-  PF_CHECK(parse_hash_hex(prev_hash_hex, prev), "prev_hash must be 64 lowercase hex digits");
+  // The chain feeds each hash back as the next prev: reuse its raw bytes instead of parsing hex.
+  unsigned char parsed[32];
+  const unsigned char* prev = last_raw_;
+  if (!has_last_ || prev_hash_hex != std::string_view(last_hex_, sizeof last_hex_)) {
+    PF_CHECK(parse_hash_hex(prev_hash_hex, parsed), "prev_hash must be 64 lowercase hex digits");
+    prev = parsed;
+  }
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int md_len = 0;
   bool ok = EVP_DigestInit_ex(ctx_, sha256_, nullptr) == 1 &&
-            EVP_DigestUpdate(ctx_, prev, sizeof prev) == 1 &&
+            EVP_DigestUpdate(ctx_, prev, 32) == 1 &&
             EVP_DigestUpdate(ctx_, canonical_bytes.data(), canonical_bytes.size()) == 1 &&
             EVP_DigestFinal_ex(ctx_, md, &md_len) == 1;
   PF_CHECK(ok && md_len == 32, "SHA-256 failed");
@@ -189,6 +195,9 @@ void ChainHasher::hash(std::string_view prev_hash_hex, std::string_view canonica
     out[2 * i] = kHex[md[i] >> 4];
     out[2 * i + 1] = kHex[md[i] & 0xf];
   }
+  std::memcpy(last_raw_, md, sizeof last_raw_);
+  std::memcpy(last_hex_, out.data(), sizeof last_hex_);
+  has_last_ = true;
 }
 
 std::string chain_hash(const std::string& prev_hash_hex, const std::string& canonical_bytes) {

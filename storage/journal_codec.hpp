@@ -38,6 +38,10 @@ class ChainHasher {
  private:
   EVP_MD* sha256_;
   EVP_MD_CTX* ctx_;
+  // The last hash computed, as hex and raw: usually the next call's prev.
+  bool has_last_ = false;
+  char last_hex_[64] = {};
+  unsigned char last_raw_[32] = {};
 };
 
 }  // namespace persoflow::storage

@@ -121,6 +121,62 @@ Status save_station_config(const StationConfig& c, const std::string& path) {
   return write_durably(path, j.dump(2) + "\n");
 }
 
+namespace {
+
+bool is_entry_number(const std::string& key) {
+  return !key.empty() && key.size() <= 2 &&
+         std::all_of(key.begin(), key.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
+}
+
+// issue: KEY=add|recover|blank by entry number; search and request flags only on recover.
+Status check_issue_actions(const CardRequest& r) {
+  const std::string who = "request " + r.workflow_id + ": ";
+  if (r.workflow != "issue") {
+    if (!r.searches.empty() || !r.request_flags.empty()) {
+      return make_status(Errc::kInvalidArgument, who + "search and request are for issue");
+    }
+    return Status::ok();
+  }
+  for (const auto& [key, action] : r.actions) {
+    if (!is_entry_number(key) || (action != "add" && action != "recover" && action != "blank")) {
+      return make_status(Errc::kInvalidArgument,
+                         who + "action " + key + "=" + action +
+                             " is not ENTRY=add|recover|blank (ENTRY = 0, 1, ...)");
+    }
+    if (action == "recover" && r.token_procedure.empty()) {
+      return make_status(Errc::kInvalidArgument,
+                         who + "recover needs a token procedure with key recovery "
+                               "(token_procedure)");
+    }
+  }
+  auto recovering = [&](const std::string& key) {
+    auto it = r.actions.find(key);
+    return it != r.actions.end() && it->second == "recover";
+  };
+  for (const auto& [key, search] : r.searches) {
+    if (!recovering(key)) {
+      return make_status(Errc::kInvalidArgument,
+                         who + "search " + key + "=... is for an entry whose action is recover");
+    }
+    if (Status ok = machines::wf::check_search(search, true); !ok) {
+      return make_status(Errc::kInvalidArgument, who + "search " + key + ": " + ok.message());
+    }
+  }
+  for (const auto& [key, flag] : r.request_flags) {
+    if (!recovering(key)) {
+      return make_status(Errc::kInvalidArgument,
+                         who + "request " + key + "=... is for an entry whose action is recover");
+    }
+    if (flag != "default" && flag != "yes" && flag != "no") {
+      return make_status(Errc::kInvalidArgument,
+                         who + "request " + key + "=" + flag + " is not default, yes or no");
+    }
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
 Result<CardRequest> card_request_from_json(const std::string& line) {
   CardRequest r;
   try {
@@ -137,6 +193,12 @@ Result<CardRequest> card_request_from_json(const std::string& line) {
     }
     if (j.contains("actions")) {
       for (auto& [k, v] : j.at("actions").items()) r.actions[k] = v.get<std::string>();
+    }
+    if (j.contains("search")) {
+      for (auto& [k, v] : j.at("search").items()) r.searches[k] = v.get<std::string>();
+    }
+    if (j.contains("request")) {
+      for (auto& [k, v] : j.at("request").items()) r.request_flags[k] = v.get<std::string>();
     }
   } catch (const std::exception& e) {
     return make_status(Errc::kInvalidArgument, std::string("request is not valid JSON: ") + e.what());
@@ -163,11 +225,9 @@ Result<CardRequest> card_request_from_json(const std::string& line) {
                        "request " + r.workflow_id + ": an update names its actions, e.g. "
                        "{\"actions\": {\"tc\": \"redo\"}} (KEY = entry, CKA_ID, label or tc)");
   }
-  if (r.workflow == "issue" && !r.actions.empty()) {
-    return make_status(Errc::kInvalidArgument,
-                       "request " + r.workflow_id + ": actions are for workflow update");
-  }
+  PF_RETURN_IF_ERROR(check_issue_actions(r));
   for (const auto& [key, action] : r.actions) {
+    if (r.workflow == "issue") break;
     if (key.empty() || (action != "blank" && action != "issue" && action != "redo" &&
                         action != "add")) {
       return make_status(Errc::kInvalidArgument,
@@ -190,6 +250,8 @@ std::string card_request_to_json(const CardRequest& r) {
   if (r.workflow != "issue") j["workflow"] = r.workflow;
   if (!r.token_procedure.empty()) j["token_procedure"] = r.token_procedure;
   if (!r.actions.empty()) j["actions"] = r.actions;
+  if (!r.searches.empty()) j["search"] = r.searches;
+  if (!r.request_flags.empty()) j["request"] = r.request_flags;
   return j.dump();
 }
 
@@ -205,7 +267,7 @@ Result<std::shared_ptr<Station>> Station::open(StationConfig config) {
   auto impl = std::make_unique<Impl>();
   impl->config = config;
   PF_ASSIGN_OR_RETURN(impl->card_pin, first_line(config.card_pin_file));
-  for (const char* sub : {"requests", "cmp", "certs", "secrets"}) {
+  for (const char* sub : {"requests", "cmp", "certs", "secrets", "keys"}) {
     std::error_code ec;
     fs::create_directories(fs::path(config.state_dir) / sub, ec);
     if (ec) {
@@ -347,6 +409,9 @@ Result<Event> ask_operator(Station& station, const Command& c, const CommandCont
   const std::string ask = field(c, "ask");
   PF_ASSIGN_OR_RETURN(CardRequest req, station.load_request(ctx.workflow_id));
   if (req.workflow == "update") return ask_operator_update(station, req, c);
+  if (ask == "procedure" && !req.token_procedure.empty()) {
+    return procedure_chosen_from_token_procedure(station, req);
+  }
   if (ask == "procedure") {
     return event("ProcedureChosen",
                  {{"procedure", req.procedure.empty() ? station.config().procedure : req.procedure},
@@ -357,7 +422,11 @@ Result<Event> ask_operator(Station& station, const Command& c, const CommandCont
                   {"operator_pin", "none"}});
   }
   if (ask == "key_actions") {
-    Fields f{{"key.0.action", "add"}};
+    Fields f;
+    for (const auto& [entry, action] : req.actions) f["key." + entry + ".action"] = action;
+    for (const auto& [entry, search] : req.searches) f["key." + entry + ".search"] = search;
+    for (const auto& [entry, flag] : req.request_flags) f["key." + entry + ".request"] = flag;
+    if (req.actions.empty()) f["key.0.action"] = "add";
     for (const auto& [name, value] : req.subject) f["subject." + name] = value;
     return event("ActionsChosen", std::move(f));
   }
@@ -411,23 +480,12 @@ Result<Event> sign_with_officer(Impl& st, const Command& c) {
                                                     X509_get0_serialNumber(cert))}});
 }
 
-Result<Event> submit_to_cm(Impl& st, const Command& c) {
-  const std::string tid_hex = field(c, "transaction_id");
-  if (tid_hex.size() != 32) return make_status(Errc::kInvalidArgument, "bad transaction_id");
-  if (c.fields.count("request.1.entry")) {
-    return make_status(Errc::kUnsupported, "this station sends one key per request");
-  }
-  // issue-card: generate | certify; update-card (a key the card holds): issue | redo | add.
-  const std::string kind = field(c, "request.0.kind");
-  if (kind != "generate" && kind != "certify" && kind != "issue" && kind != "redo" &&
-      kind != "add") {
-    return make_status(Errc::kUnsupported, "request kind '" + kind + "' (keys from the CM host) "
-                                           "is not supported by this station yet");
-  }
-  const std::string entry = field(c, "request.0.entry");
-  PF_ASSIGN_OR_RETURN(auto cka, card_key_id(kind, field(c, "request.0.key_id")));
+// One CMP ir (cr for update-card) for a key the card holds, transactionID `tid_hex`: the request
+// DER is saved before it is sent and resent as it is on a repeat. Answers "Enrolled{serial}" with
+// the certificate saved in state_dir/certs, or CmRefused.
+Result<Event> enroll_card_key(Impl& st, const Command& c, const std::string& tid_hex,
+                              const std::vector<unsigned char>& cka) {
   const std::string serial = field(c, "token_serial");
-
   PF_ASSIGN_OR_RETURN(std::unique_ptr<pr::CmpClient> cmp, cm_client(st));
   pr::CmpClient& client = *cmp;
 
@@ -467,12 +525,80 @@ Result<Event> submit_to_cm(Impl& st, const Command& c) {
     return enrolled.status();  // unreachable or broken transport: the engine retries
   }
   PF_ASSIGN_OR_RETURN(std::string der, pr::x509_to_der(enrolled->cert.get()));
-  const std::string cert_file = st.dir("certs") + "/" + enrolled->serial_hex + ".der";
-  PF_RETURN_IF_ERROR(write_durably(cert_file, der));
-  // ref: the saved certificate and the CKA_ID it belongs under.
-  return event("CertificatesIssued", {{"cert.0.serial", enrolled->serial_hex},
-                                      {"cert.0.ref", enrolled->serial_hex + "@" + dv::to_hex(cka)},
-                                      {"cert.0.entry", entry}});
+  PF_RETURN_IF_ERROR(write_durably(st.dir("certs") + "/" + enrolled->serial_hex + ".der", der));
+  return event("Enrolled", {{"serial", enrolled->serial_hex}});
+}
+
+// The certificate the CM host issued with a key it generated or recovered (in its saved genp),
+// saved in state_dir/certs; returns its serial.
+Result<std::string> save_cm_key_certificate(Impl& st, const std::string& key_ref) {
+  PF_ASSIGN_OR_RETURN(CmKey key, cm_key(st, key_ref));
+  PF_ASSIGN_OR_RETURN(pr::X509Ptr cert, pr::x509_from_der(key.certificate_der));
+  const std::string serial = pr::serial_hex(X509_get0_serialNumber(cert.get()));
+  PF_RETURN_IF_ERROR(write_durably(st.dir("certs") + "/" + serial + ".der", key.certificate_der));
+  return serial;
+}
+
+// Every request.<r> of the command: keys the card holds are enrolled (the first under the
+// machine's transactionID, the others under ids derived from it); keys from the CM host came
+// with their certificates. cert.<k>.ref is "<serial>@<CKA_ID hex>" or "<serial>@<key ref>".
+Result<Event> submit_to_cm(Impl& st, const Command& c) {
+  using machines::wf::item;
+  const std::string tid_hex = field(c, "transaction_id");
+  if (tid_hex.size() != 32) return make_status(Errc::kInvalidArgument, "bad transaction_id");
+  Fields out;
+  int n = 0;
+  int enrolments = 0;
+  for (int r = 0; c.fields.count(item("request", r, "entry")); ++r) {
+    const std::string kind = field(c, item("request", r, "kind"));
+    const std::string entry = field(c, item("request", r, "entry"));
+    if (kind == "archive" || kind == "recover") {
+      std::vector<std::string> refs;
+      if (kind == "archive") refs.push_back(field(c, item("request", r, "key_ref")));
+      const std::string recovered = item("request", r, "recovered");
+      for (int j = 0; kind == "recover" && c.fields.count(item(recovered, j, "key_ref")); ++j) {
+        refs.push_back(field(c, item(recovered, j, "key_ref")));
+      }
+      for (const std::string& ref : refs) {
+        PF_ASSIGN_OR_RETURN(std::string cert_serial, save_cm_key_certificate(st, ref));
+        out[item("cert", n, "serial")] = cert_serial;
+        out[item("cert", n, "ref")] = cert_serial + "@" + ref;
+        out[item("cert", n, "entry")] = entry;
+        ++n;
+      }
+      continue;
+    }
+    // issue-card: generate | certify; update-card (a key the card holds): issue | redo | add.
+    if (kind != "generate" && kind != "certify" && kind != "issue" && kind != "redo" &&
+        kind != "add") {
+      return make_status(Errc::kInvalidArgument, "unknown request kind '" + kind + "'");
+    }
+    PF_ASSIGN_OR_RETURN(auto cka, card_key_id(kind, field(c, item("request", r, "key_id"))));
+    const std::string tid =
+        enrolments++ == 0 ? tid_hex
+                          : machines::wf::derive_id(tid_hex, "request/" + std::to_string(r));
+    PF_ASSIGN_OR_RETURN(Event enrolled, enroll_card_key(st, c, tid, cka));
+    if (enrolled.type != "Enrolled") return enrolled;
+    const std::string cert_serial = enrolled.fields["serial"];
+    // ref: the saved certificate and the CKA_ID it belongs under.
+    out[item("cert", n, "serial")] = cert_serial;
+    out[item("cert", n, "ref")] = cert_serial + "@" + dv::to_hex(cka);
+    out[item("cert", n, "entry")] = entry;
+    ++n;
+  }
+  if (n == 0) return make_status(Errc::kInvalidArgument, "SubmitToCm lists no request");
+  return event("CertificatesIssued", std::move(out));
+}
+
+// The machine key id of a key from the CM host (key.<i>.key_ref or key.<i>.recovered.<j>.key_ref
+// of WriteKeysAndCertificates): its CKA_ID on the card is derive_key_id(<that id>).
+Result<std::string> machine_key_id_of(const Command& c, const std::string& key_ref) {
+  for (const auto& [k, v] : c.fields) {
+    if (v != key_ref || k.size() < 8 || k.compare(k.size() - 8, 8, ".key_ref") != 0) continue;
+    auto id = c.fields.find(k.substr(0, k.size() - 8) + ".key_id");
+    if (id != c.fields.end()) return id->second;
+  }
+  return make_status(Errc::kInvalidArgument, "no key id for the CM host's key " + key_ref);
 }
 
 Result<Event> write_keys_and_certificates(Impl& st, const Command& c) {
@@ -504,7 +630,25 @@ Result<Event> write_keys_and_certificates(Impl& st, const Command& c) {
       if (cert.serial_hex == cert_serial) present = true;
     }
     if (present) continue;
-    PF_ASSIGN_OR_RETURN(auto id, dv::from_hex(ref.substr(at + 1)));
+    std::vector<unsigned char> id;
+    const std::string owner = ref.substr(at + 1);
+    if (owner.rfind("cm:", 0) == 0) {
+      // A key from the CM host: the key first, under the CKA_ID the machine derived for it.
+      PF_ASSIGN_OR_RETURN(std::string key_id, machine_key_id_of(c, owner));
+      id = dv::derive_key_id(key_id);
+      if (!listed("key:" + key_id)) {
+        return make_status(Errc::kInvalidArgument, "the write does not list the key " + key_id);
+      }
+      Status s = write_cm_key(st, *slot->card, owner, id, "persoflow key");
+      if (!s) {
+        if (s.message().find("CKR_DEVICE_MEMORY") != std::string::npos) {
+          return event("CardFull", {{"reason", s.message()}});
+        }
+        return s;
+      }
+    } else {
+      PF_ASSIGN_OR_RETURN(id, dv::from_hex(owner));
+    }
     PF_ASSIGN_OR_RETURN(std::string der, read_file(st.dir("certs") + "/" + cert_serial + ".der"));
     Status s = slot->card->store_certificate(der, id, "persoflow certificate");
     if (!s) {
@@ -676,6 +820,7 @@ void install_issue_card_executors(ExecutorRegistry& registry, std::shared_ptr<St
                  return show_pin_once(s->impl(), c, ctx, req.token_serial);
                }, quick));
   install_update_card_executors(registry, station);
+  install_card_key_executors(registry, station);
 }
 
 Result<std::shared_ptr<Station>> station_from_environment() {
@@ -713,7 +858,8 @@ void install_from_environment(ExecutorRegistry& registry) {
                            "SignWithOfficer", "SubmitToCm", "WriteKeysAndCertificates",
                            "GeneratePin", "SetCardPin", "ShowPinOnce",
                            "ValidateTransportCertificate", "NotifyOperator", "RollbackCard",
-                           "RevokeIssuedCertificates"}) {
+                           "RevokeIssuedCertificates", "RequestServerKeygenAndArchive",
+                           "RequestKeyRecovery"}) {
     registry.add(type, blocking_executor([why](const Command&, const CommandContext&)
                                              -> Result<Event> { return why; },
                                          RetryPolicy{1}));

@@ -4,6 +4,8 @@
 // interruption resumes that workflow instead of starting another. Exit 0 when it ended Done.
 #include <boost/program_options.hpp>
 #include <iostream>
+#include <map>
+#include <utility>
 
 #include "command_registry.hpp"
 #include "station_batch.hpp"
@@ -14,11 +16,23 @@ namespace {
 namespace po = boost::program_options;
 
 constexpr const char* kUsage =
-    "Usage: persoflow issue card --config FILE --token LABEL --field NAME=VALUE... "
-    "[--procedure P] [--workflow-id ID]\n\n"
-    "Issues a certificate on one pre-personalised card: key generated on the card, request\n"
-    "signed by the officer and sent to the CM host over CMP, certificate written to the card,\n"
-    "a new card PIN generated and shown once.\n\n";
+    "Usage: persoflow issue card --config FILE --token LABEL --field NAME=VALUE...\n"
+    "       [--procedure P] [--token-procedure T] [--action ENTRY=ACTION]...\n"
+    "       [--search ENTRY=SEARCH]... [--request ENTRY=FLAG]... [--workflow-id ID]\n\n"
+    "Issues certificates on one pre-personalised card: keys generated on the card (or by the\n"
+    "CM host and archived, or recovered from its archive), the request signed by the officer\n"
+    "and sent to the CM host over CMP, keys and certificates written to the card, a new card\n"
+    "PIN generated and shown once.\n\n"
+    "ENTRY is a key entry of the card (0, 1, ...; default: 0=add); ACTION is one of\n"
+    "  add      a key for the entry: generated on the card, or 'generate & archive' by the CM\n"
+    "           host when the token procedure archives keys\n"
+    "  recover  an archived key recovered by the CM host onto the entry (token procedure with\n"
+    "           key recovery); SEARCH is serial:<hex>, subject:<text> or id:<decimal>\n"
+    "           (default auto: the subject entered); last or all keys as the procedure says\n"
+    "  blank    leave the entry alone\n"
+    "FLAG (default, yes, no) is a recover entry's request flag: by default a recovery request\n"
+    "is sent, but where the token procedure holds several recovery procedures none is sent\n"
+    "unless a key was selected (--search) or the flag is yes.\n\n";
 
 int run(int argc, char** argv) {
   po::options_description opts("Options");
@@ -26,6 +40,12 @@ int run(int argc, char** argv) {
       "config", po::value<std::string>(), "the station configuration (station.conf)")(
       "token", po::value<std::string>(), "the card's token label")(
       "procedure", po::value<std::string>(), "CM certificate procedure (default: the station's)")(
+      "token-procedure", po::value<std::string>(),
+      "CM token procedure (its key procedures: archive, recovery)")(
+      "action", po::value<std::vector<std::string>>(), "ENTRY=add|recover|blank (repeatable)")(
+      "search", po::value<std::vector<std::string>>(), "ENTRY=SEARCH of a recover entry")(
+      "request", po::value<std::vector<std::string>>(),
+      "ENTRY=default|yes|no: a recover entry's request flag")(
       "field", po::value<std::vector<std::string>>(), "subject field NAME=VALUE (repeatable)")(
       "workflow-id", po::value<std::string>(), "workflow id (to resume an interrupted one)");
   po::variables_map vm;
@@ -44,6 +64,20 @@ int run(int argc, char** argv) {
       return 2;
     }
     r.subject[field->first] = field->second;
+  }
+  if (vm.count("token-procedure")) r.token_procedure = vm["token-procedure"].as<std::string>();
+  const std::pair<const char*, std::map<std::string, std::string>*> per_entry[] = {
+      {"action", &r.actions}, {"search", &r.searches}, {"request", &r.request_flags}};
+  for (const auto& [option, into] : per_entry) {
+    if (!vm.count(option)) continue;
+    for (const auto& a : vm[option].as<std::vector<std::string>>()) {
+      auto value = split_assignment(a, std::string("--") + option);
+      if (!value) {
+        std::cerr << "persoflow issue card: " << value.status().message() << "\n";
+        return 2;
+      }
+      (*into)[value->first] = value->second;
+    }
   }
   r.workflow_id = vm.count("workflow-id") ? vm["workflow-id"].as<std::string>()
                                           : default_workflow_id(r.token_label, "issue");

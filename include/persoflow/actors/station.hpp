@@ -58,13 +58,22 @@ struct CardRequest {
   std::string token_label;
   std::string token_serial;  // filled from the token when empty
   std::string procedure;     // CM certificate procedure; empty: the station's
-  std::string token_procedure;  // update: CM token procedure; empty: the station's
+  // update: CM token procedure (trusted TC issuers); empty: the station's. issue: the token
+  // procedure whose key procedures (generate & archive, recovery) apply; empty: keys generated
+  // on the card only.
+  std::string token_procedure;
   std::string pin_delivery = "generated";
   std::map<std::string, std::string> subject;  // "CN" -> "Card 01"
   // update: KEY -> blank | issue | redo | add, where KEY is the key's entry number on the card
   // (0, 1, ...), its CKA_ID in hex, its label, or "tc" (the key holding the transport
   // certificate). Keys not named are left blank.
   std::map<std::string, std::string> actions;
+  // issue: KEY is the entry number; ACTION add | recover | blank. A recover entry searches the
+  // CM host's archive by `searches[KEY]` (serial:<hex> | subject:<text> | id:<decimal>; default
+  // auto, the subject entered), and `request_flags[KEY]` (default | yes | no) sets its request
+  // flag by hand. Keys from the CM host need `token_procedure` (its key procedures).
+  std::map<std::string, std::string> searches;
+  std::map<std::string, std::string> request_flags;
   const char* machine() const { return workflow == "update" ? "update-card" : "issue-card"; }
 };
 Result<CardRequest> card_request_from_json(const std::string& line);

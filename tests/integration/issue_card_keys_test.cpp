@@ -1,0 +1,233 @@
+// `persoflow issue card` with keys from the CM host, on SoftHSM2 cards against the real CM host:
+// 'generate & archive' (the CM host generates the key, archives it, and the station writes key
+// and certificate to the card) and 'recover' (the archived key recovered onto another card),
+// checked from outside with pkcs11-tool and openssl; and each branch of the request-flag rule.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "station_fixture.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using persoflow::testing::certificates_for;
+using persoflow::testing::cm_address;
+using persoflow::testing::CmServer;
+using persoflow::testing::persoflow_binary;
+using persoflow::testing::run;
+using persoflow::testing::RunResult;
+using persoflow::testing::TempDir;
+
+constexpr const char* kModule = "/usr/lib/softhsm/libsofthsm2.so";
+
+// One demo folder for the suite; its CM host has one more token procedure holding two recovery
+// procedures, and a second station.conf gives blank cards two key entries.
+class IssueCardKeys : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    tmp_ = new TempDir("persoflow-card-keys");
+    dir_ = tmp_->path() / "demo";
+    auto demo = run({persoflow_binary(), "demo", "--dir", dir_.string(), "--cards", "1"});
+    ASSERT_EQ(demo.exit_code, 0) << demo.out << demo.err;
+    const fs::path cm = dir_ / "cm";
+    std::ifstream in(cm / "cm.json");
+    auto config = nlohmann::json::parse(in);
+    for (auto tp : config.at("token_procedures")) {
+      if (tp.value("name", "") != "smartcard-recover") continue;
+      tp["name"] = "smartcard-recover-two";
+      tp["key_procedures"] = {"recover-last-new", "recover-all-new"};
+      config["token_procedures"].push_back(tp);
+      break;
+    }
+    std::ofstream(cm / "cm.json") << config.dump(2);
+    std::ifstream conf_in(conf());
+    auto station = nlohmann::json::parse(conf_in);
+    station["key_entries"] = 2;
+    std::ofstream(conf2()) << station.dump(2);
+    server_ = new CmServer(cm, cm_address(conf()));
+    ASSERT_TRUE(server_->listening());
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    delete tmp_;
+  }
+
+  static std::string conf() { return (dir_ / "station" / "station.conf").string(); }
+  static std::string conf2() { return (dir_ / "station" / "station-2.conf").string(); }
+  static std::string softhsm() {
+    return "SOFTHSM2_CONF=" + (dir_ / "tokens" / "softhsm2.conf").string();
+  }
+
+  static void blank_card(const std::string& label) {
+    ASSERT_EQ(run({"/usr/bin/env", softhsm(), "softhsm2-util", "--init-token", "--free", "--label",
+                   label, "--pin", "123456", "--so-pin", "12345678"})
+                  .exit_code,
+              0);
+  }
+
+  static RunResult issue(const std::string& config, const std::string& label,
+                         const std::string& cn, std::vector<std::string> extra) {
+    std::vector<std::string> argv = {persoflow_binary(), "issue",   "card",   "--config",
+                                     config,             "--token", label,    "--field",
+                                     "CN=" + cn,         "--field", "O=Example"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return run(argv);
+  }
+
+  static std::string list_objects(const std::string& label) {
+    auto listed = run({"/usr/bin/env", softhsm(), "pkcs11-tool", "--module", kModule,
+                       "--token-label", label, "--list-objects"});
+    EXPECT_EQ(listed.exit_code, 0) << listed.err;
+    return listed.out;
+  }
+
+  static int count(const std::string& text, const std::string& what) {
+    int n = 0;
+    for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+    return n;
+  }
+
+  // The PEM public key of the card's object `label` of `type` (pubkey or cert), read with
+  // pkcs11-tool and converted by openssl.
+  static std::string public_key(const std::string& card, const std::string& type,
+                                const std::string& label) {
+    const std::string der = tmp_->file(card + "-" + type + ".der");
+    auto read = run({"/usr/bin/env", softhsm(), "pkcs11-tool", "--module", kModule,
+                     "--token-label", card, "--read-object", "--type", type, "--label", label,
+                     "-o", der});
+    EXPECT_EQ(read.exit_code, 0) << read.err;
+    if (type == "cert") {
+      auto pem = run({"openssl", "x509", "-inform", "DER", "-in", der, "-noout", "-pubkey"});
+      EXPECT_EQ(pem.exit_code, 0) << pem.err;
+      auto ok = run({"openssl", "verify", "-CAfile", (dir_ / "cm" / "ca" / "ca.pem").string(),
+                     pem_certificate(der)});
+      EXPECT_EQ(ok.exit_code, 0) << ok.out << ok.err;
+      return pem.out;
+    }
+    auto pem = run({"openssl", "pkey", "-pubin", "-inform", "DER", "-in", der});
+    EXPECT_EQ(pem.exit_code, 0) << pem.err;
+    return pem.out;
+  }
+
+  static std::string pem_certificate(const std::string& der) {
+    const std::string pem = der + ".pem";
+    EXPECT_EQ(run({"openssl", "x509", "-inform", "DER", "-in", der, "-out", pem}).exit_code, 0);
+    return pem;
+  }
+
+  // A card whose one key the CM host generated and archived (token procedure smartcard-archive).
+  static std::string archived_key_card(const std::string& label, const std::string& cn) {
+    blank_card(label);
+    auto archived = issue(conf(), label, cn,
+                          {"--token-procedure", "smartcard-archive", "--workflow-id",
+                           label + "-archive"});
+    EXPECT_EQ(archived.exit_code, 0) << archived.out << archived.err;
+    const std::string held = list_objects(label);
+    EXPECT_EQ(count(held, "Public Key Object; RSA 2048"), 1) << held;
+    EXPECT_EQ(count(held, "Certificate Object"), 1) << held;
+    const std::string key = public_key(label, "pubkey", "persoflow key");
+    EXPECT_EQ(public_key(label, "cert", "persoflow certificate"), key);
+    return key;
+  }
+
+  static TempDir* tmp_;
+  static fs::path dir_;
+  static CmServer* server_;
+};
+
+TempDir* IssueCardKeys::tmp_ = nullptr;
+fs::path IssueCardKeys::dir_;
+CmServer* IssueCardKeys::server_ = nullptr;
+
+TEST_F(IssueCardKeys, ArchivedKeyRecoveredOntoASecondCardEqualsTheOriginal) {
+  const std::string original = archived_key_card("keys-01", "Ann Archive");
+  ASSERT_FALSE(original.empty());
+  EXPECT_EQ(certificates_for(dir_, "Ann Archive"), 1);
+
+  blank_card("keys-02");
+  auto recovered = issue(conf(), "keys-02", "Ann Archive",
+                         {"--token-procedure", "smartcard-recover", "--action", "0=recover",
+                          "--workflow-id", "ann-recover"});
+  ASSERT_EQ(recovered.exit_code, 0) << recovered.out << recovered.err;
+  EXPECT_NE(recovered.out.find("Done"), std::string::npos) << recovered.out;
+  EXPECT_EQ(public_key("keys-02", "pubkey", "persoflow key"), original);
+  // recover-last-new: a new certificate for the recovered key.
+  EXPECT_EQ(public_key("keys-02", "cert", "persoflow certificate"), original);
+  EXPECT_EQ(certificates_for(dir_, "Ann Archive"), 2);
+}
+
+// By default a recovery request is sent; with several recovery procedures only where a key was
+// selected (a search) or the request flag was set by hand. Entry 0 gets a key generated on the
+// card every time, entry 1 asks for recovery.
+TEST_F(IssueCardKeys, RequestFlagRule) {
+  const std::string original = archived_key_card("flag-00", "Rita Flag");
+  ASSERT_FALSE(original.empty());
+  struct Case {
+    std::string card, token_procedure;
+    std::vector<std::string> options;
+    bool recovered;
+  };
+  const std::string serial_search = [&] {
+    auto x509 = run({"openssl", "x509", "-inform", "DER", "-in",
+                     tmp_->file("flag-00-cert.der"), "-noout", "-serial"});
+    return "1=serial:" + x509.out.substr(x509.out.find('=') + 1, x509.out.find('\n') -
+                                                                     x509.out.find('=') - 1);
+  }();
+  const Case cases[] = {
+      {"flag-01", "smartcard-recover-two", {}, false},  // several: not sent by default
+      {"flag-02", "smartcard-recover-two", {"--request", "1=yes"}, true},
+      {"flag-03", "smartcard-recover-two", {"--search", serial_search}, true},
+      {"flag-04", "smartcard-recover", {}, true},  // one recovery procedure: sent by default
+      {"flag-05", "smartcard-recover", {"--request", "1=no"}, false},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.card);
+    blank_card(c.card);
+    std::vector<std::string> options = {"--token-procedure", c.token_procedure, "--action",
+                                        "0=add", "--action", "1=recover", "--workflow-id",
+                                        c.card + "-issue"};
+    options.insert(options.end(), c.options.begin(), c.options.end());
+    auto issued = issue(conf2(), c.card, "Rita Flag", options);
+    ASSERT_EQ(issued.exit_code, 0) << issued.out << issued.err;
+    const std::string held = list_objects(c.card);
+    EXPECT_EQ(count(held, "Public Key Object"), c.recovered ? 2 : 1) << held;
+    EXPECT_EQ(count(held, "Certificate Object"), c.recovered ? 2 : 1) << held;
+    EXPECT_EQ(count(held, "Public Key Object; EC"), 1) << held;  // entry 0, made on the card
+    if (c.recovered) {
+      EXPECT_EQ(public_key(c.card, "pubkey", "persoflow key"), original);
+    }
+  }
+}
+
+TEST_F(IssueCardKeys, BadKeyOptionsAreRefused) {
+  auto no_procedure = issue(conf(), "keys-01", "X", {"--action", "0=recover"});
+  EXPECT_EQ(no_procedure.exit_code, 2);
+  EXPECT_NE(no_procedure.err.find("recover needs a token procedure"), std::string::npos)
+      << no_procedure.err;
+  auto bad_action = issue(conf(), "keys-01", "X", {"--action", "0=redo"});
+  EXPECT_EQ(bad_action.exit_code, 2);
+  EXPECT_NE(bad_action.err.find("ENTRY=add|recover|blank"), std::string::npos) << bad_action.err;
+  auto search_on_add = issue(conf(), "keys-01", "X", {"--token-procedure", "smartcard-recover",
+                                                      "--action", "0=add", "--search",
+                                                      "0=serial:01"});
+  EXPECT_EQ(search_on_add.exit_code, 2);
+  EXPECT_NE(search_on_add.err.find("entry whose action is recover"), std::string::npos)
+      << search_on_add.err;
+  auto bad_flag = issue(conf(), "keys-01", "X", {"--token-procedure", "smartcard-recover",
+                                                 "--action", "0=recover", "--request", "0=maybe"});
+  EXPECT_EQ(bad_flag.exit_code, 2);
+  EXPECT_NE(bad_flag.err.find("not default, yes or no"), std::string::npos) << bad_flag.err;
+  auto bad_search = issue(conf(), "keys-01", "X", {"--token-procedure", "smartcard-recover",
+                                                   "--action", "0=recover", "--search",
+                                                   "0=colour:red"});
+  EXPECT_EQ(bad_search.exit_code, 2);
+  auto help = run({persoflow_binary(), "issue", "card", "--help"});
+  EXPECT_EQ(help.exit_code, 0);
+  EXPECT_NE(help.out.find("--token-procedure"), std::string::npos) << help.out;
+}
+
+}  // namespace

@@ -6,6 +6,8 @@
 // (the CM host answers from its store: never a second archived key); its genp (keys enveloped
 // for the officer, never in clear) is kept in <state_dir>/keys/<transactionID>.json and answers
 // a repeat; a key already on the card under its CKA_ID counts as written.
+#include <openssl/crypto.h>
+
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -194,7 +196,67 @@ Result<json> cm_key_entry(Impl& st, const std::string& key_ref) {
   return answer["keys"][j];
 }
 
+// The operator PIN the write needs, from the station's operator_pin_file. It is read (a missing
+// or empty file is an error the operator can act on) but not verified by a login as security
+// officer: libp11 keeps read-only sessions open on the card, and SoftHSM2 then refuses an SO
+// login (CKR_SESSION_READ_ONLY_EXISTS); a card with an operator role checks it on its own write.
+Status check_operator_pin(Impl& st, const std::string& pin_ref) {
+  if (pin_ref != "operator-pin-file" || st.config.operator_pin_file.empty()) {
+    return make_status(Errc::kNotFound, "unknown operator PIN reference '" + pin_ref + "'");
+  }
+  PF_ASSIGN_OR_RETURN(std::string pin, first_line(st.config.operator_pin_file));
+  OPENSSL_cleanse(pin.data(), pin.size());
+  return Status::ok();
+}
+
+// The CA certificates the CM host returned (ca_cert.<m>.ref) replace those on the card: the new
+// ones are stored first, then every other "CA certificate" goes.
+Result<Event> replace_ca_certificates(Impl& st, const Command& c) {
+  const std::string serial = field(c, "token_serial");
+  std::vector<std::pair<std::string, std::string>> wanted;  // serial, DER
+  for (int m = 0; c.fields.count(item("ca_cert", m, "ref")); ++m) {
+    const std::string ref = field(c, item("ca_cert", m, "ref"));
+    if (ref.rfind("ca-", 0) != 0 || !safe_name(ref)) {
+      return make_status(Errc::kInvalidArgument, "bad CA certificate reference " + ref);
+    }
+    PF_ASSIGN_OR_RETURN(std::string der, read_file(st.dir("certs") + "/" + ref + ".der"));
+    wanted.emplace_back(ref.substr(3), std::move(der));
+  }
+  auto slot = st.slot(serial);
+  std::lock_guard lock(slot->mu);
+  PF_ASSIGN_OR_RETURN(dv::CardContents contents, workflow_card_contents(st, *slot, serial));
+  if (!field(c, "operator_pin_ref").empty()) {
+    PF_RETURN_IF_ERROR(check_operator_pin(st, field(c, "operator_pin_ref")));
+  }
+  for (const auto& [ca_serial, der] : wanted) {
+    PF_RETURN_IF_ERROR(slot->card->store_certificate(der, dv::derive_key_id("ca/" + ca_serial),
+                                                     kCaCertificateLabel));
+  }
+  int removed = 0;
+  for (const dv::CertificateInfo& cert : contents.certificates) {
+    if (cert.label != kCaCertificateLabel) continue;
+    bool keep = false;
+    for (const auto& w : wanted) keep = keep || w.first == cert.serial_hex;
+    if (keep) continue;
+    Status s = slot->card->delete_certificate(cert.id, cert.serial_hex);
+    if (!s && s.code() != make_error_code(Errc::kNotFound)) return s;
+    ++removed;
+  }
+  return event("CaCertificatesReplaced", {{"written", std::to_string(wanted.size())},
+                                          {"removed", std::to_string(removed)}});
+}
+
 }  // namespace
+
+Result<Event> operator_pin_entered(Station& station) {
+  if (station.config().operator_pin_file.empty()) {
+    return make_status(Errc::kUnavailable,
+                       "the token procedure needs the card's operator PIN and the CM database "
+                       "does not hold it: set operator_pin_file in the station configuration "
+                       "(a file only the station can read), then resume the workflow");
+  }
+  return event("OperatorPinEntered", {{"pin_ref", "operator-pin-file"}});
+}
 
 Result<Event> procedure_chosen_from_token_procedure(Station& station, const CardRequest& req) {
   PF_ASSIGN_OR_RETURN(TokenProcedureInfo tp, token_procedure(station.impl(), req.token_procedure));
@@ -207,8 +269,8 @@ Result<Event> procedure_chosen_from_token_procedure(Station& station, const Card
            {"pin_delivery", req.pin_delivery},
            {"key_algorithm", station.config().key_algorithm},
            {"key_archiving", tp.archive.empty() ? "no" : "yes"},
-           {"replace_ca", "no"},
-           {"operator_pin", "none"}};
+           {"replace_ca", tp.token.value("ca_certificates_on_card", false) ? "yes" : "no"},
+           {"operator_pin", tp.token.value("operator_pin_required", false) ? "required" : "none"}};
   for (std::size_t r = 0; r < tp.recover.size(); ++r) {
     const int i = static_cast<int>(r);
     f[item("recovery", i, "scope")] = tp.recover[r].value("scope", "last");
@@ -253,6 +315,12 @@ void install_card_key_executors(ExecutorRegistry& registry, std::shared_ptr<Stat
                blocking_executor([s](const Command& c, const CommandContext& ctx) {
                  return request_key_recovery(*s, c, ctx);
                }, cm));
+  RetryPolicy card{3, std::chrono::milliseconds(60'000), std::chrono::milliseconds(200),
+                   std::chrono::milliseconds(2'000)};
+  registry.add("ReplaceCaCertificates",
+               blocking_executor([s](const Command& c, const CommandContext&) {
+                 return replace_ca_certificates(s->impl(), c);
+               }, card));
 }
 
 }  // namespace persoflow::actors::detail

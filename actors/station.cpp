@@ -85,6 +85,7 @@ Result<StationConfig> load_station_config(const std::string& path) {
     PF_RETURN_IF_ERROR(str("officer_p12", c.officer_p12, true, true));
     PF_RETURN_IF_ERROR(str("officer_password_file", c.officer_password_file, true, true));
     PF_RETURN_IF_ERROR(str("card_pin_file", c.card_pin_file, true, true));
+    PF_RETURN_IF_ERROR(str("operator_pin_file", c.operator_pin_file, true, false));
     PF_RETURN_IF_ERROR(str("journal", c.journal, true, true));
     PF_RETURN_IF_ERROR(str("state_dir", c.state_dir, true, true));
     PF_RETURN_IF_ERROR(str("procedure", c.procedure, false, false));
@@ -118,6 +119,7 @@ Status save_station_config(const StationConfig& c, const std::string& path) {
             {"key_algorithm", c.key_algorithm},
             {"key_entries", c.key_entries},
             {"token_procedure", c.token_procedure}};
+  if (!c.operator_pin_file.empty()) j["operator_pin_file"] = c.operator_pin_file;
   return write_durably(path, j.dump(2) + "\n");
 }
 
@@ -408,6 +410,7 @@ Result<Event> read_card_contents(Impl& st, const Command& c) {
 Result<Event> ask_operator(Station& station, const Command& c, const CommandContext& ctx) {
   const std::string ask = field(c, "ask");
   PF_ASSIGN_OR_RETURN(CardRequest req, station.load_request(ctx.workflow_id));
+  if (ask == "operator_pin") return operator_pin_entered(station);
   if (req.workflow == "update") return ask_operator_update(station, req, c);
   if (ask == "procedure" && !req.token_procedure.empty()) {
     return procedure_chosen_from_token_procedure(station, req);
@@ -480,6 +483,15 @@ Result<Event> sign_with_officer(Impl& st, const Command& c) {
                                                     X509_get0_serialNumber(cert))}});
 }
 
+// A CA certificate the CM host returned, saved as state_dir/certs/ca-<serial>.der; returns its
+// reference "ca-<serial>".
+Result<std::string> save_ca_certificate(Impl& st, X509* ca) {
+  PF_ASSIGN_OR_RETURN(std::string der, pr::x509_to_der(ca));
+  const std::string ref = "ca-" + pr::serial_hex(X509_get0_serialNumber(ca));
+  PF_RETURN_IF_ERROR(write_durably(st.dir("certs") + "/" + ref + ".der", der));
+  return ref;
+}
+
 // One CMP ir (cr for update-card) for a key the card holds, transactionID `tid_hex`: the request
 // DER is saved before it is sent and resent as it is on a repeat. Answers "Enrolled{serial}" with
 // the certificate saved in state_dir/certs, or CmRefused.
@@ -526,7 +538,12 @@ Result<Event> enroll_card_key(Impl& st, const Command& c, const std::string& tid
   }
   PF_ASSIGN_OR_RETURN(std::string der, pr::x509_to_der(enrolled->cert.get()));
   PF_RETURN_IF_ERROR(write_durably(st.dir("certs") + "/" + enrolled->serial_hex + ".der", der));
-  return event("Enrolled", {{"serial", enrolled->serial_hex}});
+  Fields out{{"serial", enrolled->serial_hex}};
+  int m = 0;
+  for (const auto& ca : enrolled->ca_pubs) {
+    PF_ASSIGN_OR_RETURN(out[machines::wf::item("ca", m++)], save_ca_certificate(st, ca.get()));
+  }
+  return event("Enrolled", std::move(out));
 }
 
 // The certificate the CM host issued with a key it generated or recovered (in its saved genp),
@@ -549,6 +566,7 @@ Result<Event> submit_to_cm(Impl& st, const Command& c) {
   Fields out;
   int n = 0;
   int enrolments = 0;
+  std::vector<std::string> ca_refs;  // the CA certificates the CM host returned
   for (int r = 0; c.fields.count(item("request", r, "entry")); ++r) {
     const std::string kind = field(c, item("request", r, "kind"));
     const std::string entry = field(c, item("request", r, "entry"));
@@ -579,6 +597,9 @@ Result<Event> submit_to_cm(Impl& st, const Command& c) {
                           : machines::wf::derive_id(tid_hex, "request/" + std::to_string(r));
     PF_ASSIGN_OR_RETURN(Event enrolled, enroll_card_key(st, c, tid, cka));
     if (enrolled.type != "Enrolled") return enrolled;
+    for (const std::string& ref : machines::wf::values(enrolled.fields, "ca")) {
+      if (std::find(ca_refs.begin(), ca_refs.end(), ref) == ca_refs.end()) ca_refs.push_back(ref);
+    }
     const std::string cert_serial = enrolled.fields["serial"];
     // ref: the saved certificate and the CKA_ID it belongs under.
     out[item("cert", n, "serial")] = cert_serial;
@@ -587,6 +608,18 @@ Result<Event> submit_to_cm(Impl& st, const Command& c) {
     ++n;
   }
   if (n == 0) return make_status(Errc::kInvalidArgument, "SubmitToCm lists no request");
+  if (ca_refs.empty()) {
+    // Only keys from the CM host (no ip with caPubs): the CA certificates the station trusts the
+    // CM host by, which its answers were checked against.
+    PF_ASSIGN_OR_RETURN(auto chain, pr::read_pem_certs(st.config.cm_ca));
+    for (const auto& ca : chain) {
+      PF_ASSIGN_OR_RETURN(std::string ref, save_ca_certificate(st, ca.get()));
+      ca_refs.push_back(ref);
+    }
+  }
+  for (std::size_t m = 0; m < ca_refs.size(); ++m) {
+    out[machines::wf::item("ca_cert", static_cast<int>(m), "ref")] = ca_refs[m];
+  }
   return event("CertificatesIssued", std::move(out));
 }
 
@@ -676,8 +709,9 @@ Result<Event> write_keys_and_certificates(Impl& st, const Command& c) {
 
 // Undoes what the workflow may have written (the machine lists it as object.<n> before the
 // command that could create it): "cert:<serial>" removes that certificate, "key:<machine key id>"
-// the key generated under its derived CKA_ID with the certificates under it. CA certificates are
-// never written by this station. What is not (or no longer) there counts as removed.
+// the key generated under its derived CKA_ID with the certificates under it, "cacert:ca-<serial>"
+// a CA certificate ReplaceCaCertificates wrote (the ones it replaced are not put back). What is
+// not (or no longer) there counts as removed.
 Result<Event> rollback_card(Impl& st, const Command& c) {
   const std::string serial = field(c, "token_serial");
   auto slot = st.slot(serial);
@@ -692,6 +726,15 @@ Result<Event> rollback_card(Impl& st, const Command& c) {
     if (object.rfind("cert:", 0) != 0) continue;
     for (const auto& cert : contents.certificates) {
       if (cert.serial_hex != object.substr(5)) continue;
+      Status s = slot->card->delete_certificate(cert.id, cert.serial_hex);
+      if (!gone(s)) return s;
+      ++removed;
+    }
+  }
+  for (const std::string& object : objects) {
+    if (object.rfind("cacert:ca-", 0) != 0) continue;
+    for (const auto& cert : contents.certificates) {
+      if (cert.serial_hex != object.substr(10) || cert.label != kCaCertificateLabel) continue;
       Status s = slot->card->delete_certificate(cert.id, cert.serial_hex);
       if (!gone(s)) return s;
       ++removed;
@@ -859,7 +902,7 @@ void install_from_environment(ExecutorRegistry& registry) {
                            "GeneratePin", "SetCardPin", "ShowPinOnce",
                            "ValidateTransportCertificate", "NotifyOperator", "RollbackCard",
                            "RevokeIssuedCertificates", "RequestServerKeygenAndArchive",
-                           "RequestKeyRecovery"}) {
+                           "RequestKeyRecovery", "ReplaceCaCertificates"}) {
     registry.add(type, blocking_executor([why](const Command&, const CommandContext&)
                                              -> Result<Event> { return why; },
                                          RetryPolicy{1}));

@@ -140,7 +140,15 @@ Result<CmKey> cm_key(Impl& st, const std::string& key_ref);
 Status write_cm_key(Impl& st, devices::Card& card, const std::string& key_ref,
                     const std::vector<unsigned char>& cka, const std::string& label);
 
-// RequestServerKeygenAndArchive and RequestKeyRecovery (genm to the CM host).
+// The label of the CA certificates ReplaceCaCertificates writes (what it replaces).
+inline constexpr const char* kCaCertificateLabel = "CA certificate";
+
+// OperatorPinEntered{pin_ref=operator-pin-file}: the PIN stays in the station's
+// operator_pin_file; without one, an error the operator can act on.
+Result<Event> operator_pin_entered(Station& station);
+
+// RequestServerKeygenAndArchive, RequestKeyRecovery (genm to the CM host) and
+// ReplaceCaCertificates.
 void install_card_key_executors(ExecutorRegistry& registry, std::shared_ptr<Station> station);
 
 }  // namespace detail

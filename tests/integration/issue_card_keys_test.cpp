@@ -36,18 +36,29 @@ class IssueCardKeys : public ::testing::Test {
     const fs::path cm = dir_ / "cm";
     std::ifstream in(cm / "cm.json");
     auto config = nlohmann::json::parse(in);
+    nlohmann::json added = nlohmann::json::array();
     for (auto tp : config.at("token_procedures")) {
-      if (tp.value("name", "") != "smartcard-recover") continue;
-      tp["name"] = "smartcard-recover-two";
-      tp["key_procedures"] = {"recover-last-new", "recover-all-new"};
-      config["token_procedures"].push_back(tp);
-      break;
+      if (tp.value("name", "") == "smartcard-recover") {
+        tp["name"] = "smartcard-recover-two";
+        tp["key_procedures"] = {"recover-last-new", "recover-all-new"};
+        added.push_back(tp);
+      }
+      if (tp.value("name", "") == "smartcard-standard") {  // CA certificates on the card
+        tp["name"] = "smartcard-operator";
+        tp["operator_pin_required"] = true;
+        added.push_back(tp);
+      }
     }
+    for (const auto& tp : added) config["token_procedures"].push_back(tp);
     std::ofstream(cm / "cm.json") << config.dump(2);
     std::ifstream conf_in(conf());
     auto station = nlohmann::json::parse(conf_in);
     station["key_entries"] = 2;
     std::ofstream(conf2()) << station.dump(2);
+    station["key_entries"] = 1;
+    station["operator_pin_file"] = "operator.pin";
+    std::ofstream(dir_ / "station" / "operator.pin") << "12345678\n";
+    std::ofstream(conf_operator()) << station.dump(2);
     server_ = new CmServer(cm, cm_address(conf()));
     ASSERT_TRUE(server_->listening());
   }
@@ -58,6 +69,9 @@ class IssueCardKeys : public ::testing::Test {
 
   static std::string conf() { return (dir_ / "station" / "station.conf").string(); }
   static std::string conf2() { return (dir_ / "station" / "station-2.conf").string(); }
+  static std::string conf_operator() {
+    return (dir_ / "station" / "station-operator.conf").string();
+  }
   static std::string softhsm() {
     return "SOFTHSM2_CONF=" + (dir_ / "tokens" / "softhsm2.conf").string();
   }
@@ -201,6 +215,69 @@ TEST_F(IssueCardKeys, RequestFlagRule) {
       EXPECT_EQ(public_key(c.card, "pubkey", "persoflow key"), original);
     }
   }
+}
+
+// 'replace CA certificates': the CA certificate the CM host returns replaces the one the card
+// came with (an old CA written by pkcs11-tool).
+TEST_F(IssueCardKeys, CaCertificatesReplacedOnTheCard) {
+  blank_card("ca-01");
+  const std::string old_key = tmp_->file("old-ca.key"), old_pem = tmp_->file("old-ca.pem"),
+                    old_der = tmp_->file("old-ca.der");
+  ASSERT_EQ(run({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                 "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=Old Card CA", "-days", "3",
+                 "-keyout", old_key, "-out", old_pem})
+                .exit_code,
+            0);
+  ASSERT_EQ(run({"openssl", "x509", "-in", old_pem, "-outform", "DER", "-out", old_der}).exit_code,
+            0);
+  ASSERT_EQ(run({"/usr/bin/env", softhsm(), "pkcs11-tool", "--module", kModule, "--token-label",
+                 "ca-01", "--login", "--pin", "123456", "--write-object", old_der, "--type",
+                 "cert", "--label", "CA certificate", "--id", "01"})
+                .exit_code,
+            0);
+  ASSERT_NE(list_objects("ca-01").find("CN=Old Card CA"), std::string::npos);
+  auto issued = issue(conf(), "ca-01", "Cora Ca", {"--token-procedure", "smartcard-standard"});
+  ASSERT_EQ(issued.exit_code, 0) << issued.out << issued.err;
+  const std::string held = list_objects("ca-01");
+  EXPECT_EQ(held.find("CN=Old Card CA"), std::string::npos) << held;
+  EXPECT_NE(held.find("CN=persoflow CA"), std::string::npos) << held;
+  EXPECT_EQ(count(held, "label:      CA certificate"), 1) << held;
+  // The CA certificate on the card is the CM host's: openssl compares it with ca.pem.
+  const std::string der = tmp_->file("ca-01-ca.der");
+  ASSERT_EQ(run({"/usr/bin/env", softhsm(), "pkcs11-tool", "--module", kModule, "--token-label",
+                 "ca-01", "--read-object", "--type", "cert", "--label", "CA certificate", "-o",
+                 der})
+                .exit_code,
+            0);
+  auto on_card = run({"openssl", "x509", "-inform", "DER", "-in", der, "-noout", "-fingerprint"});
+  auto cm_ca = run({"openssl", "x509", "-in", (dir_ / "cm" / "ca" / "ca.pem").string(), "-noout",
+                    "-fingerprint"});
+  EXPECT_EQ(on_card.out, cm_ca.out);
+}
+
+// A token procedure needing the operator PIN (the CM database holds none): without the
+// station's operator_pin_file the workflow waits in OperatorPinAwaited, saying what to do;
+// resumed with one, it finishes.
+TEST_F(IssueCardKeys, OperatorPinAskedWhereTheProcedureNeedsOne) {
+  blank_card("op-01");
+  auto waiting = issue(conf(), "op-01", "Otto Operator",
+                       {"--token-procedure", "smartcard-operator", "--workflow-id", "otto-1"});
+  EXPECT_EQ(waiting.exit_code, 1) << waiting.out << waiting.err;
+  EXPECT_NE(waiting.out.find("OperatorPinAwaited"), std::string::npos) << waiting.out;
+  EXPECT_NE((waiting.out + waiting.err).find("set operator_pin_file"), std::string::npos)
+      << waiting.out << waiting.err;
+  EXPECT_EQ(list_objects("op-01").find("persoflow certificate"), std::string::npos)
+      << "nothing written before the operator PIN";
+  auto resumed = issue(conf_operator(), "op-01", "Otto Operator",
+                       {"--token-procedure", "smartcard-operator", "--workflow-id", "otto-1"});
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.out << resumed.err;
+  const std::string held = list_objects("op-01");
+  EXPECT_NE(held.find("persoflow certificate"), std::string::npos) << held;
+  EXPECT_NE(held.find("CN=persoflow CA"), std::string::npos) << held;
+  EXPECT_EQ(certificates_for(dir_, "Otto Operator"), 1);
+  auto journal = run({"sh", "-c", "grep -c 12345678 " + (dir_ / "station" / "journal.db").string() +
+                                      " || true"});
+  EXPECT_EQ(journal.out, "0\n") << "the operator PIN is not in the journal";
 }
 
 TEST_F(IssueCardKeys, BadKeyOptionsAreRefused) {

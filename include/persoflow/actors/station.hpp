@@ -37,6 +37,9 @@ struct StationConfig {
   std::string officer_p12;            // the officer's PKCS#12
   std::string officer_password_file;  // its password (first line)
   std::string card_pin_file;          // the pre-personalised cards' user PIN (first line)
+  // The cards' operator PIN (first line; 0600), asked where the token procedure needs one and
+  // the CM database does not hold it; empty: such workflows wait for an operator.
+  std::string operator_pin_file;
   std::string journal;                // the station journal
   std::string state_dir;              // requests/, cmp/, certs/, secrets/
   std::string procedure = "smartcard-auth";  // the CM certificate procedure (CMP path)

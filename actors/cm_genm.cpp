@@ -7,6 +7,7 @@
 
 #include "persoflow/actors/state_files.hpp"
 #include "persoflow/devices/pkcs12.hpp"
+#include "persoflow/protocol/cm_info_types.hpp"
 #include "persoflow/protocol/cmp_der.hpp"
 #include "persoflow/protocol/ossl.hpp"
 
@@ -80,6 +81,34 @@ Result<json> key_genm(const ClientFactory& make_client, const std::string& reque
   if (!j.contains("keys")) j = json{{"keys", json::array({j})}};
   PF_RETURN_IF_ERROR(write_state_file(answer_file, j.dump()));
   return j;
+}
+
+Result<std::string> queue_pin_letter(pr::CmpClient& client, const std::string& holder,
+                                     const std::string& address, const std::string& token,
+                                     std::string pin, const std::string& idempotency_key) {
+  json body = {{"holder", holder},
+               {"address", address},
+               {"token", token},
+               {"pin", pin},
+               {"idempotency_key", idempotency_key}};
+  OPENSSL_cleanse(pin.data(), pin.size());
+  std::string text = body.dump();
+  std::string& sent_pin = body["pin"].get_ref<std::string&>();
+  OPENSSL_cleanse(sent_pin.data(), sent_pin.size());
+  auto answer = client.general_message({{pr::kOidPinLetterQueue, text}});
+  OPENSSL_cleanse(text.data(), text.size());
+  if (!answer) {
+    if (client.last_failure().pki_status >= 0 || !client.last_response_der().empty()) {
+      return make_status(Errc::kRejected, "the CM host refused the PIN letter: " +
+                                              refusal_text(client, answer.status()));
+    }
+    return answer.status();
+  }
+  try {
+    return json::parse(answer->at(0).value).value("letter_id", "");
+  } catch (const std::exception& e) {
+    return make_status(Errc::kCorrupt, std::string("the CM host's answer: ") + e.what());
+  }
 }
 
 Result<std::string> open_for_officer(devices::OfficerToken& officer, std::string_view envelope) {

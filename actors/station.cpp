@@ -24,6 +24,7 @@
 #include "persoflow/actors/state_files.hpp"
 #include "persoflow/devices/card.hpp"
 #include "persoflow/devices/officer.hpp"
+#include "persoflow/devices/pin_delivery.hpp"
 #include "persoflow/machines/workflow_support.hpp"
 #include "persoflow/protocol/cmp_client.hpp"
 
@@ -188,6 +189,9 @@ Result<CardRequest> card_request_from_json(const std::string& line) {
     r.token_serial = j.value("token_serial", "");
     r.procedure = j.value("procedure", "");
     r.pin_delivery = j.value("pin_delivery", "generated");
+    r.pin_ref = j.value("pin_ref", "");
+    r.mail_to = j.value("mail_to", "");
+    r.pin_letter_id = j.value("pin_letter_id", "");
     r.workflow = j.value("workflow", "issue");
     r.token_procedure = j.value("token_procedure", "");
     if (j.contains("subject")) {
@@ -237,10 +241,25 @@ Result<CardRequest> card_request_from_json(const std::string& line) {
                              " is not KEY=blank|issue|redo|add");
     }
   }
-  if (r.pin_delivery != "generated") {
-    return make_status(Errc::kUnsupported,
-                       "request " + r.workflow_id + ": pin_delivery '" + r.pin_delivery +
-                           "' is not supported by this station yet (use generated)");
+  const std::string who = "request " + r.workflow_id + ": ";
+  if (r.pin_delivery != "generated" && r.pin_delivery != "entered" &&
+      r.pin_delivery != "mailer" && r.pin_delivery != "letter") {
+    return make_status(Errc::kInvalidArgument, who + "pin_delivery must be generated, entered, "
+                                                     "mailer or letter, not '" +
+                                                     r.pin_delivery + "'");
+  }
+  if (r.pin_delivery == "entered" && !safe_name(r.pin_ref)) {
+    return make_status(Errc::kInvalidArgument,
+                       who + "an entered PIN is read by `persoflow issue card --pin-fd N` "
+                             "(or from stdin), never given in a request");
+  }
+  if (r.pin_delivery == "mailer" && r.mail_to.find('@') == std::string::npos) {
+    return make_status(Errc::kInvalidArgument,
+                       who + "the PIN mailer needs the holder's address (mail_to)");
+  }
+  if (r.pin_delivery == "letter" && r.pin_letter_id.rfind("PL-", 0) != 0) {
+    return make_status(Errc::kInvalidArgument,
+                       who + "a PIN/PUK letter is named by its ID (pin_letter_id PL-...)");
   }
   return r;
 }
@@ -249,6 +268,9 @@ std::string card_request_to_json(const CardRequest& r) {
   json j = {{"workflow_id", r.workflow_id},   {"token_label", r.token_label},
             {"token_serial", r.token_serial}, {"procedure", r.procedure},
             {"pin_delivery", r.pin_delivery}, {"subject", r.subject}};
+  if (!r.pin_ref.empty()) j["pin_ref"] = r.pin_ref;
+  if (!r.mail_to.empty()) j["mail_to"] = r.mail_to;
+  if (!r.pin_letter_id.empty()) j["pin_letter_id"] = r.pin_letter_id;
   if (r.workflow != "issue") j["workflow"] = r.workflow;
   if (!r.token_procedure.empty()) j["token_procedure"] = r.token_procedure;
   if (!r.actions.empty()) j["actions"] = r.actions;
@@ -411,6 +433,9 @@ Result<Event> ask_operator(Station& station, const Command& c, const CommandCont
   const std::string ask = field(c, "ask");
   PF_ASSIGN_OR_RETURN(CardRequest req, station.load_request(ctx.workflow_id));
   if (ask == "operator_pin") return operator_pin_entered(station);
+  if (ask == "pin" || ask == "pin_mailer_address" || ask == "pin_letter_id") {
+    return card_pin_answer(station, req, c);
+  }
   if (req.workflow == "update") return ask_operator_update(station, req, c);
   if (ask == "procedure" && !req.token_procedure.empty()) {
     return procedure_chosen_from_token_procedure(station, req);
@@ -759,13 +784,8 @@ Result<Event> generate_pin(Impl& st, const Command& c, const CommandContext& ctx
   const std::string ref = pin_ref_for(ctx);
   const std::string path = st.dir("secrets") + "/" + ref;
   if (!fs::exists(path)) {  // a repeat keeps the PIN generated the first time
-    unsigned char bytes[8];
-    if (RAND_bytes(bytes, sizeof bytes) != 1) {
-      return make_status(Errc::kInternal, "no random bytes for a PIN");
-    }
-    std::string pin;
-    for (unsigned char b : bytes) pin += static_cast<char>('0' + b % 10);
-    PF_RETURN_IF_ERROR(write_durably(path, pin + "\n", 0600));
+    PF_ASSIGN_OR_RETURN(dv::Secret pin, dv::generate_pin(dv::PinRules{}));  // 8 digits
+    PF_RETURN_IF_ERROR(write_durably(path, std::string(pin.view()) + "\n", 0600));
   }
   return event("PinGenerated", {{"pin_index", field(c, "pin_index")}, {"pin_ref", ref}});
 }
@@ -775,9 +795,21 @@ Result<std::string> secret(Impl& st, const std::string& ref) {
   return first_line(st.dir("secrets") + "/" + ref);
 }
 
+// A PIN that nothing delivers after it is set (entered at the RA, from a PIN/PUK letter): its
+// secret file goes once the PIN is on the card, so a missing one means it was set.
+bool deleted_once_set(const std::string& pin_ref) {
+  return pin_ref.rfind("entered-", 0) == 0 || pin_ref.rfind("letter-", 0) == 0;
+}
+
 Result<Event> set_card_pin(Impl& st, const Command& c) {
   const std::string serial = field(c, "token_serial");
-  PF_ASSIGN_OR_RETURN(std::string pin, secret(st, field(c, "pin_ref")));
+  const std::string ref = field(c, "pin_ref");
+  auto saved = secret(st, ref);
+  if (!saved && deleted_once_set(ref) && safe_name(ref) &&
+      !fs::exists(st.dir("secrets") + "/" + ref)) {
+    return event("CardPinSet", {{"pin_index", field(c, "pin_index")}});
+  }
+  PF_ASSIGN_OR_RETURN(std::string pin, std::move(saved));
   auto slot = st.slot(serial);
   std::lock_guard lock(slot->mu);
   if (!slot->card) {
@@ -797,6 +829,10 @@ Result<Event> set_card_pin(Impl& st, const Command& c) {
   if (slot->current_pin != pin) {
     PF_RETURN_IF_ERROR(slot->card->change_user_pin(slot->current_pin, pin));
     slot->current_pin = pin;
+  }
+  if (deleted_once_set(ref)) {
+    std::error_code ec;
+    fs::remove(st.dir("secrets") + "/" + ref, ec);
   }
   return event("CardPinSet", {{"pin_index", field(c, "pin_index")}});
 }
@@ -862,6 +898,7 @@ void install_issue_card_executors(ExecutorRegistry& registry, std::shared_ptr<St
                  PF_ASSIGN_OR_RETURN(CardRequest req, s->load_request(ctx.workflow_id));
                  return show_pin_once(s->impl(), c, ctx, req.token_serial);
                }, quick));
+  install_card_pin_executors(registry, station);
   install_update_card_executors(registry, station);
   install_card_key_executors(registry, station);
 }
@@ -902,7 +939,8 @@ void install_from_environment(ExecutorRegistry& registry) {
                            "GeneratePin", "SetCardPin", "ShowPinOnce",
                            "ValidateTransportCertificate", "NotifyOperator", "RollbackCard",
                            "RevokeIssuedCertificates", "RequestServerKeygenAndArchive",
-                           "RequestKeyRecovery", "ReplaceCaCertificates"}) {
+                           "RequestKeyRecovery", "ReplaceCaCertificates", "QueuePinLetter",
+                           "ResolvePinLetter"}) {
     registry.add(type, blocking_executor([why](const Command&, const CommandContext&)
                                              -> Result<Event> { return why; },
                                          RetryPolicy{1}));

@@ -151,5 +151,15 @@ Result<Event> operator_pin_entered(Station& station);
 // ReplaceCaCertificates.
 void install_card_key_executors(ExecutorRegistry& registry, std::shared_ptr<Station> station);
 
+// ----- Card PINs (actors/card_pin_executors.cpp) -----
+
+// The AskOperator answers of the card PIN modes: pin (the entered PIN by reference, with the
+// warning that it is not checked against the card's PIN policy), pin_mailer_address,
+// pin_letter_id.
+Result<Event> card_pin_answer(Station& station, const CardRequest& request, const Command& c);
+
+// QueuePinLetter (genm persoflowPinLetterQueue) and ResolvePinLetter (persoflowPinLetterBind).
+void install_card_pin_executors(ExecutorRegistry& registry, std::shared_ptr<Station> station);
+
 }  // namespace detail
 }  // namespace persoflow::actors

@@ -3,11 +3,15 @@
 // The workflow id defaults to "<label>-issue-<UTC time>"; giving --workflow-id again after an
 // interruption resumes that workflow instead of starting another. Exit 0 when it ended Done.
 #include <boost/program_options.hpp>
+#include <filesystem>
 #include <iostream>
 #include <map>
 #include <utility>
 
 #include "command_registry.hpp"
+#include "persoflow/actors/state_files.hpp"
+#include "persoflow/devices/pin_delivery.hpp"
+#include "persoflow/machines/workflow_support.hpp"
 #include "station_batch.hpp"
 
 namespace persoflow::apps {
@@ -32,7 +36,12 @@ constexpr const char* kUsage =
     "  blank    leave the entry alone\n"
     "FLAG (default, yes, no) is a recover entry's request flag: by default a recovery request\n"
     "is sent, but where the token procedure holds several recovery procedures none is sent\n"
-    "unless a key was selected (--search) or the flag is yes.\n\n";
+    "unless a key was selected (--search) or the flag is yes.\n\n"
+    "PIN modes (--pin): generated (default; shown once), entered (asked twice without echo on\n"
+    "the terminal, or two lines from --pin-fd N, e.g. 0 for stdin; never on the command line;\n"
+    "not checked against the card's PIN policy; an empty entry generates one instead), mailer\n"
+    "(generated and queued by the CM host as a PIN letter to --mail-to), letter (the PIN of\n"
+    "the pre-printed PIN/PUK letter --pin-letter-id PL-...).\n\n";
 
 int run(int argc, char** argv) {
   po::options_description opts("Options");
@@ -47,6 +56,10 @@ int run(int argc, char** argv) {
       "request", po::value<std::vector<std::string>>(),
       "ENTRY=default|yes|no: a recover entry's request flag")(
       "field", po::value<std::vector<std::string>>(), "subject field NAME=VALUE (repeatable)")(
+      "pin", po::value<std::string>(), "card PIN mode: generated|entered|mailer|letter")(
+      "pin-fd", po::value<int>(), "entered: read the PIN (twice) from this descriptor")(
+      "mail-to", po::value<std::string>(), "mailer: the holder's address")(
+      "pin-letter-id", po::value<std::string>(), "letter: the PIN/PUK letter's ID")(
       "workflow-id", po::value<std::string>(), "workflow id (to resume an interrupted one)");
   po::variables_map vm;
   if (int rc = parse_card_command("issue", kUsage, opts, {"config", "token", "field"}, argc, argv,
@@ -81,6 +94,37 @@ int run(int argc, char** argv) {
   }
   r.workflow_id = vm.count("workflow-id") ? vm["workflow-id"].as<std::string>()
                                           : default_workflow_id(r.token_label, "issue");
+  if (vm.count("pin")) r.pin_delivery = vm["pin"].as<std::string>();
+  if (vm.count("mail-to")) r.mail_to = vm["mail-to"].as<std::string>();
+  if (vm.count("pin-letter-id")) r.pin_letter_id = vm["pin-letter-id"].as<std::string>();
+  std::string entered_pin_file;
+  if (r.pin_delivery == "entered") {
+    // The PIN goes to the station's secrets folder (0600); the request names it by reference.
+    r.pin_ref = "entered-" + r.workflow_id;
+    auto config = actors::load_station_config(vm["config"].as<std::string>());
+    if (!config) {
+      std::cerr << "persoflow issue card: " << config.status().message() << "\n";
+      return 1;
+    }
+    std::cerr << "warning: " << machines::wf::kPinPolicyWarning << "\n";
+    auto pin = devices::read_pin_twice(vm.count("pin-fd") ? vm["pin-fd"].as<int>() : -1,
+                                       "New card PIN: ");
+    if (!pin) {
+      std::cerr << "persoflow issue card: " << pin.status().message() << "\n";
+      return 2;
+    }
+    if (*pin) {
+      entered_pin_file = config->state_dir + "/secrets/" + r.pin_ref;
+      std::error_code ec;
+      std::filesystem::create_directories(config->state_dir + "/secrets", ec);
+      Status saved = actors::write_durably(entered_pin_file, std::string((*pin)->view()) + "\n",
+                                           0600);
+      if (!saved) {
+        std::cerr << "persoflow issue card: " << saved.message() << "\n";
+        return 1;
+      }
+    }
+  }
   // The same checks as a queue line.
   auto checked = actors::card_request_from_json(actors::card_request_to_json(r));
   if (!checked) {
@@ -88,6 +132,10 @@ int run(int argc, char** argv) {
     return 2;
   }
   auto report = run_station_batch(vm["config"].as<std::string>(), {*checked}, std::cout, true);
+  if (!entered_pin_file.empty() && report && report->done(checked->workflow_id)) {
+    std::error_code ec;
+    std::filesystem::remove(entered_pin_file, ec);  // set on the card: the RA keeps no copy
+  }
   if (!report) {
     std::cerr << "persoflow issue card: " << report.status().message() << "\n";
     return 1;

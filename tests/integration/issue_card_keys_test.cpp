@@ -280,6 +280,69 @@ TEST_F(IssueCardKeys, OperatorPinAskedWhereTheProcedureNeedsOne) {
   EXPECT_EQ(journal.out, "0\n") << "the operator PIN is not in the journal";
 }
 
+// Every card PIN mode end to end: the new PIN opens the card (pkcs11-tool logs in with it), and
+// no file under the demo folder (journal, CM database and audit log, logs, state) holds it.
+TEST_F(IssueCardKeys, EveryPinModeSetsAPinThatOpensTheCardAndIsNowhereOnDisk) {
+  std::vector<std::pair<std::string, std::string>> pins;  // card, PIN
+
+  blank_card("pin-entered");
+  auto entered = run({persoflow_binary(), "issue", "card", "--config", conf(), "--token",
+                      "pin-entered", "--field", "CN=Pia Entered", "--pin", "entered", "--pin-fd",
+                      "0"},
+                     "97531864\n97531864\n");
+  ASSERT_EQ(entered.exit_code, 0) << entered.out << entered.err;
+  EXPECT_NE(entered.err.find("not checked against the card's PIN policy"), std::string::npos)
+      << entered.err;
+  pins.emplace_back("pin-entered", "97531864");
+
+  blank_card("pin-shown");
+  auto shown = issue(conf(), "pin-shown", "Pia Shown", {"--pin", "generated"});
+  ASSERT_EQ(shown.exit_code, 0) << shown.out << shown.err;
+  const auto at = shown.out.find("shown once): ");
+  ASSERT_NE(at, std::string::npos) << shown.out;
+  pins.emplace_back("pin-shown", shown.out.substr(at + 13, 8));
+
+  blank_card("pin-mailer");
+  auto mailed = issue(conf(), "pin-mailer", "Pia Mailer",
+                      {"--pin", "mailer", "--mail-to", "pia@example.org"});
+  ASSERT_EQ(mailed.exit_code, 0) << mailed.out << mailed.err;
+  EXPECT_EQ(mailed.out.find("shown once"), std::string::npos) << mailed.out;
+  const auto queued = mailed.out.find("PIN letter PL-");
+  ASSERT_NE(queued, std::string::npos) << mailed.out;
+  const std::string mailer_id = mailed.out.substr(queued + 11, 13);
+
+  // A pre-printed PIN/PUK letter, printed before it is bound (its PIN is then only on paper).
+  auto made = run({persoflow_binary(), "cm", "pin-letters", "preprint", "--count", "1", "--dir",
+                   (dir_ / "cm").string()});
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  const std::string letter_id = made.out.substr(0, made.out.find('\n'));
+  auto letter_pin = [&](const std::string& id) {
+    auto printed = run({persoflow_binary(), "cm", "pin-letters", "print", id, "--format", "text",
+                        "--dir", (dir_ / "cm").string()});
+    EXPECT_EQ(printed.exit_code, 0) << printed.err;
+    const auto p = printed.out.find("Your PIN: ");
+    if (p == std::string::npos) return std::string("?");
+    return printed.out.substr(p + 10, printed.out.find('\n', p) - p - 10);
+  };
+  const std::string preprinted_pin = letter_pin(letter_id);
+  blank_card("pin-letter");
+  auto bound = issue(conf(), "pin-letter", "Pia Letter", {"--pin", "letter", "--pin-letter-id",
+                                                          letter_id});
+  ASSERT_EQ(bound.exit_code, 0) << bound.out << bound.err;
+  pins.emplace_back("pin-letter", preprinted_pin);
+  pins.emplace_back("pin-mailer", letter_pin(mailer_id));
+
+  for (const auto& [card, pin] : pins) {
+    SCOPED_TRACE(card + " " + pin);
+    auto login = run({"/usr/bin/env", softhsm(), "pkcs11-tool", "--module", kModule,
+                      "--token-label", card, "--login", "--pin", pin, "--list-objects"});
+    EXPECT_EQ(login.exit_code, 0) << login.out << login.err;
+    EXPECT_NE(login.out.find("Private Key Object"), std::string::npos) << login.out;
+    auto grep = run({"grep", "-rl", "--", pin, dir_.string()});
+    EXPECT_EQ(grep.out, "") << "the PIN is on disk";
+  }
+}
+
 TEST_F(IssueCardKeys, BadKeyOptionsAreRefused) {
   auto no_procedure = issue(conf(), "keys-01", "X", {"--action", "0=recover"});
   EXPECT_EQ(no_procedure.exit_code, 2);
@@ -302,6 +365,14 @@ TEST_F(IssueCardKeys, BadKeyOptionsAreRefused) {
                                                    "--action", "0=recover", "--search",
                                                    "0=colour:red"});
   EXPECT_EQ(bad_search.exit_code, 2);
+  auto no_address = issue(conf(), "keys-01", "X", {"--pin", "mailer"});
+  EXPECT_EQ(no_address.exit_code, 2);
+  EXPECT_NE(no_address.err.find("mail_to"), std::string::npos) << no_address.err;
+  auto no_letter = issue(conf(), "keys-01", "X", {"--pin", "letter"});
+  EXPECT_EQ(no_letter.exit_code, 2);
+  auto bad_mode = issue(conf(), "keys-01", "X", {"--pin", "1234"});
+  EXPECT_EQ(bad_mode.exit_code, 2);
+  EXPECT_NE(bad_mode.err.find("pin_delivery must be"), std::string::npos) << bad_mode.err;
   auto help = run({persoflow_binary(), "issue", "card", "--help"});
   EXPECT_EQ(help.exit_code, 0);
   EXPECT_NE(help.out.find("--token-procedure"), std::string::npos) << help.out;

@@ -65,7 +65,14 @@ struct CardRequest {
   // procedure whose key procedures (generate & archive, recovery) apply; empty: keys generated
   // on the card only.
   std::string token_procedure;
+  // The card PIN: generated (shown once) | entered (at the RA: the PIN is in
+  // <state_dir>/secrets/<pin_ref>, saved there by the command that read it, never in the
+  // request) | mailer (generated, queued as a PIN letter to mail_to) | letter (the PIN of the
+  // pre-printed PIN/PUK letter pin_letter_id).
   std::string pin_delivery = "generated";
+  std::string pin_ref;
+  std::string mail_to;
+  std::string pin_letter_id;
   std::map<std::string, std::string> subject;  // "CN" -> "Card 01"
   // update: KEY -> blank | issue | redo | add, where KEY is the key's entry number on the card
   // (0, 1, ...), its CKA_ID in hex, its label, or "tc" (the key holding the transport

@@ -174,6 +174,46 @@ TEST_F(IssueCardKeys, ArchivedKeyRecoveredOntoASecondCardEqualsTheOriginal) {
   EXPECT_EQ(certificates_for(dir_, "Ann Archive"), 2);
 }
 
+// Killed with SIGKILL right after the CM host generated and archived the key (command 4), and
+// right after the key and certificate were written to the card (command 8), before the outcome
+// was journaled: run again with the same workflow id, each finishes with one archived key and
+// one certificate in the CM database, and one key on the card.
+TEST_F(IssueCardKeys, KilledAfterArchiveOrWriteResumesWithOneKey) {
+  for (const char* point : {"actors.after_command:4", "actors.after_command:8"}) {
+    SCOPED_TRACE(point);
+    const std::string card = std::string("crash-") + point[21];
+    const std::string cn = std::string("Kim Crash ") + point[21];
+    blank_card(card);
+    std::vector<std::string> argv = {"/usr/bin/env",
+                                     std::string("PERSOFLOW_CRASH_AT=") + point,
+                                     persoflow_binary(),
+                                     "issue",
+                                     "card",
+                                     "--config",
+                                     conf(),
+                                     "--token",
+                                     card,
+                                     "--field",
+                                     "CN=" + cn,
+                                     "--token-procedure",
+                                     "smartcard-archive",
+                                     "--workflow-id",
+                                     card + "-wf"};
+    auto killed = run(argv);
+    EXPECT_EQ(killed.exit_code, 128 + 9) << killed.out << killed.err;
+    auto resumed = issue(conf(), card, cn,
+                         {"--token-procedure", "smartcard-archive", "--workflow-id", card + "-wf"});
+    ASSERT_EQ(resumed.exit_code, 0) << resumed.out << resumed.err;
+    EXPECT_NE(resumed.out.find("Done"), std::string::npos) << resumed.out;
+    EXPECT_EQ(certificates_for(dir_, cn), 1);
+    const std::string held = list_objects(card);
+    EXPECT_EQ(count(held, "Public Key Object; RSA 2048"), 1) << held;
+    EXPECT_EQ(count(held, "Certificate Object"), 1) << held;
+    EXPECT_EQ(public_key(card, "cert", "persoflow certificate"),
+              public_key(card, "pubkey", "persoflow key"));
+  }
+}
+
 // By default a recovery request is sent; with several recovery procedures only where a key was
 // selected (a search) or the request flag was set by hand. Entry 0 gets a key generated on the
 // card every time, entry 1 asks for recovery.

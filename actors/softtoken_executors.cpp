@@ -844,30 +844,18 @@ Result<Event> queue_pin_letter(SoftTokenRa& ra, const Command& c, const CommandC
   PF_ASSIGN_OR_RETURN(auto req, request_of(ra, ctx));
   std::string holder;
   for (const auto& [name, value] : req.subject) holder += (holder.empty() ? "" : ",") + name + "=" + value;
-  json body = {{"holder", holder},
-               {"address", field(c, "address")},
-               {"token", "PKCS#12 software token " + fs::path(req.p12_file).filename().string()},
-               {"pin", *pin},
-               {"idempotency_key", machines::wf::derive_id(ctx.idempotency_key, "pin-letter")}};
-  OPENSSL_cleanse(pin->data(), pin->size());
   PF_ASSIGN_OR_RETURN(auto client, st.cmp_client());
-  auto answer = client->general_message({{pr::kOidPinLetterQueue, body.dump()}});
-  std::string& sent_pin = body["pin"].get_ref<std::string&>();
-  OPENSSL_cleanse(sent_pin.data(), sent_pin.size());
-  if (!answer) {
-    if (client->last_failure().pki_status >= 0 || !client->last_response_der().empty()) {
-      const std::string why = refusal_text(*client, answer.status());
-      st.notify(ctx.workflow_id, "the CM host refused the PIN letter: " + why);
-      return make_status(Errc::kRejected, "the CM host refused the PIN letter: " + why);
+  auto letter = genm::queue_pin_letter(
+      *client, holder, field(c, "address"),
+      "PKCS#12 software token " + fs::path(req.p12_file).filename().string(), std::move(*pin),
+      machines::wf::derive_id(ctx.idempotency_key, "pin-letter"));
+  if (!letter) {
+    if (letter.status().code() == make_error_code(Errc::kRejected)) {
+      st.notify(ctx.workflow_id, letter.status().message());
     }
-    return answer.status();
+    return letter.status();
   }
-  std::string letter_id;
-  try {
-    letter_id = json::parse(answer->at(0).value).value("letter_id", "");
-  } catch (const std::exception& e) {
-    return make_status(Errc::kCorrupt, std::string("the CM host's answer: ") + e.what());
-  }
+  const std::string letter_id = *letter;
   st.notify(ctx.workflow_id, "PIN letter " + letter_id + " queued for " + field(c, "address"));
   std::error_code ec;
   fs::remove(secret_file(st, ref), ec);

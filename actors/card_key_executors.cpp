@@ -34,10 +34,10 @@ std::string subject_of(const Fields& fields) {
 }
 
 struct TokenProcedureInfo {
-  json token;                    // the token procedure as the CM host lists it
-  std::vector<json> archive;     // its key procedures of type archive, in order
-  std::vector<json> recover;     // ... of type recover (the machine's recovery.<r>)
-  std::string pin_delivery;      // its PIN procedure's delivery (entered|shown|mailer|letter)
+  json token;                 // the token procedure as the CM host lists it
+  std::vector<json> archive;  // its key procedures of type archive, in order
+  std::vector<json> recover;  // ... of type recover (the machine's recovery.<r>)
+  std::string pin_delivery;   // its PIN procedure's delivery (entered|shown|mailer|letter)
 };
 
 // The token procedure `name` from the CM host's procedure list (genm persoflowProcedureList).
@@ -89,7 +89,9 @@ Result<CardRequest> request_of(Station& station, const CommandContext& ctx) {
   return station.load_request(ctx.workflow_id);
 }
 
-std::string keys_file(Impl& st, const std::string& tid) { return st.dir("keys") + "/" + tid + ".json"; }
+std::string keys_file(Impl& st, const std::string& tid) {
+  return st.dir("keys") + "/" + tid + ".json";
+}
 
 Result<json> cm_key_genm(Impl& st, const std::string& tid, const char* oid, const json& body,
                          bool* refused, std::string* why) {
@@ -100,8 +102,7 @@ Result<json> cm_key_genm(Impl& st, const std::string& tid, const char* oid, cons
                         keys_file(st, tid), oid, body, {}, refused, why);
 }
 
-Result<Event> request_server_keygen(Station& station, const Command& c,
-                                    const CommandContext& ctx) {
+Result<Event> request_server_keygen(Station& station, const Command& c, const CommandContext& ctx) {
   PF_ASSIGN_OR_RETURN(CardRequest req, request_of(station, ctx));
   PF_ASSIGN_OR_RETURN(TokenProcedureInfo tp, token_procedure(station.impl(), req.token_procedure));
   if (tp.archive.empty()) {
@@ -116,7 +117,8 @@ Result<Event> request_server_keygen(Station& station, const Command& c,
   PF_ASSIGN_OR_RETURN(json answer, cm_key_genm(station.impl(), tid, protocol::kOidServerKeygen,
                                                body, &refused, &why));
   if (refused) return event("CmRefused", {{"reason", why}});
-  return event("ServerKeyArchived", {{"entry", field(c, "entry")}, {"key_ref", "cm:" + tid + ":0"}});
+  return event("ServerKeyArchived",
+               {{"entry", field(c, "entry")}, {"key_ref", "cm:" + tid + ":0"}});
 }
 
 // The search criterion of a recovery: serial:<hex>, id:<decimal>, subject:<text>, or auto (the
@@ -146,9 +148,9 @@ Result<Event> request_key_recovery(Station& station, const Command& c, const Com
   PF_ASSIGN_OR_RETURN(TokenProcedureInfo tp, token_procedure(station.impl(), req.token_procedure));
   const std::size_t r = std::stoul(field(c, "recovery"));
   if (r >= tp.recover.size()) {
-    return make_status(Errc::kInvalidArgument,
-                       "recovery procedure " + std::to_string(r) + " of token procedure '" +
-                           req.token_procedure + "' is not there");
+    return make_status(Errc::kInvalidArgument, "recovery procedure " + std::to_string(r) +
+                                                   " of token procedure '" + req.token_procedure +
+                                                   "' is not there");
   }
   auto criterion = search_criterion(c);
   if (!criterion) return event("CmRefused", {{"reason", criterion.status().message()}});
@@ -158,8 +160,8 @@ Result<Event> request_key_recovery(Station& station, const Command& c, const Com
   const std::string tid = field(c, "transaction_id");
   bool refused = false;
   std::string why;
-  PF_ASSIGN_OR_RETURN(json answer, cm_key_genm(station.impl(), tid, protocol::kOidKeyRecovery,
-                                               body, &refused, &why));
+  PF_ASSIGN_OR_RETURN(json answer, cm_key_genm(station.impl(), tid, protocol::kOidKeyRecovery, body,
+                                               &refused, &why));
   if (refused) return event("CmRefused", {{"reason", why}});
   if (answer["keys"].empty()) {
     return event("CmRefused", {{"reason", "no archived key matches " + field(c, "search")}});
@@ -242,8 +244,8 @@ Result<Event> replace_ca_certificates(Impl& st, const Command& c) {
     if (!s && s.code() != make_error_code(Errc::kNotFound)) return s;
     ++removed;
   }
-  return event("CaCertificatesReplaced", {{"written", std::to_string(wanted.size())},
-                                          {"removed", std::to_string(removed)}});
+  return event("CaCertificatesReplaced",
+               {{"written", std::to_string(wanted.size())}, {"removed", std::to_string(removed)}});
 }
 
 }  // namespace
@@ -283,8 +285,7 @@ Result<Event> procedure_chosen_from_token_procedure(Station& station, const Card
 Result<CmKey> cm_key(Impl& st, const std::string& key_ref) {
   PF_ASSIGN_OR_RETURN(json entry, cm_key_entry(st, key_ref));
   CmKey out;
-  PF_ASSIGN_OR_RETURN(out.certificate_der,
-                      protocol::base64_decode(entry.value("certificate", "")));
+  PF_ASSIGN_OR_RETURN(out.certificate_der, protocol::base64_decode(entry.value("certificate", "")));
   PF_ASSIGN_OR_RETURN(out.envelope, protocol::base64_decode(entry.value("envelope", "")));
   return out;
 }
@@ -308,19 +309,23 @@ void install_card_key_executors(ExecutorRegistry& registry, std::shared_ptr<Stat
                  std::chrono::milliseconds(5'000)};
   auto s = station;
   registry.add("RequestServerKeygenAndArchive",
-               blocking_executor([s](const Command& c, const CommandContext& ctx) {
-                 return request_server_keygen(*s, c, ctx);
-               }, cm));
-  registry.add("RequestKeyRecovery",
-               blocking_executor([s](const Command& c, const CommandContext& ctx) {
-                 return request_key_recovery(*s, c, ctx);
-               }, cm));
+               blocking_executor(
+                   [s](const Command& c, const CommandContext& ctx) {
+                     return request_server_keygen(*s, c, ctx);
+                   },
+                   cm));
+  registry.add("RequestKeyRecovery", blocking_executor(
+                                         [s](const Command& c, const CommandContext& ctx) {
+                                           return request_key_recovery(*s, c, ctx);
+                                         },
+                                         cm));
   RetryPolicy card{3, std::chrono::milliseconds(60'000), std::chrono::milliseconds(200),
                    std::chrono::milliseconds(2'000)};
-  registry.add("ReplaceCaCertificates",
-               blocking_executor([s](const Command& c, const CommandContext&) {
-                 return replace_ca_certificates(s->impl(), c);
-               }, card));
+  registry.add("ReplaceCaCertificates", blocking_executor(
+                                            [s](const Command& c, const CommandContext&) {
+                                              return replace_ca_certificates(s->impl(), c);
+                                            },
+                                            card));
 }
 
 }  // namespace persoflow::actors::detail

@@ -98,14 +98,16 @@ void install_card_pin_executors(ExecutorRegistry& registry, std::shared_ptr<Stat
   RetryPolicy cm{6, std::chrono::milliseconds(30'000), std::chrono::milliseconds(200),
                  std::chrono::milliseconds(5'000)};
   auto s = station;
-  registry.add("QueuePinLetter",
-               blocking_executor([s](const Command& c, const CommandContext& ctx) {
-                 return queue_pin_letter(*s, c, ctx);
-               }, cm));
-  registry.add("ResolvePinLetter",
-               blocking_executor([s](const Command& c, const CommandContext& ctx) {
-                 return resolve_pin_letter(s->impl(), c, ctx);
-               }, cm));
+  registry.add("QueuePinLetter", blocking_executor(
+                                     [s](const Command& c, const CommandContext& ctx) {
+                                       return queue_pin_letter(*s, c, ctx);
+                                     },
+                                     cm));
+  registry.add("ResolvePinLetter", blocking_executor(
+                                       [s](const Command& c, const CommandContext& ctx) {
+                                         return resolve_pin_letter(s->impl(), c, ctx);
+                                       },
+                                       cm));
 }
 
 }  // namespace persoflow::actors::detail

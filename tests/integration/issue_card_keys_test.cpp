@@ -83,11 +83,11 @@ class IssueCardKeys : public ::testing::Test {
               0);
   }
 
-  static RunResult issue(const std::string& config, const std::string& label,
-                         const std::string& cn, std::vector<std::string> extra) {
-    std::vector<std::string> argv = {persoflow_binary(), "issue",   "card",   "--config",
-                                     config,             "--token", label,    "--field",
-                                     "CN=" + cn,         "--field", "O=Example"};
+  static RunResult issue(const std::string& config, const std::string& label, const std::string& cn,
+                         std::vector<std::string> extra) {
+    std::vector<std::string> argv = {persoflow_binary(), "issue", "card",    "--config", config,
+                                     "--token",          label,   "--field", "CN=" + cn, "--field",
+                                     "O=Example"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     return run(argv);
   }
@@ -110,9 +110,8 @@ class IssueCardKeys : public ::testing::Test {
   static std::string public_key(const std::string& card, const std::string& type,
                                 const std::string& label) {
     const std::string der = tmp_->file(card + "-" + type + ".der");
-    auto read = run({"/usr/bin/env", softhsm(), "pkcs11-tool", "--module", kModule,
-                     "--token-label", card, "--read-object", "--type", type, "--label", label,
-                     "-o", der});
+    auto read = run({"/usr/bin/env", softhsm(), "pkcs11-tool", "--module", kModule, "--token-label",
+                     card, "--read-object", "--type", type, "--label", label, "-o", der});
     EXPECT_EQ(read.exit_code, 0) << read.err;
     if (type == "cert") {
       auto pem = run({"openssl", "x509", "-inform", "DER", "-in", der, "-noout", "-pubkey"});
@@ -136,9 +135,9 @@ class IssueCardKeys : public ::testing::Test {
   // A card whose one key the CM host generated and archived (token procedure smartcard-archive).
   static std::string archived_key_card(const std::string& label, const std::string& cn) {
     blank_card(label);
-    auto archived = issue(conf(), label, cn,
-                          {"--token-procedure", "smartcard-archive", "--workflow-id",
-                           label + "-archive"});
+    auto archived =
+        issue(conf(), label, cn,
+              {"--token-procedure", "smartcard-archive", "--workflow-id", label + "-archive"});
     EXPECT_EQ(archived.exit_code, 0) << archived.out << archived.err;
     const std::string held = list_objects(label);
     EXPECT_EQ(count(held, "Public Key Object; RSA 2048"), 1) << held;
@@ -226,10 +225,10 @@ TEST_F(IssueCardKeys, RequestFlagRule) {
     bool recovered;
   };
   const std::string serial_search = [&] {
-    auto x509 = run({"openssl", "x509", "-inform", "DER", "-in",
-                     tmp_->file("flag-00-cert.der"), "-noout", "-serial"});
-    return "1=serial:" + x509.out.substr(x509.out.find('=') + 1, x509.out.find('\n') -
-                                                                     x509.out.find('=') - 1);
+    auto x509 = run({"openssl", "x509", "-inform", "DER", "-in", tmp_->file("flag-00-cert.der"),
+                     "-noout", "-serial"});
+    return "1=serial:" +
+           x509.out.substr(x509.out.find('=') + 1, x509.out.find('\n') - x509.out.find('=') - 1);
   }();
   const Case cases[] = {
       {"flag-01", "smartcard-recover-two", {}, false},  // several: not sent by default
@@ -241,9 +240,9 @@ TEST_F(IssueCardKeys, RequestFlagRule) {
   for (const Case& c : cases) {
     SCOPED_TRACE(c.card);
     blank_card(c.card);
-    std::vector<std::string> options = {"--token-procedure", c.token_procedure, "--action",
-                                        "0=add", "--action", "1=recover", "--workflow-id",
-                                        c.card + "-issue"};
+    std::vector<std::string> options = {
+        "--token-procedure", c.token_procedure, "--action",      "0=add",
+        "--action",          "1=recover",       "--workflow-id", c.card + "-issue"};
     options.insert(options.end(), c.options.begin(), c.options.end());
     auto issued = issue(conf2(), c.card, "Rita Flag", options);
     ASSERT_EQ(issued.exit_code, 0) << issued.out << issued.err;
@@ -263,16 +262,16 @@ TEST_F(IssueCardKeys, CaCertificatesReplacedOnTheCard) {
   blank_card("ca-01");
   const std::string old_key = tmp_->file("old-ca.key"), old_pem = tmp_->file("old-ca.pem"),
                     old_der = tmp_->file("old-ca.der");
-  ASSERT_EQ(run({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                 "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=Old Card CA", "-days", "3",
-                 "-keyout", old_key, "-out", old_pem})
-                .exit_code,
-            0);
+  ASSERT_EQ(
+      run({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+           "-nodes", "-subj", "/CN=Old Card CA", "-days", "3", "-keyout", old_key, "-out", old_pem})
+          .exit_code,
+      0);
   ASSERT_EQ(run({"openssl", "x509", "-in", old_pem, "-outform", "DER", "-out", old_der}).exit_code,
             0);
   ASSERT_EQ(run({"/usr/bin/env", softhsm(), "pkcs11-tool", "--module", kModule, "--token-label",
-                 "ca-01", "--login", "--pin", "123456", "--write-object", old_der, "--type",
-                 "cert", "--label", "CA certificate", "--id", "01"})
+                 "ca-01", "--login", "--pin", "123456", "--write-object", old_der, "--type", "cert",
+                 "--label", "CA certificate", "--id", "01"})
                 .exit_code,
             0);
   ASSERT_NE(list_objects("ca-01").find("CN=Old Card CA"), std::string::npos);
@@ -284,11 +283,11 @@ TEST_F(IssueCardKeys, CaCertificatesReplacedOnTheCard) {
   EXPECT_EQ(count(held, "label:      CA certificate"), 1) << held;
   // The CA certificate on the card is the CM host's: openssl compares it with ca.pem.
   const std::string der = tmp_->file("ca-01-ca.der");
-  ASSERT_EQ(run({"/usr/bin/env", softhsm(), "pkcs11-tool", "--module", kModule, "--token-label",
-                 "ca-01", "--read-object", "--type", "cert", "--label", "CA certificate", "-o",
-                 der})
-                .exit_code,
-            0);
+  ASSERT_EQ(
+      run({"/usr/bin/env", softhsm(), "pkcs11-tool", "--module", kModule, "--token-label", "ca-01",
+           "--read-object", "--type", "cert", "--label", "CA certificate", "-o", der})
+          .exit_code,
+      0);
   auto on_card = run({"openssl", "x509", "-inform", "DER", "-in", der, "-noout", "-fingerprint"});
   auto cm_ca = run({"openssl", "x509", "-in", (dir_ / "cm" / "ca" / "ca.pem").string(), "-noout",
                     "-fingerprint"});
@@ -315,8 +314,8 @@ TEST_F(IssueCardKeys, OperatorPinAskedWhereTheProcedureNeedsOne) {
   EXPECT_NE(held.find("persoflow certificate"), std::string::npos) << held;
   EXPECT_NE(held.find("CN=persoflow CA"), std::string::npos) << held;
   EXPECT_EQ(certificates_for(dir_, "Otto Operator"), 1);
-  auto journal = run({"sh", "-c", "grep -c 12345678 " + (dir_ / "station" / "journal.db").string() +
-                                      " || true"});
+  auto journal = run(
+      {"sh", "-c", "grep -c 12345678 " + (dir_ / "station" / "journal.db").string() + " || true"});
   EXPECT_EQ(journal.out, "0\n") << "the operator PIN is not in the journal";
 }
 
@@ -326,10 +325,10 @@ TEST_F(IssueCardKeys, EveryPinModeSetsAPinThatOpensTheCardAndIsNowhereOnDisk) {
   std::vector<std::pair<std::string, std::string>> pins;  // card, PIN
 
   blank_card("pin-entered");
-  auto entered = run({persoflow_binary(), "issue", "card", "--config", conf(), "--token",
-                      "pin-entered", "--field", "CN=Pia Entered", "--pin", "entered", "--pin-fd",
-                      "0"},
-                     "97531864\n97531864\n");
+  auto entered =
+      run({persoflow_binary(), "issue", "card", "--config", conf(), "--token", "pin-entered",
+           "--field", "CN=Pia Entered", "--pin", "entered", "--pin-fd", "0"},
+          "97531864\n97531864\n");
   ASSERT_EQ(entered.exit_code, 0) << entered.out << entered.err;
   EXPECT_NE(entered.err.find("not checked against the card's PIN policy"), std::string::npos)
       << entered.err;
@@ -366,8 +365,8 @@ TEST_F(IssueCardKeys, EveryPinModeSetsAPinThatOpensTheCardAndIsNowhereOnDisk) {
   };
   const std::string preprinted_pin = letter_pin(letter_id);
   blank_card("pin-letter");
-  auto bound = issue(conf(), "pin-letter", "Pia Letter", {"--pin", "letter", "--pin-letter-id",
-                                                          letter_id});
+  auto bound =
+      issue(conf(), "pin-letter", "Pia Letter", {"--pin", "letter", "--pin-letter-id", letter_id});
   ASSERT_EQ(bound.exit_code, 0) << bound.out << bound.err;
   pins.emplace_back("pin-letter", preprinted_pin);
   pins.emplace_back("pin-mailer", letter_pin(mailer_id));
@@ -391,19 +390,20 @@ TEST_F(IssueCardKeys, BadKeyOptionsAreRefused) {
   auto bad_action = issue(conf(), "keys-01", "X", {"--action", "0=redo"});
   EXPECT_EQ(bad_action.exit_code, 2);
   EXPECT_NE(bad_action.err.find("ENTRY=add|recover|blank"), std::string::npos) << bad_action.err;
-  auto search_on_add = issue(conf(), "keys-01", "X", {"--token-procedure", "smartcard-recover",
-                                                      "--action", "0=add", "--search",
-                                                      "0=serial:01"});
+  auto search_on_add = issue(
+      conf(), "keys-01", "X",
+      {"--token-procedure", "smartcard-recover", "--action", "0=add", "--search", "0=serial:01"});
   EXPECT_EQ(search_on_add.exit_code, 2);
   EXPECT_NE(search_on_add.err.find("entry whose action is recover"), std::string::npos)
       << search_on_add.err;
-  auto bad_flag = issue(conf(), "keys-01", "X", {"--token-procedure", "smartcard-recover",
-                                                 "--action", "0=recover", "--request", "0=maybe"});
+  auto bad_flag = issue(
+      conf(), "keys-01", "X",
+      {"--token-procedure", "smartcard-recover", "--action", "0=recover", "--request", "0=maybe"});
   EXPECT_EQ(bad_flag.exit_code, 2);
   EXPECT_NE(bad_flag.err.find("not default, yes or no"), std::string::npos) << bad_flag.err;
-  auto bad_search = issue(conf(), "keys-01", "X", {"--token-procedure", "smartcard-recover",
-                                                   "--action", "0=recover", "--search",
-                                                   "0=colour:red"});
+  auto bad_search = issue(conf(), "keys-01", "X",
+                          {"--token-procedure", "smartcard-recover", "--action", "0=recover",
+                           "--search", "0=colour:red"});
   EXPECT_EQ(bad_search.exit_code, 2);
   auto no_address = issue(conf(), "keys-01", "X", {"--pin", "mailer"});
   EXPECT_EQ(no_address.exit_code, 2);

@@ -382,6 +382,24 @@ TEST_F(IssueCardKeys, EveryPinModeSetsAPinThatOpensTheCardAndIsNowhereOnDisk) {
   }
 }
 
+// The same through `station run`: a queue line with a token procedure, actions by entry and the
+// PIN mailer.
+TEST_F(IssueCardKeys, QueueLineWithKeysFromTheCmHostAndThePinMailer) {
+  blank_card("queue-01");
+  const std::string queue = tmp_->file("keys-queue.jsonl");
+  std::ofstream(queue) << R"({"workflow_id": "queue-01-issue", "token_label": "queue-01", )"
+                       << R"("token_procedure": "smartcard-archive", "actions": {"0": "add"}, )"
+                       << R"("pin_delivery": "mailer", "mail_to": "quinn@example.org", )"
+                       << R"("subject": {"CN": "Quinn Queue"}})"
+                       << "\n";
+  auto ran = run({persoflow_binary(), "station", "run", "--config", conf(), "--queue", queue});
+  ASSERT_EQ(ran.exit_code, 0) << ran.out << ran.err;
+  EXPECT_NE(ran.out.find("PIN letter PL-"), std::string::npos) << ran.out;
+  const std::string held = list_objects("queue-01");
+  EXPECT_EQ(count(held, "Public Key Object; RSA 2048"), 1) << held;
+  EXPECT_EQ(certificates_for(dir_, "Quinn Queue"), 1);
+}
+
 TEST_F(IssueCardKeys, BadKeyOptionsAreRefused) {
   auto no_procedure = issue(conf(), "keys-01", "X", {"--action", "0=recover"});
   EXPECT_EQ(no_procedure.exit_code, 2);

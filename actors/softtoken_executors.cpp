@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "cm_genm.hpp"
 #include "persoflow/actors/softtoken.hpp"
 #include "persoflow/actors/state_files.hpp"
 #include "persoflow/devices/card.hpp"
@@ -228,18 +229,9 @@ struct SoftTokenRa::Impl {
     return std::make_unique<pr::CmpClient>(o);
   }
 
-  // Prepares a client for a crash-safe exchange: the request saved under `tid_hex` is resent
-  // as it is; a new one is saved before it goes out. Returns the status of that save.
+  // Prepares a client for a crash-safe exchange (genm::persist_requests) under `tid_hex`.
   std::shared_ptr<Status> persist_requests(pr::CmpClient& client, const std::string& tid_hex) {
-    const std::string saved = dir("cmp") + "/" + tid_hex + ".der";
-    if (fs::exists(saved)) {
-      if (auto der = read_file(saved)) client.resend_next(*der);
-    }
-    auto save_status = std::make_shared<Status>(Status::ok());
-    client.on_request_sent([saved, save_status](const std::string& der) {
-      if (!fs::exists(saved)) *save_status = write_state_file(saved, der);
-    });
-    return save_status;
+    return genm::persist_requests(client, dir("cmp") + "/" + tid_hex + ".der");
   }
 
   void notify(const std::string& wf, const std::string& text) {
@@ -534,55 +526,16 @@ Result<SoftTokenRequest> request_of(SoftTokenRa& ra, const CommandContext& ctx) 
   return ra.load_request(ctx.workflow_id);
 }
 
-// Every UTF8String inside a DER value (depth first), e.g. the statusString and errorDetails of a
-// CMP error message.
-void utf8_strings(std::string_view der, std::vector<std::string>& out, int depth = 0) {
-  auto items = pr::der_items(der);
-  if (!items || depth > 8) return;
-  for (const auto& item : *items) {
-    if (item.constructed) {
-      utf8_strings(item.content, out, depth + 1);
-    } else if (item.cls == V_ASN1_UNIVERSAL && item.tag == V_ASN1_UTF8STRING) {
-      out.emplace_back(item.content);
-    }
-  }
-}
-
-// Why the CM host refused the last request: its statusString or errorDetails (OpenSSL 3.0 has no
-// getter for the errorDetails of a CMP error message), else what the client knows.
-std::string refusal_text(const pr::CmpClient& client, const Status& status) {
-  std::vector<std::string> texts;
-  if (auto body = pr::cmp_body_content(client.last_response_der())) utf8_strings(*body, texts);
-  std::string out;
-  for (const auto& t : texts) out += (out.empty() ? "" : "; ") + t;
-  if (out.empty()) out = client.last_failure().text;
-  return out.empty() ? status.message() : out;
-}
+using genm::refusal_text;
 
 // A genm to the CM host, saved before it is sent; its genp's JSON is kept in
 // <state>/keys/<tid>.json (keys in it are enveloped for the officer).
 Result<json> key_genm(Impl& ra, const std::string& tid_hex, const char* oid, const json& body,
                       const std::string& procedure, bool* refused, std::string* why) {
   if (!safe_name(tid_hex)) return make_status(Errc::kInvalidArgument, "bad transaction_id");
-  const std::string answer_file = ra.dir("keys") + "/" + tid_hex + ".json";
-  if (auto saved = read_file(answer_file)) return json::parse(*saved);
-  PF_ASSIGN_OR_RETURN(auto client, ra.cmp_client());
-  auto save = ra.persist_requests(*client, tid_hex);
-  auto answer = client->general_message({{oid, body.dump()}}, procedure);
-  PF_RETURN_IF_ERROR(*save);
-  if (!answer) {
-    if (client->last_failure().pki_status >= 0 || !client->last_response_der().empty()) {
-      *refused = true;
-      *why = refusal_text(*client, answer.status());
-      return json();
-    }
-    return answer.status();  // unreachable: the engine retries
-  }
-  if (answer->empty()) return make_status(Errc::kCorrupt, "the CM host's genp is empty");
-  json j = json::parse(answer->front().value);
-  if (!j.contains("keys")) j = json{{"keys", json::array({j})}};
-  PF_RETURN_IF_ERROR(write_state_file(answer_file, j.dump()));
-  return j;
+  return genm::key_genm([&ra] { return ra.cmp_client(); }, ra.dir("cmp") + "/" + tid_hex + ".der",
+                        ra.dir("keys") + "/" + tid_hex + ".json", oid, body, procedure, refused,
+                        why);
 }
 
 Result<Event> request_server_keygen(SoftTokenRa& ra, const Command& c, const CommandContext& ctx) {
@@ -777,19 +730,7 @@ Result<std::string> secret(Impl& ra, const std::string& ref) {
 // What the CM host enveloped for the officer (CMS EnvelopedData), opened in memory.
 Result<std::string> open_for_officer(Impl& ra, const std::string& envelope) {
   PF_ASSIGN_OR_RETURN(dv::OfficerToken * officer, ra.officer_token());
-  const unsigned char* p = reinterpret_cast<const unsigned char*>(envelope.data());
-  pr::CmsPtr cms(d2i_CMS_ContentInfo(nullptr, &p, static_cast<long>(envelope.size())));
-  if (!cms) return pr::openssl_failure("the CM host's envelope is not CMS");
-  pr::BioPtr out(BIO_new(BIO_s_mem()));
-  if (CMS_decrypt(cms.get(), officer->key(), officer->certificate(), nullptr, out.get(),
-                  CMS_BINARY) != 1) {
-    return pr::openssl_failure("opening the CM host's envelope with the officer's key");
-  }
-  char* data = nullptr;
-  long len = BIO_get_mem_data(out.get(), &data);
-  std::string opened(data, static_cast<std::size_t>(len));
-  OPENSSL_cleanse(data, static_cast<std::size_t>(len));
-  return opened;
+  return genm::open_for_officer(*officer, envelope);
 }
 
 // The private key of a certificate reference "<serial>@<key ref>".
@@ -903,30 +844,18 @@ Result<Event> queue_pin_letter(SoftTokenRa& ra, const Command& c, const CommandC
   PF_ASSIGN_OR_RETURN(auto req, request_of(ra, ctx));
   std::string holder;
   for (const auto& [name, value] : req.subject) holder += (holder.empty() ? "" : ",") + name + "=" + value;
-  json body = {{"holder", holder},
-               {"address", field(c, "address")},
-               {"token", "PKCS#12 software token " + fs::path(req.p12_file).filename().string()},
-               {"pin", *pin},
-               {"idempotency_key", machines::wf::derive_id(ctx.idempotency_key, "pin-letter")}};
-  OPENSSL_cleanse(pin->data(), pin->size());
   PF_ASSIGN_OR_RETURN(auto client, st.cmp_client());
-  auto answer = client->general_message({{pr::kOidPinLetterQueue, body.dump()}});
-  std::string& sent_pin = body["pin"].get_ref<std::string&>();
-  OPENSSL_cleanse(sent_pin.data(), sent_pin.size());
-  if (!answer) {
-    if (client->last_failure().pki_status >= 0 || !client->last_response_der().empty()) {
-      const std::string why = refusal_text(*client, answer.status());
-      st.notify(ctx.workflow_id, "the CM host refused the PIN letter: " + why);
-      return make_status(Errc::kRejected, "the CM host refused the PIN letter: " + why);
+  auto letter = genm::queue_pin_letter(
+      *client, holder, field(c, "address"),
+      "PKCS#12 software token " + fs::path(req.p12_file).filename().string(), std::move(*pin),
+      machines::wf::derive_id(ctx.idempotency_key, "pin-letter"));
+  if (!letter) {
+    if (letter.status().code() == make_error_code(Errc::kRejected)) {
+      st.notify(ctx.workflow_id, letter.status().message());
     }
-    return answer.status();
+    return letter.status();
   }
-  std::string letter_id;
-  try {
-    letter_id = json::parse(answer->at(0).value).value("letter_id", "");
-  } catch (const std::exception& e) {
-    return make_status(Errc::kCorrupt, std::string("the CM host's answer: ") + e.what());
-  }
+  const std::string letter_id = *letter;
   st.notify(ctx.workflow_id, "PIN letter " + letter_id + " queued for " + field(c, "address"));
   std::error_code ec;
   fs::remove(secret_file(st, ref), ec);

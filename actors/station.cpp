@@ -24,6 +24,7 @@
 #include "persoflow/actors/state_files.hpp"
 #include "persoflow/devices/card.hpp"
 #include "persoflow/devices/officer.hpp"
+#include "persoflow/devices/pin_delivery.hpp"
 #include "persoflow/machines/workflow_support.hpp"
 #include "persoflow/protocol/cmp_client.hpp"
 
@@ -85,6 +86,7 @@ Result<StationConfig> load_station_config(const std::string& path) {
     PF_RETURN_IF_ERROR(str("officer_p12", c.officer_p12, true, true));
     PF_RETURN_IF_ERROR(str("officer_password_file", c.officer_password_file, true, true));
     PF_RETURN_IF_ERROR(str("card_pin_file", c.card_pin_file, true, true));
+    PF_RETURN_IF_ERROR(str("operator_pin_file", c.operator_pin_file, true, false));
     PF_RETURN_IF_ERROR(str("journal", c.journal, true, true));
     PF_RETURN_IF_ERROR(str("state_dir", c.state_dir, true, true));
     PF_RETURN_IF_ERROR(str("procedure", c.procedure, false, false));
@@ -118,8 +120,65 @@ Status save_station_config(const StationConfig& c, const std::string& path) {
             {"key_algorithm", c.key_algorithm},
             {"key_entries", c.key_entries},
             {"token_procedure", c.token_procedure}};
+  if (!c.operator_pin_file.empty()) j["operator_pin_file"] = c.operator_pin_file;
   return write_durably(path, j.dump(2) + "\n");
 }
+
+namespace {
+
+bool is_entry_number(const std::string& key) {
+  return !key.empty() && key.size() <= 2 &&
+         std::all_of(key.begin(), key.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
+}
+
+// issue: KEY=add|recover|blank by entry number; search and request flags only on recover.
+Status check_issue_actions(const CardRequest& r) {
+  const std::string who = "request " + r.workflow_id + ": ";
+  if (r.workflow != "issue") {
+    if (!r.searches.empty() || !r.request_flags.empty()) {
+      return make_status(Errc::kInvalidArgument, who + "search and request are for issue");
+    }
+    return Status::ok();
+  }
+  for (const auto& [key, action] : r.actions) {
+    if (!is_entry_number(key) || (action != "add" && action != "recover" && action != "blank")) {
+      return make_status(Errc::kInvalidArgument,
+                         who + "action " + key + "=" + action +
+                             " is not ENTRY=add|recover|blank (ENTRY = 0, 1, ...)");
+    }
+    if (action == "recover" && r.token_procedure.empty()) {
+      return make_status(Errc::kInvalidArgument,
+                         who + "recover needs a token procedure with key recovery "
+                               "(token_procedure)");
+    }
+  }
+  auto recovering = [&](const std::string& key) {
+    auto it = r.actions.find(key);
+    return it != r.actions.end() && it->second == "recover";
+  };
+  for (const auto& [key, search] : r.searches) {
+    if (!recovering(key)) {
+      return make_status(Errc::kInvalidArgument,
+                         who + "search " + key + "=... is for an entry whose action is recover");
+    }
+    if (Status ok = machines::wf::check_search(search, true); !ok) {
+      return make_status(Errc::kInvalidArgument, who + "search " + key + ": " + ok.message());
+    }
+  }
+  for (const auto& [key, flag] : r.request_flags) {
+    if (!recovering(key)) {
+      return make_status(Errc::kInvalidArgument,
+                         who + "request " + key + "=... is for an entry whose action is recover");
+    }
+    if (flag != "default" && flag != "yes" && flag != "no") {
+      return make_status(Errc::kInvalidArgument,
+                         who + "request " + key + "=" + flag + " is not default, yes or no");
+    }
+  }
+  return Status::ok();
+}
+
+}  // namespace
 
 Result<CardRequest> card_request_from_json(const std::string& line) {
   CardRequest r;
@@ -130,6 +189,9 @@ Result<CardRequest> card_request_from_json(const std::string& line) {
     r.token_serial = j.value("token_serial", "");
     r.procedure = j.value("procedure", "");
     r.pin_delivery = j.value("pin_delivery", "generated");
+    r.pin_ref = j.value("pin_ref", "");
+    r.mail_to = j.value("mail_to", "");
+    r.pin_letter_id = j.value("pin_letter_id", "");
     r.workflow = j.value("workflow", "issue");
     r.token_procedure = j.value("token_procedure", "");
     if (j.contains("subject")) {
@@ -137,6 +199,12 @@ Result<CardRequest> card_request_from_json(const std::string& line) {
     }
     if (j.contains("actions")) {
       for (auto& [k, v] : j.at("actions").items()) r.actions[k] = v.get<std::string>();
+    }
+    if (j.contains("search")) {
+      for (auto& [k, v] : j.at("search").items()) r.searches[k] = v.get<std::string>();
+    }
+    if (j.contains("request")) {
+      for (auto& [k, v] : j.at("request").items()) r.request_flags[k] = v.get<std::string>();
     }
   } catch (const std::exception& e) {
     return make_status(Errc::kInvalidArgument, std::string("request is not valid JSON: ") + e.what());
@@ -163,11 +231,9 @@ Result<CardRequest> card_request_from_json(const std::string& line) {
                        "request " + r.workflow_id + ": an update names its actions, e.g. "
                        "{\"actions\": {\"tc\": \"redo\"}} (KEY = entry, CKA_ID, label or tc)");
   }
-  if (r.workflow == "issue" && !r.actions.empty()) {
-    return make_status(Errc::kInvalidArgument,
-                       "request " + r.workflow_id + ": actions are for workflow update");
-  }
+  PF_RETURN_IF_ERROR(check_issue_actions(r));
   for (const auto& [key, action] : r.actions) {
+    if (r.workflow == "issue") break;
     if (key.empty() || (action != "blank" && action != "issue" && action != "redo" &&
                         action != "add")) {
       return make_status(Errc::kInvalidArgument,
@@ -175,10 +241,25 @@ Result<CardRequest> card_request_from_json(const std::string& line) {
                              " is not KEY=blank|issue|redo|add");
     }
   }
-  if (r.pin_delivery != "generated") {
-    return make_status(Errc::kUnsupported,
-                       "request " + r.workflow_id + ": pin_delivery '" + r.pin_delivery +
-                           "' is not supported by this station yet (use generated)");
+  const std::string who = "request " + r.workflow_id + ": ";
+  if (r.pin_delivery != "generated" && r.pin_delivery != "entered" &&
+      r.pin_delivery != "mailer" && r.pin_delivery != "letter") {
+    return make_status(Errc::kInvalidArgument, who + "pin_delivery must be generated, entered, "
+                                                     "mailer or letter, not '" +
+                                                     r.pin_delivery + "'");
+  }
+  if (r.pin_delivery == "entered" && !safe_name(r.pin_ref)) {
+    return make_status(Errc::kInvalidArgument,
+                       who + "an entered PIN is read by `persoflow issue card --pin-fd N` "
+                             "(or from stdin), never given in a request");
+  }
+  if (r.pin_delivery == "mailer" && r.mail_to.find('@') == std::string::npos) {
+    return make_status(Errc::kInvalidArgument,
+                       who + "the PIN mailer needs the holder's address (mail_to)");
+  }
+  if (r.pin_delivery == "letter" && r.pin_letter_id.rfind("PL-", 0) != 0) {
+    return make_status(Errc::kInvalidArgument,
+                       who + "a PIN/PUK letter is named by its ID (pin_letter_id PL-...)");
   }
   return r;
 }
@@ -187,9 +268,14 @@ std::string card_request_to_json(const CardRequest& r) {
   json j = {{"workflow_id", r.workflow_id},   {"token_label", r.token_label},
             {"token_serial", r.token_serial}, {"procedure", r.procedure},
             {"pin_delivery", r.pin_delivery}, {"subject", r.subject}};
+  if (!r.pin_ref.empty()) j["pin_ref"] = r.pin_ref;
+  if (!r.mail_to.empty()) j["mail_to"] = r.mail_to;
+  if (!r.pin_letter_id.empty()) j["pin_letter_id"] = r.pin_letter_id;
   if (r.workflow != "issue") j["workflow"] = r.workflow;
   if (!r.token_procedure.empty()) j["token_procedure"] = r.token_procedure;
   if (!r.actions.empty()) j["actions"] = r.actions;
+  if (!r.searches.empty()) j["search"] = r.searches;
+  if (!r.request_flags.empty()) j["request"] = r.request_flags;
   return j.dump();
 }
 
@@ -205,7 +291,7 @@ Result<std::shared_ptr<Station>> Station::open(StationConfig config) {
   auto impl = std::make_unique<Impl>();
   impl->config = config;
   PF_ASSIGN_OR_RETURN(impl->card_pin, first_line(config.card_pin_file));
-  for (const char* sub : {"requests", "cmp", "certs", "secrets"}) {
+  for (const char* sub : {"requests", "cmp", "certs", "secrets", "keys"}) {
     std::error_code ec;
     fs::create_directories(fs::path(config.state_dir) / sub, ec);
     if (ec) {
@@ -346,7 +432,14 @@ Result<Event> read_card_contents(Impl& st, const Command& c) {
 Result<Event> ask_operator(Station& station, const Command& c, const CommandContext& ctx) {
   const std::string ask = field(c, "ask");
   PF_ASSIGN_OR_RETURN(CardRequest req, station.load_request(ctx.workflow_id));
+  if (ask == "operator_pin") return operator_pin_entered(station);
+  if (ask == "pin" || ask == "pin_mailer_address" || ask == "pin_letter_id") {
+    return card_pin_answer(station, req, c);
+  }
   if (req.workflow == "update") return ask_operator_update(station, req, c);
+  if (ask == "procedure" && !req.token_procedure.empty()) {
+    return procedure_chosen_from_token_procedure(station, req);
+  }
   if (ask == "procedure") {
     return event("ProcedureChosen",
                  {{"procedure", req.procedure.empty() ? station.config().procedure : req.procedure},
@@ -357,7 +450,11 @@ Result<Event> ask_operator(Station& station, const Command& c, const CommandCont
                   {"operator_pin", "none"}});
   }
   if (ask == "key_actions") {
-    Fields f{{"key.0.action", "add"}};
+    Fields f;
+    for (const auto& [entry, action] : req.actions) f["key." + entry + ".action"] = action;
+    for (const auto& [entry, search] : req.searches) f["key." + entry + ".search"] = search;
+    for (const auto& [entry, flag] : req.request_flags) f["key." + entry + ".request"] = flag;
+    if (req.actions.empty()) f["key.0.action"] = "add";
     for (const auto& [name, value] : req.subject) f["subject." + name] = value;
     return event("ActionsChosen", std::move(f));
   }
@@ -411,23 +508,21 @@ Result<Event> sign_with_officer(Impl& st, const Command& c) {
                                                     X509_get0_serialNumber(cert))}});
 }
 
-Result<Event> submit_to_cm(Impl& st, const Command& c) {
-  const std::string tid_hex = field(c, "transaction_id");
-  if (tid_hex.size() != 32) return make_status(Errc::kInvalidArgument, "bad transaction_id");
-  if (c.fields.count("request.1.entry")) {
-    return make_status(Errc::kUnsupported, "this station sends one key per request");
-  }
-  // issue-card: generate | certify; update-card (a key the card holds): issue | redo | add.
-  const std::string kind = field(c, "request.0.kind");
-  if (kind != "generate" && kind != "certify" && kind != "issue" && kind != "redo" &&
-      kind != "add") {
-    return make_status(Errc::kUnsupported, "request kind '" + kind + "' (keys from the CM host) "
-                                           "is not supported by this station yet");
-  }
-  const std::string entry = field(c, "request.0.entry");
-  PF_ASSIGN_OR_RETURN(auto cka, card_key_id(kind, field(c, "request.0.key_id")));
-  const std::string serial = field(c, "token_serial");
+// A CA certificate the CM host returned, saved as state_dir/certs/ca-<serial>.der; returns its
+// reference "ca-<serial>".
+Result<std::string> save_ca_certificate(Impl& st, X509* ca) {
+  PF_ASSIGN_OR_RETURN(std::string der, pr::x509_to_der(ca));
+  const std::string ref = "ca-" + pr::serial_hex(X509_get0_serialNumber(ca));
+  PF_RETURN_IF_ERROR(write_durably(st.dir("certs") + "/" + ref + ".der", der));
+  return ref;
+}
 
+// One CMP ir (cr for update-card) for a key the card holds, transactionID `tid_hex`: the request
+// DER is saved before it is sent and resent as it is on a repeat. Answers "Enrolled{serial}" with
+// the certificate saved in state_dir/certs, or CmRefused.
+Result<Event> enroll_card_key(Impl& st, const Command& c, const std::string& tid_hex,
+                              const std::vector<unsigned char>& cka) {
+  const std::string serial = field(c, "token_serial");
   PF_ASSIGN_OR_RETURN(std::unique_ptr<pr::CmpClient> cmp, cm_client(st));
   pr::CmpClient& client = *cmp;
 
@@ -467,12 +562,101 @@ Result<Event> submit_to_cm(Impl& st, const Command& c) {
     return enrolled.status();  // unreachable or broken transport: the engine retries
   }
   PF_ASSIGN_OR_RETURN(std::string der, pr::x509_to_der(enrolled->cert.get()));
-  const std::string cert_file = st.dir("certs") + "/" + enrolled->serial_hex + ".der";
-  PF_RETURN_IF_ERROR(write_durably(cert_file, der));
-  // ref: the saved certificate and the CKA_ID it belongs under.
-  return event("CertificatesIssued", {{"cert.0.serial", enrolled->serial_hex},
-                                      {"cert.0.ref", enrolled->serial_hex + "@" + dv::to_hex(cka)},
-                                      {"cert.0.entry", entry}});
+  PF_RETURN_IF_ERROR(write_durably(st.dir("certs") + "/" + enrolled->serial_hex + ".der", der));
+  Fields out{{"serial", enrolled->serial_hex}};
+  int m = 0;
+  for (const auto& ca : enrolled->ca_pubs) {
+    PF_ASSIGN_OR_RETURN(out[machines::wf::item("ca", m++)], save_ca_certificate(st, ca.get()));
+  }
+  return event("Enrolled", std::move(out));
+}
+
+// The certificate the CM host issued with a key it generated or recovered (in its saved genp),
+// saved in state_dir/certs; returns its serial.
+Result<std::string> save_cm_key_certificate(Impl& st, const std::string& key_ref) {
+  PF_ASSIGN_OR_RETURN(CmKey key, cm_key(st, key_ref));
+  PF_ASSIGN_OR_RETURN(pr::X509Ptr cert, pr::x509_from_der(key.certificate_der));
+  const std::string serial = pr::serial_hex(X509_get0_serialNumber(cert.get()));
+  PF_RETURN_IF_ERROR(write_durably(st.dir("certs") + "/" + serial + ".der", key.certificate_der));
+  return serial;
+}
+
+// Every request.<r> of the command: keys the card holds are enrolled (the first under the
+// machine's transactionID, the others under ids derived from it); keys from the CM host came
+// with their certificates. cert.<k>.ref is "<serial>@<CKA_ID hex>" or "<serial>@<key ref>".
+Result<Event> submit_to_cm(Impl& st, const Command& c) {
+  using machines::wf::item;
+  const std::string tid_hex = field(c, "transaction_id");
+  if (tid_hex.size() != 32) return make_status(Errc::kInvalidArgument, "bad transaction_id");
+  Fields out;
+  int n = 0;
+  int enrolments = 0;
+  std::vector<std::string> ca_refs;  // the CA certificates the CM host returned
+  for (int r = 0; c.fields.count(item("request", r, "entry")); ++r) {
+    const std::string kind = field(c, item("request", r, "kind"));
+    const std::string entry = field(c, item("request", r, "entry"));
+    if (kind == "archive" || kind == "recover") {
+      std::vector<std::string> refs;
+      if (kind == "archive") refs.push_back(field(c, item("request", r, "key_ref")));
+      const std::string recovered = item("request", r, "recovered");
+      for (int j = 0; kind == "recover" && c.fields.count(item(recovered, j, "key_ref")); ++j) {
+        refs.push_back(field(c, item(recovered, j, "key_ref")));
+      }
+      for (const std::string& ref : refs) {
+        PF_ASSIGN_OR_RETURN(std::string cert_serial, save_cm_key_certificate(st, ref));
+        out[item("cert", n, "serial")] = cert_serial;
+        out[item("cert", n, "ref")] = cert_serial + "@" + ref;
+        out[item("cert", n, "entry")] = entry;
+        ++n;
+      }
+      continue;
+    }
+    // issue-card: generate | certify; update-card (a key the card holds): issue | redo | add.
+    if (kind != "generate" && kind != "certify" && kind != "issue" && kind != "redo" &&
+        kind != "add") {
+      return make_status(Errc::kInvalidArgument, "unknown request kind '" + kind + "'");
+    }
+    PF_ASSIGN_OR_RETURN(auto cka, card_key_id(kind, field(c, item("request", r, "key_id"))));
+    const std::string tid =
+        enrolments++ == 0 ? tid_hex
+                          : machines::wf::derive_id(tid_hex, "request/" + std::to_string(r));
+    PF_ASSIGN_OR_RETURN(Event enrolled, enroll_card_key(st, c, tid, cka));
+    if (enrolled.type != "Enrolled") return enrolled;
+    for (const std::string& ref : machines::wf::values(enrolled.fields, "ca")) {
+      if (std::find(ca_refs.begin(), ca_refs.end(), ref) == ca_refs.end()) ca_refs.push_back(ref);
+    }
+    const std::string cert_serial = enrolled.fields["serial"];
+    // ref: the saved certificate and the CKA_ID it belongs under.
+    out[item("cert", n, "serial")] = cert_serial;
+    out[item("cert", n, "ref")] = cert_serial + "@" + dv::to_hex(cka);
+    out[item("cert", n, "entry")] = entry;
+    ++n;
+  }
+  if (n == 0) return make_status(Errc::kInvalidArgument, "SubmitToCm lists no request");
+  if (ca_refs.empty()) {
+    // Only keys from the CM host (no ip with caPubs): the CA certificates the station trusts the
+    // CM host by, which its answers were checked against.
+    PF_ASSIGN_OR_RETURN(auto chain, pr::read_pem_certs(st.config.cm_ca));
+    for (const auto& ca : chain) {
+      PF_ASSIGN_OR_RETURN(std::string ref, save_ca_certificate(st, ca.get()));
+      ca_refs.push_back(ref);
+    }
+  }
+  for (std::size_t m = 0; m < ca_refs.size(); ++m) {
+    out[machines::wf::item("ca_cert", static_cast<int>(m), "ref")] = ca_refs[m];
+  }
+  return event("CertificatesIssued", std::move(out));
+}
+
+// The machine key id of a key from the CM host (key.<i>.key_ref or key.<i>.recovered.<j>.key_ref
+// of WriteKeysAndCertificates): its CKA_ID on the card is derive_key_id(<that id>).
+Result<std::string> machine_key_id_of(const Command& c, const std::string& key_ref) {
+  for (const auto& [k, v] : c.fields) {
+    if (v != key_ref || k.size() < 8 || k.compare(k.size() - 8, 8, ".key_ref") != 0) continue;
+    auto id = c.fields.find(k.substr(0, k.size() - 8) + ".key_id");
+    if (id != c.fields.end()) return id->second;
+  }
+  return make_status(Errc::kInvalidArgument, "no key id for the CM host's key " + key_ref);
 }
 
 Result<Event> write_keys_and_certificates(Impl& st, const Command& c) {
@@ -504,7 +688,25 @@ Result<Event> write_keys_and_certificates(Impl& st, const Command& c) {
       if (cert.serial_hex == cert_serial) present = true;
     }
     if (present) continue;
-    PF_ASSIGN_OR_RETURN(auto id, dv::from_hex(ref.substr(at + 1)));
+    std::vector<unsigned char> id;
+    const std::string owner = ref.substr(at + 1);
+    if (owner.rfind("cm:", 0) == 0) {
+      // A key from the CM host: the key first, under the CKA_ID the machine derived for it.
+      PF_ASSIGN_OR_RETURN(std::string key_id, machine_key_id_of(c, owner));
+      id = dv::derive_key_id(key_id);
+      if (!listed("key:" + key_id)) {
+        return make_status(Errc::kInvalidArgument, "the write does not list the key " + key_id);
+      }
+      Status s = write_cm_key(st, *slot->card, owner, id, "persoflow key");
+      if (!s) {
+        if (s.message().find("CKR_DEVICE_MEMORY") != std::string::npos) {
+          return event("CardFull", {{"reason", s.message()}});
+        }
+        return s;
+      }
+    } else {
+      PF_ASSIGN_OR_RETURN(id, dv::from_hex(owner));
+    }
     PF_ASSIGN_OR_RETURN(std::string der, read_file(st.dir("certs") + "/" + cert_serial + ".der"));
     Status s = slot->card->store_certificate(der, id, "persoflow certificate");
     if (!s) {
@@ -532,8 +734,9 @@ Result<Event> write_keys_and_certificates(Impl& st, const Command& c) {
 
 // Undoes what the workflow may have written (the machine lists it as object.<n> before the
 // command that could create it): "cert:<serial>" removes that certificate, "key:<machine key id>"
-// the key generated under its derived CKA_ID with the certificates under it. CA certificates are
-// never written by this station. What is not (or no longer) there counts as removed.
+// the key generated under its derived CKA_ID with the certificates under it, "cacert:ca-<serial>"
+// a CA certificate ReplaceCaCertificates wrote (the ones it replaced are not put back). What is
+// not (or no longer) there counts as removed.
 Result<Event> rollback_card(Impl& st, const Command& c) {
   const std::string serial = field(c, "token_serial");
   auto slot = st.slot(serial);
@@ -548,6 +751,15 @@ Result<Event> rollback_card(Impl& st, const Command& c) {
     if (object.rfind("cert:", 0) != 0) continue;
     for (const auto& cert : contents.certificates) {
       if (cert.serial_hex != object.substr(5)) continue;
+      Status s = slot->card->delete_certificate(cert.id, cert.serial_hex);
+      if (!gone(s)) return s;
+      ++removed;
+    }
+  }
+  for (const std::string& object : objects) {
+    if (object.rfind("cacert:ca-", 0) != 0) continue;
+    for (const auto& cert : contents.certificates) {
+      if (cert.serial_hex != object.substr(10) || cert.label != kCaCertificateLabel) continue;
       Status s = slot->card->delete_certificate(cert.id, cert.serial_hex);
       if (!gone(s)) return s;
       ++removed;
@@ -572,13 +784,8 @@ Result<Event> generate_pin(Impl& st, const Command& c, const CommandContext& ctx
   const std::string ref = pin_ref_for(ctx);
   const std::string path = st.dir("secrets") + "/" + ref;
   if (!fs::exists(path)) {  // a repeat keeps the PIN generated the first time
-    unsigned char bytes[8];
-    if (RAND_bytes(bytes, sizeof bytes) != 1) {
-      return make_status(Errc::kInternal, "no random bytes for a PIN");
-    }
-    std::string pin;
-    for (unsigned char b : bytes) pin += static_cast<char>('0' + b % 10);
-    PF_RETURN_IF_ERROR(write_durably(path, pin + "\n", 0600));
+    PF_ASSIGN_OR_RETURN(dv::Secret pin, dv::generate_pin(dv::PinRules{}));  // 8 digits
+    PF_RETURN_IF_ERROR(write_durably(path, std::string(pin.view()) + "\n", 0600));
   }
   return event("PinGenerated", {{"pin_index", field(c, "pin_index")}, {"pin_ref", ref}});
 }
@@ -588,9 +795,21 @@ Result<std::string> secret(Impl& st, const std::string& ref) {
   return first_line(st.dir("secrets") + "/" + ref);
 }
 
+// A PIN that nothing delivers after it is set (entered at the RA, from a PIN/PUK letter): its
+// secret file goes once the PIN is on the card, so a missing one means it was set.
+bool deleted_once_set(const std::string& pin_ref) {
+  return pin_ref.rfind("entered-", 0) == 0 || pin_ref.rfind("letter-", 0) == 0;
+}
+
 Result<Event> set_card_pin(Impl& st, const Command& c) {
   const std::string serial = field(c, "token_serial");
-  PF_ASSIGN_OR_RETURN(std::string pin, secret(st, field(c, "pin_ref")));
+  const std::string ref = field(c, "pin_ref");
+  auto saved = secret(st, ref);
+  if (!saved && deleted_once_set(ref) && safe_name(ref) &&
+      !fs::exists(st.dir("secrets") + "/" + ref)) {
+    return event("CardPinSet", {{"pin_index", field(c, "pin_index")}});
+  }
+  PF_ASSIGN_OR_RETURN(std::string pin, std::move(saved));
   auto slot = st.slot(serial);
   std::lock_guard lock(slot->mu);
   if (!slot->card) {
@@ -610,6 +829,10 @@ Result<Event> set_card_pin(Impl& st, const Command& c) {
   if (slot->current_pin != pin) {
     PF_RETURN_IF_ERROR(slot->card->change_user_pin(slot->current_pin, pin));
     slot->current_pin = pin;
+  }
+  if (deleted_once_set(ref)) {
+    std::error_code ec;
+    fs::remove(st.dir("secrets") + "/" + ref, ec);
   }
   return event("CardPinSet", {{"pin_index", field(c, "pin_index")}});
 }
@@ -675,7 +898,9 @@ void install_issue_card_executors(ExecutorRegistry& registry, std::shared_ptr<St
                  PF_ASSIGN_OR_RETURN(CardRequest req, s->load_request(ctx.workflow_id));
                  return show_pin_once(s->impl(), c, ctx, req.token_serial);
                }, quick));
+  install_card_pin_executors(registry, station);
   install_update_card_executors(registry, station);
+  install_card_key_executors(registry, station);
 }
 
 Result<std::shared_ptr<Station>> station_from_environment() {
@@ -713,7 +938,9 @@ void install_from_environment(ExecutorRegistry& registry) {
                            "SignWithOfficer", "SubmitToCm", "WriteKeysAndCertificates",
                            "GeneratePin", "SetCardPin", "ShowPinOnce",
                            "ValidateTransportCertificate", "NotifyOperator", "RollbackCard",
-                           "RevokeIssuedCertificates"}) {
+                           "RevokeIssuedCertificates", "RequestServerKeygenAndArchive",
+                           "RequestKeyRecovery", "ReplaceCaCertificates", "QueuePinLetter",
+                           "ResolvePinLetter"}) {
     registry.add(type, blocking_executor([why](const Command&, const CommandContext&)
                                              -> Result<Event> { return why; },
                                          RetryPolicy{1}));

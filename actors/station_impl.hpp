@@ -121,5 +121,45 @@ Result<Fields> card_contents_fields(Impl& st, Impl::CardSlot& slot, const std::s
 Result<Event> ask_operator_update(Station& station, const CardRequest& request, const Command& c);
 void install_update_card_executors(ExecutorRegistry& registry, std::shared_ptr<Station> station);
 
+// ----- Keys from the CM host (actors/card_key_executors.cpp) -----
+
+// ProcedureChosen for an issue request naming a token procedure: from the CM host's procedure
+// list, key_archiving where it has an archive key procedure, recovery.<r>.* per recovery one.
+Result<Event> procedure_chosen_from_token_procedure(Station& station, const CardRequest& request);
+
+// A key the CM host generated or recovered ("cm:<transactionID>:<j>"), from its saved genp: the
+// certificate (DER) and the private key enveloped for the officer (CMS DER).
+struct CmKey {
+  std::string certificate_der;
+  std::string envelope;
+};
+Result<CmKey> cm_key(Impl& st, const std::string& key_ref);
+
+// Writes that key to the card under CKA_ID `cka` (opened in memory with the officer's key); a
+// key already there counts as written. The caller holds the card slot's mutex, logged in.
+Status write_cm_key(Impl& st, devices::Card& card, const std::string& key_ref,
+                    const std::vector<unsigned char>& cka, const std::string& label);
+
+// The label of the CA certificates ReplaceCaCertificates writes (what it replaces).
+inline constexpr const char* kCaCertificateLabel = "CA certificate";
+
+// OperatorPinEntered{pin_ref=operator-pin-file}: the PIN stays in the station's
+// operator_pin_file; without one, an error the operator can act on.
+Result<Event> operator_pin_entered(Station& station);
+
+// RequestServerKeygenAndArchive, RequestKeyRecovery (genm to the CM host) and
+// ReplaceCaCertificates.
+void install_card_key_executors(ExecutorRegistry& registry, std::shared_ptr<Station> station);
+
+// ----- Card PINs (actors/card_pin_executors.cpp) -----
+
+// The AskOperator answers of the card PIN modes: pin (the entered PIN by reference, with the
+// warning that it is not checked against the card's PIN policy), pin_mailer_address,
+// pin_letter_id.
+Result<Event> card_pin_answer(Station& station, const CardRequest& request, const Command& c);
+
+// QueuePinLetter (genm persoflowPinLetterQueue) and ResolvePinLetter (persoflowPinLetterBind).
+void install_card_pin_executors(ExecutorRegistry& registry, std::shared_ptr<Station> station);
+
 }  // namespace detail
 }  // namespace persoflow::actors

@@ -278,7 +278,7 @@ std::string default_workflow_id(const std::string& label, const std::string& kin
 
 void print_batch_table(const BatchReport& report, std::ostream& out, bool with_pins) {
   out << std::left << std::setw(10) << "card" << std::setw(13) << "workflow" << std::setw(34)
-      << "workflow id" << std::setw(18) << "state" << std::setw(7) << "steps" << std::setw(34)
+      << "workflow id" << std::setw(29) << "state" << std::setw(7) << "steps" << std::setw(34)
       << "certificate serial"
       << std::setw(8) << "time";
   if (with_pins) out << "PIN (shown once)";
@@ -287,7 +287,7 @@ void print_batch_table(const BatchReport& report, std::ostream& out, bool with_p
     std::ostringstream t;
     t << std::fixed << std::setprecision(2) << r.seconds << "s";
     out << std::left << std::setw(10) << r.token_label << std::setw(13) << r.machine
-        << std::setw(34) << (r.workflow_id + (r.resumed ? "*" : "")) << std::setw(18) << r.state
+        << std::setw(34) << (r.workflow_id + (r.resumed ? "*" : "")) << std::setw(29) << r.state
         << std::setw(7)
         << r.steps << std::setw(34) << (r.cert_serial.empty() ? "-" : r.cert_serial)
         << std::setw(8) << t.str();

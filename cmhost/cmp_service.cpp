@@ -690,7 +690,9 @@ struct Transaction {
           token_procedures.push_back({{"name", tp.name}, {"media", tp.media},
                                       {"certificate_procedures", tp.certificate_procedures},
                                       {"key_procedures", tp.key_procedures},
-                                      {"pin_procedure", tp.pin_procedure}});
+                                      {"pin_procedure", tp.pin_procedure},
+                                      {"ca_certificates_on_card", tp.ca_certificates_on_card},
+                                      {"operator_pin_required", tp.operator_pin_required}});
         }
         json pin_procedures = json::array();
         for (const auto& pp : host.config().pin_procedures) {

@@ -578,6 +578,110 @@ class Pkcs11Card final : public Card {
     return std::optional<KeyInfo>(keys.front());
   }
 
+  Status import_key(EVP_PKEY* key, const Bytes& id, std::string_view label) override {
+    std::lock_guard lock(mu_);
+    PF_ASSIGN_OR_RETURN(auto existing, keys_locked(id));
+    // An earlier attempt may have stopped between the two objects: write what is missing.
+    const bool have_private = !existing.empty() && existing.front().has_private;
+    const bool have_public = !existing.empty() && existing.front().has_public;
+    if (have_private && have_public) return Status::ok();
+    auto bn = [&](const char* name, Bytes& out) -> bool {
+      BIGNUM* v = nullptr;
+      if (EVP_PKEY_get_bn_param(key, name, &v) != 1) return false;
+      out.resize(static_cast<std::size_t>(BN_num_bytes(v)));
+      BN_bn2bin(v, out.data());
+      BN_clear_free(v);
+      return true;
+    };
+    const std::string lbl(label);
+    Template pub, priv;
+    pub.ulong(CKA_CLASS, CKO_PUBLIC_KEY)
+        .boolean(CKA_TOKEN, true)
+        .boolean(CKA_PRIVATE, false)
+        .bytes(CKA_ID, id)
+        .str(CKA_LABEL, lbl);
+    priv.ulong(CKA_CLASS, CKO_PRIVATE_KEY)
+        .boolean(CKA_TOKEN, true)
+        .boolean(CKA_PRIVATE, true)
+        .boolean(CKA_SENSITIVE, true)
+        .boolean(CKA_EXTRACTABLE, false)
+        .boolean(CKA_SIGN, true)
+        .bytes(CKA_ID, id)
+        .str(CKA_LABEL, lbl);
+    std::vector<Bytes> secrets;  // cleansed on the way out
+    if (EVP_PKEY_get_base_id(key) == EVP_PKEY_RSA) {
+      static const std::pair<const char*, CK_ATTRIBUTE_TYPE> kPrivate[] = {
+          {"n", CKA_MODULUS},          {"e", CKA_PUBLIC_EXPONENT},
+          {"d", CKA_PRIVATE_EXPONENT}, {"rsa-factor1", CKA_PRIME_1},
+          {"rsa-factor2", CKA_PRIME_2}, {"rsa-exponent1", CKA_EXPONENT_1},
+          {"rsa-exponent2", CKA_EXPONENT_2}, {"rsa-coefficient1", CKA_COEFFICIENT}};
+      for (const auto& [name, attr] : kPrivate) {
+        secrets.emplace_back();
+        if (!bn(name, secrets.back())) {
+          return make_status(Errc::kInvalidArgument,
+                             std::string("the RSA key to write has no ") + name);
+        }
+        priv.bytes(attr, secrets.back());
+        if (attr == CKA_MODULUS || attr == CKA_PUBLIC_EXPONENT) pub.bytes(attr, secrets.back());
+      }
+      pub.ulong(CKA_KEY_TYPE, CKK_RSA).boolean(CKA_VERIFY, true).boolean(CKA_ENCRYPT, true);
+      priv.ulong(CKA_KEY_TYPE, CKK_RSA).boolean(CKA_DECRYPT, true);
+    } else if (EVP_PKEY_get_base_id(key) == EVP_PKEY_EC) {
+      char group[64] = {};
+      if (EVP_PKEY_get_utf8_string_param(key, "group", group, sizeof group, nullptr) != 1) {
+        return make_status(Errc::kInvalidArgument, "the EC key to write names no curve");
+      }
+      const int nid = OBJ_sn2nid(group);
+      if (nid == NID_undef) {
+        return make_status(Errc::kUnsupported, std::string("unknown curve ") + group);
+      }
+      unsigned char point[256];
+      std::size_t point_len = 0;
+      if (EVP_PKEY_get_octet_string_param(key, "pub", point, sizeof point, &point_len) != 1) {
+        return make_status(Errc::kInvalidArgument, "the EC key to write has no public point");
+      }
+      // CKA_EC_POINT is the DER OCTET STRING of the encoded point.
+      ASN1_OCTET_STRING* os = ASN1_OCTET_STRING_new();
+      ASN1_OCTET_STRING_set(os, point, static_cast<int>(point_len));
+      unsigned char* der = nullptr;
+      const int der_len = i2d_ASN1_OCTET_STRING(os, &der);
+      ASN1_OCTET_STRING_free(os);
+      Bytes wrapped(der, der + std::max(der_len, 0));
+      OPENSSL_free(der);
+      secrets.emplace_back();
+      if (!bn("priv", secrets.back())) {
+        return make_status(Errc::kInvalidArgument, "the EC key to write has no private value");
+      }
+      const Bytes params = ec_params_der(nid);
+      pub.ulong(CKA_KEY_TYPE, CKK_EC)
+          .bytes(CKA_EC_PARAMS, params)
+          .bytes(CKA_EC_POINT, wrapped)
+          .boolean(CKA_VERIFY, true);
+      priv.ulong(CKA_KEY_TYPE, CKK_EC)
+          .bytes(CKA_EC_PARAMS, params)
+          .bytes(CKA_VALUE, secrets.back())
+          .boolean(CKA_DERIVE, true);
+    } else {
+      return make_status(Errc::kUnsupported, "only RSA and EC keys can be written to a card");
+    }
+    auto pub_attrs = pub.view();
+    auto priv_attrs = priv.view();
+    CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
+    CK_RV rv = CKR_OK;
+    if (!have_private) {
+      rv = fl_->C_CreateObject(session_, priv_attrs.data(),
+                               static_cast<CK_ULONG>(priv_attrs.size()), &h);
+    }
+    for (Bytes& b : secrets) OPENSSL_cleanse(b.data(), b.size());
+    if (rv != CKR_OK) return ck_status(rv, "writing a private key to token '" + token_.label + "'");
+    if (!have_public) {
+      CK_TRY(fl_->C_CreateObject(session_, pub_attrs.data(),
+                                 static_cast<CK_ULONG>(pub_attrs.size()), &h),
+             "writing a public key to token '" + token_.label + "'");
+    }
+    return Status::ok();
+  }
+
   Status store_certificate(std::string_view der, const Bytes& id, std::string_view label) override {
     std::lock_guard lock(mu_);
     const auto* p = reinterpret_cast<const unsigned char*>(der.data());

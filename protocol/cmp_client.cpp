@@ -298,6 +298,10 @@ Result<Enrolled> CmpClient::enroll(const CertRequest& request) {
   X509_up_ref(cert);
   out.cert.reset(cert);
   out.serial_hex = serial_hex(X509_get0_serialNumber(cert));
+  if (STACK_OF(X509)* pubs = OSSL_CMP_CTX_get1_caPubs(ctx.get())) {
+    for (int i = 0; i < sk_X509_num(pubs); ++i) out.ca_pubs.emplace_back(sk_X509_value(pubs, i));
+    sk_X509_free(pubs);  // the references moved into ca_pubs
+  }
   CmpMsgPtr sent = cmp_msg_from_der(m.last_request);
   if (sent) {
     const ASN1_OCTET_STRING* tid =

@@ -37,6 +37,9 @@ struct StationConfig {
   std::string officer_p12;            // the officer's PKCS#12
   std::string officer_password_file;  // its password (first line)
   std::string card_pin_file;          // the pre-personalised cards' user PIN (first line)
+  // The cards' operator PIN (first line; 0600), asked where the token procedure needs one and
+  // the CM database does not hold it; empty: such workflows wait for an operator.
+  std::string operator_pin_file;
   std::string journal;                // the station journal
   std::string state_dir;              // requests/, cmp/, certs/, secrets/
   std::string procedure = "smartcard-auth";  // the CM certificate procedure (CMP path)
@@ -58,13 +61,29 @@ struct CardRequest {
   std::string token_label;
   std::string token_serial;  // filled from the token when empty
   std::string procedure;     // CM certificate procedure; empty: the station's
-  std::string token_procedure;  // update: CM token procedure; empty: the station's
+  // update: CM token procedure (trusted TC issuers); empty: the station's. issue: the token
+  // procedure whose key procedures (generate & archive, recovery) apply; empty: keys generated
+  // on the card only.
+  std::string token_procedure;
+  // The card PIN: generated (shown once) | entered (at the RA: the PIN is in
+  // <state_dir>/secrets/<pin_ref>, saved there by the command that read it, never in the
+  // request) | mailer (generated, queued as a PIN letter to mail_to) | letter (the PIN of the
+  // pre-printed PIN/PUK letter pin_letter_id).
   std::string pin_delivery = "generated";
+  std::string pin_ref;
+  std::string mail_to;
+  std::string pin_letter_id;
   std::map<std::string, std::string> subject;  // "CN" -> "Card 01"
   // update: KEY -> blank | issue | redo | add, where KEY is the key's entry number on the card
   // (0, 1, ...), its CKA_ID in hex, its label, or "tc" (the key holding the transport
   // certificate). Keys not named are left blank.
   std::map<std::string, std::string> actions;
+  // issue: KEY is the entry number; ACTION add | recover | blank. A recover entry searches the
+  // CM host's archive by `searches[KEY]` (serial:<hex> | subject:<text> | id:<decimal>; default
+  // auto, the subject entered), and `request_flags[KEY]` (default | yes | no) sets its request
+  // flag by hand. Keys from the CM host need `token_procedure` (its key procedures).
+  std::map<std::string, std::string> searches;
+  std::map<std::string, std::string> request_flags;
   const char* machine() const { return workflow == "update" ? "update-card" : "issue-card"; }
 };
 Result<CardRequest> card_request_from_json(const std::string& line);

@@ -166,6 +166,19 @@ class Card {
   // The key with this CKA_ID, if any.
   virtual Result<std::optional<KeyInfo>> find_key(const std::vector<unsigned char>& id) = 0;
 
+  // Writes a key pair made elsewhere (generated and archived, or recovered, by the CM host) to
+  // the card under CKA_ID `id`: the private key (sensitive, not extractable) and its public half.
+  // RSA and EC. A private key already under that id counts as done (the id is derived from the
+  // workflow, so it is this key written by an earlier attempt); a public half left alone is
+  // replaced. Needs a user login. A card that cannot take keys from outside: Errc::kUnsupported.
+  virtual Status import_key(EVP_PKEY* key, const std::vector<unsigned char>& id,
+                            std::string_view label) {
+    (void)key;
+    (void)id;
+    (void)label;
+    return make_status(Errc::kUnsupported, "this card cannot take a key made outside it");
+  }
+
   // Stores an X.509 certificate (DER) under the key id, with a label. The same certificate
   // already stored under that id counts as done.
   virtual Status store_certificate(std::string_view der, const std::vector<unsigned char>& id,

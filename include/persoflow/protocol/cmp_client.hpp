@@ -52,6 +52,7 @@ struct Enrolled {
   X509Ptr cert;
   std::string serial_hex;
   std::string transaction_id;  // raw bytes
+  std::vector<X509Ptr> ca_pubs;  // the CA certificates the CM host sent (caPubs of an ip)
 };
 
 struct InfoItem {

@@ -1,0 +1,439 @@
+// `persoflow issue card` with keys from the CM host, on SoftHSM2 cards against the real CM host:
+// 'generate & archive' (the CM host generates the key, archives it, and the station writes key
+// and certificate to the card) and 'recover' (the archived key recovered onto another card),
+// checked from outside with pkcs11-tool and openssl; and each branch of the request-flag rule.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "station_fixture.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using persoflow::testing::certificates_for;
+using persoflow::testing::cm_address;
+using persoflow::testing::CmServer;
+using persoflow::testing::persoflow_binary;
+using persoflow::testing::run;
+using persoflow::testing::RunResult;
+using persoflow::testing::TempDir;
+
+constexpr const char* kModule = "/usr/lib/softhsm/libsofthsm2.so";
+
+// One demo folder for the suite; its CM host has one more token procedure holding two recovery
+// procedures, and a second station.conf gives blank cards two key entries.
+class IssueCardKeys : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    tmp_ = new TempDir("persoflow-card-keys");
+    dir_ = tmp_->path() / "demo";
+    auto demo = run({persoflow_binary(), "demo", "--dir", dir_.string(), "--cards", "1"});
+    ASSERT_EQ(demo.exit_code, 0) << demo.out << demo.err;
+    const fs::path cm = dir_ / "cm";
+    std::ifstream in(cm / "cm.json");
+    auto config = nlohmann::json::parse(in);
+    nlohmann::json added = nlohmann::json::array();
+    for (auto tp : config.at("token_procedures")) {
+      if (tp.value("name", "") == "smartcard-recover") {
+        tp["name"] = "smartcard-recover-two";
+        tp["key_procedures"] = {"recover-last-new", "recover-all-new"};
+        added.push_back(tp);
+      }
+      if (tp.value("name", "") == "smartcard-standard") {  // CA certificates on the card
+        tp["name"] = "smartcard-operator";
+        tp["operator_pin_required"] = true;
+        added.push_back(tp);
+      }
+    }
+    for (const auto& tp : added) config["token_procedures"].push_back(tp);
+    std::ofstream(cm / "cm.json") << config.dump(2);
+    std::ifstream conf_in(conf());
+    auto station = nlohmann::json::parse(conf_in);
+    station["key_entries"] = 2;
+    std::ofstream(conf2()) << station.dump(2);
+    station["key_entries"] = 1;
+    station["operator_pin_file"] = "operator.pin";
+    std::ofstream(dir_ / "station" / "operator.pin") << "12345678\n";
+    std::ofstream(conf_operator()) << station.dump(2);
+    server_ = new CmServer(cm, cm_address(conf()));
+    ASSERT_TRUE(server_->listening());
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    delete tmp_;
+  }
+
+  static std::string conf() { return (dir_ / "station" / "station.conf").string(); }
+  static std::string conf2() { return (dir_ / "station" / "station-2.conf").string(); }
+  static std::string conf_operator() {
+    return (dir_ / "station" / "station-operator.conf").string();
+  }
+  static std::string softhsm() {
+    return "SOFTHSM2_CONF=" + (dir_ / "tokens" / "softhsm2.conf").string();
+  }
+
+  static void blank_card(const std::string& label) {
+    ASSERT_EQ(run({"/usr/bin/env", softhsm(), "softhsm2-util", "--init-token", "--free", "--label",
+                   label, "--pin", "123456", "--so-pin", "12345678"})
+                  .exit_code,
+              0);
+  }
+
+  static RunResult issue(const std::string& config, const std::string& label, const std::string& cn,
+                         std::vector<std::string> extra) {
+    std::vector<std::string> argv = {persoflow_binary(), "issue", "card",    "--config", config,
+                                     "--token",          label,   "--field", "CN=" + cn, "--field",
+                                     "O=Example"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return run(argv);
+  }
+
+  static std::string list_objects(const std::string& label) {
+    auto listed = run({"/usr/bin/env", softhsm(), "pkcs11-tool", "--module", kModule,
+                       "--token-label", label, "--list-objects"});
+    EXPECT_EQ(listed.exit_code, 0) << listed.err;
+    return listed.out;
+  }
+
+  static int count(const std::string& text, const std::string& what) {
+    int n = 0;
+    for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+    return n;
+  }
+
+  // The PEM public key of the card's object `label` of `type` (pubkey or cert), read with
+  // pkcs11-tool and converted by openssl.
+  static std::string public_key(const std::string& card, const std::string& type,
+                                const std::string& label) {
+    const std::string der = tmp_->file(card + "-" + type + ".der");
+    auto read = run({"/usr/bin/env", softhsm(), "pkcs11-tool", "--module", kModule, "--token-label",
+                     card, "--read-object", "--type", type, "--label", label, "-o", der});
+    EXPECT_EQ(read.exit_code, 0) << read.err;
+    if (type == "cert") {
+      auto pem = run({"openssl", "x509", "-inform", "DER", "-in", der, "-noout", "-pubkey"});
+      EXPECT_EQ(pem.exit_code, 0) << pem.err;
+      auto ok = run({"openssl", "verify", "-CAfile", (dir_ / "cm" / "ca" / "ca.pem").string(),
+                     pem_certificate(der)});
+      EXPECT_EQ(ok.exit_code, 0) << ok.out << ok.err;
+      return pem.out;
+    }
+    auto pem = run({"openssl", "pkey", "-pubin", "-inform", "DER", "-in", der});
+    EXPECT_EQ(pem.exit_code, 0) << pem.err;
+    return pem.out;
+  }
+
+  static std::string pem_certificate(const std::string& der) {
+    const std::string pem = der + ".pem";
+    EXPECT_EQ(run({"openssl", "x509", "-inform", "DER", "-in", der, "-out", pem}).exit_code, 0);
+    return pem;
+  }
+
+  // A card whose one key the CM host generated and archived (token procedure smartcard-archive).
+  static std::string archived_key_card(const std::string& label, const std::string& cn) {
+    blank_card(label);
+    auto archived =
+        issue(conf(), label, cn,
+              {"--token-procedure", "smartcard-archive", "--workflow-id", label + "-archive"});
+    EXPECT_EQ(archived.exit_code, 0) << archived.out << archived.err;
+    const std::string held = list_objects(label);
+    EXPECT_EQ(count(held, "Public Key Object; RSA 2048"), 1) << held;
+    EXPECT_EQ(count(held, "Certificate Object"), 1) << held;
+    const std::string key = public_key(label, "pubkey", "persoflow key");
+    EXPECT_EQ(public_key(label, "cert", "persoflow certificate"), key);
+    return key;
+  }
+
+  static TempDir* tmp_;
+  static fs::path dir_;
+  static CmServer* server_;
+};
+
+TempDir* IssueCardKeys::tmp_ = nullptr;
+fs::path IssueCardKeys::dir_;
+CmServer* IssueCardKeys::server_ = nullptr;
+
+TEST_F(IssueCardKeys, ArchivedKeyRecoveredOntoASecondCardEqualsTheOriginal) {
+  const std::string original = archived_key_card("keys-01", "Ann Archive");
+  ASSERT_FALSE(original.empty());
+  EXPECT_EQ(certificates_for(dir_, "Ann Archive"), 1);
+
+  blank_card("keys-02");
+  auto recovered = issue(conf(), "keys-02", "Ann Archive",
+                         {"--token-procedure", "smartcard-recover", "--action", "0=recover",
+                          "--workflow-id", "ann-recover"});
+  ASSERT_EQ(recovered.exit_code, 0) << recovered.out << recovered.err;
+  EXPECT_NE(recovered.out.find("Done"), std::string::npos) << recovered.out;
+  EXPECT_EQ(public_key("keys-02", "pubkey", "persoflow key"), original);
+  // recover-last-new: a new certificate for the recovered key.
+  EXPECT_EQ(public_key("keys-02", "cert", "persoflow certificate"), original);
+  EXPECT_EQ(certificates_for(dir_, "Ann Archive"), 2);
+}
+
+// Killed with SIGKILL right after the CM host generated and archived the key (command 4), and
+// right after the key and certificate were written to the card (command 8), before the outcome
+// was journaled: run again with the same workflow id, each finishes with one archived key and
+// one certificate in the CM database, and one key on the card.
+TEST_F(IssueCardKeys, KilledAfterArchiveOrWriteResumesWithOneKey) {
+  for (const char* point : {"actors.after_command:4", "actors.after_command:8"}) {
+    SCOPED_TRACE(point);
+    const std::string card = std::string("crash-") + point[21];
+    const std::string cn = std::string("Kim Crash ") + point[21];
+    blank_card(card);
+    std::vector<std::string> argv = {"/usr/bin/env",
+                                     std::string("PERSOFLOW_CRASH_AT=") + point,
+                                     persoflow_binary(),
+                                     "issue",
+                                     "card",
+                                     "--config",
+                                     conf(),
+                                     "--token",
+                                     card,
+                                     "--field",
+                                     "CN=" + cn,
+                                     "--token-procedure",
+                                     "smartcard-archive",
+                                     "--workflow-id",
+                                     card + "-wf"};
+    auto killed = run(argv);
+    EXPECT_EQ(killed.exit_code, 128 + 9) << killed.out << killed.err;
+    auto resumed = issue(conf(), card, cn,
+                         {"--token-procedure", "smartcard-archive", "--workflow-id", card + "-wf"});
+    ASSERT_EQ(resumed.exit_code, 0) << resumed.out << resumed.err;
+    EXPECT_NE(resumed.out.find("Done"), std::string::npos) << resumed.out;
+    EXPECT_EQ(certificates_for(dir_, cn), 1);
+    const std::string held = list_objects(card);
+    EXPECT_EQ(count(held, "Public Key Object; RSA 2048"), 1) << held;
+    EXPECT_EQ(count(held, "Certificate Object"), 1) << held;
+    EXPECT_EQ(public_key(card, "cert", "persoflow certificate"),
+              public_key(card, "pubkey", "persoflow key"));
+  }
+}
+
+// By default a recovery request is sent; with several recovery procedures only where a key was
+// selected (a search) or the request flag was set by hand. Entry 0 gets a key generated on the
+// card every time, entry 1 asks for recovery.
+TEST_F(IssueCardKeys, RequestFlagRule) {
+  const std::string original = archived_key_card("flag-00", "Rita Flag");
+  ASSERT_FALSE(original.empty());
+  struct Case {
+    std::string card, token_procedure;
+    std::vector<std::string> options;
+    bool recovered;
+  };
+  const std::string serial_search = [&] {
+    auto x509 = run({"openssl", "x509", "-inform", "DER", "-in", tmp_->file("flag-00-cert.der"),
+                     "-noout", "-serial"});
+    return "1=serial:" +
+           x509.out.substr(x509.out.find('=') + 1, x509.out.find('\n') - x509.out.find('=') - 1);
+  }();
+  const Case cases[] = {
+      {"flag-01", "smartcard-recover-two", {}, false},  // several: not sent by default
+      {"flag-02", "smartcard-recover-two", {"--request", "1=yes"}, true},
+      {"flag-03", "smartcard-recover-two", {"--search", serial_search}, true},
+      {"flag-04", "smartcard-recover", {}, true},  // one recovery procedure: sent by default
+      {"flag-05", "smartcard-recover", {"--request", "1=no"}, false},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.card);
+    blank_card(c.card);
+    std::vector<std::string> options = {
+        "--token-procedure", c.token_procedure, "--action",      "0=add",
+        "--action",          "1=recover",       "--workflow-id", c.card + "-issue"};
+    options.insert(options.end(), c.options.begin(), c.options.end());
+    auto issued = issue(conf2(), c.card, "Rita Flag", options);
+    ASSERT_EQ(issued.exit_code, 0) << issued.out << issued.err;
+    const std::string held = list_objects(c.card);
+    EXPECT_EQ(count(held, "Public Key Object"), c.recovered ? 2 : 1) << held;
+    EXPECT_EQ(count(held, "Certificate Object"), c.recovered ? 2 : 1) << held;
+    EXPECT_EQ(count(held, "Public Key Object; EC"), 1) << held;  // entry 0, made on the card
+    if (c.recovered) {
+      EXPECT_EQ(public_key(c.card, "pubkey", "persoflow key"), original);
+    }
+  }
+}
+
+// 'replace CA certificates': the CA certificate the CM host returns replaces the one the card
+// came with (an old CA written by pkcs11-tool).
+TEST_F(IssueCardKeys, CaCertificatesReplacedOnTheCard) {
+  blank_card("ca-01");
+  const std::string old_key = tmp_->file("old-ca.key"), old_pem = tmp_->file("old-ca.pem"),
+                    old_der = tmp_->file("old-ca.der");
+  ASSERT_EQ(
+      run({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+           "-nodes", "-subj", "/CN=Old Card CA", "-days", "3", "-keyout", old_key, "-out", old_pem})
+          .exit_code,
+      0);
+  ASSERT_EQ(run({"openssl", "x509", "-in", old_pem, "-outform", "DER", "-out", old_der}).exit_code,
+            0);
+  ASSERT_EQ(run({"/usr/bin/env", softhsm(), "pkcs11-tool", "--module", kModule, "--token-label",
+                 "ca-01", "--login", "--pin", "123456", "--write-object", old_der, "--type", "cert",
+                 "--label", "CA certificate", "--id", "01"})
+                .exit_code,
+            0);
+  ASSERT_NE(list_objects("ca-01").find("CN=Old Card CA"), std::string::npos);
+  auto issued = issue(conf(), "ca-01", "Cora Ca", {"--token-procedure", "smartcard-standard"});
+  ASSERT_EQ(issued.exit_code, 0) << issued.out << issued.err;
+  const std::string held = list_objects("ca-01");
+  EXPECT_EQ(held.find("CN=Old Card CA"), std::string::npos) << held;
+  EXPECT_NE(held.find("CN=persoflow CA"), std::string::npos) << held;
+  EXPECT_EQ(count(held, "label:      CA certificate"), 1) << held;
+  // The CA certificate on the card is the CM host's: openssl compares it with ca.pem.
+  const std::string der = tmp_->file("ca-01-ca.der");
+  ASSERT_EQ(
+      run({"/usr/bin/env", softhsm(), "pkcs11-tool", "--module", kModule, "--token-label", "ca-01",
+           "--read-object", "--type", "cert", "--label", "CA certificate", "-o", der})
+          .exit_code,
+      0);
+  auto on_card = run({"openssl", "x509", "-inform", "DER", "-in", der, "-noout", "-fingerprint"});
+  auto cm_ca = run({"openssl", "x509", "-in", (dir_ / "cm" / "ca" / "ca.pem").string(), "-noout",
+                    "-fingerprint"});
+  EXPECT_EQ(on_card.out, cm_ca.out);
+}
+
+// A token procedure needing the operator PIN (the CM database holds none): without the
+// station's operator_pin_file the workflow waits in OperatorPinAwaited, saying what to do;
+// resumed with one, it finishes.
+TEST_F(IssueCardKeys, OperatorPinAskedWhereTheProcedureNeedsOne) {
+  blank_card("op-01");
+  auto waiting = issue(conf(), "op-01", "Otto Operator",
+                       {"--token-procedure", "smartcard-operator", "--workflow-id", "otto-1"});
+  EXPECT_EQ(waiting.exit_code, 1) << waiting.out << waiting.err;
+  EXPECT_NE(waiting.out.find("OperatorPinAwaited"), std::string::npos) << waiting.out;
+  EXPECT_NE((waiting.out + waiting.err).find("set operator_pin_file"), std::string::npos)
+      << waiting.out << waiting.err;
+  EXPECT_EQ(list_objects("op-01").find("persoflow certificate"), std::string::npos)
+      << "nothing written before the operator PIN";
+  auto resumed = issue(conf_operator(), "op-01", "Otto Operator",
+                       {"--token-procedure", "smartcard-operator", "--workflow-id", "otto-1"});
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.out << resumed.err;
+  const std::string held = list_objects("op-01");
+  EXPECT_NE(held.find("persoflow certificate"), std::string::npos) << held;
+  EXPECT_NE(held.find("CN=persoflow CA"), std::string::npos) << held;
+  EXPECT_EQ(certificates_for(dir_, "Otto Operator"), 1);
+  auto journal = run(
+      {"sh", "-c", "grep -c 12345678 " + (dir_ / "station" / "journal.db").string() + " || true"});
+  EXPECT_EQ(journal.out, "0\n") << "the operator PIN is not in the journal";
+}
+
+// Every card PIN mode end to end: the new PIN opens the card (pkcs11-tool logs in with it), and
+// no file under the demo folder (journal, CM database and audit log, logs, state) holds it.
+TEST_F(IssueCardKeys, EveryPinModeSetsAPinThatOpensTheCardAndIsNowhereOnDisk) {
+  std::vector<std::pair<std::string, std::string>> pins;  // card, PIN
+
+  blank_card("pin-entered");
+  auto entered =
+      run({persoflow_binary(), "issue", "card", "--config", conf(), "--token", "pin-entered",
+           "--field", "CN=Pia Entered", "--pin", "entered", "--pin-fd", "0"},
+          "97531864\n97531864\n");
+  ASSERT_EQ(entered.exit_code, 0) << entered.out << entered.err;
+  EXPECT_NE(entered.err.find("not checked against the card's PIN policy"), std::string::npos)
+      << entered.err;
+  pins.emplace_back("pin-entered", "97531864");
+
+  blank_card("pin-shown");
+  auto shown = issue(conf(), "pin-shown", "Pia Shown", {"--pin", "generated"});
+  ASSERT_EQ(shown.exit_code, 0) << shown.out << shown.err;
+  const auto at = shown.out.find("shown once): ");
+  ASSERT_NE(at, std::string::npos) << shown.out;
+  pins.emplace_back("pin-shown", shown.out.substr(at + 13, 8));
+
+  blank_card("pin-mailer");
+  auto mailed = issue(conf(), "pin-mailer", "Pia Mailer",
+                      {"--pin", "mailer", "--mail-to", "pia@example.org"});
+  ASSERT_EQ(mailed.exit_code, 0) << mailed.out << mailed.err;
+  EXPECT_EQ(mailed.out.find("shown once"), std::string::npos) << mailed.out;
+  const auto queued = mailed.out.find("PIN letter PL-");
+  ASSERT_NE(queued, std::string::npos) << mailed.out;
+  const std::string mailer_id = mailed.out.substr(queued + 11, 13);
+
+  // A pre-printed PIN/PUK letter, printed before it is bound (its PIN is then only on paper).
+  auto made = run({persoflow_binary(), "cm", "pin-letters", "preprint", "--count", "1", "--dir",
+                   (dir_ / "cm").string()});
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  const std::string letter_id = made.out.substr(0, made.out.find('\n'));
+  auto letter_pin = [&](const std::string& id) {
+    auto printed = run({persoflow_binary(), "cm", "pin-letters", "print", id, "--format", "text",
+                        "--dir", (dir_ / "cm").string()});
+    EXPECT_EQ(printed.exit_code, 0) << printed.err;
+    const auto p = printed.out.find("Your PIN: ");
+    if (p == std::string::npos) return std::string("?");
+    return printed.out.substr(p + 10, printed.out.find('\n', p) - p - 10);
+  };
+  const std::string preprinted_pin = letter_pin(letter_id);
+  blank_card("pin-letter");
+  auto bound =
+      issue(conf(), "pin-letter", "Pia Letter", {"--pin", "letter", "--pin-letter-id", letter_id});
+  ASSERT_EQ(bound.exit_code, 0) << bound.out << bound.err;
+  pins.emplace_back("pin-letter", preprinted_pin);
+  pins.emplace_back("pin-mailer", letter_pin(mailer_id));
+
+  for (const auto& [card, pin] : pins) {
+    SCOPED_TRACE(card + " " + pin);
+    auto login = run({"/usr/bin/env", softhsm(), "pkcs11-tool", "--module", kModule,
+                      "--token-label", card, "--login", "--pin", pin, "--list-objects"});
+    EXPECT_EQ(login.exit_code, 0) << login.out << login.err;
+    EXPECT_NE(login.out.find("Private Key Object"), std::string::npos) << login.out;
+    auto grep = run({"grep", "-rl", "--", pin, dir_.string()});
+    EXPECT_EQ(grep.out, "") << "the PIN is on disk";
+  }
+}
+
+// The same through `station run`: a queue line with a token procedure, actions by entry and the
+// PIN mailer.
+TEST_F(IssueCardKeys, QueueLineWithKeysFromTheCmHostAndThePinMailer) {
+  blank_card("queue-01");
+  const std::string queue = tmp_->file("keys-queue.jsonl");
+  std::ofstream(queue) << R"({"workflow_id": "queue-01-issue", "token_label": "queue-01", )"
+                       << R"("token_procedure": "smartcard-archive", "actions": {"0": "add"}, )"
+                       << R"("pin_delivery": "mailer", "mail_to": "quinn@example.org", )"
+                       << R"("subject": {"CN": "Quinn Queue"}})"
+                       << "\n";
+  auto ran = run({persoflow_binary(), "station", "run", "--config", conf(), "--queue", queue});
+  ASSERT_EQ(ran.exit_code, 0) << ran.out << ran.err;
+  EXPECT_NE(ran.out.find("PIN letter PL-"), std::string::npos) << ran.out;
+  const std::string held = list_objects("queue-01");
+  EXPECT_EQ(count(held, "Public Key Object; RSA 2048"), 1) << held;
+  EXPECT_EQ(certificates_for(dir_, "Quinn Queue"), 1);
+}
+
+TEST_F(IssueCardKeys, BadKeyOptionsAreRefused) {
+  auto no_procedure = issue(conf(), "keys-01", "X", {"--action", "0=recover"});
+  EXPECT_EQ(no_procedure.exit_code, 2);
+  EXPECT_NE(no_procedure.err.find("recover needs a token procedure"), std::string::npos)
+      << no_procedure.err;
+  auto bad_action = issue(conf(), "keys-01", "X", {"--action", "0=redo"});
+  EXPECT_EQ(bad_action.exit_code, 2);
+  EXPECT_NE(bad_action.err.find("ENTRY=add|recover|blank"), std::string::npos) << bad_action.err;
+  auto search_on_add = issue(
+      conf(), "keys-01", "X",
+      {"--token-procedure", "smartcard-recover", "--action", "0=add", "--search", "0=serial:01"});
+  EXPECT_EQ(search_on_add.exit_code, 2);
+  EXPECT_NE(search_on_add.err.find("entry whose action is recover"), std::string::npos)
+      << search_on_add.err;
+  auto bad_flag = issue(
+      conf(), "keys-01", "X",
+      {"--token-procedure", "smartcard-recover", "--action", "0=recover", "--request", "0=maybe"});
+  EXPECT_EQ(bad_flag.exit_code, 2);
+  EXPECT_NE(bad_flag.err.find("not default, yes or no"), std::string::npos) << bad_flag.err;
+  auto bad_search = issue(conf(), "keys-01", "X",
+                          {"--token-procedure", "smartcard-recover", "--action", "0=recover",
+                           "--search", "0=colour:red"});
+  EXPECT_EQ(bad_search.exit_code, 2);
+  auto no_address = issue(conf(), "keys-01", "X", {"--pin", "mailer"});
+  EXPECT_EQ(no_address.exit_code, 2);
+  EXPECT_NE(no_address.err.find("mail_to"), std::string::npos) << no_address.err;
+  auto no_letter = issue(conf(), "keys-01", "X", {"--pin", "letter"});
+  EXPECT_EQ(no_letter.exit_code, 2);
+  auto bad_mode = issue(conf(), "keys-01", "X", {"--pin", "1234"});
+  EXPECT_EQ(bad_mode.exit_code, 2);
+  EXPECT_NE(bad_mode.err.find("pin_delivery must be"), std::string::npos) << bad_mode.err;
+  auto help = run({persoflow_binary(), "issue", "card", "--help"});
+  EXPECT_EQ(help.exit_code, 0);
+  EXPECT_NE(help.out.find("--token-procedure"), std::string::npos) << help.out;
+}
+
+}  // namespace

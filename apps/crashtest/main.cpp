@@ -164,11 +164,8 @@ class Harness {
                    ? std::optional(FaultSpec{spec.point, spec.nth})
                    : std::nullopt);
     const auto command = scenario.station_command(trial);
-    auto run = [&](int n, const std::vector<std::string>& e) {
-      return run_program(command, e, (trial.dir / ("run" + std::to_string(n) + ".out")).string(),
-                         (trial.dir / ("run" + std::to_string(n) + ".err")).string(), kRunTimeout);
-    };
-    ProcessResult r = run(1, env);
+    ProcessResult r = run_program(command, env, (trial.dir / "run1.out").string(),
+                                  (trial.dir / "run1.err").string(), kRunTimeout);
     const long cm_connections = proxy_.connections();
     proxy_.arm(std::nullopt);
     switch (spec.kind) {
@@ -203,7 +200,10 @@ class Harness {
     }
     while (r.exit_code != 0 && res.restarts < kMaxRestarts) {
       ++res.restarts;
-      r = run(1 + res.restarts, {});
+      r = run_program(scenario.restart_command(trial), {},
+                      (trial.dir / ("run" + std::to_string(1 + res.restarts) + ".out")).string(),
+                      (trial.dir / ("run" + std::to_string(1 + res.restarts) + ".err")).string(),
+                      kRunTimeout);
       if (r.timed_out) {
         res.violations.push_back("restart " + std::to_string(res.restarts) +
                                  " did not end within " + std::to_string(kRunTimeout.count()) +
@@ -262,21 +262,34 @@ class Harness {
             .exit_code != 0) {
       res.violations.push_back("persoflow journal verify fails: " + verify.substr(0, 200));
     }
-    const auto pins = shown_pins(trial);
-    check_no_pin_in_clear(trial, pins, res);
+    auto pins = shown_pins(trial);
+    check_no_pin_in_clear(trial, pins, res, /*display_allowed=*/true);
+    const auto given = scenario.given_pins(trial);
+    check_no_pin_in_clear(trial, given, res, /*display_allowed=*/false);
+    pins.insert(given.begin(), given.end());
     CheckResult out;
     scenario.check(trial, ends, pins, out);
     res.violations.insert(res.violations.end(), out.violations.begin(), out.violations.end());
     return out.tears;
   }
 
-  // The PIN display lines of every run: "PIN for card S (WF, shown once): PIN".
+  // The PIN display lines of every run: "PIN for card S (WF, shown once): PIN" and "PIN of the
+  // soft token WF (shown once): PIN".
   static std::map<std::string, std::string> shown_pins(const Trial& trial) {
     std::map<std::string, std::string> pins;
     for (int n = 1; n <= 1 + kMaxRestarts; ++n) {
       std::istringstream in(read_text(trial.dir / ("run" + std::to_string(n) + ".out")));
       std::string line;
+      constexpr std::string_view kSoftToken = "PIN of the soft token ";
+      constexpr std::string_view kSoftTokenEnd = " (shown once): ";
       while (std::getline(in, line)) {
+        if (line.rfind(kSoftToken, 0) == 0) {
+          const auto close = line.find(kSoftTokenEnd);
+          if (close == std::string::npos) continue;
+          pins[line.substr(kSoftToken.size(), close - kSoftToken.size())] =
+              line.substr(close + kSoftTokenEnd.size());
+          continue;
+        }
         const auto open = line.find(" (");
         const auto close = line.find(", shown once): ");
         if (line.rfind("PIN for card ", 0) != 0 || open == std::string::npos ||
@@ -290,9 +303,10 @@ class Harness {
   }
 
   // A shown PIN may appear on the display (run*.out) only: not in the journal, the station's
-  // files and logs, the CM host's database or log.
+  // files and logs, the CM host's database or log. A PIN the trial gave the station may appear
+  // nowhere (display_allowed false).
   void check_no_pin_in_clear(const Trial& trial, const std::map<std::string, std::string>& pins,
-                             TrialResult& res) {
+                             TrialResult& res, bool display_allowed) {
     if (pins.empty()) return;
     std::vector<fs::path> files;
     std::error_code ec;
@@ -304,7 +318,8 @@ class Harness {
         continue;
       }
       const std::string name = p.filename().string();
-      if (it->is_regular_file(ec) && !(name.rfind("run", 0) == 0 && p.extension() == ".out")) {
+      const bool display = name.rfind("run", 0) == 0 && p.extension() == ".out";
+      if (it->is_regular_file(ec) && !(display && display_allowed)) {
         files.push_back(p);
       }
     }
@@ -449,7 +464,8 @@ int run(int argc, char** argv) {
   opts.add_options()("help,h", "show this help")(
       "list", "list the scenarios and the numbered fault points, and exit")(
       "quick", "a short run: 1 card, N = 1 and the last operation per fault point, 8 SIGKILLs")(
-      "scenario", po::value<std::string>(), "scenarios to run, comma-separated (default: all)")(
+      "scenario", po::value<std::string>(), "scenarios to run, comma-separated: issue-card, update-tc, softtoken, reissue (= "
+      "reissue-csr,reissue-card) or all (the default)")(
       "faults", po::value<std::string>(),
       "fault points to inject, numbers or names, comma-separated (default: all; 13 = SIGKILL)")(
       "kills", po::value<long>(), "SIGKILL trials per scenario, sampled by --seed (default: all)")(
@@ -507,10 +523,15 @@ int run(int argc, char** argv) {
   if (vm.count("scenario")) {
     std::vector<std::unique_ptr<Scenario>> chosen;
     for (const auto& name : split(vm["scenario"].as<std::string>())) {
-      auto it = std::find_if(scenarios.begin(), scenarios.end(),
-                             [&](const auto& s) { return s && s->name() == name; });
-      if (it == scenarios.end()) return usage_error("no scenario '" + name + "' (see --list)");
-      chosen.push_back(std::move(*it));
+      // "all", a scenario's name, or a family: "reissue" is reissue-csr and reissue-card.
+      bool any = false;
+      for (auto& s : scenarios) {
+        if (name == "all" || (s && (s->name() == name || s->name().rfind(name + "-", 0) == 0))) {
+          any = any || s != nullptr || name == "all";
+          if (s) chosen.push_back(std::move(s));
+        }
+      }
+      if (!any) return usage_error("no scenario '" + name + "' (see --list)");
     }
     scenarios = std::move(chosen);
   }
@@ -542,6 +563,17 @@ int run(int argc, char** argv) {
   std::cout << "persoflow-crashtest: " << ctx.cards << " card(s) per trial, seed "
             << vm["seed"].as<unsigned>() << ", in " << dir.string() << std::endl;
 
+  ctx.recovery_cert = dir / "recovery.pem";
+  ctx.recovery_key = dir / "recovery.key";
+  if (run_program({"/usr/bin/openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj",
+                   "/CN=persoflow crashtest key recovery", "-days", "2", "-keyout",
+                   ctx.recovery_key.string(), "-out", ctx.recovery_cert.string()},
+                  {}, "", (dir / "recovery.err").string(), seconds(60))
+          .exit_code != 0) {
+    std::cerr << "persoflow-crashtest: openssl req failed; see " << (dir / "recovery.err").string()
+              << "\n";
+    return 1;
+  }
   CmHost cm;
   ctx.cm_dir = dir / "cm";
   ctx.officer_password = dir / "officer.password";

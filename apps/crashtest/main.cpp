@@ -52,7 +52,9 @@ struct TrialSpec {
   enum class Kind { kBaseline, kFault, kKill } kind = Kind::kBaseline;
   FaultPoint point = FaultPoint::kProcessKilled;
   long nth = 0;
-  std::string crash_point;  // kKill
+  std::string crash_point;  // kKill: a crash point, or kTimed (SIGKILL from outside, nth ms in)
+  static constexpr const char* kTimed = "timed";
+  bool timed() const { return kind == Kind::kKill && crash_point == kTimed; }
 
   std::string text() const {
     switch (kind) {
@@ -74,6 +76,7 @@ struct TrialSpec {
   // The matrix row.
   std::string row() const {
     if (kind == Kind::kBaseline) return "-  baseline (no fault)";
+    if (kind == Kind::kKill && timed()) return "13 SIGKILL at a random moment";
     if (kind == Kind::kKill) return "13 SIGKILL at " + crash_point;
     std::ostringstream s;
     s << std::left << std::setw(3) << fault_number(point) << fault_point_info(point).name;
@@ -157,21 +160,30 @@ class Harness {
     if (spec.kind == TrialSpec::Kind::kFault && !is_cm_link(spec.point)) {
       env.push_back("PERSOFLOW_FAULT=" + spec.text());
     }
-    if (spec.kind == TrialSpec::Kind::kKill) {
+    if (spec.kind == TrialSpec::Kind::kKill && !spec.timed()) {
       env.push_back("PERSOFLOW_CRASH_AT=" + spec.crash_point + ":" + std::to_string(spec.nth));
     }
     proxy_.arm(spec.kind == TrialSpec::Kind::kFault && is_cm_link(spec.point)
                    ? std::optional(FaultSpec{spec.point, spec.nth})
                    : std::nullopt);
     const auto command = scenario.station_command(trial);
+    const auto first_started = std::chrono::steady_clock::now();
     ProcessResult r = run_program(command, env, (trial.dir / "run1.out").string(),
-                                  (trial.dir / "run1.err").string(), kRunTimeout);
+                                  (trial.dir / "run1.err").string(),
+                                  spec.timed() ? milliseconds(spec.nth) : kRunTimeout);
+    if (spec.timed() && r.timed_out) {  // the harness's SIGKILL, not a hang
+      r.timed_out = false;
+      r.exit_code = 128 + SIGKILL;
+    }
     const long cm_connections = proxy_.connections();
     proxy_.arm(std::nullopt);
     switch (spec.kind) {
       case TrialSpec::Kind::kBaseline:
         res.fired = true;
         baseline_cm_connections_ = cm_connections;
+        baseline_run_ms_ = std::chrono::duration_cast<milliseconds>(
+                               std::chrono::steady_clock::now() - first_started)
+                               .count();
         break;
       case TrialSpec::Kind::kFault:
         res.fired = is_cm_link(spec.point)
@@ -225,6 +237,7 @@ class Harness {
   }
 
   long baseline_cm_connections() const { return baseline_cm_connections_; }
+  long baseline_run_ms() const { return baseline_run_ms_; }
 
  private:
   // The generic invariants, then the scenario's; returns the SoftHSM2 tears the scenario saw.
@@ -341,6 +354,7 @@ class Harness {
   sim::FaultProxy& proxy_;
   fs::path run_dir_;
   long baseline_cm_connections_ = 0;
+  long baseline_run_ms_ = 0;
 };
 
 // ----- The CM host -----
@@ -470,6 +484,9 @@ int run(int argc, char** argv) {
       "fault points to inject, numbers or names, comma-separated (default: all; 13 = SIGKILL)")(
       "kills", po::value<long>(), "SIGKILL trials per scenario, sampled by --seed (default: all)")(
       "seed", po::value<unsigned>()->default_value(1), "seed of the SIGKILL sampling")(
+      "timed-kills", po::value<long>(),
+      "SIGKILLs from outside at seeded random moments of the first run, per scenario "
+      "(default 0; --quick 1)")(
       "cards", po::value<int>(), "cards per trial (default 2; --quick 1)")(
       "max-per-point", po::value<long>(),
       "at most this many N per fault point, spread over its operations (default: all)")(
@@ -503,11 +520,13 @@ int run(int argc, char** argv) {
   RunContext ctx;
   ctx.cards = vm.count("cards") ? vm["cards"].as<int>() : (quick ? 1 : 2);
   if (ctx.cards < 1 || ctx.cards > 32) return usage_error("--cards must be 1..32");
-  const long kills = vm.count("kills") ? vm["kills"].as<long>() : (quick ? 8 : -1);
-  if (vm.count("kills") && kills < 0) return usage_error("--kills must be >= 0");
-  const long max_per_point =
+  const long all_kills = vm.count("kills") ? vm["kills"].as<long>() : (quick ? 8 : -1);
+  if (vm.count("kills") && all_kills < 0) return usage_error("--kills must be >= 0");
+  const long timed_kills = vm.count("timed-kills") ? vm["timed-kills"].as<long>() : (quick ? 1 : 0);
+  if (timed_kills < 0) return usage_error("--timed-kills must be >= 0");
+  const long all_max_per_point =
       vm.count("max-per-point") ? vm["max-per-point"].as<long>() : (quick ? 2 : 0);
-  if (vm.count("max-per-point") && max_per_point < 1) {
+  if (vm.count("max-per-point") && all_max_per_point < 1) {
     return usage_error("--max-per-point must be >= 1");
   }
   std::set<int> faults;
@@ -606,8 +625,16 @@ int run(int argc, char** argv) {
     for (const auto& v : r.violations) std::cout << "      " << v << "\n";
     results.push_back(r);
   };
+  const std::set<int> all_faults = faults;
   for (auto& scenario : scenarios) {
     std::cout << "\nscenario " << scenario->name() << ": " << scenario->summary() << std::endl;
+    // --quick: the first scenario as above; each other one a few trials (a card pulled, an
+    // unknown commit outcome, a lost CM answer, 3 SIGKILLs), so the short run stays short.
+    const bool light = quick && scenario != scenarios.front();
+    const std::set<int> faults =
+        light ? std::set<int>{1, 7, 11, fault_number(FaultPoint::kProcessKilled)} : all_faults;
+    const long max_per_point = light ? 1 : all_max_per_point;
+    const long kills = light ? 3 : all_kills;
     if (only) {
       report(harness.run_trial(*scenario, *only, ++index));
       continue;
@@ -673,6 +700,24 @@ int run(int argc, char** argv) {
         });
       }
       for (const auto& spec : points) report(harness.run_trial(*scenario, spec, index++));
+    }
+    // 4. SIGKILL from outside at seeded random moments of the first run (between the commit
+    //    boundaries too: inside a card write, a CMP exchange, a PKCS#12 write).
+    if (timed_kills > 0 && faults.count(fault_number(FaultPoint::kProcessKilled))) {
+      std::mt19937 rng(vm["seed"].as<unsigned>() * 7919u + static_cast<unsigned>(index));
+      const long span = std::max<long>(harness.baseline_run_ms(), 200);
+      std::uniform_int_distribution<long> moment(20, span);
+      std::set<long> moments;
+      while (static_cast<long>(moments.size()) < std::min(timed_kills, span - 19)) {
+        moments.insert(moment(rng));
+      }
+      for (long ms : moments) {
+        TrialSpec spec;
+        spec.kind = TrialSpec::Kind::kKill;
+        spec.crash_point = TrialSpec::kTimed;
+        spec.nth = ms;
+        report(harness.run_trial(*scenario, spec, index++));
+      }
     }
   }
 

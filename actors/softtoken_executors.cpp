@@ -432,7 +432,9 @@ Result<Event> ask_operator(SoftTokenRa& ra, const Command& c, const CommandConte
   if (ask == "pin") {
     // Asked twice without echo; an empty entry (the officer cancels) falls back to a generated
     // PIN, shown once.
-    const std::string ref = "pin-" + machines::wf::derive_id(ctx.idempotency_key, "entered");
+    // "pin-entered-": no delivery step follows, so WritePkcs12 deletes it (pin_after_pkcs12).
+    const std::string ref =
+        "pin-entered-" + machines::wf::derive_id(ctx.idempotency_key, "entered");
     if (fs::exists(secret_file(ra.impl(), ref))) {
       return event("PinEntered", {{"pin_index", field(c, "pin_index")}, {"pin_ref", ref}});
     }
@@ -770,8 +772,24 @@ std::string p12_path(const std::string& path, int n) {
       .string();
 }
 
+// An entered PIN and a PIN letter's PIN have no delivery step after the PKCS#12 is written: the
+// RA's copy must go with it, or the token's PIN stays in clear on the station's disk (found by
+// persoflow-crashtest, softtoken). A generated PIN stays for ShowPinOnce / QueuePinLetter.
+bool pin_after_pkcs12_is_unused(const std::string& ref) {
+  return ref.rfind("pin-entered-", 0) == 0 || ref.rfind("pin-letter-", 0) == 0;
+}
+
 Result<Event> write_pkcs12(Impl& ra, const Command& c) {
-  PF_ASSIGN_OR_RETURN(std::string pin, secret(ra, field(c, "pin_ref")));
+  const std::string pin_ref = field(c, "pin_ref");
+  if (pin_after_pkcs12_is_unused(pin_ref) && !fs::exists(secret_file(ra, pin_ref))) {
+    // An earlier attempt wrote every file and deleted the PIN after them.
+    bool all_written = true;
+    for (int k = 0; c.fields.count(item("cert", k, "ref")); ++k) {
+      all_written = all_written && fs::exists(p12_path(field(c, "path"), k));
+    }
+    if (all_written) return event("Pkcs12Written");
+  }
+  PF_ASSIGN_OR_RETURN(std::string pin, secret(ra, pin_ref));
   PF_ASSIGN_OR_RETURN(auto chain_owned, pr::read_pem_certs(ra.config.cm_ca));
   std::vector<X509*> chain;
   for (auto& ca : chain_owned) chain.push_back(ca.get());
@@ -805,6 +823,10 @@ Result<Event> write_pkcs12(Impl& ra, const Command& c) {
       std::error_code ec;
       fs::remove(key_file(ra, ref.substr(6)), ec);
     }
+  }
+  if (pin_after_pkcs12_is_unused(pin_ref)) {
+    std::error_code ec;
+    fs::remove(secret_file(ra, pin_ref), ec);
   }
   return event("Pkcs12Written");
 }
@@ -866,7 +888,8 @@ Result<Event> queue_pin_letter(SoftTokenRa& ra, const Command& c, const CommandC
 // token's PIN.
 Result<Event> resolve_pin_letter(SoftTokenRa& ra, const Command& c, const CommandContext& ctx) {
   Impl& st = ra.impl();
-  const std::string ref = "pin-" + machines::wf::derive_id(ctx.idempotency_key, "letter");
+  // "pin-letter-": no delivery step follows, so WritePkcs12 deletes it (pin_after_pkcs12).
+  const std::string ref = "pin-letter-" + machines::wf::derive_id(ctx.idempotency_key, "letter");
   const Fields done{{"pin_index", field(c, "pin_index")}, {"pin_ref", ref}};
   if (fs::exists(secret_file(st, ref))) return event("PinLetterResolved", done);
   const std::string tid = machines::wf::derive_id(ctx.idempotency_key, "pin-letter-bind");

@@ -64,7 +64,11 @@ int run_workflow(const std::shared_ptr<ac::ReissueStation>& station, const std::
   }
   Status started = first ? (*runtime)->start(wf, "reissue", std::move(*first))
                          : (*runtime)->resume(wf);
-  if (!started) {
+  // Resuming a workflow that already ended (a run killed after its last step was journaled):
+  // nothing runs, and its end is reported from the journal below.
+  const bool ended = !first && !started && started.code() == make_error_code(Errc::kRejected) &&
+                     started.message().find("; there is nothing to resume") != std::string::npos;
+  if (!started && !ended) {
     std::cerr << "persoflow reissue: " << started.message() << "\n";
     return 1;
   }

@@ -274,7 +274,7 @@ class Simulation {
 
   void start_command(const Command& c, const CommandContext& ctx, Completion done) {
     ++report_.commands_run;
-    const Duration latency = latency_of(c);
+    Duration latency = latency_of(c);  // a late CM answer (cm_fault) makes it longer
     CardRun& run = run_of(ctx.workflow_id);
     run.device += latency;
     trace("run " + ctx.idempotency_key + " " + c.type + " #" + std::to_string(ctx.attempt) + " " +
@@ -306,11 +306,50 @@ class Simulation {
       const Duration out_for = std::chrono::milliseconds(1'000 + rng_.below(5'000));
       clock_->schedule_after(pull_at, [this, id = ctx.workflow_id, out_for] { pull(id, out_for); });
     }
+    if (c.type == "SubmitToCm" && o_.cm_fault_share > 0 && rng_.chance(o_.cm_fault_share) &&
+        cm_fault(c, ctx, latency, done)) {
+      return;
+    }
     clock_->schedule_after(latency, [this, c, ctx, done = std::move(done)] {
       Result<Event> result = carry_out(c, ctx);
       if (!result) trace("fail " + ctx.idempotency_key + " " + result.status().message());
       done(std::move(result));
     });
+  }
+
+  // One simulated CM link fault for this submission attempt. Returns false for a late answer
+  // (the caller carries the command out after `latency`, made longer here).
+  bool cm_fault(const Command& c, const CommandContext& ctx, Duration& latency, Completion& done) {
+    auto fail_after = [&](Duration after, Status status, bool reached_cm) {
+      trace("cm-fault " + ctx.idempotency_key + " " + status.message());
+      clock_->schedule_after(after, [this, c, ctx, reached_cm, status = std::move(status),
+                                     done = std::move(done)] {
+        if (reached_cm) (void)carry_out(c, ctx);  // the CM acted; its answer is lost
+        done(status);
+      });
+      return true;
+    };
+    switch (rng_.below(4)) {
+      case 0:
+        ++report_.cm_refused;
+        return fail_after(Duration::zero(),
+                          make_status(Errc::kUnavailable, "simulated CM host refused"), false);
+      case 1:
+        ++report_.cm_timeouts;
+        return fail_after(kSimCmTimeout,
+                          make_status(Errc::kTimeout, "simulated CM host timed out"), false);
+      case 2:
+        ++report_.cm_dropped;
+        return fail_after(latency,
+                          make_status(Errc::kUnavailable,
+                                      "simulated CM link dropped after the request"),
+                          true);
+      default:
+        ++report_.cm_late;
+        trace("cm-late " + ctx.idempotency_key);
+        latency += kSimCmLateBy;
+        return false;
+    }
   }
 
   Event reinserted_event(const CardRun& run) {

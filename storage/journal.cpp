@@ -1135,6 +1135,18 @@ Result<std::unique_ptr<Journal>> open_journal(const std::string& path, OpenOptio
   if (exists && ::access(path.c_str(), R_OK) != 0) {
     return make_status(Errc::kPermissionDenied, "journal " + path + " is not readable");
   }
+  if (exists && !options.read_only && fs::file_size(path + "-journal", ec) > 0 && !ec) {
+    // A process killed while it created the journal (before WAL mode) left a hot rollback
+    // journal, which only a writer may roll back: the read-only probe below would fail with
+    // SQLITE_READONLY forever (found by persoflow-crashtest, a SIGKILL 106 ms into a first run).
+    sqlite3* db = nullptr;
+    if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) == SQLITE_OK) {
+      sqlite3_busy_timeout(db, kBusyTimeoutMs);
+      (void)query_one(db, "SELECT count(*) FROM sqlite_schema");  // rolls the hot journal back
+    }
+    sqlite3_close_v2(db);
+    exists = ::stat(path.c_str(), &st) == 0;
+  }
   bool fresh = !exists || st.st_size == 0;
   if (fresh && options.read_only) {
     return make_status(Errc::kCorrupt, path + " is empty: not a persoflow journal");

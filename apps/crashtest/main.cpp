@@ -52,7 +52,9 @@ struct TrialSpec {
   enum class Kind { kBaseline, kFault, kKill } kind = Kind::kBaseline;
   FaultPoint point = FaultPoint::kProcessKilled;
   long nth = 0;
-  std::string crash_point;  // kKill
+  std::string crash_point;  // kKill: a crash point, or kTimed (SIGKILL from outside, nth ms in)
+  static constexpr const char* kTimed = "timed";
+  bool timed() const { return kind == Kind::kKill && crash_point == kTimed; }
 
   std::string text() const {
     switch (kind) {
@@ -74,6 +76,7 @@ struct TrialSpec {
   // The matrix row.
   std::string row() const {
     if (kind == Kind::kBaseline) return "-  baseline (no fault)";
+    if (kind == Kind::kKill && timed()) return "13 SIGKILL at a random moment";
     if (kind == Kind::kKill) return "13 SIGKILL at " + crash_point;
     std::ostringstream s;
     s << std::left << std::setw(3) << fault_number(point) << fault_point_info(point).name;
@@ -157,24 +160,30 @@ class Harness {
     if (spec.kind == TrialSpec::Kind::kFault && !is_cm_link(spec.point)) {
       env.push_back("PERSOFLOW_FAULT=" + spec.text());
     }
-    if (spec.kind == TrialSpec::Kind::kKill) {
+    if (spec.kind == TrialSpec::Kind::kKill && !spec.timed()) {
       env.push_back("PERSOFLOW_CRASH_AT=" + spec.crash_point + ":" + std::to_string(spec.nth));
     }
     proxy_.arm(spec.kind == TrialSpec::Kind::kFault && is_cm_link(spec.point)
                    ? std::optional(FaultSpec{spec.point, spec.nth})
                    : std::nullopt);
     const auto command = scenario.station_command(trial);
-    auto run = [&](int n, const std::vector<std::string>& e) {
-      return run_program(command, e, (trial.dir / ("run" + std::to_string(n) + ".out")).string(),
-                         (trial.dir / ("run" + std::to_string(n) + ".err")).string(), kRunTimeout);
-    };
-    ProcessResult r = run(1, env);
+    const auto first_started = std::chrono::steady_clock::now();
+    ProcessResult r = run_program(command, env, (trial.dir / "run1.out").string(),
+                                  (trial.dir / "run1.err").string(),
+                                  spec.timed() ? milliseconds(spec.nth) : kRunTimeout);
+    if (spec.timed() && r.timed_out) {  // the harness's SIGKILL, not a hang
+      r.timed_out = false;
+      r.exit_code = 128 + SIGKILL;
+    }
     const long cm_connections = proxy_.connections();
     proxy_.arm(std::nullopt);
     switch (spec.kind) {
       case TrialSpec::Kind::kBaseline:
         res.fired = true;
         baseline_cm_connections_ = cm_connections;
+        baseline_run_ms_ = std::chrono::duration_cast<milliseconds>(
+                               std::chrono::steady_clock::now() - first_started)
+                               .count();
         break;
       case TrialSpec::Kind::kFault:
         res.fired = is_cm_link(spec.point)
@@ -203,7 +212,10 @@ class Harness {
     }
     while (r.exit_code != 0 && res.restarts < kMaxRestarts) {
       ++res.restarts;
-      r = run(1 + res.restarts, {});
+      r = run_program(scenario.restart_command(trial), {},
+                      (trial.dir / ("run" + std::to_string(1 + res.restarts) + ".out")).string(),
+                      (trial.dir / ("run" + std::to_string(1 + res.restarts) + ".err")).string(),
+                      kRunTimeout);
       if (r.timed_out) {
         res.violations.push_back("restart " + std::to_string(res.restarts) +
                                  " did not end within " + std::to_string(kRunTimeout.count()) +
@@ -225,6 +237,7 @@ class Harness {
   }
 
   long baseline_cm_connections() const { return baseline_cm_connections_; }
+  long baseline_run_ms() const { return baseline_run_ms_; }
 
  private:
   // The generic invariants, then the scenario's; returns the SoftHSM2 tears the scenario saw.
@@ -262,21 +275,34 @@ class Harness {
             .exit_code != 0) {
       res.violations.push_back("persoflow journal verify fails: " + verify.substr(0, 200));
     }
-    const auto pins = shown_pins(trial);
-    check_no_pin_in_clear(trial, pins, res);
+    auto pins = shown_pins(trial);
+    check_no_pin_in_clear(trial, pins, res, /*display_allowed=*/true);
+    const auto given = scenario.given_pins(trial);
+    check_no_pin_in_clear(trial, given, res, /*display_allowed=*/false);
+    pins.insert(given.begin(), given.end());
     CheckResult out;
     scenario.check(trial, ends, pins, out);
     res.violations.insert(res.violations.end(), out.violations.begin(), out.violations.end());
     return out.tears;
   }
 
-  // The PIN display lines of every run: "PIN for card S (WF, shown once): PIN".
+  // The PIN display lines of every run: "PIN for card S (WF, shown once): PIN" and "PIN of the
+  // soft token WF (shown once): PIN".
   static std::map<std::string, std::string> shown_pins(const Trial& trial) {
     std::map<std::string, std::string> pins;
     for (int n = 1; n <= 1 + kMaxRestarts; ++n) {
       std::istringstream in(read_text(trial.dir / ("run" + std::to_string(n) + ".out")));
       std::string line;
+      constexpr std::string_view kSoftToken = "PIN of the soft token ";
+      constexpr std::string_view kSoftTokenEnd = " (shown once): ";
       while (std::getline(in, line)) {
+        if (line.rfind(kSoftToken, 0) == 0) {
+          const auto close = line.find(kSoftTokenEnd);
+          if (close == std::string::npos) continue;
+          pins[line.substr(kSoftToken.size(), close - kSoftToken.size())] =
+              line.substr(close + kSoftTokenEnd.size());
+          continue;
+        }
         const auto open = line.find(" (");
         const auto close = line.find(", shown once): ");
         if (line.rfind("PIN for card ", 0) != 0 || open == std::string::npos ||
@@ -290,9 +316,10 @@ class Harness {
   }
 
   // A shown PIN may appear on the display (run*.out) only: not in the journal, the station's
-  // files and logs, the CM host's database or log.
+  // files and logs, the CM host's database or log. A PIN the trial gave the station may appear
+  // nowhere (display_allowed false).
   void check_no_pin_in_clear(const Trial& trial, const std::map<std::string, std::string>& pins,
-                             TrialResult& res) {
+                             TrialResult& res, bool display_allowed) {
     if (pins.empty()) return;
     std::vector<fs::path> files;
     std::error_code ec;
@@ -304,7 +331,8 @@ class Harness {
         continue;
       }
       const std::string name = p.filename().string();
-      if (it->is_regular_file(ec) && !(name.rfind("run", 0) == 0 && p.extension() == ".out")) {
+      const bool display = name.rfind("run", 0) == 0 && p.extension() == ".out";
+      if (it->is_regular_file(ec) && !(display && display_allowed)) {
         files.push_back(p);
       }
     }
@@ -326,6 +354,7 @@ class Harness {
   sim::FaultProxy& proxy_;
   fs::path run_dir_;
   long baseline_cm_connections_ = 0;
+  long baseline_run_ms_ = 0;
 };
 
 // ----- The CM host -----
@@ -449,11 +478,15 @@ int run(int argc, char** argv) {
   opts.add_options()("help,h", "show this help")(
       "list", "list the scenarios and the numbered fault points, and exit")(
       "quick", "a short run: 1 card, N = 1 and the last operation per fault point, 8 SIGKILLs")(
-      "scenario", po::value<std::string>(), "scenarios to run, comma-separated (default: all)")(
+      "scenario", po::value<std::string>(), "scenarios to run, comma-separated: issue-card, update-tc, softtoken, reissue (= "
+      "reissue-csr,reissue-card) or all (the default)")(
       "faults", po::value<std::string>(),
       "fault points to inject, numbers or names, comma-separated (default: all; 13 = SIGKILL)")(
       "kills", po::value<long>(), "SIGKILL trials per scenario, sampled by --seed (default: all)")(
       "seed", po::value<unsigned>()->default_value(1), "seed of the SIGKILL sampling")(
+      "timed-kills", po::value<long>(),
+      "SIGKILLs from outside at seeded random moments of the first run, per scenario "
+      "(default 0; --quick 1)")(
       "cards", po::value<int>(), "cards per trial (default 2; --quick 1)")(
       "max-per-point", po::value<long>(),
       "at most this many N per fault point, spread over its operations (default: all)")(
@@ -487,11 +520,13 @@ int run(int argc, char** argv) {
   RunContext ctx;
   ctx.cards = vm.count("cards") ? vm["cards"].as<int>() : (quick ? 1 : 2);
   if (ctx.cards < 1 || ctx.cards > 32) return usage_error("--cards must be 1..32");
-  const long kills = vm.count("kills") ? vm["kills"].as<long>() : (quick ? 8 : -1);
-  if (vm.count("kills") && kills < 0) return usage_error("--kills must be >= 0");
-  const long max_per_point =
+  const long all_kills = vm.count("kills") ? vm["kills"].as<long>() : (quick ? 8 : -1);
+  if (vm.count("kills") && all_kills < 0) return usage_error("--kills must be >= 0");
+  const long timed_kills = vm.count("timed-kills") ? vm["timed-kills"].as<long>() : (quick ? 1 : 0);
+  if (timed_kills < 0) return usage_error("--timed-kills must be >= 0");
+  const long all_max_per_point =
       vm.count("max-per-point") ? vm["max-per-point"].as<long>() : (quick ? 2 : 0);
-  if (vm.count("max-per-point") && max_per_point < 1) {
+  if (vm.count("max-per-point") && all_max_per_point < 1) {
     return usage_error("--max-per-point must be >= 1");
   }
   std::set<int> faults;
@@ -507,10 +542,15 @@ int run(int argc, char** argv) {
   if (vm.count("scenario")) {
     std::vector<std::unique_ptr<Scenario>> chosen;
     for (const auto& name : split(vm["scenario"].as<std::string>())) {
-      auto it = std::find_if(scenarios.begin(), scenarios.end(),
-                             [&](const auto& s) { return s && s->name() == name; });
-      if (it == scenarios.end()) return usage_error("no scenario '" + name + "' (see --list)");
-      chosen.push_back(std::move(*it));
+      // "all", a scenario's name, or a family: "reissue" is reissue-csr and reissue-card.
+      bool any = false;
+      for (auto& s : scenarios) {
+        if (name == "all" || (s && (s->name() == name || s->name().rfind(name + "-", 0) == 0))) {
+          any = any || s != nullptr || name == "all";
+          if (s) chosen.push_back(std::move(s));
+        }
+      }
+      if (!any) return usage_error("no scenario '" + name + "' (see --list)");
     }
     scenarios = std::move(chosen);
   }
@@ -542,6 +582,17 @@ int run(int argc, char** argv) {
   std::cout << "persoflow-crashtest: " << ctx.cards << " card(s) per trial, seed "
             << vm["seed"].as<unsigned>() << ", in " << dir.string() << std::endl;
 
+  ctx.recovery_cert = dir / "recovery.pem";
+  ctx.recovery_key = dir / "recovery.key";
+  if (run_program({"/usr/bin/openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj",
+                   "/CN=persoflow crashtest key recovery", "-days", "2", "-keyout",
+                   ctx.recovery_key.string(), "-out", ctx.recovery_cert.string()},
+                  {}, "", (dir / "recovery.err").string(), seconds(60))
+          .exit_code != 0) {
+    std::cerr << "persoflow-crashtest: openssl req failed; see " << (dir / "recovery.err").string()
+              << "\n";
+    return 1;
+  }
   CmHost cm;
   ctx.cm_dir = dir / "cm";
   ctx.officer_password = dir / "officer.password";
@@ -574,8 +625,16 @@ int run(int argc, char** argv) {
     for (const auto& v : r.violations) std::cout << "      " << v << "\n";
     results.push_back(r);
   };
+  const std::set<int> all_faults = faults;
   for (auto& scenario : scenarios) {
     std::cout << "\nscenario " << scenario->name() << ": " << scenario->summary() << std::endl;
+    // --quick: the first scenario as above; each other one a few trials (a card pulled, an
+    // unknown commit outcome, a lost CM answer, 3 SIGKILLs), so the short run stays short.
+    const bool light = quick && scenario != scenarios.front();
+    const std::set<int> faults =
+        light ? std::set<int>{1, 7, 11, fault_number(FaultPoint::kProcessKilled)} : all_faults;
+    const long max_per_point = light ? 1 : all_max_per_point;
+    const long kills = light ? 3 : all_kills;
     if (only) {
       report(harness.run_trial(*scenario, *only, ++index));
       continue;
@@ -641,6 +700,24 @@ int run(int argc, char** argv) {
         });
       }
       for (const auto& spec : points) report(harness.run_trial(*scenario, spec, index++));
+    }
+    // 4. SIGKILL from outside at seeded random moments of the first run (between the commit
+    //    boundaries too: inside a card write, a CMP exchange, a PKCS#12 write).
+    if (timed_kills > 0 && faults.count(fault_number(FaultPoint::kProcessKilled))) {
+      std::mt19937 rng(vm["seed"].as<unsigned>() * 7919u + static_cast<unsigned>(index));
+      const long span = std::max<long>(harness.baseline_run_ms(), 200);
+      std::uniform_int_distribution<long> moment(20, span);
+      std::set<long> moments;
+      while (static_cast<long>(moments.size()) < std::min(timed_kills, span - 19)) {
+        moments.insert(moment(rng));
+      }
+      for (long ms : moments) {
+        TrialSpec spec;
+        spec.kind = TrialSpec::Kind::kKill;
+        spec.crash_point = TrialSpec::kTimed;
+        spec.nth = ms;
+        report(harness.run_trial(*scenario, spec, index++));
+      }
     }
   }
 

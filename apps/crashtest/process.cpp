@@ -55,6 +55,8 @@ pid_t start(const std::vector<std::string>& argv, const std::vector<std::string>
   if (pid == 0) {
     // A crash test stopped with ^C must not leave a CM host or station running.
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    // Its own process group: a deadline kills a station started through /bin/sh with it.
+    ::setpgid(0, 0);
     int null_in = ::open("/dev/null", O_RDONLY);
     if (null_in >= 0) ::dup2(null_in, 0);
     if (out_fd >= 0) ::dup2(out_fd, 1);
@@ -76,6 +78,7 @@ ProcessResult wait_with_deadline(pid_t pid, std::chrono::milliseconds timeout) {
     if (w < 0 && errno != EINTR) return r;
     if (std::chrono::steady_clock::now() >= deadline) {
       r.timed_out = true;
+      ::kill(-pid, SIGKILL);
       ::kill(pid, SIGKILL);
       ::waitpid(pid, &status, 0);
       break;

@@ -26,6 +26,10 @@ struct RunContext {
   fs::path officer_password;  // the officer's PKCS#12 password file
   std::string cm_url;         // https://127.0.0.1:PORT of the fault proxy in front of the CM host
   int cards = 1;              // cards per trial
+  // A certificate and key of the harness's own, that archived keys are recovered for (cm keys
+  // recover --recipient) so that a check can open them.
+  fs::path recovery_cert;
+  fs::path recovery_key;
 };
 
 struct Trial {
@@ -57,19 +61,27 @@ class Scenario {
   virtual Status prepare(const Trial& trial) = 0;
   // The station command that does the work; run unchanged again after an interruption.
   virtual std::vector<std::string> station_command(const Trial& trial) const = 0;
+  // The command a restart runs (by default the same one).
+  virtual std::vector<std::string> restart_command(const Trial& trial) const {
+    return station_command(trial);
+  }
   // Where the station's journal is.
   virtual fs::path journal(const Trial& trial) const = 0;
   // The workflows the trial intends to finish.
   virtual std::vector<std::string> workflow_ids(const Trial& trial) const = 0;
   // Whether a card of the trial was torn by SoftHSM2 (see CheckResult::tears).
   virtual int torn_cards(const Trial& trial) const = 0;
+  // PINs the trial gave the station itself (workflow id -> PIN): they may appear in clear nowhere.
+  virtual std::map<std::string, std::string> given_pins(const Trial&) const { return {}; }
   // Checks the scenario's own invariants after the last restart. `pins`: workflow id -> the PIN
-  // the station displayed for it (the only place a PIN may appear in clear).
+  // the station displayed for it (the only place a PIN may appear in clear), or was given.
   virtual void check(const Trial& trial, const std::map<std::string, WorkflowEnd>& ends,
                      const std::map<std::string, std::string>& pins, CheckResult& out) = 0;
 };
 
 // Every scenario this build knows, in the order they run.
 std::vector<std::unique_ptr<Scenario>> make_scenarios();
+std::unique_ptr<Scenario> make_softtoken_scenario();
+std::unique_ptr<Scenario> make_reissue_scenario(bool on_card);
 
 }  // namespace persoflow::crashtest

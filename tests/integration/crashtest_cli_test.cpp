@@ -19,9 +19,13 @@ TEST(CrashtestCli, HelpAndListAnswer) {
   auto help = run({crashtest(), "--help"});
   EXPECT_EQ(help.exit_code, 0);
   EXPECT_NE(help.out.find("--max-per-point"), std::string::npos) << help.out;
+  EXPECT_NE(help.out.find("--timed-kills"), std::string::npos) << help.out;
   auto list = run({crashtest(), "--list"});
   EXPECT_EQ(list.exit_code, 0);
-  EXPECT_NE(list.out.find("issue-card"), std::string::npos) << list.out;
+  for (const char* scenario : {"issue-card", "update-tc", "softtoken", "reissue-csr",
+                               "reissue-card"}) {
+    EXPECT_NE(list.out.find(scenario), std::string::npos) << list.out;
+  }
   EXPECT_NE(list.out.find("7  sqlite.ioerr_on_commit"), std::string::npos) << list.out;
   EXPECT_NE(list.out.find("13 process.killed"), std::string::npos) << list.out;
 }
@@ -33,6 +37,8 @@ TEST(CrashtestCli, BadInputsAreRefusedWithExit2) {
       {{"--scenario", "nope"}, "no scenario 'nope'"},
       {{"--only", "bad"}, "--only wants"},
       {{"--max-per-point", "0"}, "--max-per-point must be >= 1"},
+      {{"--timed-kills", "-1"}, "--timed-kills must be >= 0"},
+      {{"--scenario", "reissue-nope"}, "no scenario 'reissue-nope'"},
       {{"--frobnicate"}, "unrecognised option"},
   };
   for (const auto& [args, message] : cases) {

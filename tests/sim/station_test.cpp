@@ -103,6 +103,29 @@ TEST(SimStation, CardsPulledMidWorkflowAreResumedAndIssuedOnce) {
   EXPECT_EQ(resumed, r->resumes);
 }
 
+TEST(SimStation, CmLinkFaultsAreRetriedAndEveryCardIssuedOnceReproducibly) {
+  testing::TempDir dir("persoflow-sim");
+  SimStationOptions o = small(dir, "a.db", 5);
+  o.cm_fault_share = 0.4;  // refused, timed out, dropped after the request, late
+  auto a = run_simulated_station(o);
+  ASSERT_TRUE(a.is_ok()) << a.status().to_string();
+  expect_every_card_once(*a, 24);
+  EXPECT_GT(a->cm_refused + a->cm_timeouts + a->cm_dropped + a->cm_late, 0u);
+  // A request dropped after the CM acted on it is answered from the CM's store when retried.
+  EXPECT_GE(a->cm_repeats, a->cm_dropped);
+  o.journal = dir.file("b.db");
+  auto b = run_simulated_station(o);
+  ASSERT_TRUE(b.is_ok());
+  EXPECT_EQ(a->trace_digest, b->trace_digest);
+  EXPECT_EQ(a->journal_head_hash, b->journal_head_hash);
+  // Without faults the same seed runs otherwise.
+  o.cm_fault_share = 0;
+  o.journal = dir.file("c.db");
+  auto c = run_simulated_station(o);
+  ASSERT_TRUE(c.is_ok());
+  EXPECT_NE(a->trace_digest, c->trace_digest);
+}
+
 TEST(SimStation, ManyReadersShortRun) {
   testing::TempDir dir("persoflow-sim");
   SimStationOptions o;

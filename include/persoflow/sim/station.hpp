@@ -36,6 +36,9 @@
 
 namespace persoflow::sim {
 
+inline constexpr std::chrono::milliseconds kSimCmTimeout{10'000};
+inline constexpr std::chrono::milliseconds kSimCmLateBy{2'000};
+
 struct SimStationOptions {
   std::size_t readers = 16;
   std::size_t cards = 32;
@@ -45,6 +48,12 @@ struct SimStationOptions {
   // Cards pulled out once, during one of their card commands chosen at random,
   // for 1 to 6 s, then put back.
   double removal_share = 0.0;
+  // Simulated CM link faults (fault points 9-12 of docs/faults.md): this share of the CM
+  // submission attempts meets one of them, drawn from the seed: the connection refused (nothing
+  // issued), a timeout (no answer for kSimCmTimeout, nothing issued), the connection dropped after
+  // the request (the CM issued; the answer is lost, the retry is answered from its store), or the
+  // answer late (kSimCmLateBy more).
+  double cm_fault_share = 0.0;
   bool charge_processing_time = false;
   bool keep_trace = false;  // keep the trace lines in the report (the digest is always made)
   LatencyModel latency;
@@ -70,6 +79,10 @@ struct SimReport {
   std::size_t commands_run = 0;
   std::size_t certificates_issued = 0;  // by the simulated CM link
   std::size_t cm_repeats = 0;           // requests answered from the CM's store
+  std::size_t cm_refused = 0;           // simulated CM faults met (cm_fault_share)
+  std::size_t cm_timeouts = 0;
+  std::size_t cm_dropped = 0;
+  std::size_t cm_late = 0;
   std::vector<std::string> problems;    // broken invariants, for a person; empty when all is well
 
   double virtual_seconds = 0;  // from the first feed to the last card out

@@ -1,0 +1,222 @@
+// The `persoflow station run` scenarios on N SoftHSM2 cards, one queue per trial:
+// - issue-card: blank cards; on each a key generated on the card, CMP ir through the fault proxy,
+//   the certificate written, a PIN generated, set and shown once;
+// - update-tc: cards from the "card bureau" (`persoflow prepersonalise card`: a key and a
+//   transport certificate, TC); update-card with tc=redo replaces the TC's key and certificate.
+//
+// Their invariants, checked from outside:
+// - the CM database holds exactly one certificate per card that ended Done (at most one for a
+//   cancelled workflow), with the serial the workflow recorded;
+// - the card (pkcs11-tool, logged in with the PIN the station displayed, or the card's own PIN
+//   for an update) holds exactly one key pair and one certificate, with that serial, under the
+//   key's CKA_ID; after an update the TC is gone; a cancelled update left the TC as it was;
+// - no key is archived for these subjects (both generate on the card).
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
+
+#include "checks.hpp"
+#include "process.hpp"
+#include "scenario.hpp"
+
+namespace persoflow::crashtest {
+namespace {
+
+using nlohmann::json;
+
+constexpr const char* kTransportLabel = "Transport certificate";
+
+class StationScenario final : public Scenario {
+ public:
+  enum class Kind { kIssue, kUpdateTc };
+  explicit StationScenario(Kind kind) : kind_(kind) {}
+
+  std::string name() const override { return kind_ == Kind::kIssue ? "issue-card" : "update-tc"; }
+  std::string summary() const override {
+    return kind_ == Kind::kIssue
+               ? "issue a certificate on each SoftHSM2 card (key on card, CMP ir, write, PIN)"
+               : "update-card tc=redo on cards holding a transport certificate (new key and "
+                 "certificate, TC removed)";
+  }
+
+  Status prepare(const Trial& t) override {
+    std::vector<std::string> labels;
+    for (int i = 1; i <= t.run->cards; ++i) labels.push_back(label(i));
+    PF_RETURN_IF_ERROR(make_cards(t, labels));
+    PF_RETURN_IF_ERROR(write_station_conf(t, {{"token_procedure", "smartcard-tc"}}));
+    std::string queue;
+    for (int i = 1; i <= t.run->cards; ++i) {
+      json line = {{"workflow_id", workflow_id(t, i)},
+                   {"token_label", label(i)},
+                   {"subject", {{"CN", common_name(t, i)}, {"O", "persoflow crashtest"}}}};
+      if (kind_ == Kind::kUpdateTc) {
+        // What a card bureau does: a key on the card and its TC from the CM host.
+        auto r = run_program({t.run->persoflow.string(), "prepersonalise", "card", "--config",
+                              station_conf(t).string(), "--token", label(i), "--field",
+                              "CN=" + common_name(t, i) + " Transport"},
+                             {}, (t.dir / "setup.out").string(), (t.dir / "setup.err").string(),
+                             std::chrono::seconds(60));
+        if (r.exit_code != 0) {
+          return make_status(Errc::kUnavailable, "persoflow prepersonalise card failed for " +
+                                                     label(i) + "; see " +
+                                                     (t.dir / "setup.err").string());
+        }
+        line["workflow"] = "update";
+        line["actions"] = {{"tc", "redo"}};
+        line["token_procedure"] = "smartcard-tc";
+      }
+      queue += line.dump() + "\n";
+    }
+    return write_text(t.dir / "station" / "queue.jsonl", queue);
+  }
+
+  std::vector<std::string> station_command(const Trial& t) const override {
+    return {t.run->persoflow.string(), "station", "run", "--config", station_conf(t).string(),
+            "--queue", (t.dir / "station" / "queue.jsonl").string()};
+  }
+
+  fs::path journal(const Trial& t) const override { return station_journal(t); }
+
+  std::vector<std::string> workflow_ids(const Trial& t) const override {
+    std::vector<std::string> ids;
+    for (int i = 1; i <= t.run->cards; ++i) ids.push_back(workflow_id(t, i));
+    return ids;
+  }
+
+  int torn_cards(const Trial& t) const override { return count_torn_tokens(t); }
+
+  void check(const Trial& t, const std::map<std::string, WorkflowEnd>& ends,
+             const std::map<std::string, std::string>& pins, CheckResult& out) override {
+    // Every certificate the CM host issued for this trial.
+    const auto certs = cm_certificates(t, "ct-" + t.id + "-");
+    if (!certs) {
+      out.violations.push_back("persoflow cm certs list --json gave no JSON");
+      return;
+    }
+    for (int i = 1; i <= t.run->cards; ++i) {
+      const std::string wf = workflow_id(t, i);
+      std::vector<std::string> serials;
+      for (const auto& c : with_common_name(*certs, common_name(t, i))) {
+        serials.push_back(normal_serial(c.value("serial", "")));
+      }
+      const auto it = ends.find(wf);
+      if (it == ends.end()) continue;  // the harness reported it
+      const WorkflowEnd& end = it->second;
+      if (end.status == "cancelled") {
+        if (serials.size() > 1) {
+          out.violations.push_back(wf + ": cancelled, yet " + std::to_string(serials.size()) +
+                                   " certificates in the CM database");
+        }
+        if (kind_ == Kind::kUpdateTc) check_tc_untouched(t, i, *certs, out);
+        continue;
+      }
+      if (end.status != "done") continue;
+      if (serials.size() != 1) {
+        out.violations.push_back(wf + ": " + std::to_string(serials.size()) +
+                                 " certificates in the CM database for CN=" + common_name(t, i) +
+                                 " (want 1)");
+      }
+      const auto issued = end.data.find("issued.0");
+      const std::string serial =
+          issued == end.data.end() ? std::string() : normal_serial(issued->second);
+      if (serial.empty()) {
+        out.violations.push_back(wf + ": done without an issued certificate in its state");
+        continue;
+      }
+      if (serials.size() == 1 && serials[0] != serial) {
+        out.violations.push_back(wf + ": the journal says serial " + serial +
+                                 ", the CM database " + serials[0]);
+      }
+      std::string pin = kCardPin;  // update-card keeps the card's PIN
+      if (kind_ == Kind::kIssue) {
+        const auto shown = pins.find(wf);
+        if (shown == pins.end()) {
+          out.violations.push_back(wf + ": done, but its PIN was never shown (lost)");
+          continue;
+        }
+        pin = shown->second;
+      }
+      CardObjects card = list_card(t, label(i), pin);
+      if (!card.login_ok) {
+        out.violations.push_back(wf + ": " + label(i) + " does not open with the PIN " +
+                                 (kind_ == Kind::kIssue ? "shown" : "it had"));
+        continue;
+      }
+      if (card.drop_half_made()) ++out.tears;  // SoftHSM2's (CardObjects::half_made)
+      if (card.private_keys != 1 || card.public_keys != 1 || card.certificates.size() != 1) {
+        out.violations.push_back(wf + ": " + label(i) + " holds " +
+                                 std::to_string(card.private_keys) + " private keys, " +
+                                 std::to_string(card.public_keys) + " public keys, " +
+                                 std::to_string(card.certificates.size()) +
+                                 " certificates (want 1, 1, 1)");
+        continue;
+      }
+      const auto& on_card = card.certificates[0];
+      if (normal_serial(on_card.serial) != serial) {
+        out.violations.push_back(wf + ": the card's certificate is " + on_card.serial +
+                                 ", the workflow's " + serial);
+      }
+      if (on_card.label == kTransportLabel) {
+        out.violations.push_back(wf + ": the transport certificate is still on " + label(i));
+      }
+      if (on_card.id != card.private_key_ids[0]) {
+        out.violations.push_back(wf + ": the certificate is not under the key's CKA_ID");
+      }
+    }
+    // Both generate keys on the card: nothing may be archived for these subjects.
+    std::string archived;
+    run_capture({t.run->persoflow.string(), "cm", "keys", "search", "--dir",
+                 t.run->cm_dir.string(), "--subject", "ct-" + t.id + "-", "--json"},
+                {}, &archived);
+    try {
+      const json keys = json::parse(archived);
+      if (keys.is_array() && !keys.empty()) {
+        out.violations.push_back(std::to_string(keys.size()) + " keys archived for a " + name() +
+                                 " trial (want 0)");
+      }
+    } catch (const std::exception&) {
+      // No JSON: an empty search prints nothing to parse.
+    }
+  }
+
+ private:
+  // A cancelled update leaves the card as the bureau made it: its key and the TC, nothing else.
+  void check_tc_untouched(const Trial& t, int i, const json& certs, CheckResult& out) const {
+    const auto tcs = with_common_name(certs, common_name(t, i) + " Transport");
+    CardObjects card = list_card(t, label(i), kCardPin);
+    if (card.drop_half_made()) ++out.tears;
+    const std::string wf = workflow_id(t, i);
+    if (tcs.size() != 1 || !card.login_ok || card.certificates.size() != 1 ||
+        card.private_keys != 1 ||
+        normal_serial(card.certificates[0].serial) != normal_serial(tcs[0].value("serial", ""))) {
+      out.violations.push_back(wf + ": cancelled, but " + label(i) +
+                               " no longer holds exactly its key and its TC");
+    }
+  }
+
+  std::string prefix() const { return kind_ == Kind::kIssue ? "-issue-c" : "-update-c"; }
+  static std::string label(int i) { return "card-" + two_digits(i); }
+  std::string workflow_id(const Trial& t, int i) const {
+    return t.id + prefix() + two_digits(i);
+  }
+  static std::string common_name(const Trial& t, int i) {
+    return "ct-" + t.id + "-c" + two_digits(i);
+  }
+
+  Kind kind_;
+};
+
+}  // namespace
+
+std::vector<std::unique_ptr<Scenario>> make_scenarios() {
+  std::vector<std::unique_ptr<Scenario>> all;
+  all.push_back(std::make_unique<StationScenario>(StationScenario::Kind::kIssue));
+  all.push_back(std::make_unique<StationScenario>(StationScenario::Kind::kUpdateTc));
+  all.push_back(make_softtoken_scenario());
+  all.push_back(make_reissue_scenario(/*on_card=*/false));
+  all.push_back(make_reissue_scenario(/*on_card=*/true));
+  return all;
+}
+
+}  // namespace persoflow::crashtest

@@ -922,12 +922,23 @@ Result<Event> queue_pin_letter(SoftTokenRa& ra, const Command& c, const CommandC
     return answer.status();
   }
   std::string letter_id;
+  std::string notice;
   try {
-    letter_id = json::parse(answer->at(0).value).value("letter_id", "");
+    const json queued = json::parse(answer->at(0).value);
+    letter_id = queued.value("letter_id", "");
+    notice = queued.value("notice", "");
   } catch (const std::exception& e) {
     return make_status(Errc::kCorrupt, std::string("the CM host's answer: ") + e.what());
   }
-  st.notify(ctx.workflow_id, "PIN letter " + letter_id + " queued for " + field(c, "address"));
+  // The letter is what delivers the PIN; a notice the relay refused is worth a word, not a stop.
+  std::string notice_text;
+  if (notice == "mailed") {
+    notice_text = "; e-mail notice sent";
+  } else if (!notice.empty()) {
+    notice_text = "; the e-mail notice was not sent: " + notice;
+  }
+  st.notify(ctx.workflow_id,
+            "PIN letter " + letter_id + " queued for " + field(c, "address") + notice_text);
   std::error_code ec;
   fs::remove(secret_file(st, ref), ec);
   return event("PinDelivered", {{"pin_index", field(c, "pin_index")}, {"letter_id", letter_id}});

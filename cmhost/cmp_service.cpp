@@ -757,7 +757,11 @@ struct Transaction {
                                request.value("token", ""), pin, key, officer.name);
         OPENSSL_cleanse(pin.data(), pin.size());
         if (!letter) return letter.status();
-        return json{{"letter_id", letter->letter_id}, {"state", letter->state}}.dump();
+        json answer = {{"letter_id", letter->letter.letter_id}, {"state", letter->letter.state}};
+        if (!letter->replayed) {
+          answer["notice"] = letter->notice.is_ok() ? "mailed" : letter->notice.message();
+        }
+        return answer.dump();
       }
       if (oid == proto::kOidPinLetterBind) {
         PF_RETURN_IF_ERROR(need_role(officer, kRoleIssue));

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "persoflow/cmhost/reissue_cm.hpp"
+#include "relay_mail.hpp"
 #include "reissue_genm.hpp"
 #include "persoflow/protocol/base64.hpp"
 #include "persoflow/protocol/smtp_client.hpp"
@@ -98,17 +99,7 @@ Result<std::string> name_der(const X509_NAME* name) {
 
 Status mail_code(CmHost& host, const EmailVerificationRecord& record, const std::string& code,
                  const std::string& subject_text) {
-  const SmtpRelay& relay = host.config().smtp;
-  if (relay.host.empty()) {
-    return make_status(Errc::kUnavailable,
-                       "no SMTP relay is configured (cm.json smtp.host): the code cannot be mailed");
-  }
-  protocol::SmtpClientOptions options;
-  options.host = relay.host;
-  options.port = static_cast<std::uint16_t>(relay.port);
-  options.timeout = std::chrono::seconds(relay.timeout_seconds);
   protocol::MailMessage mail;
-  mail.from = relay.from;
   mail.to = {record.email};
   mail.subject = "Your certificate verification code";
   mail.body = "A certificate was requested for\n\n    " + subject_text +
@@ -118,7 +109,7 @@ Status mail_code(CmHost& host, const EmailVerificationRecord& record, const std:
               code + "\n\nThe code is valid until " + utc_text(record.expires_at) +
               ". If you did not ask for a certificate, ignore this message; nothing will be "
               "issued.\n";
-  return protocol::SmtpClient(options).send(mail);
+  return send_through_relay(host, std::move(mail));
 }
 
 Result<IssueRequest> issue_request_of(CmHost& host, const EmailVerificationRecord& record) {

@@ -507,6 +507,48 @@ TEST_F(ReissueTest, OpensslCmpPollsUntilTheCodeIsConfirmed) {
   }
 }
 
+// A refused CSR asks again in the same workflow when the operator can answer (--ask-fd): each
+// refusal names what is wrong, a missing file is asked again, and the corrected CSR is issued.
+TEST_F(ReissueTest, RefusedCsrAsksAgainUntilACorrectedOne) {
+  json previous = issued_card("card-r4", "Erin Again");
+  ASSERT_TRUE(previous.contains("serial"));
+  const std::string subj = subj_of(previous["subject"]);
+  const std::string weak = make_csr("erin-weak", subj, "rsa:1024");
+  const std::string other = make_csr("erin-other", "/CN=Mallory/O=Example");
+  const std::string good = make_csr("erin-good", subj);
+  const std::string answers = other + "\n" + tmp_->file("no-such.csr") + "\n" + good + "\n";
+  auto done = reissue({"--serial", previous["serial"], "--procedure", "reissue", "--csr", weak,
+                       "--workflow-id", "erin-again", "--ask-fd", "0"},
+                      answers);
+  ASSERT_EQ(done.exit_code, 0) << done.out << done.err;
+  EXPECT_NE(done.err.find("its key RSA:1024 is not allowed by procedure reissue"),
+            std::string::npos)
+      << done.err;
+  EXPECT_NE(done.err.find("its subject 'O=Example,CN=Mallory' does not match"), std::string::npos)
+      << done.err;
+  EXPECT_NE(done.err.find("cannot read a CSR from " + tmp_->file("no-such.csr")),
+            std::string::npos)
+      << done.err;
+  const std::string issued = new_serial(done.out);
+  ASSERT_FALSE(issued.empty()) << done.out;
+  const std::string fresh_pem = pem_of(search_serial(issued), "erin-fresh");
+  auto cert_key = run({"openssl", "x509", "-in", fresh_pem, "-noout", "-pubkey"});
+  auto csr_key = run({"openssl", "req", "-in", good, "-noout", "-pubkey"});
+  EXPECT_EQ(cert_key.out, csr_key.out);
+  // One workflow: its journal holds both refusals and the issuance.
+  auto shown = run({persoflow_binary(), "journal", "show", "--journal",
+                    (dir_ / "station" / "journal.db").string(), "--workflow", "erin-again"});
+  EXPECT_NE(shown.out.find("CsrRejected"), std::string::npos) << shown.out;
+  EXPECT_NE(shown.out.find("Done"), std::string::npos) << shown.out;
+
+  // Nobody answers (the end of the input): the refusal ends the workflow, naming it.
+  auto ended = reissue({"--serial", previous["serial"], "--procedure", "reissue", "--csr", weak,
+                        "--ask-fd", "0"});
+  EXPECT_EQ(ended.exit_code, 1);
+  EXPECT_NE(ended.err.find("the CSR is refused: its key RSA:1024"), std::string::npos)
+      << ended.err;
+}
+
 TEST(ReissueCli, BadInputsAreOneLineErrors) {
   TempDir tmp("persoflow-reissue-cli");
   auto r = run({persoflow_binary(), "reissue", "--help"});
@@ -521,6 +563,9 @@ TEST(ReissueCli, BadInputsAreOneLineErrors) {
   r = run({persoflow_binary(), "keys", "search", "--config", tmp.file("none.conf")});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("exactly one of"), std::string::npos) << r.err;
+  r = run({persoflow_binary(), "reissue", "--config", tmp.file("none.conf"), "--ask-fd", "77"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--ask-fd 77 is not an open descriptor"), std::string::npos) << r.err;
   r = run({persoflow_binary(), "cm", "verify", "--dir", tmp.path().string(), "--code", "12"});
   EXPECT_NE(r.exit_code, 0);
 }

@@ -276,6 +276,38 @@ TEST_F(SoftToken, EveryAlgorithmOfTheDefaultListIssuedOrRefusedWithItsReason) {
   EXPECT_TRUE(fs::is_empty(out));
 }
 
+// A refused request asks again (--ask-fd): the operator's corrections go to the same workflow,
+// each refusal is named, and the corrected request is issued.
+TEST_F(SoftToken, RefusedRequestAsksAgainInTheSameWorkflow) {
+  const std::string out = out_dir("asks-again");
+  RunResult r = issue({"--procedure", "softtoken-standard", "--field", "CN=Gil Again",
+                       "--algorithm", "RSA:5120", "--out", out, "--workflow-id", "gil-again",
+                       "--ask-fd", "0"},
+                      "algorithm=RSA:5121\n\nalgorithm=EC:secp256r1\nO=Example\n\n");
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.err.find("key algorithm RSA:5120 is not in the RA's key-generation list"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("key algorithm RSA:5121 is not in the RA's key-generation list"),
+            std::string::npos)
+      << r.err;
+  const std::string pin = shown_pin(r.out);
+  ASSERT_FALSE(pin.empty()) << r.out;
+  expect_good_token(out + "/Gil-Again.p12", pin, out + "/Gil-Again.der", "der");
+  RunResult subject = run({"openssl", "x509", "-in", out + "/Gil-Again.der", "-inform", "der",
+                           "-noout", "-subject", "-text"});
+  EXPECT_NE(subject.out.find("O = Example"), std::string::npos) << subject.out;
+  EXPECT_NE(subject.out.find("prime256v1"), std::string::npos) << subject.out;
+
+  // Nobody answers: the refusal stays, named, and the workflow can be resumed.
+  RunResult ended = issue({"--procedure", "softtoken-standard", "--field", "CN=Gil Ended",
+                           "--algorithm", "RSA:5120", "--out", out, "--ask-fd", "0"});
+  EXPECT_EQ(ended.exit_code, 1);
+  EXPECT_NE(ended.err.find("key algorithm RSA:5120 is not in the RA's key-generation list"),
+            std::string::npos)
+      << ended.err;
+}
+
 // The PIN entered at the RA (twice); a cancelled entry gets a generated PIN, shown once.
 TEST_F(SoftToken, PinEnteredTwiceOrGeneratedWhenTheEntryIsCancelled) {
   const std::string out = out_dir("entered");

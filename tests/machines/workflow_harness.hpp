@@ -276,14 +276,26 @@ inline void check_row(const MachineDef& machine, const Log& log, std::size_t ind
                 << row.to;
 }
 
-// Transition coverage with the engine's RowCoverage: every row of the table was taken by some
-// scenario (or by exercise_common_rows).
-inline void expect_all_rows_covered(const MachineDef& machine, const Log& log) {
+// Transition coverage with the engine's RowCoverage: the rows of the table no scenario (nor
+// exercise_common_rows) took, as "from --event--> to".
+inline std::vector<std::string> uncovered_rows(const MachineDef& machine, const Log& log) {
   RowCoverage coverage(machine);
   for (const Taken& t : log) coverage.record(t.from.name, t.event.type, t.to.state.name);
-  std::string missing;
-  for (const std::string& row : coverage.uncovered()) missing += "\n  " + row;
-  EXPECT_TRUE(missing.empty()) << machine.name << ": rows never exercised:" << missing;
+  std::vector<std::string> missing;
+  for (const std::string& row : coverage.uncovered()) missing.push_back(row);
+  return missing;
+}
+
+// One row per line, for failure messages.
+inline std::string lines(const std::vector<std::string>& items) {
+  std::string out;
+  for (const std::string& item : items) out += "\n  " + item;
+  return out;
+}
+
+inline void expect_all_rows_covered(const MachineDef& machine, const Log& log) {
+  const std::vector<std::string> missing = uncovered_rows(machine, log);
+  EXPECT_TRUE(missing.empty()) << machine.name << ": rows never exercised:" << lines(missing);
 }
 
 inline std::string row_test_name(const MachineDef& machine, std::size_t index) {
@@ -327,7 +339,9 @@ inline bool suggests_clear_secret(const std::string& name) {
   return false;
 }
 
-inline void expect_no_clear_pin_fields(const Log& log) {
+// The field names (and bad operator_pin values) of states, events and commands that suggest a
+// PIN or secret in clear.
+inline std::vector<std::string> clear_pin_fields(const Log& log) {
   std::set<std::string> bad;
   auto check = [&bad](const Fields& f) {
     for (const auto& [k, v] : f) {
@@ -341,9 +355,12 @@ inline void expect_no_clear_pin_fields(const Log& log) {
     check(t.to.state.data);
     for (const Command& c : t.to.commands) check(c.fields);
   }
-  std::string list;
-  for (const std::string& b : bad) list += " " + b;
-  EXPECT_TRUE(bad.empty()) << "field names that suggest a clear PIN or secret:" << list;
+  return {bad.begin(), bad.end()};
+}
+
+inline void expect_no_clear_pin_fields(const Log& log) {
+  const std::vector<std::string> bad = clear_pin_fields(log);
+  EXPECT_TRUE(bad.empty()) << "field names that suggest a clear PIN or secret:" << lines(bad);
 }
 
 inline std::string read_file(const std::string& path) {

@@ -42,8 +42,8 @@ Result<Event> queue_pin_letter(Station& station, const Command& c, const Command
       "smart card " + req.token_label + " (serial " + req.token_serial + ")", std::move(*pin),
       machines::wf::derive_id(ctx.idempotency_key, "pin-letter"));
   if (!letter) return letter.status();
-  std::cout << "PIN letter " << *letter << " queued for " << field(c, "address") << " ("
-            << ctx.workflow_id << ")" << std::endl;
+  std::cout << "PIN letter " << letter->letter_id << " queued for " << field(c, "address")
+            << letter->notice_text() << " (" << ctx.workflow_id << ")" << std::endl;
   std::error_code ec;
   fs::remove(secret_path(st, ref), ec);
   return event("PinDelivered", done);

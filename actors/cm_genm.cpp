@@ -83,9 +83,16 @@ Result<json> key_genm(const ClientFactory& make_client, const std::string& reque
   return j;
 }
 
-Result<std::string> queue_pin_letter(pr::CmpClient& client, const std::string& holder,
-                                     const std::string& address, const std::string& token,
-                                     std::string pin, const std::string& idempotency_key) {
+std::string QueuedPinLetter::notice_text() const {
+  // The letter is what delivers the PIN; a notice the relay refused is worth a word, not a stop.
+  if (notice == "mailed") return "; e-mail notice sent";
+  if (!notice.empty()) return "; the e-mail notice was not sent: " + notice;
+  return "";
+}
+
+Result<QueuedPinLetter> queue_pin_letter(pr::CmpClient& client, const std::string& holder,
+                                         const std::string& address, const std::string& token,
+                                         std::string pin, const std::string& idempotency_key) {
   json body = {{"holder", holder},
                {"address", address},
                {"token", token},
@@ -105,7 +112,8 @@ Result<std::string> queue_pin_letter(pr::CmpClient& client, const std::string& h
     return answer.status();
   }
   try {
-    return json::parse(answer->at(0).value).value("letter_id", "");
+    const json queued = json::parse(answer->at(0).value);
+    return QueuedPinLetter{queued.value("letter_id", ""), queued.value("notice", "")};
   } catch (const std::exception& e) {
     return make_status(Errc::kCorrupt, std::string("the CM host's answer: ") + e.what());
   }

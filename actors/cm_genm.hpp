@@ -38,10 +38,17 @@ Result<nlohmann::json> key_genm(const ClientFactory& make_client, const std::str
 // PIN mailer: asks the CM host to queue a PIN letter (genm persoflowPinLetterQueue) for
 // `holder` at `address`, for `token`, carrying `pin` (cleansed from the request after sending;
 // the request is not kept, so `idempotency_key` inside it makes a resend queue nothing new).
-// Returns the letter ID; a refusal is Errc::kRejected with the CM host's reason.
-Result<std::string> queue_pin_letter(protocol::CmpClient& client, const std::string& holder,
-                                     const std::string& address, const std::string& token,
-                                     std::string pin, const std::string& idempotency_key);
+// Returns the letter ID and how the holder's e-mail notice went; a refusal is Errc::kRejected
+// with the CM host's reason.
+struct QueuedPinLetter {
+  std::string letter_id;
+  std::string notice;  // "mailed", a reason it was not sent, or empty when no relay is set
+  // "; e-mail notice sent" / "; the e-mail notice was not sent: WHY" / "" for messages.
+  std::string notice_text() const;
+};
+Result<QueuedPinLetter> queue_pin_letter(protocol::CmpClient& client, const std::string& holder,
+                                         const std::string& address, const std::string& token,
+                                         std::string pin, const std::string& idempotency_key);
 
 // Opens (in memory) a CMS EnvelopedData the CM host made for the officer's certificate.
 Result<std::string> open_for_officer(devices::OfficerToken& officer, std::string_view envelope);

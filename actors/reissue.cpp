@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "persoflow/actors/operator_input.hpp"
 #include "persoflow/actors/state_files.hpp"
 #include "persoflow/devices/card.hpp"
 #include "persoflow/devices/officer.hpp"
@@ -173,6 +174,7 @@ pr::X509ReqPtr parse_csr(const std::string& bytes, std::string* why) {
 struct ReissueStation::Impl {
   StationConfig config;
   std::string card_pin;
+  int operator_fd = -1;  // set_operator_input
 
   struct CardSlot {
     std::mutex mu;
@@ -308,6 +310,8 @@ Result<std::string> ReissueStation::search_certificates(const std::string& query
   if (!refusal.empty()) return make_status(Errc::kRejected, "the CM host refused: " + refusal);
   return answer.dump();
 }
+
+void ReissueStation::set_operator_input(int fd) { impl_->operator_fd = fd; }
 
 std::string ReissueStation::certificate_path(const std::string& serial_hex) const {
   return impl_->dir("certs") + "/" + serial_hex + ".der";
@@ -462,16 +466,43 @@ Result<Event> find_certificate(Impl& st, const Command& c, const CommandContext&
   return event("PreviousCertificateFound", std::move(f));
 }
 
+// After a refused CSR: the operator names a corrected CSR file, validated next in the same
+// workflow. Each attempt is kept as <workflow>.csr-N (the journal names it). Nobody to ask, an
+// empty answer or the end of the input: the refusal ends the workflow.
+Result<Event> ask_for_another_csr(ReissueStation& station, const Command& c,
+                                  const CommandContext& ctx) {
+  const std::string refusal = "the CSR is refused: " + field(c, "csr_problem");
+  Impl& st = station.impl();
+  const Event cancel = event("CancelRequested", {{"reason", refusal}});
+  if (st.operator_fd < 0) return cancel;
+  for (;;) {
+    PF_ASSIGN_OR_RETURN(auto answer,
+                        ask_operator_line(st.operator_fd, ctx.workflow_id + ": " + refusal +
+                                                              "\nanother CSR (a file name; "
+                                                              "empty: cancel):"));
+    if (!answer || answer->empty()) return cancel;
+    auto bytes = read_file(*answer);
+    if (!bytes || bytes->empty()) {
+      std::cerr << ctx.workflow_id << ": cannot read a CSR from " << *answer << std::endl;
+      continue;
+    }
+    int attempt = 2;
+    while (fs::exists(st.request_file(ctx.workflow_id, (".csr-" + std::to_string(attempt)).c_str()))) {
+      ++attempt;
+    }
+    const std::string suffix = ".csr-" + std::to_string(attempt);
+    PF_RETURN_IF_ERROR(write_durably(st.request_file(ctx.workflow_id, suffix.c_str()), *bytes));
+    return event("KeyMethodChosen", {{"method", "csr"}, {"csr_ref", ctx.workflow_id + suffix}});
+  }
+}
+
 Result<Event> ask_operator(ReissueStation& station, const Command& c, const CommandContext& ctx,
                            bool retry_when_asked) {
   const std::string ask = field(c, "ask");
   if (ask == "retry" && retry_when_asked) return event("RetryRequested");
   PF_ASSIGN_OR_RETURN(ReissueRequest req, station.load_request(ctx.workflow_id));
   if (ask == "key_method") {
-    if (c.fields.count("csr_problem")) {
-      // Unattended, there is nobody to hand another CSR: the refusal ends the workflow.
-      return event("CancelRequested", {{"reason", "the CSR is refused: " + field(c, "csr_problem")}});
-    }
+    if (c.fields.count("csr_problem")) return ask_for_another_csr(station, c, ctx);
     if (req.method == "csr") {
       return event("KeyMethodChosen", {{"method", "csr"}, {"csr_ref", ctx.workflow_id + ".csr"}});
     }
@@ -745,6 +776,9 @@ void install_reissue_executors(ExecutorRegistry& registry,
                          std::chrono::milliseconds(1'000), std::chrono::milliseconds(30'000)};
   const RetryPolicy quick{3, std::chrono::milliseconds(10'000), std::chrono::milliseconds(100),
                           std::chrono::milliseconds(1'000)};
+  // The operator may take a while to find a corrected CSR; asked once, not again on a timeout.
+  const RetryPolicy operator_answer{1, std::chrono::milliseconds(3'600'000),
+                                    std::chrono::milliseconds(100), std::chrono::milliseconds(100)};
   auto s = station;
   auto add = [&](const char* type, RetryPolicy policy,
                  std::function<Result<Event>(Impl&, const Command&, const CommandContext&)> fn) {
@@ -759,7 +793,7 @@ void install_reissue_executors(ExecutorRegistry& registry,
     PF_ASSIGN_OR_RETURN(ReissueRequest req, s->load_request(ctx.workflow_id));
     return find_certificate(st, c, ctx, req);
   });
-  add("AskOperator", quick, [s, retry_when_asked](Impl&, const Command& c,
+  add("AskOperator", operator_answer, [s, retry_when_asked](Impl&, const Command& c,
                                                    const CommandContext& ctx) {
     return ask_operator(*s, c, ctx, retry_when_asked);
   });

@@ -401,6 +401,16 @@ Result<Event> SoftTokenRa::procedure_chosen(SoftTokenRequest& request) {
   return event("ProcedureChosen", std::move(f));
 }
 
+machines::Event request_entered_event(const SoftTokenRequest& request) {
+  Fields f{{"p12_file", request.p12_file}, {"cert_file", request.cert_file}};
+  for (const auto& [name, value] : request.subject) f["subject." + name] = value;
+  if (!request.algorithm.empty()) f["algorithm"] = request.algorithm;
+  for (std::size_t k = 0; k < request.key_searches.size(); ++k) {
+    f[item("key_proc", static_cast<int>(k), "search")] = request.key_searches[k];
+  }
+  return event("RequestEntered", std::move(f));
+}
+
 // ----- Executors -----
 
 namespace {
@@ -416,15 +426,7 @@ std::string secret_file(Impl& ra, const std::string& ref) { return ra.dir("secre
 Result<Event> ask_operator(SoftTokenRa& ra, const Command& c, const CommandContext& ctx) {
   const std::string ask = field(c, "ask");
   PF_ASSIGN_OR_RETURN(SoftTokenRequest req, ra.load_request(ctx.workflow_id));
-  if (ask == "soft_token_request") {
-    Fields f{{"p12_file", req.p12_file}, {"cert_file", req.cert_file}};
-    for (const auto& [name, value] : req.subject) f["subject." + name] = value;
-    if (!req.algorithm.empty()) f["algorithm"] = req.algorithm;
-    for (std::size_t k = 0; k < req.key_searches.size(); ++k) {
-      f[item("key_proc", static_cast<int>(k), "search")] = req.key_searches[k];
-    }
-    return event("RequestEntered", std::move(f));
-  }
+  if (ask == "soft_token_request") return request_entered_event(req);
   if (ask == "signature_pin") {
     // The officer's PKCS#12 password stays in its file; the journal holds this reference only.
     return event("OfficerPinEntered", {{"pin_ref", "officer-password-file"}});
@@ -877,8 +879,9 @@ Result<Event> queue_pin_letter(SoftTokenRa& ra, const Command& c, const CommandC
     }
     return letter.status();
   }
-  const std::string letter_id = *letter;
-  st.notify(ctx.workflow_id, "PIN letter " + letter_id + " queued for " + field(c, "address"));
+  const std::string letter_id = letter->letter_id;
+  st.notify(ctx.workflow_id, "PIN letter " + letter_id + " queued for " + field(c, "address") +
+                                 letter->notice_text());
   std::error_code ec;
   fs::remove(secret_file(st, ref), ec);
   return event("PinDelivered", {{"pin_index", field(c, "pin_index")}, {"letter_id", letter_id}});

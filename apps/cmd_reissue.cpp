@@ -5,6 +5,7 @@
 // verification waited for when the procedure asks for it, the previous certificate revoked.
 // Every step is journaled; an interrupted reissue is finished by `persoflow reissue
 // --resume ID` or `persoflow workflows resume` (with PERSOFLOW_STATION_CONFIG).
+#include <fcntl.h>
 #include <openssl/rand.h>
 
 #include <boost/program_options.hpp>
@@ -29,14 +30,16 @@ namespace ac = persoflow::actors;
 constexpr const char* kUsage =
     "Usage: persoflow reissue --config FILE (--serial HEX | --id DEC)\n"
     "           (--csr FILE | --csr-pem - | --card-token LABEL --key-alg ALG)\n"
-    "           [--procedure P] [--no-revoke] [--workflow-id ID]\n"
-    "       persoflow reissue --config FILE --resume ID\n\n"
+    "           [--procedure P] [--no-revoke] [--workflow-id ID] [--ask-fd N]\n"
+    "       persoflow reissue --config FILE --resume ID [--ask-fd N]\n\n"
     "Reissues a certificate with a new key pair: the key from a CSR (validated: it parses, its\n"
     "signature verifies, its key is allowed, its subject is the previous certificate's) or\n"
     "generated on the card; the previous certificate is revoked (reason superseded) unless\n"
     "--no-revoke. Where the procedure verifies the subject's e-mail address (the default\n"
     "procedure reissue-verified does) the command waits, polling the CM host, until the code\n"
-    "mailed to the subject is confirmed with `persoflow cm verify`.\n\n";
+    "mailed to the subject is confirmed with `persoflow cm verify`. A refused CSR asks for a\n"
+    "corrected one on descriptor N (--ask-fd; a file name per line, empty: cancel); without\n"
+    "--ask-fd the refusal ends the reissue.\n\n";
 
 std::string new_workflow_id() {
   char stamp[32];
@@ -127,7 +130,8 @@ int run(int argc, char** argv) {
       "CM certificate procedure of the new certificate")(
       "no-revoke", "keep the previous certificate valid")(
       "workflow-id", po::value<std::string>(), "workflow id (default: reissue-<time>-<random>)")(
-      "resume", po::value<std::string>(), "finish the interrupted reissue with this workflow id");
+      "resume", po::value<std::string>(), "finish the interrupted reissue with this workflow id")(
+      "ask-fd", po::value<int>(), "read the operator's answers (a corrected CSR's file) from N");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, opts), vm);
@@ -145,6 +149,13 @@ int run(int argc, char** argv) {
     return 2;
   };
   if (!vm.count("config")) return usage_error("--config FILE is required");
+  const int ask_fd = vm.count("ask-fd") ? vm["ask-fd"].as<int>() : -1;
+  if (vm.count("ask-fd") && (ask_fd < 0 || ::fcntl(ask_fd, F_GETFD) == -1)) {
+    return usage_error("--ask-fd " + std::to_string(ask_fd) + " is not an open descriptor");
+  }
+  if (ask_fd == 0 && vm.count("csr-pem")) {
+    return usage_error("--ask-fd 0 and --csr-pem - both want standard input");
+  }
   auto config = ac::load_station_config(vm["config"].as<std::string>());
   if (!config) {
     std::cerr << "persoflow reissue: " << config.status().message() << "\n";
@@ -156,6 +167,7 @@ int run(int argc, char** argv) {
       std::cerr << "persoflow reissue: " << station.status().message() << "\n";
       return 1;
     }
+    (*station)->set_operator_input(ask_fd);
     return run_workflow(*station, vm["resume"].as<std::string>(), std::nullopt);
   }
   if (vm.count("serial") + vm.count("id") != 1) {
@@ -202,6 +214,7 @@ int run(int argc, char** argv) {
     std::cerr << "persoflow reissue: " << station.status().message() << "\n";
     return 1;
   }
+  (*station)->set_operator_input(ask_fd);
   if (Status s = (*station)->save_request(request); !s) {
     std::cerr << "persoflow reissue: " << s.message() << "\n";
     return s.code() == make_error_code(Errc::kInvalidArgument) ? 2 : 1;

@@ -3,12 +3,15 @@
 // PERSOFLOW_SOFTTOKEN_CONFIG). Giving --workflow-id again after an interruption resumes that
 // workflow instead of starting another. Exit 0 when the token was written, 1 when it was refused
 // or failed, 2 for bad usage.
+#include <fcntl.h>
+
 #include <boost/program_options.hpp>
 #include <ctime>
 #include <filesystem>
 #include <iostream>
 
 #include "command_registry.hpp"
+#include "persoflow/actors/operator_input.hpp"
 #include "persoflow/actors/runtime.hpp"
 #include "persoflow/actors/softtoken.hpp"
 #include "persoflow/devices/keygen_list.hpp"
@@ -27,7 +30,7 @@ constexpr const char* kUsage =
     "Usage: persoflow softtoken issue --config FILE --procedure P --field NAME=VALUE...\n"
     "         [--out DIR] [--name BASENAME] [--format p12|pem|der] [--algorithm ALG]\n"
     "         [--key-search K=CRITERION]... [--pin-fd N] [--mail-to ADDRESS]\n"
-    "         [--pin-letter-id ID] [--workflow-id ID]\n\n"
+    "         [--pin-letter-id ID] [--workflow-id ID] [--ask-fd N]\n\n"
     "Issues a PKCS#12 software token under the CM host's token procedure P: keys the RA\n"
     "generates itself (ALG from client.ra-key-generation, its '*' entry the default) or that\n"
     "the CM host generates and archives or recovers; the request signed by the officer; the\n"
@@ -35,7 +38,9 @@ constexpr const char* kUsage =
     "DIR; the PIN (the PKCS#12 password) delivered as the procedure says. CRITERION for a\n"
     "recovery key procedure K (0, 1, ...): auto, serial:HEX, id:DECIMAL or subject:TEXT.\n"
     "The configuration is the station's (station.conf), with optional \"officer_card\" (token\n"
-    "label: entropy for key generation) and \"pkcs12_iterations\".\n\n";
+    "label: entropy for key generation) and \"pkcs12_iterations\".\n"
+    "A refused request (an algorithm not in the list, no subject, ...) asks again on\n"
+    "descriptor N (--ask-fd): corrections one per line, an empty line sends them.\n\n";
 
 std::string safe_base(const std::string& text) {
   std::string out;
@@ -60,6 +65,50 @@ std::string recorded_reason(const std::string& journal_path, const std::string& 
 int fail(const std::string& message, int code) {
   std::cerr << "persoflow softtoken issue: " << message << "\n";
   return code;
+}
+
+// The workflow's last outcome says the machine refused the request (the operator may correct it).
+bool refused(const std::vector<ac::WorkflowOutcome>& outcomes, const std::string& workflow_id) {
+  const ac::WorkflowOutcome* last = nullptr;
+  for (const auto& o : outcomes) {
+    if (o.workflow_id == workflow_id) last = &o;
+  }
+  return last && last->outcome == ac::Outcome::kSuspended &&
+         last->reason.find("refused: ") != std::string::npos;
+}
+
+// Corrections of a refused request, one per line from `fd`: algorithm=ALG, or NAME=VALUE for a
+// subject field (NAME= removes it); an empty line sends them. false: the end of the input or
+// "cancel" (nothing is changed).
+Result<bool> corrections(int fd, ac::SoftTokenRequest& request) {
+  ac::SoftTokenRequest changed = request;
+  std::string question =
+      "correct the request: algorithm=ALG or NAME=VALUE (a subject field; NAME= removes it), "
+      "one per line; an empty line sends it, 'cancel' stops:";
+  for (int lines = 0;; ++lines) {
+    PF_ASSIGN_OR_RETURN(auto line, ac::ask_operator_line(fd, question));
+    question.clear();
+    if (!line || *line == "cancel") return false;
+    if (line->empty()) {
+      if (lines == 0) continue;  // nothing corrected yet: an empty line sends nothing
+      request = std::move(changed);
+      return true;
+    }
+    const auto eq = line->find('=');
+    if (eq == std::string::npos || eq == 0) {
+      std::cerr << "'" << *line << "' is not NAME=VALUE; ignored\n";
+      continue;
+    }
+    const std::string name = line->substr(0, eq);
+    const std::string value = line->substr(eq + 1);
+    if (name == "algorithm") {
+      changed.algorithm = value;
+    } else if (value.empty()) {
+      changed.subject.erase(name);
+    } else {
+      changed.subject[name] = value;
+    }
+  }
 }
 
 int issue(const po::variables_map& vm) {
@@ -90,6 +139,10 @@ int issue(const po::variables_map& vm) {
   if (vm.count("pin-fd")) {
     r.pin_fd = vm["pin-fd"].as<int>();
     if (r.pin_fd < 0) return fail("--pin-fd must be a descriptor number >= 0", 2);
+  }
+  const int ask_fd = vm.count("ask-fd") ? vm["ask-fd"].as<int>() : -1;
+  if (vm.count("ask-fd") && (ask_fd < 0 || ::fcntl(ask_fd, F_GETFD) == -1)) {
+    return fail("--ask-fd " + std::to_string(ask_fd) + " is not an open descriptor", 2);
   }
   if (vm.count("mail-to")) r.mail_to = vm["mail-to"].as<std::string>();
   if (vm.count("pin-letter-id")) r.pin_letter_id = vm["pin-letter-id"].as<std::string>();
@@ -173,6 +226,16 @@ int issue(const po::variables_map& vm) {
     }
   }
   auto outcomes = (*runtime)->wait();
+  // A refused request asks again: the operator's corrections go to the same workflow.
+  while (ask_fd >= 0 && refused(outcomes, r.workflow_id)) {
+    auto corrected = corrections(ask_fd, r);
+    if (!corrected) return fail(corrected.status().message(), 1);
+    if (!*corrected) break;  // nobody answers: the workflow stays as it is, resumable
+    if (Status s = (*ra)->save_request(r); !s) return fail(s.message(), 1);
+    Status posted = (*runtime)->post_event_and_wait(r.workflow_id, ac::request_entered_event(r));
+    if (!posted) return fail(posted.message(), 1);
+    outcomes = (*runtime)->wait();
+  }
   runtime->reset();
   for (const auto& o : outcomes) {
     if (o.workflow_id != r.workflow_id) continue;
@@ -213,6 +276,8 @@ int run(int argc, char** argv) {
       "key-search", po::value<std::vector<std::string>>(),
       "K=CRITERION for recovery key procedure K")(
       "pin-fd", po::value<int>(), "read an entered PIN (twice) from this descriptor")(
+      "ask-fd", po::value<int>(),
+      "after a refusal, read corrections from this descriptor (algorithm=ALG, NAME=VALUE)")(
       "mail-to", po::value<std::string>(), "PIN mailer: the holder's e-mail address")(
       "pin-letter-id", po::value<std::string>(), "PIN letter: the pre-printed letter's ID")(
       "workflow-id", po::value<std::string>(), "workflow id (to resume an interrupted one)");

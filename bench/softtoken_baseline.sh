@@ -7,6 +7,7 @@
 #   softtoken_baseline.sh WORKDIR TOKENS ITERATIONS p256|rsa2048 serial|parallel
 #   -> prints the seconds of the timed part
 set -euo pipefail
+. "$(cd "$(dirname "$0")" && pwd)/baseline_ca.sh"
 W=$1; N=$2; ITER=$3; ALG=$4; MODE=$5
 mkdir -p "$W"; cd "$W"
 case "$ALG" in
@@ -16,33 +17,8 @@ case "$ALG" in
 esac
 
 # Untimed setup: the CA.
-openssl ecparam -name prime256v1 -genkey -noout -out ca-key.pem 2>/dev/null
-openssl req -new -x509 -key ca-key.pem -subj "/CN=Baseline CA" -days 3650 -out ca.pem
-mkdir -p newcerts tokens; : > index.txt; echo 01 > serial
-cat > ca.cnf <<CNF
-[ ca ]
-default_ca = base
-[ base ]
-dir = $W
-database = \$dir/index.txt
-new_certs_dir = \$dir/newcerts
-certificate = \$dir/ca.pem
-private_key = \$dir/ca-key.pem
-serial = \$dir/serial
-default_md = sha256
-default_days = 365
-policy = anything
-unique_subject = no
-copy_extensions = none
-x509_extensions = ext
-[ anything ]
-CN = supplied
-O = optional
-[ ext ]
-basicConstraints = critical,CA:FALSE
-keyUsage = critical,digitalSignature
-extendedKeyUsage = clientAuth,emailProtection
-CNF
+baseline_ca 365 clientAuth,emailProtection
+mkdir -p tokens
 
 token() {
   local i=$1 d=$W/tokens/t$1

@@ -7,38 +7,13 @@
 # card (pkcs11-tool), a new random user PIN set.
 #   station_baseline.sh WORKDIR CARDS serial|parallel   -> prints the seconds of the timed part
 set -euo pipefail
+. "$(cd "$(dirname "$0")" && pwd)/baseline_ca.sh"
 W=$1; N=$2; MODE=$3
 M=/usr/lib/softhsm/libsofthsm2.so
 mkdir -p "$W"; cd "$W"
 
 # Untimed setup: the CA and the cards.
-openssl ecparam -name prime256v1 -genkey -noout -out ca-key.pem 2>/dev/null
-openssl req -new -x509 -key ca-key.pem -subj "/CN=Baseline CA" -days 3650 -out ca.pem
-mkdir -p newcerts; : > index.txt; echo 01 > serial
-cat > ca.cnf <<CNF
-[ ca ]
-default_ca = base
-[ base ]
-dir = $W
-database = \$dir/index.txt
-new_certs_dir = \$dir/newcerts
-certificate = \$dir/ca.pem
-private_key = \$dir/ca-key.pem
-serial = \$dir/serial
-default_md = sha256
-default_days = 730
-policy = anything
-unique_subject = no
-copy_extensions = none
-x509_extensions = ext
-[ anything ]
-CN = supplied
-O = optional
-[ ext ]
-basicConstraints = critical,CA:FALSE
-keyUsage = critical,digitalSignature
-extendedKeyUsage = clientAuth
-CNF
+baseline_ca 730 clientAuth
 for i in $(seq 1 "$N"); do
   d=$W/card$i; mkdir -p "$d/tokens"
   printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' "$d/tokens" > "$d/softhsm2.conf"

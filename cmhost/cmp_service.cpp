@@ -137,6 +137,12 @@ struct Transaction {
   // Across the transaction.
   std::string issued_serial;
   bool issued_now = false;
+  // A certificate request answered 'waiting' (e-mail verification): the client polls with
+  // pollReq (RFC 4210 5.3.22) in this context until it gets the certificate. Kept in memory
+  // with the context: the request is run again once the code is confirmed.
+  std::string waiting_request_der;
+  int waiting_cert_req_id = 0;
+  bool awaiting_poll = false;  // the current message's answer was 'waiting' or a pollRep
 };
 
   CmHost& host;
@@ -172,7 +178,7 @@ struct Transaction {
     t.srv.reset(OSSL_CMP_SRV_CTX_new(nullptr, nullptr));
     if (!t.srv) return proto::openssl_failure("creating a CMP server context");
     OSSL_CMP_SRV_CTX_init(t.srv.get(), &t, &on_cert_request, &on_rr, &on_genm, &on_error,
-                          &on_cert_conf, nullptr);
+                          &on_cert_conf, &on_poll_req);
     OSSL_CMP_SRV_CTX_set_grant_implicit_confirm(t.srv.get(), 1);
     OSSL_CMP_CTX* ctx = OSSL_CMP_SRV_CTX_get0_cmp_ctx(t.srv.get());
     if (!options.log_cmp_errors) OSSL_CMP_CTX_set_log_cb(ctx, &quiet_log);
@@ -328,6 +334,9 @@ struct Transaction {
         return rejection(fail_bit_for(gate.status()), gate.status().message());
       }
       if (!gate->verified) {
+        t.waiting_request_der = std::string(t.der);
+        t.waiting_cert_req_id = cert_req_id;
+        t.awaiting_poll = true;
         return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_waiting, 0, gate->text.c_str());
       }
     }
@@ -397,6 +406,54 @@ struct Transaction {
       return rejection(bit, s.message());
     }
     return OSSL_CMP_STATUSINFO_new(OSSL_CMP_PKISTATUS_accepted, 0, nullptr);
+  }
+
+  static int on_poll_req(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, int cert_req_id,
+                         OSSL_CMP_MSG** cert_req, int64_t* check_after) {
+    Transaction& t = tx(srv);
+    return t.service->poll_req(t, req, cert_req_id, cert_req, check_after);
+  }
+
+  // pollReq: a pollRep with checkAfter while the code is not confirmed; once it is (or once the
+  // verification expired) the waiting request itself, which the library runs through
+  // cert_request again: the gate lets it through to issuance (or refuses it as expired), and the
+  // answer is the ip/cp/kup the client waits for.
+  int poll_req(Transaction& t, const OSSL_CMP_MSG* req, int cert_req_id, OSSL_CMP_MSG** cert_req,
+               int64_t* check_after) {
+    t.reached_callback = true;
+    *cert_req = nullptr;
+    auto refuse = [&](const std::string& actor, const std::string& reason) {
+      refused(t, actor, "pollReq", reason);
+      raise_refusal(reason);
+      return 0;
+    };
+    if (t.refuse) return refuse("", *t.refuse);
+    auto officer = authorize(t.der, req, {kRoleIssue});
+    if (!officer.is_ok()) return refuse("", officer.status().message());
+    if (t.waiting_request_der.empty()) {
+      return refuse(officer->name,
+                    "pollReq: no certificate request of transaction " + t.tid_hex +
+                        " is waiting here (none was answered 'waiting', or the CM host restarted "
+                        "since: send the request again)");
+    }
+    if (cert_req_id != t.waiting_cert_req_id) {
+      return refuse(officer->name, "pollReq: certReqId " + std::to_string(cert_req_id) +
+                                       " is not the waiting request's (" +
+                                       std::to_string(t.waiting_cert_req_id) + ")");
+    }
+    auto poll = poll_email_verification(host, t.tid_hex);
+    if (!poll.is_ok()) return refuse(officer->name, poll.status().message());
+    if (poll->state == VerificationPoll::State::kWaiting) {
+      *check_after = poll->check_after;
+      t.awaiting_poll = true;
+      return 1;
+    }
+    *cert_req = proto::cmp_msg_from_der(t.waiting_request_der).release();
+    if (!*cert_req) return refuse(officer->name, "pollReq: the waiting request is damaged");
+    // The callbacks of the request run with the request's own bytes (its signer, its
+    // implicitConfirm); the string outlives the processing of this message.
+    t.der = t.waiting_request_der;
+    return 1;
   }
 
   static int on_cert_conf(OSSL_CMP_SRV_CTX* srv, const OSSL_CMP_MSG* req, int cert_req_id,
@@ -759,7 +816,11 @@ struct Transaction {
                                request.value("token", ""), pin, key, officer.name);
         OPENSSL_cleanse(pin.data(), pin.size());
         if (!letter) return letter.status();
-        return json{{"letter_id", letter->letter_id}, {"state", letter->state}}.dump();
+        json answer = {{"letter_id", letter->letter.letter_id}, {"state", letter->letter.state}};
+        if (!letter->replayed) {
+          answer["notice"] = letter->notice.is_ok() ? "mailed" : letter->notice.message();
+        }
+        return answer.dump();
       }
       if (oid == proto::kOidPinLetterBind) {
         PF_RETURN_IF_ERROR(need_role(officer, kRoleIssue));
@@ -877,6 +938,7 @@ struct Transaction {
     t.der = der;
     t.reached_callback = false;
     t.issued_now = false;
+    t.awaiting_poll = false;
     t.refuse = std::move(refuse);
     t.deferred.writes.clear();
     t.last_used = std::chrono::steady_clock::now();
@@ -1144,8 +1206,9 @@ struct Transaction {
     }
     // Keep the context only while the transaction waits for certConf.
     auto answer_body = proto::cmp_body_type(answer).value_or(kError);
-    bool waiting = (answer_body == kIp || answer_body == kCp || answer_body == kKup) &&
-                   t->issued_now && !proto::cmp_asks_implicit_confirm(answer);
+    bool waiting = ((answer_body == kIp || answer_body == kCp || answer_body == kKup) &&
+                    t->issued_now && !proto::cmp_asks_implicit_confirm(answer)) ||
+                   t->awaiting_poll;
     lock.unlock();
     if (!waiting && (t->reached_callback || created || !initial)) drop(tid_hex, t.get());
     return HttpReply{200, "application/pkixcmp", std::move(answer)};

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "persoflow/cmhost/reissue_cm.hpp"
+#include "relay_mail.hpp"
 #include "reissue_genm.hpp"
 #include "persoflow/protocol/base64.hpp"
 #include "persoflow/protocol/smtp_client.hpp"
@@ -98,17 +99,7 @@ Result<std::string> name_der(const X509_NAME* name) {
 
 Status mail_code(CmHost& host, const EmailVerificationRecord& record, const std::string& code,
                  const std::string& subject_text) {
-  const SmtpRelay& relay = host.config().smtp;
-  if (relay.host.empty()) {
-    return make_status(Errc::kUnavailable,
-                       "no SMTP relay is configured (cm.json smtp.host): the code cannot be mailed");
-  }
-  protocol::SmtpClientOptions options;
-  options.host = relay.host;
-  options.port = static_cast<std::uint16_t>(relay.port);
-  options.timeout = std::chrono::seconds(relay.timeout_seconds);
   protocol::MailMessage mail;
-  mail.from = relay.from;
   mail.to = {record.email};
   mail.subject = "Your certificate verification code";
   mail.body = "A certificate was requested for\n\n    " + subject_text +
@@ -118,7 +109,7 @@ Status mail_code(CmHost& host, const EmailVerificationRecord& record, const std:
               code + "\n\nThe code is valid until " + utc_text(record.expires_at) +
               ". If you did not ask for a certificate, ignore this message; nothing will be "
               "issued.\n";
-  return protocol::SmtpClient(options).send(mail);
+  return send_through_relay(host, std::move(mail));
 }
 
 Result<IssueRequest> issue_request_of(CmHost& host, const EmailVerificationRecord& record) {
@@ -302,20 +293,14 @@ Result<std::string> email_verification_status(CmHost& host, const Officer& offic
   // transactionIDs are kept in upper-case hex, as the CMP service prints them.
   std::string tid = request.at("transaction_id").get<std::string>();
   for (auto& c : tid) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  PF_ASSIGN_OR_RETURN(auto found, host.store().email_verification(tid));
-  if (!found) {
-    return make_status(Errc::kNotFound, "no request of transaction " + tid +
-                                            " waits for e-mail verification");
-  }
-  EmailVerificationRecord record = *found;
-  const CertificateProcedure* procedure = host.procedure(record.procedure);
-  const int check_after = procedure ? procedure->verification_check_after : 30;
+  PF_ASSIGN_OR_RETURN(VerificationPoll poll, poll_email_verification(host, tid));
+  EmailVerificationRecord& record = poll.record;
   if (!record.issued_serial.empty()) {
     auto cert = host.certificate(record.issued_serial);
     if (!cert) return make_status(Errc::kCorrupt, "issued certificate missing");
     return issued_json(*cert).dump();
   }
-  if (record.confirmed_at != 0) {
+  if (poll.state == VerificationPoll::State::kConfirmed) {
     PF_ASSIGN_OR_RETURN(IssueRequest issue, issue_request_of(host, record));
     PF_ASSIGN_OR_RETURN(IssuedCertificate issued, host.issue(std::move(issue)));
     record.issued_serial = issued.serial_hex;
@@ -324,8 +309,35 @@ Result<std::string> email_verification_status(CmHost& host, const Officer& offic
     if (!cert) return make_status(Errc::kCorrupt, "issued certificate missing");
     return issued_json(*cert).dump();
   }
-  if (now_seconds() >= record.expires_at) {
+  if (poll.state == VerificationPoll::State::kExpired) {
     return json{{"status", "expired"}, {"expired_at", record.expires_at}}.dump();
+  }
+  return json{{"status", "waiting"},
+              {"email", mask_email(record.email)},
+              {"mailed", record.mailed_at != 0},
+              {"expires_at", record.expires_at},
+              {"check_after", poll.check_after}}
+      .dump();
+}
+
+Result<VerificationPoll> poll_email_verification(CmHost& host, const std::string& transaction_id) {
+  PF_ASSIGN_OR_RETURN(auto found, host.store().email_verification(transaction_id));
+  if (!found) {
+    return make_status(Errc::kNotFound, "no request of transaction " + transaction_id +
+                                            " waits for e-mail verification");
+  }
+  VerificationPoll poll;
+  poll.record = std::move(*found);
+  EmailVerificationRecord& record = poll.record;
+  const CertificateProcedure* procedure = host.procedure(record.procedure);
+  if (procedure) poll.check_after = procedure->verification_check_after;
+  if (record.confirmed_at != 0) {
+    poll.state = VerificationPoll::State::kConfirmed;
+    return poll;
+  }
+  if (now_seconds() >= record.expires_at) {
+    poll.state = VerificationPoll::State::kExpired;
+    return poll;
   }
   if (record.mailed_at == 0) {
     // The first mail failed: a new code replaces the one nobody received.
@@ -335,17 +347,12 @@ Result<std::string> email_verification_status(CmHost& host, const Officer& offic
     subject.reset(d2i_X509_NAME(nullptr, &p, static_cast<long>(record.subject_der.size())));
     Status mailed = mail_code(host, record, code, subject ? name_to_string(subject.get()) : "");
     if (mailed.is_ok()) {
-      record.code_digest = code_digest(tid, code);
+      record.code_digest = code_digest(transaction_id, code);
       record.mailed_at = now_seconds();
       PF_RETURN_IF_ERROR(host.store().update_email_verification(record));
     }
   }
-  return json{{"status", "waiting"},
-              {"email", mask_email(record.email)},
-              {"mailed", record.mailed_at != 0},
-              {"expires_at", record.expires_at},
-              {"check_after", check_after}}
-      .dump();
+  return poll;
 }
 
 }  // namespace persoflow::cmhost

@@ -10,6 +10,7 @@
 
 #include "persoflow/devices/pin_delivery.hpp"
 #include "persoflow/protocol/ossl.hpp"
+#include "relay_mail.hpp"
 
 namespace persoflow::cmhost {
 
@@ -56,6 +57,22 @@ std::string iso_time(std::int64_t unix_seconds) {
   return buf;
 }
 
+// The holder's notice: which letter to expect and what to do when it does not come. The PIN is
+// only ever on the printed letter.
+Status send_notice(const CmHost& host, const PinLetterRecord& letter) {
+  protocol::MailMessage mail;
+  mail.to = {letter.address};
+  mail.subject = "Your PIN letter " + letter.letter_id + " is on its way";
+  mail.body = "A PIN letter was prepared for\n\n    " + letter.holder + "\n\nfor " +
+              (letter.token.empty() ? std::string("your token") : letter.token) +
+              ". It is printed on the secure printer and delivered to you; its reference is " +
+              letter.letter_id +
+              ".\n\nThe PIN is only in that letter: nobody will ask you for it by e-mail or "
+              "telephone. If the letter does not arrive, or arrives opened, tell your "
+              "registration officer and quote the reference.\n";
+  return send_through_relay(host, std::move(mail));
+}
+
 }  // namespace
 
 PinLetters::PinLetters(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -74,14 +91,14 @@ Result<std::unique_ptr<PinLetters>> PinLetters::open(CmHost& host) {
   return std::unique_ptr<PinLetters>(new PinLetters(std::move(impl)));
 }
 
-Result<PinLetterRecord> PinLetters::queue(const std::string& holder, const std::string& address,
+Result<QueuedPinLetter> PinLetters::queue(const std::string& holder, const std::string& address,
                                           const std::string& token, std::string_view pin,
                                           const std::string& idempotency_key,
                                           const std::string& actor) {
   storage::CmStore& store = impl_->host->store();
   if (!idempotency_key.empty()) {
     PF_ASSIGN_OR_RETURN(auto earlier, store.pin_letter_by_idempotency_key(idempotency_key));
-    if (earlier) return *earlier;
+    if (earlier) return QueuedPinLetter{*earlier, true, Status::ok()};
   }
   if (pin.empty()) return make_status(Errc::kInvalidArgument, "the PIN letter has no PIN");
   const auto at = address.find('@');
@@ -103,7 +120,16 @@ Result<PinLetterRecord> PinLetters::queue(const std::string& holder, const std::
     return impl_->host->audit(actor, "pin-letter-queue",
                               r.letter_id + " for " + holder + " <" + address + ">");
   }));
-  return r;
+  // Mailed after the commit: a notice must never announce a letter that does not exist.
+  QueuedPinLetter queued{r, false, send_notice(*impl_->host, r)};
+  const std::string outcome = queued.notice.is_ok()
+                                  ? ": notice mailed to " + address
+                                  : ": notice not mailed to " + address + " (" +
+                                        queued.notice.message() + ")";
+  // The letter is committed whatever happens here: a failed audit append is reported, and the
+  // RA's resend with the same idempotency key gets the letter without a second notice.
+  PF_RETURN_IF_ERROR(impl_->host->audit(actor, "pin-letter-notice", r.letter_id + outcome));
+  return queued;
 }
 
 Result<std::vector<std::string>> PinLetters::preprint(int count, int length,

@@ -74,11 +74,27 @@ class Child {
   bool running() {
     if (pid_ <= 0) return false;
     int status = 0;
-    return ::waitpid(pid_, &status, WNOHANG) == 0;
+    if (::waitpid(pid_, &status, WNOHANG) == 0) return true;
+    exit_status_ = status;
+    pid_ = -1;
+    return false;
+  }
+  // The exit code once the child ended by itself within `timeout`; -1 otherwise (then killed).
+  int wait_exit(std::chrono::seconds timeout) {
+    for (auto end = std::chrono::steady_clock::now() + timeout;
+         running() && std::chrono::steady_clock::now() < end;) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    if (pid_ > 0) {
+      kill(SIGKILL);
+      return -1;
+    }
+    return WIFEXITED(exit_status_) ? WEXITSTATUS(exit_status_) : -1;
   }
 
  private:
   pid_t pid_ = -1;
+  int exit_status_ = 0;
 };
 
 
@@ -431,6 +447,108 @@ TEST_F(ReissueTest, EmailVerificationAcrossAKilledStation) {
   }
 }
 
+// An outside CMP client under a procedure with e-mail verification: `openssl cmp` gets 'waiting'
+// and polls by itself with pollReq (RFC 4210 5.3.22), answered with pollRep while the code mailed
+// to the subject is not confirmed; after `persoflow cm verify` its next poll gets the certificate.
+TEST_F(ReissueTest, OpensslCmpPollsUntilTheCodeIsConfirmed) {
+  const json conf = json::parse(read_text(conf_));
+  const std::string officer_pem = tmp_->file("poll-officer.pem");
+  const std::string officer_key = tmp_->file("poll-officer.key");
+  const std::string passin = "file:" + conf.at("officer_password_file").get<std::string>();
+  const std::string p12 = conf.at("officer_p12");
+  ASSERT_EQ(run({"openssl", "pkcs12", "-in", p12, "-passin", passin, "-clcerts", "-nokeys",
+                 "-out", officer_pem}).exit_code, 0);
+  ASSERT_EQ(run({"openssl", "pkcs12", "-in", p12, "-passin", passin, "-nocerts", "-nodes",
+                 "-out", officer_key}).exit_code, 0);
+  const std::string ca = (dir_ / "cm" / "ca" / "ca.pem").string();
+  const std::string email = "dave.poll@example.org";
+  const std::string subj = "/CN=Dave Poll/O=Example/emailAddress=" + email;
+  struct Case {
+    std::string name;
+    std::vector<std::string> args;
+  };
+  const std::string csr = make_csr("dave-p10cr", subj);
+  make_csr("dave-ir", subj);  // for its key
+  const std::vector<Case> cases = {
+      {"p10cr", {"-cmd", "p10cr", "-csr", csr}},
+      {"ir", {"-cmd", "ir", "-newkey", tmp_->file("dave-ir.key"), "-subject", subj}},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    const std::string cert = tmp_->file("dave-" + c.name + ".pem");
+    const std::string log = tmp_->file("dave-" + c.name + ".log");
+    std::vector<std::string> argv = {
+        "/usr/bin/openssl", "cmp", "-server", "127.0.0.1:" + server_->port(), "-path",
+        "/.well-known/cmp/p/reissue-verified", "-tls_used", "-tls_trusted", ca, "-trusted", ca,
+        "-cert", officer_pem, "-key", officer_key, "-certout", cert, "-verbosity", "7"};
+    argv.insert(argv.end(), c.args.begin(), c.args.end());
+    const std::size_t mails_before = sink_->messages().size();
+    Child client(argv, log);
+    auto mails = sink_->wait_for(mails_before + 1, std::chrono::seconds(60));
+    ASSERT_EQ(mails.back().rcpt_to, std::vector<std::string>{email});
+    const std::string code = code_in(mails.back().body());
+    ASSERT_EQ(code.size(), 8u) << mails.back().body();
+    // It polls and is told to wait while nobody confirmed the code.
+    std::this_thread::sleep_for(std::chrono::seconds(3));
+    ASSERT_TRUE(client.running()) << read_text(log);
+    EXPECT_FALSE(fs::exists(cert));
+    auto verified = run({persoflow_binary(), "cm", "verify", "--dir", (dir_ / "cm").string(),
+                         "--code", code});
+    ASSERT_EQ(verified.exit_code, 0) << verified.err;
+    ASSERT_EQ(client.wait_exit(std::chrono::seconds(60)), 0) << read_text(log);
+    const std::string text = read_text(log);
+    EXPECT_NE(text.find("POLLREP"), std::string::npos) << text;
+    auto parsed = run({"openssl", "x509", "-in", cert, "-noout", "-subject", "-serial"});
+    ASSERT_EQ(parsed.exit_code, 0) << parsed.err;
+    EXPECT_NE(parsed.out.find("emailAddress = " + email), std::string::npos) << parsed.out;
+    // Issued once: a later search finds it valid (confirmed by certConf).
+    const std::string serial = parsed.out.substr(parsed.out.find("serial=") + 7, 32);
+    EXPECT_EQ(search_serial(serial).value("status", ""), "valid") << serial;
+  }
+}
+
+// A refused CSR asks again in the same workflow when the operator can answer (--ask-fd): each
+// refusal names what is wrong, a missing file is asked again, and the corrected CSR is issued.
+TEST_F(ReissueTest, RefusedCsrAsksAgainUntilACorrectedOne) {
+  json previous = issued_card("card-r4", "Erin Again");
+  ASSERT_TRUE(previous.contains("serial"));
+  const std::string subj = subj_of(previous["subject"]);
+  const std::string weak = make_csr("erin-weak", subj, "rsa:1024");
+  const std::string other = make_csr("erin-other", "/CN=Mallory/O=Example");
+  const std::string good = make_csr("erin-good", subj);
+  const std::string answers = other + "\n" + tmp_->file("no-such.csr") + "\n" + good + "\n";
+  auto done = reissue({"--serial", previous["serial"], "--procedure", "reissue", "--csr", weak,
+                       "--workflow-id", "erin-again", "--ask-fd", "0"},
+                      answers);
+  ASSERT_EQ(done.exit_code, 0) << done.out << done.err;
+  EXPECT_NE(done.err.find("its key RSA:1024 is not allowed by procedure reissue"),
+            std::string::npos)
+      << done.err;
+  EXPECT_NE(done.err.find("its subject 'O=Example,CN=Mallory' does not match"), std::string::npos)
+      << done.err;
+  EXPECT_NE(done.err.find("cannot read a CSR from " + tmp_->file("no-such.csr")),
+            std::string::npos)
+      << done.err;
+  const std::string issued = new_serial(done.out);
+  ASSERT_FALSE(issued.empty()) << done.out;
+  const std::string fresh_pem = pem_of(search_serial(issued), "erin-fresh");
+  auto cert_key = run({"openssl", "x509", "-in", fresh_pem, "-noout", "-pubkey"});
+  auto csr_key = run({"openssl", "req", "-in", good, "-noout", "-pubkey"});
+  EXPECT_EQ(cert_key.out, csr_key.out);
+  // One workflow: its journal holds both refusals and the issuance.
+  auto shown = run({persoflow_binary(), "journal", "show", "--journal",
+                    (dir_ / "station" / "journal.db").string(), "--workflow", "erin-again"});
+  EXPECT_NE(shown.out.find("CsrRejected"), std::string::npos) << shown.out;
+  EXPECT_NE(shown.out.find("Done"), std::string::npos) << shown.out;
+
+  // Nobody answers (the end of the input): the refusal ends the workflow, naming it.
+  auto ended = reissue({"--serial", previous["serial"], "--procedure", "reissue", "--csr", weak,
+                        "--ask-fd", "0"});
+  EXPECT_EQ(ended.exit_code, 1);
+  EXPECT_NE(ended.err.find("the CSR is refused: its key RSA:1024"), std::string::npos)
+      << ended.err;
+}
+
 TEST(ReissueCli, BadInputsAreOneLineErrors) {
   TempDir tmp("persoflow-reissue-cli");
   auto r = run({persoflow_binary(), "reissue", "--help"});
@@ -445,6 +563,9 @@ TEST(ReissueCli, BadInputsAreOneLineErrors) {
   r = run({persoflow_binary(), "keys", "search", "--config", tmp.file("none.conf")});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("exactly one of"), std::string::npos) << r.err;
+  r = run({persoflow_binary(), "reissue", "--config", tmp.file("none.conf"), "--ask-fd", "77"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--ask-fd 77 is not an open descriptor"), std::string::npos) << r.err;
   r = run({persoflow_binary(), "cm", "verify", "--dir", tmp.path().string(), "--code", "12"});
   EXPECT_NE(r.exit_code, 0);
 }

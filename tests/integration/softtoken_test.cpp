@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "cm_server.hpp"
+#include "smtp_sink.hpp"
 #include "softhsm_fixture.hpp"
 #include "test_support.hpp"
 
@@ -25,6 +26,7 @@ using persoflow::testing::CmServer;
 using persoflow::testing::persoflow_binary;
 using persoflow::testing::run;
 using persoflow::testing::RunResult;
+using persoflow::testing::SmtpSink;
 using persoflow::testing::SoftHsm;
 using persoflow::testing::TempDir;
 
@@ -36,6 +38,8 @@ class SoftToken : public ::testing::Test {
     tmp_ = new TempDir("persoflow-softtoken");
     hsm_ = new SoftHsm();
     hsm_->create_token("Officer Card");
+    smtp_ = new SmtpSink();
+    smtp_->start();
     const fs::path dir = tmp_->path();
     std::ofstream(dir / "alice.pw") << "alice officer password\n";
     RunResult init = run({persoflow_binary(), "cm", "init", "--dir", (dir / "cm").string(),
@@ -52,6 +56,9 @@ class SoftToken : public ::testing::Test {
                                           {"key_procedures", nlohmann::json::array()},
                                           {"pin_procedure", std::string("pin-") + mode}});
       }
+      // The PIN mailer's notices go to the sink.
+      cm["smtp"] = {{"host", smtp_->host()}, {"port", smtp_->port()}, {"from", "cm@example.org"},
+                    {"timeout_seconds", 10}};
       std::ofstream(dir / "cm" / "cm.json") << cm.dump(2);
     }
     server_ = new CmServer(dir / "cm");
@@ -68,6 +75,7 @@ class SoftToken : public ::testing::Test {
   }
   static void TearDownTestSuite() {
     delete server_;
+    delete smtp_;
     delete hsm_;
     delete tmp_;
   }
@@ -99,11 +107,13 @@ class SoftToken : public ::testing::Test {
   static TempDir* tmp_;
   static SoftHsm* hsm_;
   static CmServer* server_;
+  static SmtpSink* smtp_;
 };
 
 TempDir* SoftToken::tmp_ = nullptr;
 SoftHsm* SoftToken::hsm_ = nullptr;
 CmServer* SoftToken::server_ = nullptr;
+SmtpSink* SoftToken::smtp_ = nullptr;
 
 std::string public_key_of_p12(const std::string& p12, const std::string& pin) {
   RunResult key = run({"openssl", "pkcs12", "-in", p12, "-nocerts", "-nodes", "-passin",
@@ -266,6 +276,38 @@ TEST_F(SoftToken, EveryAlgorithmOfTheDefaultListIssuedOrRefusedWithItsReason) {
   EXPECT_TRUE(fs::is_empty(out));
 }
 
+// A refused request asks again (--ask-fd): the operator's corrections go to the same workflow,
+// each refusal is named, and the corrected request is issued.
+TEST_F(SoftToken, RefusedRequestAsksAgainInTheSameWorkflow) {
+  const std::string out = out_dir("asks-again");
+  RunResult r = issue({"--procedure", "softtoken-standard", "--field", "CN=Gil Again",
+                       "--algorithm", "RSA:5120", "--out", out, "--workflow-id", "gil-again",
+                       "--ask-fd", "0"},
+                      "algorithm=RSA:5121\n\nalgorithm=EC:secp256r1\nO=Example\n\n");
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.err.find("key algorithm RSA:5120 is not in the RA's key-generation list"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("key algorithm RSA:5121 is not in the RA's key-generation list"),
+            std::string::npos)
+      << r.err;
+  const std::string pin = shown_pin(r.out);
+  ASSERT_FALSE(pin.empty()) << r.out;
+  expect_good_token(out + "/Gil-Again.p12", pin, out + "/Gil-Again.der", "der");
+  RunResult subject = run({"openssl", "x509", "-in", out + "/Gil-Again.der", "-inform", "der",
+                           "-noout", "-subject", "-text"});
+  EXPECT_NE(subject.out.find("O = Example"), std::string::npos) << subject.out;
+  EXPECT_NE(subject.out.find("prime256v1"), std::string::npos) << subject.out;
+
+  // Nobody answers: the refusal stays, named, and the workflow can be resumed.
+  RunResult ended = issue({"--procedure", "softtoken-standard", "--field", "CN=Gil Ended",
+                           "--algorithm", "RSA:5120", "--out", out, "--ask-fd", "0"});
+  EXPECT_EQ(ended.exit_code, 1);
+  EXPECT_NE(ended.err.find("key algorithm RSA:5120 is not in the RA's key-generation list"),
+            std::string::npos)
+      << ended.err;
+}
+
 // The PIN entered at the RA (twice); a cancelled entry gets a generated PIN, shown once.
 TEST_F(SoftToken, PinEnteredTwiceOrGeneratedWhenTheEntryIsCancelled) {
   const std::string out = out_dir("entered");
@@ -285,8 +327,9 @@ TEST_F(SoftToken, PinEnteredTwiceOrGeneratedWhenTheEntryIsCancelled) {
   expect_good_token(out + "/Erin-Cancel.p12", pin, out + "/Erin-Cancel.der", "der");
 }
 
-// PIN mailer: the CM host queues the letter; it prints once (PDF or text); the PIN is in the
-// letter and opens the token; the journal and the CM database do not hold it.
+// PIN mailer: the CM host queues the letter and mails the holder a notice through the SMTP relay
+// (the sink); the letter prints once (PDF or text); the PIN is in the letter and opens the token;
+// the notice, the journal and the CM database do not hold it.
 TEST_F(SoftToken, PinMailerLetterPrintedExactlyOnce) {
   const std::string out = out_dir("mailer");
   RunResult r = issue({"--procedure", "softtoken-mailer", "--field", "CN=Fay Mailer", "--out", out,
@@ -306,6 +349,18 @@ TEST_F(SoftToken, PinMailerLetterPrintedExactlyOnce) {
     }
   }
   ASSERT_FALSE(id.empty()) << list.out;
+  EXPECT_NE(r.err.find("PIN letter " + id + " queued for fay@example.org; e-mail notice sent"),
+            std::string::npos)
+      << r.err;
+  std::vector<persoflow::testing::ReceivedMail> notices;
+  for (const auto& mail : smtp_->wait_for(1)) {
+    if (mail.header("To").find("fay@example.org") != std::string::npos) notices.push_back(mail);
+  }
+  ASSERT_EQ(notices.size(), 1u) << smtp_->log();
+  EXPECT_EQ(notices[0].rcpt_to, std::vector<std::string>{"fay@example.org"});
+  EXPECT_EQ(notices[0].mail_from, "cm@example.org");
+  EXPECT_NE(notices[0].header("Subject").find(id), std::string::npos) << notices[0].data;
+  EXPECT_NE(notices[0].body().find("CN=Fay Mailer"), std::string::npos) << notices[0].data;
   const std::string pdf = out + "/letter.pdf";
   RunResult printed = run({persoflow_binary(), "cm", "pin-letters", "print", id, "--out", pdf,
                            "--dir", cm_dir()});
@@ -318,6 +373,7 @@ TEST_F(SoftToken, PinMailerLetterPrintedExactlyOnce) {
   ASSERT_NE(at, std::string::npos);
   const std::string pin = bytes.str().substr(at + 11, bytes.str().find(')', at) - at - 11);
   EXPECT_EQ(pin.size(), 8u);
+  EXPECT_EQ(notices[0].data.find(pin), std::string::npos) << "the notice carries the PIN";
   expect_good_token(out + "/Fay-Mailer.p12", pin, out + "/Fay-Mailer.der", "der");
   if (run({"which", "pdftotext"}).exit_code == 0) {
     RunResult text = run({"pdftotext", pdf, "-"});

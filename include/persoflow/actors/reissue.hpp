@@ -63,6 +63,11 @@ class ReissueStation {
   // A refusal by the CM host: kRejected with its reason.
   Result<std::string> search_certificates(const std::string& query_json);
 
+  // Where the operator answers what the request cannot: after a refused CSR, the file name of a
+  // corrected CSR (one line; an empty line or the end of the input cancels the workflow). -1
+  // (the default): nobody to ask, a refused CSR cancels the workflow with its reason.
+  void set_operator_input(int fd);
+
   // Where a finished workflow's new certificate is (DER), by serial.
   std::string certificate_path(const std::string& serial_hex) const;
 

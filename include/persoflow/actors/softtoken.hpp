@@ -106,6 +106,11 @@ class SoftTokenRa {
   std::unique_ptr<Impl> impl_;
 };
 
+// The operator's answer to the request question (RequestEntered): subject fields, algorithm,
+// file names and key searches of `request`. Also how a corrected request is handed to a workflow
+// whose request was refused (Runtime::post_event).
+machines::Event request_entered_event(const SoftTokenRequest& request);
+
 // The executors of the issue-soft-token machine: AskOperator (answered from the saved request),
 // NotifyOperator, InitializeKeyGeneration, GenerateKeyLocally, RequestServerKeygenAndArchive,
 // RequestKeyRecovery, SignWithOfficer, SubmitToCm, GeneratePin, ResolvePinLetter, WritePkcs12,

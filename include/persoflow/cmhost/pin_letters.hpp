@@ -26,14 +26,24 @@
 
 namespace persoflow::cmhost {
 
+// What queue() did: the letter, and whether its e-mail notice reached the relay.
+struct QueuedPinLetter {
+  storage::PinLetterRecord letter;
+  bool replayed = false;  // queued before under the same idempotency key; no second notice
+  Status notice;          // ok: the relay accepted the notice; otherwise why it was not sent
+};
+
 class PinLetters {
  public:
   // Loads the key-archive certificate and key of the host's directory.
   static Result<std::unique_ptr<PinLetters>> open(CmHost& host);
   ~PinLetters();
 
-  // A mailer letter. The same idempotency key again: the letter queued the first time.
-  Result<storage::PinLetterRecord> queue(const std::string& holder, const std::string& address,
+  // A mailer letter, then its e-mail notice to `address` through the SMTP relay (cm.json
+  // `smtp`): a letter with the PIN is on its way; the notice never carries the PIN. The letter
+  // stays queued when the notice cannot be sent (audited; the letter is what matters). The same
+  // idempotency key again: the letter queued the first time, no second notice.
+  Result<QueuedPinLetter> queue(const std::string& holder, const std::string& address,
                                          const std::string& token, std::string_view pin,
                                          const std::string& idempotency_key,
                                          const std::string& actor);

@@ -38,6 +38,18 @@ Result<VerificationGate> gate_certificate_request(CmHost& host,
                                                   const std::string& transaction_id,
                                                   const IssueRequest& request);
 
+// Where a request waiting for e-mail verification stands, for a client that polls (CMP pollReq
+// or the persoflowEmailVerification genm). A code whose first mail failed is mailed again here.
+struct VerificationPoll {
+  enum class State { kWaiting, kConfirmed, kExpired };
+  State state = State::kWaiting;
+  int check_after = 30;  // seconds, the procedure's verification_check_after
+  storage::EmailVerificationRecord record;
+};
+
+// No request of `transaction_id` (upper-case hex) waits for verification: kNotFound.
+Result<VerificationPoll> poll_email_verification(CmHost& host, const std::string& transaction_id);
+
 struct ConfirmedVerification {
   std::string transaction_id;
   std::string email;

@@ -61,9 +61,44 @@ Executor acknowledging(std::function<void(const Command&, const CommandContext&)
 
 }  // namespace
 
-ExecutorRegistry live_station_executors(std::shared_ptr<Station> station,
-                                        std::function<bool(const std::string&)> present,
-                                        std::function<void(const std::string&)> print) {
+ReaderActor::ReaderActor(std::string reader) : reader_(std::move(reader)) {
+  thread_ = std::thread([this] {
+    while (true) {
+      std::function<void()> job;
+      {
+        std::unique_lock lock(mu_);
+        cv_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
+        if (jobs_.empty()) return;
+        job = std::move(jobs_.front());
+        jobs_.pop_front();
+      }
+      job();
+    }
+  });
+}
+
+ReaderActor::~ReaderActor() { stop(); }
+
+bool ReaderActor::post(std::function<void()> job) {
+  std::lock_guard lock(mu_);
+  if (stopping_) return false;
+  jobs_.push_back(std::move(job));
+  cv_.notify_one();
+  return true;
+}
+
+void ReaderActor::stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_one();
+  if (thread_.joinable()) thread_.join();
+}
+
+ExecutorRegistry live_station_executors(std::shared_ptr<Station> station, ReaderOfCard reader_of,
+                                        std::function<void(const std::string&)> print,
+                                        bool trace_commands) {
   ExecutorRegistry base;
   install_issue_card_executors(base, station);
   ExecutorRegistry out;
@@ -85,18 +120,35 @@ ExecutorRegistry live_station_executors(std::shared_ptr<Station> station,
               field(c, "reason") + ")");
         done(command_acknowledged());
       };
-    } else {
-      // A command on a card runs only while the card is in a reader.
+    } else if (e.blocking) {
+      // A command on a card runs on the actor of the reader the card is in, after the commands
+      // already queued there: one at a time per card, the readers side by side. Without a card
+      // in a reader it fails (and is retried with its executor's backoff).
       auto inner = e.run;
-      e.run = [inner, present, delay, type](const Command& c, const CommandContext& ctx,
-                                            Completion done) {
+      e.run = [inner, reader_of, delay, type, print, trace_commands](
+                  const Command& c, const CommandContext& ctx, Completion done) {
         const std::string serial = field(c, "token_serial");
-        if (delay && delay->first == type) std::this_thread::sleep_for(delay->second);
-        if (!serial.empty() && !present(serial)) {
-          return done(make_status(Errc::kUnavailable, "card " + serial + " is not in a reader"));
-        }
-        inner(c, ctx, std::move(done));
+        if (serial.empty()) return inner(c, ctx, std::move(done));  // not a card command
+        auto not_in_reader = [serial] {
+          return make_status(Errc::kUnavailable, "card " + serial + " is not in a reader");
+        };
+        std::shared_ptr<ReaderActor> actor = reader_of(serial);
+        if (!actor) return done(not_in_reader());
+        auto job = [=]() {
+          const std::string tag = actor->reader() + "  card " + lower(serial) + "  ";
+          if (trace_commands) print(tag + "begin " + type + " " + ctx.idempotency_key);
+          if (delay && delay->first == type) std::this_thread::sleep_for(delay->second);
+          // Pulled while the command waited: nothing touches a card that is not there.
+          if (reader_of(serial) != actor) {
+            done(not_in_reader());
+          } else {
+            inner(c, ctx, done);  // a blocking executor: returns once it has answered
+          }
+          if (trace_commands) print(tag + "end " + type + " " + ctx.idempotency_key);
+        };
+        if (!actor->post(job)) done(make_status(Errc::kUnavailable, "the station is stopping"));
       };
+      e.blocking = false;
     }
     out.add(type, std::move(e));
   }
@@ -178,7 +230,8 @@ class LiveStation {
     ro.on_step = [this](const StepNotice& n) { push(n); };
     ro.on_workflow_end = [this](const WorkflowOutcome& o) { push(EndNotice{o}); };
     auto registry = live_station_executors(
-        station_, [this](const std::string& serial) { return present(serial); }, options_.print);
+        station_, [this](const std::string& serial) { return reader_of(serial); }, options_.print,
+        options_.trace_commands);
     PF_ASSIGN_OR_RETURN(runtime_, Runtime::open(config.journal, std::move(registry), ro));
     auto watcher = devices::watch_readers([this](const devices::ReaderEvent& e) { push(e); });
 
@@ -190,6 +243,7 @@ class LiveStation {
       if (!options_.keep_running && all_ended()) break;
     }
     watcher->stop();
+    stop_reader_actors();
     runtime_.reset();
 
     std::vector<LiveResult> out;
@@ -220,14 +274,36 @@ class LiveStation {
     inbox_.pop_front();
     return m;
   }
-  bool present(const std::string& serial) {
+  // The actor of the reader the card is in; null when it is in none.
+  std::shared_ptr<ReaderActor> reader_of(const std::string& serial) {
     std::lock_guard lock(mu_);
-    return present_.count(lower(serial)) > 0;
+    auto it = card_reader_.find(lower(serial));
+    return it == card_reader_.end() ? nullptr : it->second;
   }
-  void set_present(const std::string& serial, bool in) {
+  std::shared_ptr<ReaderActor> actor_of(const std::string& reader) {
     std::lock_guard lock(mu_);
-    if (in) present_.insert(serial);
-    else present_.erase(serial);
+    auto& actor = reader_actors_[reader];
+    if (!actor) actor = std::make_shared<ReaderActor>(reader);
+    return actor;
+  }
+  void set_present(const std::string& serial, const std::string& reader) {
+    auto actor = reader.empty() ? nullptr : actor_of(reader);
+    std::lock_guard lock(mu_);
+    if (actor) {
+      card_reader_[serial] = actor;
+    } else {
+      card_reader_.erase(serial);
+    }
+  }
+  // Lets each reader's actor finish the commands it holds (their answers reach the runtime,
+  // still open); commands posted afterwards fail at once.
+  void stop_reader_actors() {
+    std::map<std::string, std::shared_ptr<ReaderActor>> actors;
+    {
+      std::lock_guard lock(mu_);
+      actors = reader_actors_;
+    }
+    for (auto& [name, actor] : actors) actor->stop();
   }
 
   bool all_ended() const {
@@ -245,7 +321,11 @@ class LiveStation {
   void on_reader(const devices::ReaderEvent& e) {
     using K = devices::ReaderEvent::Kind;
     switch (e.kind) {
-      case K::kReaderAdded: readers_[e.reader]; say(e.reader, "reader ready"); break;
+      case K::kReaderAdded:
+        readers_[e.reader];
+        actor_of(e.reader);
+        say(e.reader, "reader ready");
+        break;
       case K::kReaderRemoved: card_removed(e.reader); readers_.erase(e.reader); break;
       case K::kCardInserted: card_inserted(e.reader, e.atr_hex); break;
       case K::kCardRemoved: card_removed(e.reader); break;
@@ -269,7 +349,7 @@ class LiveStation {
     }
     const std::string serial = lower(*serial_opt);
     slot.serial = serial;
-    set_present(serial, true);
+    set_present(serial, reader);
     say(reader, "card " + serial + " inserted");
 
     // A workflow waiting in this reader for another card: offered to it, which refuses it.
@@ -324,7 +404,7 @@ class LiveStation {
     workflows_[request->workflow_id] = info;
     by_serial_[serial] = request->workflow_id;
     slot.workflow = request->workflow_id;
-    Status s = runtime_->start(request->workflow_id, "issue-card",
+    Status s = runtime_->start(request->workflow_id, request->machine(),
                                inserted_event(request->workflow_id, serial, reader));
     if (!s.is_ok()) say(reader, request->workflow_id + ": " + s.message());
   }
@@ -334,7 +414,7 @@ class LiveStation {
     if (it == readers_.end() || it->second.serial.empty()) return;
     ReaderSlot& slot = it->second;
     const std::string serial = std::exchange(slot.serial, {});
-    set_present(serial, false);
+    set_present(serial, {});
     say(reader, "card " + serial + " removed");
     auto w = by_serial_.find(serial);
     if (w == by_serial_.end()) return;
@@ -356,6 +436,7 @@ class LiveStation {
     w.state = n.state_name;
     if (n.status == storage::WorkflowStatus::kDone) w.outcome = "done";
     if (n.status == storage::WorkflowStatus::kCancelled) w.outcome = "cancelled";
+    if (n.status != storage::WorkflowStatus::kSuspended) w.reason.clear();
     say(w.reader, n.workflow_id + "  " + n.event_type + " -> " + n.state_name +
                       (n.status == storage::WorkflowStatus::kRunning
                            ? std::string()
@@ -395,7 +476,9 @@ class LiveStation {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Message> inbox_;
-  std::set<std::string> present_;  // serials of the cards in a reader (read by executors)
+  // Read by executors: token serial -> the actor of the reader the card is in; reader -> actor.
+  std::map<std::string, std::shared_ptr<ReaderActor>> card_reader_;
+  std::map<std::string, std::shared_ptr<ReaderActor>> reader_actors_;
 };
 
 }  // namespace

@@ -400,6 +400,17 @@ Result<Fields> detail::card_contents_fields(Impl& st, Impl::CardSlot& slot,
   return f;
 }
 
+// --- station-live
+CmClientActor& Station::Impl::cm_client_actor() {
+  std::lock_guard lock(cm_actor_mu);
+  if (!cm_actor) {
+    cm_actor = std::make_unique<CmClientActor>([this] { return cm_client(*this); },
+                                               CmClientActor::Options{});
+  }
+  return *cm_actor;
+}
+// --- end station-live
+
 Result<std::unique_ptr<pr::CmpClient>> detail::cm_client(Impl& st) {
   // The CM host: https://HOST:PORT
   const std::string hostport = st.config.cm_url.substr(8);
@@ -517,25 +528,15 @@ Result<std::string> save_ca_certificate(Impl& st, X509* ca) {
   return ref;
 }
 
-// One CMP ir (cr for update-card) for a key the card holds, transactionID `tid_hex`: the request
-// DER is saved before it is sent and resent as it is on a repeat. Answers "Enrolled{serial}" with
-// the certificate saved in state_dir/certs, or CmRefused.
+// One CMP ir (cr for update-card) for a key the card holds, transactionID `tid_hex`, through the
+// CM client actor: the request DER is saved before it is sent and resent as it is on a repeat.
+// Answers "Enrolled{serial}" with the certificate saved in state_dir/certs, or CmRefused.
 Result<Event> enroll_card_key(Impl& st, const Command& c, const std::string& tid_hex,
                               const std::vector<unsigned char>& cka) {
   const std::string serial = field(c, "token_serial");
-  PF_ASSIGN_OR_RETURN(std::unique_ptr<pr::CmpClient> cmp, cm_client(st));
-  pr::CmpClient& client = *cmp;
-
+  // --- station-live: through the CM client actor (transactionID = idempotency key, the request
+  // saved before it is sent and resent as saved, transport failures retried with backoff).
   const std::string saved = st.dir("cmp") + "/" + tid_hex + ".der";
-  if (fs::exists(saved)) {
-    PF_ASSIGN_OR_RETURN(std::string der, read_file(saved));
-    client.resend_next(der);  // the same bytes: the CM host answers from its store
-  }
-  Status save_status;
-  client.on_request_sent([&](const std::string& der) {
-    if (!fs::exists(saved)) save_status = write_durably(saved, der);
-  });
-
   pr::CertRequest req;
   req.type = field(c, "message") == "cr" ? pr::CertRequestType::kCr : pr::CertRequestType::kIr;
   req.procedure = field(c, "procedure");
@@ -551,16 +552,11 @@ Result<Event> enroll_card_key(Impl& st, const Command& c, const std::string& tid
   PF_ASSIGN_OR_RETURN(EVP_PKEY * key, slot->card->private_key(cka));
   pr::EvpPkeyPtr key_owner(key);
   req.key = key;
-  auto enrolled = client.enroll(req);
+  PF_ASSIGN_OR_RETURN(CmEnrolment answer, st.cm_client_actor().enroll(req, saved));
   lock.unlock();
-  PF_RETURN_IF_ERROR(save_status);
-  if (!enrolled) {
-    const pr::CmpFailure& f = client.last_failure();
-    if (f.pki_status >= 0) {
-      return event("CmRefused", {{"reason", f.text.empty() ? enrolled.status().message() : f.text}});
-    }
-    return enrolled.status();  // unreachable or broken transport: the engine retries
-  }
+  if (!answer.enrolled) return event("CmRefused", {{"reason", answer.refusal_message}});
+  const pr::Enrolled* enrolled = answer.enrolled.get();
+  // --- end station-live
   PF_ASSIGN_OR_RETURN(std::string der, pr::x509_to_der(enrolled->cert.get()));
   PF_RETURN_IF_ERROR(write_durably(st.dir("certs") + "/" + enrolled->serial_hex + ".der", der));
   Fields out{{"serial", enrolled->serial_hex}};

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <string>
 
+#include "persoflow/actors/cm_client_actor.hpp"
 #include "persoflow/actors/executor.hpp"
 #include "persoflow/actors/state_files.hpp"
 #include "persoflow/actors/station.hpp"
@@ -59,6 +60,12 @@ struct Station::Impl {
 
   std::mutex display_mu;
   PinDisplay display;
+
+  // --- station-live: certificate requests go through the CM client actor (opened on first use).
+  std::mutex cm_actor_mu;
+  std::unique_ptr<CmClientActor> cm_actor;
+  CmClientActor& cm_client_actor();
+  // --- end station-live
 
   std::string dir(const char* sub) const {
     return (std::filesystem::path(config.state_dir) / sub).string();

@@ -32,7 +32,7 @@ constexpr const char* kUsage =
 
 // `--live`: the station over the PC/SC readers (actors/live_station.hpp).
 int run_live(const std::string& config_path, std::vector<actors::CardRequest> requests,
-             bool keep_running) {
+             bool keep_running, bool trace_commands) {
   auto config = actors::load_station_config(config_path);
   if (!config) {
     std::cerr << "persoflow station run: " << config.status().message() << "\n";
@@ -63,7 +63,9 @@ int run_live(const std::string& config_path, std::vector<actors::CardRequest> re
     print(wf + ": PIN for card " + serial + " (shown once): " + pin);
   });
   auto results = actors::run_live_station(*station, std::move(requests),
-                                          {.keep_running = keep_running, .print = print});
+                                          {.keep_running = keep_running,
+                                           .print = print,
+                                           .trace_commands = trace_commands});
   if (!results) {
     std::cerr << "persoflow station run: " << results.status().message() << "\n";
     return 1;
@@ -84,7 +86,8 @@ int run(int argc, char** argv) {
       "queue", po::value<std::string>(), "JSON Lines file, one card request per line")(
       "json", "print the result as JSON")(
       "live", "personalise the cards as they are inserted into the readers")(
-      "keep-running", "with --live: keep watching the readers after the queue is done");
+      "keep-running", "with --live: keep watching the readers after the queue is done")(
+      "trace-commands", "with --live: a line as each card command begins and ends on its reader");
   po::variables_map vm;
   std::vector<std::string> rest;
   try {
@@ -117,9 +120,11 @@ int run(int argc, char** argv) {
     }
     requests = std::move(*q);
   }
-  if (vm.count("keep-running") && !vm.count("live")) {
-    std::cerr << "persoflow station run: --keep-running needs --live\n";
-    return 2;
+  for (const char* live_only : {"keep-running", "trace-commands"}) {
+    if (vm.count(live_only) && !vm.count("live")) {
+      std::cerr << "persoflow station run: --" << live_only << " needs --live\n";
+      return 2;
+    }
   }
   if (vm.count("live")) {
     if (!vm.count("queue")) {
@@ -127,7 +132,7 @@ int run(int argc, char** argv) {
       return 2;
     }
     return run_live(vm["config"].as<std::string>(), std::move(requests),
-                    vm.count("keep-running") > 0);
+                    vm.count("keep-running") > 0, vm.count("trace-commands") > 0);
   }
   const bool json_out = vm.count("json") > 0;
   auto report = run_station_batch(vm["config"].as<std::string>(), std::move(requests),

@@ -133,41 +133,59 @@ persoflow::testing::RunResult card_objects(const std::string& softhsm_env,
   return run(argv);
 }
 
-TEST(LiveStation, PulledCardSuspendsAnotherCardIsRefusedTheSameCardCompletes) {
-  TempDir tmp("persoflow-live");
-  const fs::path dir = tmp.path() / "demo";
-  auto demo = run({persoflow_binary(), "demo", "--dir", dir.string(), "--cards", "1"});
-  ASSERT_EQ(demo.exit_code, 0) << demo.out << demo.err;
-  const std::string conf = (dir / "station" / "station.conf").string();
-  std::ifstream in(conf);
-  std::stringstream text;
-  text << in.rdbuf();
-  const std::string s = text.str();
-  const auto at = s.find("127.0.0.1:");
-  ASSERT_NE(at, std::string::npos) << s;
-  auto end = at + 10;
-  while (end < s.size() && std::isdigit(static_cast<unsigned char>(s[end]))) ++end;
-  Watched cm({persoflow_binary(), "cm", "serve", "--dir", (dir / "cm").string(), "--listen",
-              s.substr(at, end - at)});
-  std::size_t cm_from = 0;
-  ASSERT_TRUE(cm.wait_for("listening on", cm_from)) << cm.out();
+// The demo's CM host (served again from its folder), two fresh SoftHSM2 tokens card-60 and card-61
+// and a queue of two requests: live-a for card-60, live-b for the next card.
+struct LiveSetup {
+  TempDir tmp{"persoflow-live"};
+  fs::path dir = tmp.path() / "demo";
+  std::string conf, softhsm, first, second, queue;
+  std::unique_ptr<Watched> cm;
 
-  const std::string softhsm = "SOFTHSM2_CONF=" + (dir / "tokens" / "softhsm2.conf").string();
-  for (const char* label : {"card-60", "card-61"}) {
-    ASSERT_EQ(run({"/usr/bin/env", softhsm, "softhsm2-util", "--init-token", "--free", "--label",
-                   label, "--pin", "123456", "--so-pin", "12345678"})
-                  .exit_code,
-              0);
+  void start() {
+    auto demo = run({persoflow_binary(), "demo", "--dir", dir.string(), "--cards", "1"});
+    ASSERT_EQ(demo.exit_code, 0) << demo.out << demo.err;
+    conf = (dir / "station" / "station.conf").string();
+    std::ifstream in(conf);
+    std::stringstream text;
+    text << in.rdbuf();
+    const std::string s = text.str();
+    const auto at = s.find("127.0.0.1:");
+    ASSERT_NE(at, std::string::npos) << s;
+    auto end = at + 10;
+    while (end < s.size() && std::isdigit(static_cast<unsigned char>(s[end]))) ++end;
+    cm = std::make_unique<Watched>(std::vector<std::string>{
+        persoflow_binary(), "cm", "serve", "--dir", (dir / "cm").string(), "--listen",
+        s.substr(at, end - at)});
+    std::size_t cm_from = 0;
+    ASSERT_TRUE(cm->wait_for("listening on", cm_from)) << cm->out();
+
+    softhsm = "SOFTHSM2_CONF=" + (dir / "tokens" / "softhsm2.conf").string();
+    for (const char* label : {"card-60", "card-61"}) {
+      ASSERT_EQ(run({"/usr/bin/env", softhsm, "softhsm2-util", "--init-token", "--free",
+                     "--label", label, "--pin", "123456", "--so-pin", "12345678"})
+                    .exit_code,
+                0);
+    }
+    auto serials = token_serials(softhsm);
+    first = serials["card-60"];
+    second = serials["card-61"];
+    ASSERT_EQ(first.size(), 16u);
+    ASSERT_EQ(second.size(), 16u);
+    queue = tmp.file("queue.jsonl");
+    std::ofstream(queue)
+        << "{\"workflow_id\": \"live-a\", \"token_serial\": \"" << first
+        << "\", \"subject\": {\"CN\": \"Live A\"}}\n"
+        << "{\"workflow_id\": \"live-b\", \"token_serial\": \"next\", \"subject\": "
+           "{\"CN\": \"Live B\"}}\n";
   }
-  auto serials = token_serials(softhsm);
-  const std::string first = serials["card-60"], second = serials["card-61"];
-  ASSERT_EQ(first.size(), 16u);
-  ASSERT_EQ(second.size(), 16u);
+};
 
-  std::ofstream(tmp.file("queue.jsonl"))
-      << "{\"workflow_id\": \"live-a\", \"token_serial\": \"" << first
-      << "\", \"subject\": {\"CN\": \"Live A\"}}\n"
-      << "{\"workflow_id\": \"live-b\", \"token_serial\": \"next\", \"subject\": {\"CN\": \"Live B\"}}\n";
+TEST(LiveStation, PulledCardSuspendsAnotherCardIsRefusedTheSameCardCompletes) {
+  LiveSetup setup;
+  ASSERT_NO_FATAL_FAILURE(setup.start());
+  const fs::path& dir = setup.dir;
+  const std::string &conf = setup.conf, &softhsm = setup.softhsm;
+  const std::string &first = setup.first, &second = setup.second;
 
   persoflow::testing::PcscdFixture pcscd;
   pcscd.start();
@@ -175,7 +193,7 @@ TEST(LiveStation, PulledCardSuspendsAnotherCardIsRefusedTheSameCardCompletes) {
   Watched station({"/usr/bin/env", "PCSCLITE_CSOCK_NAME=" +
                                        persoflow::testing::PcscdFixture::use_private_socket(),
                    "PERSOFLOW_LIVE_COMMAND_DELAY=GenerateKeyOnCard:2000", persoflow_binary(),
-                   "station", "run", "--config", conf, "--live", "--queue", tmp.file("queue.jsonl")});
+                   "station", "run", "--config", conf, "--live", "--queue", setup.queue});
   std::size_t from = 0;
   const std::string reader0 = persoflow::testing::PcscdFixture::reader_name(0);
   const std::string reader1 = persoflow::testing::PcscdFixture::reader_name(1);
@@ -220,6 +238,92 @@ TEST(LiveStation, PulledCardSuspendsAnotherCardIsRefusedTheSameCardCompletes) {
   auto verify = run({persoflow_binary(), "journal", "verify", "--journal",
                      (dir / "station" / "journal.db").string()});
   EXPECT_EQ(verify.exit_code, 0) << verify.out << verify.err;
+}
+
+// "<reader>  card <serial>  begin|end <Type> <key>" lines of --trace-commands, in output order.
+struct TracedCommand {
+  std::string reader, serial, what, key;
+};
+std::vector<TracedCommand> traced_commands(const std::string& out) {
+  std::vector<TracedCommand> lines;
+  std::istringstream in(out);
+  std::string line;
+  while (std::getline(in, line)) {
+    const auto card = line.find("  card ");
+    if (card == std::string::npos) continue;
+    std::istringstream rest(line.substr(card + 7));
+    TracedCommand t;
+    std::string type;
+    rest >> t.serial >> t.what >> type >> t.key;
+    if (t.what != "begin" && t.what != "end") continue;
+    t.reader = line.substr(0, card);
+    t.key = type + " " + t.key;
+    lines.push_back(t);
+  }
+  return lines;
+}
+
+TEST(LiveStation, TwoReadersProgressTogetherACardsCommandsNeverOverlap) {
+  LiveSetup setup;
+  ASSERT_NO_FATAL_FAILURE(setup.start());
+  persoflow::testing::PcscdFixture pcscd;
+  pcscd.start();
+  // Key generation held for 2.5 s: long enough for the two cards' to overlap, and for card A to
+  // be pulled and put back while its first one is still held (a dropped command still running
+  // when the resumed state issues its own: the reader's actor runs them one after the other).
+  Watched station({"/usr/bin/env", "PCSCLITE_CSOCK_NAME=" +
+                                       persoflow::testing::PcscdFixture::use_private_socket(),
+                   "PERSOFLOW_LIVE_COMMAND_DELAY=GenerateKeyOnCard:2500", persoflow_binary(),
+                   "station", "run", "--config", setup.conf, "--live", "--queue", setup.queue,
+                   "--trace-commands"});
+  std::size_t from = 0;
+  const std::string reader0 = persoflow::testing::PcscdFixture::reader_name(0);
+  const std::string reader1 = persoflow::testing::PcscdFixture::reader_name(1);
+  ASSERT_TRUE(station.wait_for(reader1 + "  reader ready", from)) << station.out();
+
+  persoflow::sim::CardEmulator slot0({.port = pcscd.port()});
+  persoflow::sim::CardEmulator slot1({.port = static_cast<std::uint16_t>(pcscd.port() + 1)});
+  const std::string atr_first = *persoflow::devices::card_atr_for_token(setup.first);
+  ASSERT_TRUE(slot0.insert(atr_first).is_ok());
+  ASSERT_TRUE(slot1.insert(*persoflow::devices::card_atr_for_token(setup.second)).is_ok());
+  ASSERT_TRUE(station.wait_for("begin GenerateKeyOnCard live-a", from)) << station.out();
+  slot0.remove();
+  ASSERT_TRUE(station.wait_for("live-a  CardRemoved -> SuspendedAwaitingCard", from))
+      << station.out();
+  ASSERT_TRUE(slot0.insert(atr_first).is_ok());
+  EXPECT_EQ(station.wait_exit(), 0) << station.out();
+  const std::string out = station.out();
+  ASSERT_NE(out.find("live-a  CardInserted -> KeysRequested"), std::string::npos) << out;
+  EXPECT_NE(out.find("live-a  card " + setup.first + "  done  Done"), std::string::npos) << out;
+  EXPECT_NE(out.find("live-b  card " + setup.second + "  done  Done"), std::string::npos) << out;
+
+  // Per card: begin and end alternate with the same command, always on the card's reader.
+  const std::vector<TracedCommand> traced = traced_commands(out);
+  std::map<std::string, std::string> running;  // serial -> command begun and not yet ended
+  std::map<std::string, int> generations;      // serial -> GenerateKeyOnCard begun
+  bool readers_overlapped = false;
+  for (const auto& t : traced) {
+    if (t.what == "begin") {
+      EXPECT_EQ(running[t.serial], "") << "card " << t.serial << ": " << t.key
+                                       << " began while " << running[t.serial] << " ran\n"
+                                       << out;
+      for (const auto& [serial, key] : running) {
+        if (serial != t.serial && !key.empty()) readers_overlapped = true;
+      }
+      running[t.serial] = t.key;
+      if (t.key.rfind("GenerateKeyOnCard", 0) == 0) ++generations[t.serial];
+    } else {
+      EXPECT_EQ(running[t.serial], t.key) << out;
+      running[t.serial].clear();
+    }
+    EXPECT_EQ(t.reader, t.serial == setup.first ? reader0 : reader1) << out;
+  }
+  EXPECT_GE(traced.size(), 20u) << out;
+  EXPECT_TRUE(readers_overlapped) << "the two readers never worked at the same time\n" << out;
+  // Card A's first key generation (dropped) and the resumed state's both ran, one after the other.
+  EXPECT_EQ(generations[setup.first], 2) << out;
+  EXPECT_NE(card_objects(setup.softhsm, "card-60").out.find("CN=Live A"), std::string::npos);
+  EXPECT_NE(card_objects(setup.softhsm, "card-61").out.find("CN=Live B"), std::string::npos);
 }
 
 }  // namespace

@@ -15,7 +15,11 @@
 // - An unfinished workflow of the journal (a crash) is resumed when its card is inserted.
 #pragma once
 
+#include <condition_variable>
+#include <deque>
 #include <functional>
+#include <mutex>
+#include <thread>
 #include <memory>
 #include <string>
 #include <vector>
@@ -29,6 +33,9 @@ struct LiveStationOptions {
   bool keep_running = false;  // else: return once every request's workflow has ended
   // One line of progress per call ("Virtual PCD 00 00  card-01  KeysRequested"); thread-safe.
   std::function<void(const std::string&)> print;
+  // Also a line as each card command begins and ends on its reader's actor ("<reader>  card
+  // <serial>  begin|end <Type> <key>"): shows that a card's commands never overlap.
+  bool trace_commands = false;
 };
 
 struct LiveResult {
@@ -46,10 +53,38 @@ Result<std::vector<LiveResult>> run_live_station(std::shared_ptr<Station> statio
                                                  std::vector<CardRequest> requests,
                                                  LiveStationOptions options);
 
-// The executors of a live station: the issue-card executors, card commands gated on the card's
-// presence (`present(serial)`), and the acknowledged notices printed through `print`.
-ExecutorRegistry live_station_executors(std::shared_ptr<Station> station,
-                                        std::function<bool(const std::string&)> present,
-                                        std::function<void(const std::string&)> print);
+// A reader's actor: its own thread (strand) runs, one at a time and in order, every command that
+// touches the card in its reader, so a card's commands never overlap (a dropped command still
+// running when its workflow's next state starts included), while the readers work side by side.
+class ReaderActor {
+ public:
+  explicit ReaderActor(std::string reader);
+  ~ReaderActor();  // stop()
+  ReaderActor(const ReaderActor&) = delete;
+  ReaderActor& operator=(const ReaderActor&) = delete;
+  const std::string& reader() const { return reader_; }
+  // Queues a job behind the others; false once stopping (the job is not run).
+  bool post(std::function<void()> job);
+  // Runs the jobs already queued, then ends the thread.
+  void stop();
+
+ private:
+  std::string reader_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> jobs_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+// The actor of the reader a card (token serial) is in; null when it is in no reader.
+using ReaderOfCard = std::function<std::shared_ptr<ReaderActor>(const std::string& serial)>;
+
+// The executors of a live station: the issue-card executors, each card command run on the actor
+// of the reader its card is in (failing while the card is in none), and the acknowledged notices
+// printed through `print`.
+ExecutorRegistry live_station_executors(std::shared_ptr<Station> station, ReaderOfCard reader_of,
+                                        std::function<void(const std::string&)> print,
+                                        bool trace_commands = false);
 
 }  // namespace persoflow::actors

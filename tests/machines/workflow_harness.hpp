@@ -358,26 +358,27 @@ inline bool update_golden() {
   return u && *u == '1';
 }
 
-// tests/golden/machines/<name>.mmd equals render_mermaid (PERSOFLOW_UPDATE_GOLDEN=1 rewrites).
-inline void expect_golden(const MachineDef& machine) {
+// tests/golden/machines/<name>.mmd equals render_mermaid (PERSOFLOW_UPDATE_GOLDEN=1 rewrites);
+// returns what differs, or "".
+inline std::string golden_mismatch(const MachineDef& machine) {
   const std::string path =
       testing::source_dir() + "/tests/golden/machines/" + std::string(machine.name) + ".mmd";
   const std::string rendered = render_mermaid(machine);
   if (update_golden()) std::ofstream(path, std::ios::binary) << rendered;
-  EXPECT_EQ(rendered, read_file(path)) << path << " differs from the table; if intended, rerun "
-                                       << "with PERSOFLOW_UPDATE_GOLDEN=1 and commit it";
+  if (rendered == read_file(path)) return "";
+  return path + " differs from the table; if intended, rerun with PERSOFLOW_UPDATE_GOLDEN=1 and "
+                "commit it";
 }
 
 // The header's "// BEGIN MERMAID" ... "// END MERMAID" block equals render_mermaid, each line
-// prefixed with "// " (PERSOFLOW_UPDATE_GOLDEN=1 rewrites the block).
-inline void expect_header_diagram(const MachineDef& machine, const std::string& header) {
+// prefixed with "// " (PERSOFLOW_UPDATE_GOLDEN=1 rewrites the block); returns what differs, or "".
+inline std::string header_diagram_mismatch(const MachineDef& machine, const std::string& header) {
   const std::string path = testing::source_dir() + "/include/persoflow/machines/" + header;
   std::string text = read_file(path);
   const std::string begin = "// BEGIN MERMAID\n", end = "// END MERMAID\n";
   auto b = text.find(begin);
   auto e = text.find(end);
-  ASSERT_NE(b, std::string::npos) << path;
-  ASSERT_NE(e, std::string::npos) << path;
+  if (b == std::string::npos || e == std::string::npos) return path + " has no MERMAID block";
   std::string block;
   std::stringstream lines(render_mermaid(machine));
   std::string line;
@@ -386,10 +387,10 @@ inline void expect_header_diagram(const MachineDef& machine, const std::string& 
   if (update_golden() && current != block) {
     text = text.substr(0, b + begin.size()) + block + text.substr(e);
     std::ofstream(path, std::ios::binary) << text;
-    return;
+    return "";
   }
-  EXPECT_EQ(current, block) << "the diagram in " << path << " differs from the table; rerun "
-                            << "with PERSOFLOW_UPDATE_GOLDEN=1";
+  if (current == block) return "";
+  return "the diagram in " + path + " differs from the table; rerun with PERSOFLOW_UPDATE_GOLDEN=1";
 }
 
 }  // namespace persoflow::machines::harness

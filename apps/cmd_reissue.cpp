@@ -6,14 +6,13 @@
 // Every step is journaled; an interrupted reissue is finished by `persoflow reissue
 // --resume ID` or `persoflow workflows resume` (with PERSOFLOW_STATION_CONFIG).
 #include <fcntl.h>
-#include <openssl/rand.h>
 
 #include <boost/program_options.hpp>
-#include <ctime>
 #include <iostream>
 #include <iterator>
 
 #include "command_registry.hpp"
+#include "station_batch.hpp"
 #include "persoflow/actors/reissue.hpp"
 #include "persoflow/actors/runtime.hpp"
 #include "persoflow/actors/state_files.hpp"
@@ -40,17 +39,6 @@ constexpr const char* kUsage =
     "mailed to the subject is confirmed with `persoflow cm verify`. A refused CSR asks for a\n"
     "corrected one on descriptor N (--ask-fd; a file name per line, empty: cancel); without\n"
     "--ask-fd the refusal ends the reissue.\n\n";
-
-std::string new_workflow_id() {
-  char stamp[32];
-  std::time_t now = std::time(nullptr);
-  std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", std::gmtime(&now));
-  unsigned char r[3] = {};
-  RAND_bytes(r, sizeof r);
-  char suffix[8];
-  std::snprintf(suffix, sizeof suffix, "%02x%02x%02x", r[0], r[1], r[2]);
-  return std::string("reissue-") + stamp + "-" + suffix;
-}
 
 // Runs (or resumes) the workflow and prints how it ended. Exit 0 when Done.
 int run_workflow(const std::shared_ptr<ac::ReissueStation>& station, const std::string& wf,
@@ -178,7 +166,7 @@ int run(int argc, char** argv) {
   if (methods != 1) return usage_error("give exactly one of --csr, --csr-pem and --card-token");
   ac::ReissueRequest request;
   request.workflow_id =
-      vm.count("workflow-id") ? vm["workflow-id"].as<std::string>() : new_workflow_id();
+      vm.count("workflow-id") ? vm["workflow-id"].as<std::string>() : unique_workflow_id("reissue");
   request.search = vm.count("serial") ? "serial:" + vm["serial"].as<std::string>()
                                       : "id:" + vm["id"].as<std::string>();
   if (Status s = machines::wf::check_search(request.search, false); !s) {

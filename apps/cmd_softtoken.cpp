@@ -6,11 +6,11 @@
 #include <fcntl.h>
 
 #include <boost/program_options.hpp>
-#include <ctime>
 #include <filesystem>
 #include <iostream>
 
 #include "command_registry.hpp"
+#include "station_batch.hpp"
 #include "persoflow/actors/operator_input.hpp"
 #include "persoflow/actors/runtime.hpp"
 #include "persoflow/actors/softtoken.hpp"
@@ -166,10 +166,7 @@ int issue(const po::variables_map& vm) {
   if (vm.count("workflow-id")) {
     r.workflow_id = vm["workflow-id"].as<std::string>();
   } else {
-    char stamp[32];
-    std::time_t now = std::time(nullptr);
-    std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", std::gmtime(&now));
-    r.workflow_id = "softtoken-" + safe_base(cn) + "-" + stamp;
+    r.workflow_id = unique_workflow_id("softtoken-" + safe_base(cn));
   }
   const fs::path out = vm.count("out") ? fs::path(vm["out"].as<std::string>()) : fs::current_path();
   const std::string base = vm.count("name") ? vm["name"].as<std::string>() : safe_base(cn);

@@ -1,6 +1,9 @@
 // A batch of issue-card and update-card workflows through the runtime (station_batch.hpp).
 #include "station_batch.hpp"
 
+#include <fmt/format.h>
+#include <openssl/rand.h>
+
 #include <chrono>
 #include <ctime>
 #include <fstream>
@@ -269,11 +272,22 @@ Result<std::pair<std::string, std::string>> split_assignment(const std::string& 
   return std::make_pair(text.substr(0, eq), text.substr(eq + 1));
 }
 
-std::string default_workflow_id(const std::string& label, const std::string& kind) {
+std::string unique_workflow_id(const std::string& prefix) {
+  const auto now = std::chrono::system_clock::now();
+  const std::time_t seconds = std::chrono::system_clock::to_time_t(now);
+  const auto millis = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          now.time_since_epoch()).count() % 1000;
   char stamp[32];
-  const std::time_t now = std::time(nullptr);
-  std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", std::gmtime(&now));
-  return label + "-" + kind + "-" + stamp;
+  std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%S", std::gmtime(&seconds));
+  // Two requests for the same subject in the same millisecond still get two ids.
+  unsigned char random[3] = {};
+  RAND_bytes(random, sizeof random);
+  return fmt::format("{}-{}{:03d}Z-{:02x}{:02x}{:02x}", prefix, stamp, millis, random[0],
+                     random[1], random[2]);
+}
+
+std::string default_workflow_id(const std::string& label, const std::string& kind) {
+  return unique_workflow_id(label + "-" + kind);
 }
 
 void print_batch_table(const BatchReport& report, std::ostream& out, bool with_pins) {

@@ -1,7 +1,8 @@
 // `persoflow issue card --config FILE --token LABEL --field CN=... [--procedure P]`: one card's
 // issue-card workflow through the station (the same executors and journal as `station run`).
-// The workflow id defaults to "<label>-issue-<UTC time>-<random hex>"; giving --workflow-id again
-// after an interruption resumes that workflow instead of starting another. Exit 0 when it ended Done.
+// The workflow id defaults to "<label>-issue-<UTC time>-<random hex>"; giving --workflow-id
+// again after an interruption resumes that workflow instead of starting another. Exit 0 when it
+// ended Done.
 #include <boost/program_options.hpp>
 #include <filesystem>
 #include <iostream>

@@ -42,11 +42,13 @@ struct TokenProcedureInfo {
 
 // The token procedure `name` from the CM host's procedure list (genm persoflowProcedureList).
 Result<TokenProcedureInfo> token_procedure(Impl& st, const std::string& name) {
-  PF_ASSIGN_OR_RETURN(auto client, cm_client(st));
-  auto answer = client->general_message({{protocol::kOidProcedureList, "{}"}});
-  if (!answer) return answer.status();
-  if (answer->empty()) return make_status(Errc::kCorrupt, "the CM host's procedure list is empty");
-  json list = json::parse(answer->front().value);
+  PF_ASSIGN_OR_RETURN(CmLink * link, st.cm_link());
+  std::string refusal;
+  PF_ASSIGN_OR_RETURN(json list, genm::json_genm(*link, protocol::kOidProcedureList,
+                                                 json::object(), &refusal));
+  if (!refusal.empty()) {
+    return make_status(Errc::kRejected, "the CM host refused to list its procedures: " + refusal);
+  }
   TokenProcedureInfo out;
   std::vector<std::string> names;
   for (const auto& tp : list.value("token_procedures", json::array())) {
@@ -98,8 +100,9 @@ Result<json> cm_key_genm(Impl& st, const std::string& tid, const char* oid, cons
   if (tid.size() != 32 || !safe_name(tid)) {
     return make_status(Errc::kInvalidArgument, "bad transaction_id '" + tid + "'");
   }
-  return genm::key_genm([&st] { return cm_client(st); }, st.dir("cmp") + "/" + tid + ".der",
-                        keys_file(st, tid), oid, body, {}, refused, why);
+  PF_ASSIGN_OR_RETURN(CmLink * link, st.cm_link());
+  return genm::key_genm(*link, st.dir("cmp") + "/" + tid + ".der", keys_file(st, tid), oid, body,
+                        {}, refused, why);
 }
 
 Result<Event> request_server_keygen(Station& station, const Command& c, const CommandContext& ctx) {

@@ -24,29 +24,24 @@ using nlohmann::json;
 
 std::string secret_path(Impl& st, const std::string& ref) { return st.dir("secrets") + "/" + ref; }
 
+// PIN mailer (genm::queue_pin_letter): the letter's ID and how the e-mail notice went are
+// printed for the operator.
 Result<Event> queue_pin_letter(Station& station, const Command& c, const CommandContext& ctx) {
   Impl& st = station.impl();
   const std::string ref = field(c, "pin_ref");
-  const Fields done{{"pin_index", field(c, "pin_index")}};
   if (!safe_name(ref)) return make_status(Errc::kInvalidArgument, "bad PIN reference " + ref);
-  auto pin = first_line(secret_path(st, ref));
-  if (!pin) return event("PinDelivered", done);  // queued by an earlier attempt, then deleted
   PF_ASSIGN_OR_RETURN(CardRequest req, station.load_request(ctx.workflow_id));
-  std::string holder;
-  for (const auto& [name, value] : req.subject) {
-    holder += (holder.empty() ? "" : ",") + name + "=" + value;
-  }
-  PF_ASSIGN_OR_RETURN(auto client, cm_client(st));
-  auto letter = genm::queue_pin_letter(
-      *client, holder, field(c, "address"),
-      "smart card " + req.token_label + " (serial " + req.token_serial + ")", std::move(*pin),
-      machines::wf::derive_id(ctx.idempotency_key, "pin-letter"));
-  if (!letter) return letter.status();
-  std::cout << "PIN letter " << letter->letter_id << " queued for " << field(c, "address")
-            << letter->notice_text() << " (" << ctx.workflow_id << ")" << std::endl;
-  std::error_code ec;
-  fs::remove(secret_path(st, ref), ec);
-  return event("PinDelivered", done);
+  PF_ASSIGN_OR_RETURN(CmLink * link, st.cm_link());
+  genm::PinLetterOrder order;
+  order.pin_file = secret_path(st, ref);
+  order.pin_index = field(c, "pin_index");
+  order.holder = req.subject;
+  order.address = field(c, "address");
+  order.token = "smart card " + req.token_label + " (serial " + req.token_serial + ")";
+  order.idempotency_key = machines::wf::derive_id(ctx.idempotency_key, "pin-letter");
+  return genm::queue_pin_letter(*link, order, [&](const std::string& line) {
+    std::cout << line << " (" << ctx.workflow_id << ")" << std::endl;
+  });
 }
 
 Result<Event> resolve_pin_letter(Impl& st, const Command& c, const CommandContext& ctx) {
@@ -57,11 +52,12 @@ Result<Event> resolve_pin_letter(Impl& st, const Command& c, const CommandContex
   const std::string tid = machines::wf::derive_id(ctx.idempotency_key, "pin-letter-bind");
   bool refused = false;
   std::string why;
+  PF_ASSIGN_OR_RETURN(CmLink * link, st.cm_link());
   PF_ASSIGN_OR_RETURN(
       json answer,
-      genm::key_genm([&st] { return cm_client(st); }, st.dir("cmp") + "/" + tid + ".der",
-                     st.dir("keys") + "/" + tid + ".json", protocol::kOidPinLetterBind,
-                     json{{"letter_id", field(c, "letter_id")}}, {}, &refused, &why));
+      genm::key_genm(*link, st.dir("cmp") + "/" + tid + ".der", st.dir("keys") + "/" + tid + ".json",
+                     protocol::kOidPinLetterBind, json{{"letter_id", field(c, "letter_id")}}, {},
+                     &refused, &why));
   if (refused) {
     return make_status(Errc::kRejected, "PIN letter " + field(c, "letter_id") + ": " + why);
   }

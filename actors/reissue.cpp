@@ -1,4 +1,4 @@
-// The reissue executors on real parts (reissue.hpp): the CM host through protocol::CmpClient,
+// The reissue executors on real parts (reissue.hpp): the CM host through the CM link (cm_link.hpp),
 // cards through devices::Card, the officer's PKCS#12 through devices::OfficerToken.
 //
 // Each executor first looks at what is already there (the saved CMP request, the key under its
@@ -20,6 +20,8 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "cm_genm.hpp"
+#include "persoflow/actors/cm_link.hpp"
 #include "persoflow/actors/operator_input.hpp"
 #include "persoflow/actors/state_files.hpp"
 #include "persoflow/devices/card.hpp"
@@ -221,49 +223,23 @@ struct ReissueStation::Impl {
     return officer.get();
   }
 
-  Result<std::unique_ptr<pr::CmpClient>> cmp_client() {
-    PF_ASSIGN_OR_RETURN(dv::OfficerToken * token, officer_token());
-    const std::string hostport = config.cm_url.substr(std::string("https://").size());
-    const auto colon = hostport.rfind(':');
-    if (colon == std::string::npos) {
-      return make_status(Errc::kInvalidArgument, "cm_url " + config.cm_url + " has no port");
+  // The link to the CM host, opened on first use.
+  std::mutex link_mu;
+  std::unique_ptr<CmLink> link;
+  Result<CmLink*> cm_link() {
+    std::lock_guard lock(link_mu);
+    if (!link) {
+      PF_ASSIGN_OR_RETURN(link, CmLink::open(config.cm_url, config.cm_ca,
+                                             [this] { return officer_token(); }));
     }
-    pr::CmpClientOptions o;
-    o.https.host = hostport.substr(0, colon);
-    o.https.port = static_cast<std::uint16_t>(std::stoi(hostport.substr(colon + 1)));
-    o.https.trusted_ca_pem = config.cm_ca;
-    o.https.timeout = std::chrono::seconds(20);
-    o.cmp_trusted_pem = config.cm_ca;
-    o.officer_key = token->key();
-    o.officer_cert = token->certificate();
-    o.officer_chain = token->chain();
-    o.implicit_confirm = true;
-    return std::make_unique<pr::CmpClient>(o);
+    return link.get();
   }
 
-  // One genm item; `refusal` gets the CM host's reason when it refused (then the result is an
-  // empty object), transport failures are the returned Status.
+  // One genm item (genm::json_genm); `refusal` gets the CM host's reason when it refused (then
+  // the result is an empty object), transport failures are the returned Status.
   Result<json> genm(const char* oid, const json& request, std::string* refusal) {
-    PF_ASSIGN_OR_RETURN(auto client, cmp_client());
-    auto items = client->general_message({{oid, request.dump()}});
-    if (!items.is_ok()) {
-      if (client->last_failure().pki_status >= 0) {
-        *refusal = items.status().message();  // holds the CM host's errorDetails
-        return json::object();
-      }
-      return items.status();
-    }
-    for (const auto& item : *items) {
-      if (item.oid != oid) continue;
-      try {
-        return json::parse(item.value);
-      } catch (const std::exception& e) {
-        return make_status(Errc::kCorrupt, std::string("the CM host's answer is not JSON: ") +
-                                               e.what());
-      }
-    }
-    return make_status(Errc::kCorrupt, std::string("the CM host's genp lacks ") +
-                                           pr::info_type_name(oid));
+    PF_ASSIGN_OR_RETURN(CmLink * to_cm, cm_link());
+    return genm::json_genm(*to_cm, oid, request, refusal);
   }
 
   Result<pr::X509Ptr> previous_certificate(const std::string& wf) {
@@ -618,16 +594,7 @@ Result<Event> submit_to_cm(Impl& st, const Command& c, const CommandContext& ctx
   const std::string tid_hex = field(c, "transaction_id");
   const std::string message = field(c, "message");
   PF_ASSIGN_OR_RETURN(auto tid, dv::from_hex(tid_hex));
-  PF_ASSIGN_OR_RETURN(auto client, st.cmp_client());
-  const std::string saved = st.dir("cmp") + "/" + tid_hex + ".der";
-  if (fs::exists(saved)) {
-    PF_ASSIGN_OR_RETURN(std::string der, read_file(saved));
-    client->resend_next(der);  // the same bytes: the CM host answers from its store
-  }
-  Status save_status;
-  client->on_request_sent([&](const std::string& der) {
-    if (!fs::exists(saved)) save_status = write_durably(saved, der);
-  });
+  PF_ASSIGN_OR_RETURN(CmLink * link, st.cm_link());
   PF_ASSIGN_OR_RETURN(pr::X509Ptr previous, st.previous_certificate(ctx.workflow_id));
   pr::CertRequest req;
   req.procedure = field(c, "procedure");
@@ -659,19 +626,19 @@ Result<Event> submit_to_cm(Impl& st, const Command& c, const CommandContext& ctx
   } else {
     return make_status(Errc::kInvalidArgument, "SubmitToCm message '" + message + "'");
   }
-  auto enrolled = client->enroll(req);
+  // Saved before it is sent and resent as saved: the CM host answers a repeat from its store.
+  // Unreachable after the link's retries: an error status, and the runtime retries.
+  auto answer = link->enroll(req, st.dir("cmp") + "/" + tid_hex + ".der");
   if (card_lock.owns_lock()) card_lock.unlock();
-  PF_RETURN_IF_ERROR(save_status);
-  if (!enrolled) {
-    const pr::CmpFailure& f = client->last_failure();
-    if (f.pki_status == OSSL_CMP_PKISTATUS_waiting) return verification_event(st, tid_hex);
-    if (f.pki_status >= 0) {
-      return event("CmRefused", {{"reason", f.text.empty() ? enrolled.status().message() : f.text}});
+  if (!answer) return answer.status();
+  if (answer->refused) {
+    if (answer->refusal.pki_status == OSSL_CMP_PKISTATUS_waiting) {
+      return verification_event(st, tid_hex);
     }
-    return enrolled.status();  // unreachable or broken transport: the runtime retries
+    return event("CmRefused", {{"reason", answer->refusal_message}});
   }
-  PF_ASSIGN_OR_RETURN(std::string der, pr::x509_to_der(enrolled->cert.get()));
-  return st.issued(enrolled->serial_hex, der);
+  PF_ASSIGN_OR_RETURN(std::string der, pr::x509_to_der(answer->enrolled->cert.get()));
+  return st.issued(answer->enrolled->serial_hex, der);
 }
 
 Result<Event> poll_cm(Impl& st, const Command& c) {
@@ -714,14 +681,13 @@ Result<Event> write_certificate_to_card(Impl& st, const Command& c) {
 
 // rr for a certificate; true when revoked now or before, false with `refusal` set otherwise.
 Result<bool> revoke(Impl& st, X509* cert, int reason, std::string* refusal) {
-  PF_ASSIGN_OR_RETURN(auto client, st.cmp_client());
-  Status s = client->revoke(cert, reason);
-  if (s.is_ok()) return true;
-  const pr::CmpFailure& f = client->last_failure();
-  if (f.pki_status < 0) return s;  // transport: the runtime retries
+  PF_ASSIGN_OR_RETURN(CmLink * link, st.cm_link());
+  // Unreachable after the link's retries: an error status, and the runtime retries.
+  PF_ASSIGN_OR_RETURN(CmAnswer answer, link->revoke(cert, reason));
+  if (!answer.refused) return true;
   // Revoked by an earlier attempt whose answer was lost: done.
-  if (f.fail_info & (1 << OSSL_CMP_PKIFAILUREINFO_certRevoked)) return true;
-  *refusal = f.text.empty() ? s.message() : f.text;
+  if (answer.refusal.fail_info & (1 << OSSL_CMP_PKIFAILUREINFO_certRevoked)) return true;
+  *refusal = answer.refusal_message;
   return false;
 }
 

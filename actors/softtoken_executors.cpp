@@ -19,6 +19,7 @@
 #include <sstream>
 
 #include "cm_genm.hpp"
+#include "persoflow/actors/cm_link.hpp"
 #include "persoflow/actors/softtoken.hpp"
 #include "persoflow/actors/state_files.hpp"
 #include "persoflow/devices/card.hpp"
@@ -208,30 +209,16 @@ struct SoftTokenRa::Impl {
     return officer.get();
   }
 
-  Result<std::unique_ptr<pr::CmpClient>> cmp_client() {
-    const std::string hostport = config.cm_url.substr(8);
-    const auto colon = hostport.rfind(':');
-    if (colon == std::string::npos) {
-      return make_status(Errc::kInvalidArgument, "cm_url has no port: " + config.cm_url);
+  // The link to the CM host, opened on first use.
+  std::mutex link_mu;
+  std::unique_ptr<CmLink> link;
+  Result<CmLink*> cm_link() {
+    std::lock_guard lock(link_mu);
+    if (!link) {
+      PF_ASSIGN_OR_RETURN(link, CmLink::open(config.cm_url, config.cm_ca,
+                                             [this] { return officer_token(); }));
     }
-    PF_ASSIGN_OR_RETURN(dv::OfficerToken * off, officer_token());
-    PF_ASSIGN_OR_RETURN(std::string ca_pem, read_file(config.cm_ca));
-    pr::CmpClientOptions o;
-    o.https.host = hostport.substr(0, colon);
-    o.https.port = static_cast<std::uint16_t>(std::stoi(hostport.substr(colon + 1)));
-    o.https.trusted_ca_pem = config.cm_ca;
-    o.https.timeout = std::chrono::seconds(20);
-    o.cmp_trusted_pem = config.cm_ca;
-    o.officer_key = off->key();
-    o.officer_cert = off->certificate();
-    o.officer_chain = off->chain();
-    o.implicit_confirm = true;
-    return std::make_unique<pr::CmpClient>(o);
-  }
-
-  // Prepares a client for a crash-safe exchange (genm::persist_requests) under `tid_hex`.
-  std::shared_ptr<Status> persist_requests(pr::CmpClient& client, const std::string& tid_hex) {
-    return genm::persist_requests(client, dir("cmp") + "/" + tid_hex + ".der");
+    return link.get();
   }
 
   void notify(const std::string& wf, const std::string& text) {
@@ -315,16 +302,14 @@ const json* find_named(const json& list, const std::string& name) {
 }  // namespace
 
 Result<Event> SoftTokenRa::procedure_chosen(SoftTokenRequest& request) {
-  PF_ASSIGN_OR_RETURN(auto client, impl_->cmp_client());
-  auto answer = client->general_message({{pr::kOidProcedureList, "{}"}});
+  PF_ASSIGN_OR_RETURN(CmLink * link, impl_->cm_link());
+  std::string refusal;
+  auto answer = genm::json_genm(*link, pr::kOidProcedureList, json::object(), &refusal);
   if (!answer) return answer.status().with_context("asking the CM host for its procedures");
-  if (answer->empty()) return make_status(Errc::kCorrupt, "the CM host listed no procedures");
-  json list;
-  try {
-    list = json::parse(answer->front().value);
-  } catch (const std::exception& e) {
-    return make_status(Errc::kCorrupt, std::string("the procedure list is not JSON: ") + e.what());
+  if (!refusal.empty()) {
+    return make_status(Errc::kRejected, "the CM host refused to list its procedures: " + refusal);
   }
+  json list = std::move(*answer);
   const json& tokens = list["token_procedures"];
   const json* tp = find_named(tokens, request.token_procedure);
   std::string offered;
@@ -530,14 +515,13 @@ Result<SoftTokenRequest> request_of(SoftTokenRa& ra, const CommandContext& ctx) 
   return ra.load_request(ctx.workflow_id);
 }
 
-using genm::refusal_text;
-
 // A genm to the CM host, saved before it is sent; its genp's JSON is kept in
 // <state>/keys/<tid>.json (keys in it are enveloped for the officer).
 Result<json> key_genm(Impl& ra, const std::string& tid_hex, const char* oid, const json& body,
                       const std::string& procedure, bool* refused, std::string* why) {
   if (!safe_name(tid_hex)) return make_status(Errc::kInvalidArgument, "bad transaction_id");
-  return genm::key_genm([&ra] { return ra.cmp_client(); }, ra.dir("cmp") + "/" + tid_hex + ".der",
+  PF_ASSIGN_OR_RETURN(CmLink * link, ra.cm_link());
+  return genm::key_genm(*link, ra.dir("cmp") + "/" + tid_hex + ".der",
                         ra.dir("keys") + "/" + tid_hex + ".json", oid, body, procedure, refused,
                         why);
 }
@@ -680,8 +664,7 @@ Result<Event> submit_to_cm(SoftTokenRa& ra, const Command& c, const CommandConte
     const std::string tid =
         r == 0 ? tid_hex : machines::wf::derive_id(tid_hex, "request/" + std::to_string(r));
     PF_ASSIGN_OR_RETURN(pr::EvpPkeyPtr key, pr::read_pem_key(key_file(st, key_ref.substr(6))));
-    PF_ASSIGN_OR_RETURN(auto client, st.cmp_client());
-    auto save = st.persist_requests(*client, tid);
+    PF_ASSIGN_OR_RETURN(CmLink * link, st.cm_link());
     pr::CertRequest cr;
     cr.type = pr::CertRequestType::kIr;
     cr.procedure = req.certificate_procedures[cp];
@@ -689,17 +672,10 @@ Result<Event> submit_to_cm(SoftTokenRa& ra, const Command& c, const CommandConte
     cr.key = key.get();
     PF_ASSIGN_OR_RETURN(auto raw_tid, dv::from_hex(tid));
     cr.transaction_id.assign(raw_tid.begin(), raw_tid.end());
-    auto enrolled = client->enroll(cr);
-    PF_RETURN_IF_ERROR(*save);
-    if (!enrolled) {
-      const pr::CmpFailure& f = client->last_failure();
-      if (f.pki_status >= 0) {
-        return event("CmRefused", {{"reason", f.text.empty() ? enrolled.status().message()
-                                                              : f.text}});
-      }
-      return enrolled.status();  // unreachable or broken transport: the engine retries
-    }
-    PF_ASSIGN_OR_RETURN(std::string serial, save_certificate(st, enrolled->cert.get()));
+    // Unreachable after the link's retries: an error status, and the engine retries.
+    PF_ASSIGN_OR_RETURN(CmAnswer enrolled, link->enroll(cr, st.dir("cmp") + "/" + tid + ".der"));
+    if (enrolled.refused) return event("CmRefused", {{"reason", enrolled.refusal_message}});
+    PF_ASSIGN_OR_RETURN(std::string serial, save_certificate(st, enrolled.enrolled->cert.get()));
     out[item("cert", n, "serial")] = serial;
     out[item("cert", n, "ref")] = serial + "@" + key_ref;
     ++n;
@@ -855,36 +831,23 @@ Result<Event> show_pin_once(Impl& ra, const Command& c, const CommandContext& ct
   return event("PinDelivered", {{"pin_index", field(c, "pin_index")}});
 }
 
-// PIN mailer: the CM host queues a PIN letter for the holder's address. The request carries the
-// PIN, so it is not kept: the idempotency key inside it makes a resend queue nothing new.
+// PIN mailer: the CM host queues a PIN letter for the holder's address (genm::queue_pin_letter).
 Result<Event> queue_pin_letter(SoftTokenRa& ra, const Command& c, const CommandContext& ctx) {
   Impl& st = ra.impl();
   const std::string ref = field(c, "pin_ref");
-  auto pin = secret(st, ref);
-  if (!pin) {
-    // No saved PIN: an earlier attempt queued the letter and deleted it then.
-    return event("PinDelivered", {{"pin_index", field(c, "pin_index")}});
-  }
+  if (!safe_name(ref)) return make_status(Errc::kInvalidArgument, "bad PIN reference " + ref);
   PF_ASSIGN_OR_RETURN(auto req, request_of(ra, ctx));
-  std::string holder;
-  for (const auto& [name, value] : req.subject) holder += (holder.empty() ? "" : ",") + name + "=" + value;
-  PF_ASSIGN_OR_RETURN(auto client, st.cmp_client());
-  auto letter = genm::queue_pin_letter(
-      *client, holder, field(c, "address"),
-      "PKCS#12 software token " + fs::path(req.p12_file).filename().string(), std::move(*pin),
-      machines::wf::derive_id(ctx.idempotency_key, "pin-letter"));
-  if (!letter) {
-    if (letter.status().code() == make_error_code(Errc::kRejected)) {
-      st.notify(ctx.workflow_id, letter.status().message());
-    }
-    return letter.status();
-  }
-  const std::string letter_id = letter->letter_id;
-  st.notify(ctx.workflow_id, "PIN letter " + letter_id + " queued for " + field(c, "address") +
-                                 letter->notice_text());
-  std::error_code ec;
-  fs::remove(secret_file(st, ref), ec);
-  return event("PinDelivered", {{"pin_index", field(c, "pin_index")}, {"letter_id", letter_id}});
+  PF_ASSIGN_OR_RETURN(CmLink * link, st.cm_link());
+  genm::PinLetterOrder order;
+  order.pin_file = secret_file(st, ref);
+  order.pin_index = field(c, "pin_index");
+  order.holder = req.subject;
+  order.address = field(c, "address");
+  order.token = "PKCS#12 software token " + fs::path(req.p12_file).filename().string();
+  order.idempotency_key = machines::wf::derive_id(ctx.idempotency_key, "pin-letter");
+  return genm::queue_pin_letter(*link, order, [&](const std::string& line) {
+    st.notify(ctx.workflow_id, line);
+  });
 }
 
 // A pre-printed PIN/PUK letter: its PIN, enveloped by the CM host for the officer, becomes the

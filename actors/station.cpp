@@ -1,5 +1,5 @@
 // The station and the issue-card executors on real parts (station.hpp): PKCS#11 cards through
-// devices::Card, the officer's PKCS#12, CMP over HTTPS through protocol::CmpClient.
+// devices::Card, the officer's PKCS#12, CMP over HTTPS through the CM link (cm_link.hpp).
 //
 // Each executor is idempotent by construction: it first looks at what is already there (the key
 // under its derived CKA_ID, the certificate on the card, the saved CMP request, the saved PIN)
@@ -400,34 +400,14 @@ Result<Fields> detail::card_contents_fields(Impl& st, Impl::CardSlot& slot,
   return f;
 }
 
-// --- station-live
-CmClientActor& Station::Impl::cm_client_actor() {
-  std::lock_guard lock(cm_actor_mu);
-  if (!cm_actor) {
-    cm_actor = std::make_unique<CmClientActor>([this] { return cm_client(*this); },
-                                               CmClientActor::Options{});
+Result<CmLink*> Station::Impl::cm_link() {
+  std::lock_guard lock(cm_link_mu);
+  if (!cm_link_) {
+    PF_ASSIGN_OR_RETURN(cm_link_, CmLink::open(config.cm_url, config.cm_ca, [this] {
+                          return officer_token("officer-password-file");
+                        }));
   }
-  return *cm_actor;
-}
-// --- end station-live
-
-Result<std::unique_ptr<pr::CmpClient>> detail::cm_client(Impl& st) {
-  // The CM host: https://HOST:PORT
-  const std::string hostport = st.config.cm_url.substr(8);
-  const auto colon = hostport.rfind(':');
-  if (colon == std::string::npos) return make_status(Errc::kInvalidArgument, "cm_url has no port");
-  PF_ASSIGN_OR_RETURN(dv::OfficerToken * officer, st.officer_token("officer-password-file"));
-  pr::CmpClientOptions o;
-  o.https.host = hostport.substr(0, colon);
-  o.https.port = static_cast<std::uint16_t>(std::stoi(hostport.substr(colon + 1)));
-  o.https.trusted_ca_pem = st.config.cm_ca;
-  o.https.timeout = std::chrono::seconds(20);
-  o.cmp_trusted_pem = st.config.cm_ca;
-  o.officer_key = officer->key();
-  o.officer_cert = officer->certificate();
-  o.officer_chain = officer->chain();
-  o.implicit_confirm = true;
-  return std::make_unique<pr::CmpClient>(o);
+  return cm_link_.get();
 }
 
 namespace {
@@ -534,8 +514,9 @@ Result<std::string> save_ca_certificate(Impl& st, X509* ca) {
 Result<Event> enroll_card_key(Impl& st, const Command& c, const std::string& tid_hex,
                               const std::vector<unsigned char>& cka) {
   const std::string serial = field(c, "token_serial");
-  // --- station-live: through the CM client actor (transactionID = idempotency key, the request
-  // saved before it is sent and resent as saved, transport failures retried with backoff).
+  // Through the CM link (transactionID = idempotency key, the request saved before it is sent
+  // and resent as saved, transport failures retried with backoff).
+  PF_ASSIGN_OR_RETURN(CmLink * link, st.cm_link());
   const std::string saved = st.dir("cmp") + "/" + tid_hex + ".der";
   pr::CertRequest req;
   req.type = field(c, "message") == "cr" ? pr::CertRequestType::kCr : pr::CertRequestType::kIr;
@@ -552,11 +533,10 @@ Result<Event> enroll_card_key(Impl& st, const Command& c, const std::string& tid
   PF_ASSIGN_OR_RETURN(EVP_PKEY * key, slot->card->private_key(cka));
   pr::EvpPkeyPtr key_owner(key);
   req.key = key;
-  PF_ASSIGN_OR_RETURN(CmEnrolment answer, st.cm_client_actor().enroll(req, saved));
+  PF_ASSIGN_OR_RETURN(CmAnswer answer, link->enroll(req, saved));
   lock.unlock();
-  if (!answer.enrolled) return event("CmRefused", {{"reason", answer.refusal_message}});
+  if (answer.refused) return event("CmRefused", {{"reason", answer.refusal_message}});
   const pr::Enrolled* enrolled = answer.enrolled.get();
-  // --- end station-live
   PF_ASSIGN_OR_RETURN(std::string der, pr::x509_to_der(enrolled->cert.get()));
   PF_RETURN_IF_ERROR(write_durably(st.dir("certs") + "/" + enrolled->serial_hex + ".der", der));
   Fields out{{"serial", enrolled->serial_hex}};

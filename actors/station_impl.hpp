@@ -11,7 +11,7 @@
 #include <mutex>
 #include <string>
 
-#include "persoflow/actors/cm_client_actor.hpp"
+#include "persoflow/actors/cm_link.hpp"
 #include "persoflow/actors/executor.hpp"
 #include "persoflow/actors/state_files.hpp"
 #include "persoflow/actors/station.hpp"
@@ -61,11 +61,11 @@ struct Station::Impl {
   std::mutex display_mu;
   PinDisplay display;
 
-  // --- station-live: certificate requests go through the CM client actor (opened on first use).
-  std::mutex cm_actor_mu;
-  std::unique_ptr<CmClientActor> cm_actor;
-  CmClientActor& cm_client_actor();
-  // --- end station-live
+  // Every request to the CM host goes through this link (opened on first use), signed with the
+  // officer's credential.
+  std::mutex cm_link_mu;
+  std::unique_ptr<CmLink> cm_link_;
+  Result<CmLink*> cm_link();
 
   std::string dir(const char* sub) const {
     return (std::filesystem::path(config.state_dir) / sub).string();
@@ -108,10 +108,6 @@ struct Station::Impl {
 namespace detail {
 
 using Impl = Station::Impl;
-
-// A CMP client to the station's CM host, signing with the officer's credential. The officer
-// token must outlive the client (it is held by the station).
-Result<std::unique_ptr<pr::CmpClient>> cm_client(Impl& st);
 
 // What the card `serial` holds, after logging in; kRejected when the card in the slot is another
 // one (a workflow never acts on a card but its own). The caller holds the slot's mutex.

@@ -12,6 +12,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "cm_genm.hpp"
 #include "persoflow/actors/replay.hpp"
 #include "persoflow/machines/workflow_support.hpp"
 #include "persoflow/protocol/base64.hpp"
@@ -28,23 +29,13 @@ namespace wf = machines::wf;
 // One persoflowTcValidation exchange (docs/protocol.md). A refusal by the CM host is
 // Errc::kRejected with `refused` set; a transport failure is any other Status (retried).
 Result<json> tc_validation_genm(Impl& st, const json& request, bool* refused) {
-  PF_ASSIGN_OR_RETURN(std::unique_ptr<pr::CmpClient> client, cm_client(st));
-  auto answer = client->general_message({{protocol::kOidTcValidation, request.dump()}});
-  if (!answer) {
-    *refused = client->last_failure().pki_status >= 0;
-    return answer.status();
-  }
-  for (const pr::InfoItem& item : *answer) {
-    if (item.oid != protocol::kOidTcValidation) continue;
-    try {
-      return json::parse(item.value);
-    } catch (const std::exception& e) {
-      return make_status(
-          Errc::kInvalidArgument,
-          std::string("the CM host's TC validation answer is not JSON: ") + e.what());
-    }
-  }
-  return make_status(Errc::kInvalidArgument, "the CM host's genp holds no TC validation answer");
+  PF_ASSIGN_OR_RETURN(CmLink * link, st.cm_link());
+  std::string refusal;
+  PF_ASSIGN_OR_RETURN(json answer,
+                      genm::json_genm(*link, protocol::kOidTcValidation, request, &refusal));
+  *refused = !refusal.empty();
+  if (*refused) return make_status(Errc::kRejected, refusal);
+  return answer;
 }
 
 std::string token_procedure_of(const Station& station, const CardRequest& request) {
@@ -117,11 +108,13 @@ Result<Event> revoke_issued_certificates(Impl& st, const Command& c) {
   for (const std::string& serial : wf::values(c.fields, "serial")) {
     PF_ASSIGN_OR_RETURN(std::string der, read_file(st.dir("certs") + "/" + serial + ".der"));
     PF_ASSIGN_OR_RETURN(pr::X509Ptr cert, pr::x509_from_der(der));
-    PF_ASSIGN_OR_RETURN(std::unique_ptr<pr::CmpClient> client, cm_client(st));
-    Status revoked = client->revoke(cert.get(), kCessationOfOperation);
-    const bool already =
-        client->last_failure().fail_info & (1 << OSSL_CMP_PKIFAILUREINFO_certRevoked);
-    if (!revoked && !already) return revoked;
+    PF_ASSIGN_OR_RETURN(CmLink * link, st.cm_link());
+    PF_ASSIGN_OR_RETURN(CmAnswer answer, link->revoke(cert.get(), kCessationOfOperation));
+    const bool already = answer.refusal.fail_info & (1 << OSSL_CMP_PKIFAILUREINFO_certRevoked);
+    if (answer.refused && !already) {
+      return make_status(Errc::kRejected, "revoking " + serial + " refused: " +
+                                              answer.refusal_message);
+    }
   }
   return command_acknowledged();
 }
@@ -225,16 +218,20 @@ Result<std::string> write_transport_certificate(Station& station, const std::str
   PF_ASSIGN_OR_RETURN(dv::KeyInfo key, slot->card->generate_key(algorithm, key_name, "Card key"));
   PF_ASSIGN_OR_RETURN(EVP_PKEY * private_key, slot->card->private_key(key.id));
   pr::EvpPkeyPtr key_owner(private_key);
-  PF_ASSIGN_OR_RETURN(std::unique_ptr<pr::CmpClient> client, cm_client(st));
+  PF_ASSIGN_OR_RETURN(CmLink * link, st.cm_link());
   pr::CertRequest request;
   request.type = pr::CertRequestType::kIr;
   request.procedure = procedure;
   request.subject = subject;
   request.key = private_key;
-  PF_ASSIGN_OR_RETURN(pr::Enrolled enrolled, client->enroll(request));
-  PF_ASSIGN_OR_RETURN(std::string der, pr::x509_to_der(enrolled.cert.get()));
+  PF_ASSIGN_OR_RETURN(CmAnswer answer, link->enroll(request, /*saved_request_path=*/{}));
+  if (answer.refused) {
+    return make_status(Errc::kRejected,
+                       "the CM host refused the transport certificate: " + answer.refusal_message);
+  }
+  PF_ASSIGN_OR_RETURN(std::string der, pr::x509_to_der(answer.enrolled->cert.get()));
   PF_RETURN_IF_ERROR(slot->card->store_certificate(der, key.id, "Transport certificate"));
-  return enrolled.serial_hex;
+  return answer.enrolled->serial_hex;
 }
 
 }  // namespace persoflow::actors

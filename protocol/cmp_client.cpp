@@ -144,6 +144,7 @@ struct CmpClient::Impl {
     transfer_status = Status::ok();
     stopped_at_waiting = false;
     failure = CmpFailure{};
+    last_response.clear();  // a kept client: what is read after this exchange is its own answer
     OSSL_CMP_CTX_set_log_verbosity(ctx.get(), OSSL_CMP_LOG_ERR);
     OSSL_CMP_CTX_set_transfer_cb(ctx.get(), &Impl::transfer);
     OSSL_CMP_CTX_set_transfer_cb_arg(ctx.get(), this);

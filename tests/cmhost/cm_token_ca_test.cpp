@@ -49,8 +49,8 @@ TEST(CmTokenCa, CaKeyInSoftHsmSignsCertificatesAndCrls) {
   EXPECT_NE(config.find(kCaKeyUri), std::string::npos);
   EXPECT_EQ(config.find("4321"), std::string::npos) << "the PIN itself is not in cm.json";
 
-  ServeProcess server(cm.dir());
-  const auto port = server.port();
+  CmServer server(cm.dir());
+  const auto port = server.port_number();
   auto key = genkey(cm, "alice-key.pem");
   auto ir = openssl_cmp(cm, port, &cm.officer,
                         {"-cmd", "ir", "-newkey", key, "-subject", "/CN=Alice Token CA",

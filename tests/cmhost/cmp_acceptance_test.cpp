@@ -18,8 +18,8 @@ using json = nlohmann::json;
 
 TEST(CmpAcceptance, OpensslCmpIssuesByIrCrP10crConfirmsAndRevokes) {
   CmDir cm;
-  ServeProcess server(cm.dir());
-  const auto port = server.port();
+  CmServer server(cm.dir());
+  const auto port = server.port_number();
 
   // ir, cr and p10cr, each confirmed by certConf.
   auto k1 = genkey(cm, "k1.pem");
@@ -109,8 +109,8 @@ TEST(CmpAcceptance, RefusesUnprotectedForeignRevokedAndUnauthorisedRequests) {
   OfficerFiles self{"", "", cm.file("self-key.pem"), cm.file("self.pem"), {}};
   OfficerFiles foreign{"", "", cm.file("foreign-key.pem"), cm.file("foreign.pem"), {}};
 
-  ServeProcess server(cm.dir());
-  const auto port = server.port();
+  CmServer server(cm.dir());
+  const auto port = server.port_number();
   auto key = genkey(cm, "k.pem");
   std::vector<std::string> ir = {"-cmd", "ir", "-newkey", key, "-subject", "/CN=Mallory",
                                  "-certout", cm.file("mallory.pem")};
@@ -165,10 +165,10 @@ TEST(CmpAcceptance, RefusesUnprotectedForeignRevokedAndUnauthorisedRequests) {
 
 TEST(CmpAcceptance, SameTransactionIdGetsTheSameCertificate) {
   CmDir cm;
-  ServeProcess server(cm.dir());
+  CmServer server(cm.dir());
   auto key = ec_key();
   std::string first_request;
-  auto client = cm.client(server.port(), cm.officer);
+  auto client = cm.client(server.port_number(), cm.officer);
   client->on_request_sent([&](const std::string& der) {
     if (first_request.empty()) first_request = der;
   });
@@ -179,7 +179,7 @@ TEST(CmpAcceptance, SameTransactionIdGetsTheSameCertificate) {
   ASSERT_TRUE(first.is_ok()) << first.status().message();
 
   // The saved ir sent again, byte for byte: the stored answer, the same certificate.
-  auto again = cm.client(server.port(), cm.officer);
+  auto again = cm.client(server.port_number(), cm.officer);
   again->resend_next(first_request);
   auto second = again->enroll(req);
   ASSERT_TRUE(second.is_ok()) << second.status().message();
@@ -196,7 +196,7 @@ TEST(CmpAcceptance, SameTransactionIdGetsTheSameCertificate) {
   other.subject = "/CN=Eve";
   other.key = other_key.get();
   other.transaction_id = first->transaction_id;
-  auto third = cm.client(server.port(), cm.officer)->enroll(other);
+  auto third = cm.client(server.port_number(), cm.officer)->enroll(other);
   ASSERT_FALSE(third.is_ok());
   EXPECT_NE(third.status().message().find("reused with a different request"), std::string::npos)
       << third.status().message();
@@ -217,16 +217,15 @@ TEST(CmpAcceptance, KilledBetweenIssuingAndAnsweringGivesTheSameCertificateOnRet
   req.subject = "/CN=Crash Test";
   req.key = key.get();
   {
-    ServeProcess server(cm.dir(), {"PERSOFLOW_CRASH_AT=cm.after_issue_before_answer:1"});
-    auto client = cm.client(server.port(), cm.officer);
+    CmServer server(cm.dir(), "127.0.0.1:0",
+                    {"PERSOFLOW_CRASH_AT=cm.after_issue_before_answer:1"});
+    auto client = cm.client(server.port_number(), cm.officer);
     client->on_request_sent([&](const std::string& der) {
       if (saved.empty()) saved = der;  // persisted before sending, as the station does
     });
     auto lost = client->enroll(req);
     EXPECT_FALSE(lost.is_ok());
-    int status = server.wait_for_exit(std::chrono::seconds(20));
-    ASSERT_TRUE(WIFSIGNALED(status)) << status;
-    EXPECT_EQ(WTERMSIG(status), SIGKILL);
+    EXPECT_EQ(server.wait_exit(20), 128 + SIGKILL);
   }
   ASSERT_FALSE(saved.empty());
   std::string serial_before;
@@ -239,8 +238,8 @@ TEST(CmpAcceptance, KilledBetweenIssuingAndAnsweringGivesTheSameCertificateOnRet
     serial_before = found->front().serial_hex;
     EXPECT_EQ(found->front().status, storage::CertStatus::kPending);
   }
-  ServeProcess restarted(cm.dir());
-  auto client = cm.client(restarted.port(), cm.officer);
+  CmServer restarted(cm.dir());
+  auto client = cm.client(restarted.port_number(), cm.officer);
   client->resend_next(saved);
   auto retry = client->enroll(req);
   ASSERT_TRUE(retry.is_ok()) << retry.status().message();
@@ -255,8 +254,8 @@ TEST(CmpAcceptance, KilledBetweenIssuingAndAnsweringGivesTheSameCertificateOnRet
 
 TEST(CmpAcceptance, KurUpdatesACertificateWithANewKey) {
   CmDir cm;
-  ServeProcess server(cm.dir());
-  auto client = cm.client(server.port(), cm.officer, /*implicit_confirm=*/true);
+  CmServer server(cm.dir());
+  auto client = cm.client(server.port_number(), cm.officer, /*implicit_confirm=*/true);
   auto old_key = ec_key();
   protocol::CertRequest ir;
   ir.subject = "/CN=Frank/O=Example";
@@ -284,8 +283,8 @@ TEST(CmpAcceptance, ServerGeneratedKeyIsRecoveredAndOnlyTheRequesterDecryptsIt) 
   CmDir cm;
   auto other = cm.add_officer("olga", {"issue"});
   auto recoverer = cm.add_officer("rita", {"recover"});
-  ServeProcess server(cm.dir());
-  auto client = cm.client(server.port(), cm.officer);
+  CmServer server(cm.dir());
+  auto client = cm.client(server.port_number(), cm.officer);
 
   auto list = client->general_message({{protocol::kOidProcedureList, "{}"}});
   ASSERT_TRUE(list.is_ok()) << list.status().message();
@@ -314,7 +313,7 @@ TEST(CmpAcceptance, ServerGeneratedKeyIsRecoveredAndOnlyTheRequesterDecryptsIt) 
                    .is_ok());
 
   // Search by serial, by decimal certificate ID and by subject.
-  auto rita = cm.client(server.port(), recoverer);
+  auto rita = cm.client(server.port_number(), recoverer);
   for (const json& search : {json{{"serial", g["serial"]}}, json{{"cert_id", g["cert_id"]}},
                              json{{"subject", "Carol"}, {"substring", true}}}) {
     auto found = rita->general_message({{protocol::kOidKeySearch, search.dump()}});
@@ -349,7 +348,7 @@ TEST(CmpAcceptance, ServerGeneratedKeyIsRecoveredAndOnlyTheRequesterDecryptsIt) 
   EXPECT_NE(refused.status().message().find("lacks the role 'issue'"), std::string::npos)
       << refused.status().message();
   // An officer without the recover role may not search.
-  auto olga = cm.client(server.port(), other);
+  auto olga = cm.client(server.port_number(), other);
   auto denied = olga->general_message({{protocol::kOidKeySearch, json{{"cert_id", 1}}.dump()}});
   ASSERT_FALSE(denied.is_ok());
   EXPECT_NE(denied.status().message().find("lacks the role 'recover'"), std::string::npos)
@@ -359,8 +358,8 @@ TEST(CmpAcceptance, ServerGeneratedKeyIsRecoveredAndOnlyTheRequesterDecryptsIt) 
 // p10cr requests whose CSR the procedure refuses: each with its own message.
 TEST(CmpAcceptance, P10crRefusalsNameTheirReason) {
   CmDir cm;
-  ServeProcess server(cm.dir());
-  auto client = cm.client(server.port(), cm.officer);
+  CmServer server(cm.dir());
+  auto client = cm.client(server.port_number(), cm.officer);
   auto make_csr = [](EVP_PKEY* key, const std::string& subject) {
     protocol::X509ReqPtr csr(X509_REQ_new());
     X509_REQ_set_version(csr.get(), 0);

@@ -56,8 +56,8 @@ protocol::EvpPkeyPtr recover(protocol::CmpClient& client, const OfficerFiles& of
 
 TEST(CmpArchive, RaGeneratedKeyIsArchivedByIrAndCrAndRecoveredEqual) {
   CmDir cm;
-  ServeProcess server(cm.dir());
-  auto client = cm.client(server.port(), cm.officer, /*implicit_confirm=*/true);
+  CmServer server(cm.dir());
+  auto client = cm.client(server.port_number(), cm.officer, /*implicit_confirm=*/true);
   auto archive = archive_certificate(cm);
 
   for (auto type : {protocol::CertRequestType::kIr, protocol::CertRequestType::kCr}) {

@@ -1,13 +1,10 @@
-// Test fixture for the CMP acceptance tests: a CM directory made by `persoflow cm init`, a
-// `persoflow cm serve --listen 127.0.0.1:0` process started and stopped by the test, the
-// officer's key and certificate extracted with `openssl pkcs12`, CMP clients pointed at it, and
-// the outside checkers (`openssl cmp`, the CRL from GET /crl).
+// Test fixture for the CMP acceptance tests: a CM directory made by `persoflow cm init` (served by
+// tests/support/cm_server.hpp's CmServer, started and stopped by each test), the officer's key and
+// certificate extracted with `openssl pkcs12`, CMP clients pointed at it, and the outside
+// checkers (`openssl cmp`, the CRL from GET /crl).
 #pragma once
 
-#include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -26,6 +23,7 @@
 #include "persoflow/protocol/cmp_client.hpp"
 #include "persoflow/protocol/https_client.hpp"
 #include "persoflow/protocol/ossl.hpp"
+#include "cm_server.hpp"
 #include "test_support.hpp"
 
 namespace persoflow::testing {
@@ -41,88 +39,6 @@ inline std::string read_file(const std::string& path) {
   ss << in.rdbuf();
   return ss.str();
 }
-
-// `persoflow cm serve` as a child process. The constructor waits (bounded) for its
-// "listening on 127.0.0.1:PORT" line.
-class ServeProcess {
- public:
-  ServeProcess(const std::string& dir, const std::vector<std::string>& env = {}) {
-    int out[2];
-    if (::pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::dup2(out[1], 1);
-      for (const auto& e : env) ::putenv(const_cast<char*>(e.c_str()));
-      std::string bin = persoflow_binary();
-      ::execl(bin.c_str(), bin.c_str(), "cm", "serve", "--dir", dir.c_str(), "--listen",
-              "127.0.0.1:0", "--threads", "2", static_cast<char*>(nullptr));
-      ::_exit(127);
-    }
-    ::close(out[1]);
-    out_fd_ = out[0];
-    std::string buffer;
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-    while (std::chrono::steady_clock::now() < deadline) {
-      pollfd p{out_fd_, POLLIN, 0};
-      if (::poll(&p, 1, 1000) <= 0) continue;
-      char buf[512];
-      ssize_t n = ::read(out_fd_, buf, sizeof buf);
-      if (n <= 0) break;
-      buffer.append(buf, static_cast<std::size_t>(n));
-      auto pos = buffer.find("listening on 127.0.0.1:");
-      if (pos != std::string::npos && buffer.find('\n', pos) != std::string::npos) {
-        port_ = static_cast<std::uint16_t>(std::stoi(buffer.substr(pos + 23)));
-        break;
-      }
-    }
-    if (port_ == 0) {
-      stop();
-      throw std::runtime_error("persoflow cm serve did not start: " + buffer);
-    }
-  }
-  ~ServeProcess() { stop(); }
-
-  std::uint16_t port() const { return port_; }
-  pid_t pid() const { return pid_; }
-
-  // SIGTERM, then waits (bounded; SIGKILL after 10 s). Returns the wait status.
-  int stop() {
-    if (pid_ <= 0) return status_;
-    ::kill(pid_, SIGTERM);
-    status_ = wait_for_exit(std::chrono::seconds(10));
-    return status_;
-  }
-
-  // Waits for the process to end by itself (e.g. killed at a crash point); -1 on timeout.
-  int wait_for_exit(std::chrono::seconds timeout) {
-    if (pid_ <= 0) return status_;
-    // A pidfd becomes readable when the process ends: an awaited event, bounded by the timeout.
-    int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0));
-    if (pidfd >= 0) {
-      pollfd p{pidfd, POLLIN, 0};
-      ::poll(&p, 1, static_cast<int>(timeout.count() * 1000));
-      ::close(pidfd);
-    }
-    int status = 0;
-    if (::waitpid(pid_, &status, WNOHANG) != pid_) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, &status, 0);
-      status = -1;
-    }
-    pid_ = -1;
-    ::close(out_fd_);
-    status_ = status;
-    return status;
-  }
-
-  bool alive() const { return pid_ > 0 && ::kill(pid_, 0) == 0; }
-
- private:
-  pid_t pid_ = -1;
-  int out_fd_ = -1;
-  std::uint16_t port_ = 0;
-  int status_ = 0;
-};
 
 struct OfficerFiles {
   std::string p12;

@@ -68,8 +68,8 @@ TEST(CmpFuzz, RandomAndMutatedRequestsNeverTakeTheServerDown) {
   std::mt19937_64 rng(seed);
 
   CmDir cm;
-  ServeProcess server(cm.dir());
-  const auto port = server.port();
+  CmServer server(cm.dir());
+  const auto port = server.port_number();
 
   // Valid requests of every kind, captured as sent.
   std::vector<std::string> corpus;

@@ -32,8 +32,8 @@ CertStatus status_of(CmDir& cm, const std::string& serial) {
 TEST(CmpKeyConfirm, ServerGeneratedCertificateWaitsForConfirmation) {
   CmDir cm;
   auto olga = cm.add_officer("olga", {"issue", "recover"});
-  ServeProcess server(cm.dir());
-  auto client = cm.client(server.port(), cm.officer);
+  CmServer server(cm.dir());
+  auto client = cm.client(server.port_number(), cm.officer);
 
   json g = keygen(*client, "CN=Dora,O=Example");
   ASSERT_TRUE(g.contains("serial")) << g.dump();
@@ -43,7 +43,7 @@ TEST(CmpKeyConfirm, ServerGeneratedCertificateWaitsForConfirmation) {
   EXPECT_EQ(status_of(cm, serial), CertStatus::kPending);
 
   // Only the officer who asked for the key confirms it.
-  auto other = cm.client(server.port(), olga);
+  auto other = cm.client(server.port_number(), olga);
   auto denied = other->confirm_certificates(tid);
   ASSERT_FALSE(denied.is_ok());
   EXPECT_NE(denied.status().message().find("was requested by 'officer', not by 'olga'"),
@@ -94,9 +94,9 @@ TEST(CmpKeyConfirm, ServerGeneratedCertificateWaitsForConfirmation) {
 
 TEST(CmpKeyConfirm, ImplicitConfirmationPublishesAtOnceAndRecoveryWaitsOtherwise) {
   CmDir cm;
-  ServeProcess server(cm.dir());
-  auto implicit = cm.client(server.port(), cm.officer, /*implicit_confirm=*/true);
-  auto explicit_client = cm.client(server.port(), cm.officer);
+  CmServer server(cm.dir());
+  auto implicit = cm.client(server.port_number(), cm.officer, /*implicit_confirm=*/true);
+  auto explicit_client = cm.client(server.port_number(), cm.officer);
 
   // The header's implicitConfirm (CmpClientOptions::implicit_confirm, as the station sets it).
   json g = keygen(*implicit, "CN=Fay,O=Example");

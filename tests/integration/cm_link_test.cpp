@@ -1,0 +1,227 @@
+// The CM link (persoflow/actors/cm_link.hpp) against a real CM host (`persoflow cm serve` on
+// 127.0.0.1): a bad cm_url refused with its reason; one certificate per transactionID whether the
+// enrolment is repeated, joined while in flight, or resent from its saved request by another
+// link; a refusal answered once, not retried; an unreachable CM host tried as often as the
+// retry policy says, then an error; a certificate revoked twice is a refusal saying so.
+#include <gtest/gtest.h>
+#include <openssl/cmp.h>
+#include <openssl/evp.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cm_server.hpp"
+#include "persoflow/actors/cm_link.hpp"
+#include "persoflow/devices/officer.hpp"
+#include "persoflow/protocol/cm_info_types.hpp"
+#include "station_fixture.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+namespace ac = persoflow::actors;
+namespace pr = persoflow::protocol;
+using persoflow::testing::CmServer;
+using persoflow::testing::persoflow_binary;
+using persoflow::testing::run;
+using persoflow::testing::TempDir;
+
+class CmLinkTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    tmp_ = new TempDir("persoflow-cm-link");
+    const fs::path dir = tmp_->path();
+    std::ofstream(dir / "officer.pw") << "link officer password\n";
+    auto init = run({persoflow_binary(), "cm", "init", "--dir", (dir / "cm").string(), "--officer",
+                     "officer", "--password-file", (dir / "officer.pw").string()});
+    ASSERT_EQ(init.exit_code, 0) << init.out << init.err;
+    server_ = new CmServer(dir / "cm");
+    ASSERT_TRUE(server_->listening());
+    auto officer = persoflow::devices::open_officer_pkcs12(
+        (dir / "cm" / "officers" / "officer.p12").string(), "link officer password");
+    ASSERT_TRUE(officer.is_ok()) << officer.status().message();
+    officer_ = officer->release();
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    delete officer_;
+    delete tmp_;
+  }
+
+  static std::string ca() { return (tmp_->path() / "cm" / "ca" / "ca.pem").string(); }
+  static std::string url(const std::string& port) { return "https://127.0.0.1:" + port; }
+
+  static std::unique_ptr<ac::CmLink> link(ac::CmLinkOptions options = {},
+                                          const std::string& port = server_->port()) {
+    auto opened = ac::CmLink::open(url(port), ca(), [] { return officer_; }, options);
+    EXPECT_TRUE(opened.is_ok()) << opened.status().message();
+    return opened.is_ok() ? std::move(*opened) : nullptr;
+  }
+
+  static int certificates_for(const std::string& cn) {
+    return persoflow::testing::certificates_for(tmp_->path(), cn);
+  }
+
+  static TempDir* tmp_;
+  static CmServer* server_;
+  static persoflow::devices::OfficerToken* officer_;
+};
+
+TempDir* CmLinkTest::tmp_ = nullptr;
+CmServer* CmLinkTest::server_ = nullptr;
+persoflow::devices::OfficerToken* CmLinkTest::officer_ = nullptr;
+
+// An ir for `cn` with a fresh EC key, transactionID = `tid` (16 bytes).
+struct Enrolment {
+  pr::EvpPkeyPtr key{EVP_EC_gen("P-256")};
+  pr::CertRequest request;
+  Enrolment(const std::string& cn, const std::string& tid) {
+    request.subject = "/CN=" + cn;
+    request.key = key.get();
+    request.transaction_id = tid;
+  }
+};
+
+// Why open() refused `cm_url`, or "" when it did not.
+std::string refusal_of_url(const std::string& cm_url) {
+  auto opened = ac::CmLink::open(cm_url, "/nonexistent/ca.pem",
+                                 []() -> persoflow::Result<persoflow::devices::OfficerToken*> {
+                                   return persoflow::make_status(persoflow::Errc::kInternal,
+                                                                 "not asked");
+                                 });
+  return opened.is_ok() ? std::string() : opened.status().message();
+}
+
+TEST(CmLinkUrl, EachBadCmUrlIsRefusedWithItsReason) {
+  EXPECT_NE(refusal_of_url("http://127.0.0.1:8443").find("the scheme is https"), std::string::npos);
+  EXPECT_NE(refusal_of_url("https://127.0.0.1").find("no port"), std::string::npos);
+  EXPECT_NE(refusal_of_url("https://:8443").find("no host"), std::string::npos);
+  EXPECT_NE(refusal_of_url("https://127.0.0.1:99999").find("1..65535"), std::string::npos);
+  EXPECT_NE(refusal_of_url("https://127.0.0.1:84x3").find("1..65535"), std::string::npos);
+  EXPECT_EQ(refusal_of_url("https://127.0.0.1:8443"), "");
+  EXPECT_EQ(refusal_of_url("https://[::1]:8443/"), "");
+  auto parsed = ac::parse_cm_url("https://[::1]:8443");
+  ASSERT_TRUE(parsed.is_ok());
+  EXPECT_EQ(parsed->first, "::1");
+  EXPECT_EQ(parsed->second, 8443);
+}
+
+TEST_F(CmLinkTest, OneTransactionIdIsOneCertificateRepeatedOrJoined) {
+  auto to_cm = link();
+  ASSERT_TRUE(to_cm);
+  Enrolment e("Link Joined", std::string(16, 'j'));
+  // Four callers at once with the same transactionID, then one more after the answer.
+  std::vector<std::future<persoflow::Result<ac::CmAnswer>>> calls;
+  for (int i = 0; i < 4; ++i) {
+    calls.push_back(std::async(std::launch::async, [&] { return to_cm->enroll(e.request, ""); }));
+  }
+  std::string serial;
+  for (auto& call : calls) {
+    auto answer = call.get();
+    ASSERT_TRUE(answer.is_ok()) << answer.status().message();
+    ASSERT_TRUE(answer->enrolled) << answer->refusal_message;
+    if (serial.empty()) serial = answer->enrolled->serial_hex;
+    EXPECT_EQ(answer->enrolled->serial_hex, serial);
+  }
+  auto again = to_cm->enroll(e.request, "");
+  ASSERT_TRUE(again.is_ok() && again->enrolled);
+  EXPECT_EQ(again->enrolled->serial_hex, serial);
+  EXPECT_EQ(to_cm->counters().sent, 1u);
+  EXPECT_EQ(to_cm->counters().joined, 4u);
+  EXPECT_EQ(certificates_for("Link Joined"), 1);
+}
+
+TEST_F(CmLinkTest, ASavedRequestIsResentAsSavedByAnotherLink) {
+  const std::string saved = (tmp_->path() / "resent.der").string();
+  Enrolment e("Link Resent", std::string(16, 'r'));
+  std::string serial;
+  {
+    auto first = link();
+    ASSERT_TRUE(first);
+    auto answer = first->enroll(e.request, saved);
+    ASSERT_TRUE(answer.is_ok() && answer->enrolled) << answer.status().message();
+    serial = answer->enrolled->serial_hex;
+  }
+  ASSERT_TRUE(fs::exists(saved));
+  struct stat st {};
+  ASSERT_EQ(::stat(saved.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  // Another process would build another request (a new key): the saved bytes go instead.
+  Enrolment other("Link Resent", std::string(16, 'r'));
+  auto second = link();
+  ASSERT_TRUE(second);
+  auto answer = second->enroll(other.request, saved);
+  ASSERT_TRUE(answer.is_ok() && answer->enrolled) << answer.status().message();
+  EXPECT_EQ(answer->enrolled->serial_hex, serial);
+  EXPECT_EQ(certificates_for("Link Resent"), 1);
+}
+
+TEST_F(CmLinkTest, ARefusalIsAnAnswerAndIsNotRetried) {
+  auto to_cm = link();
+  ASSERT_TRUE(to_cm);
+  auto answer = to_cm->general_message({{pr::kOidKeyRecovery, "not JSON"}});
+  ASSERT_TRUE(answer.is_ok()) << answer.status().message();
+  EXPECT_TRUE(answer->refused);
+  EXPECT_FALSE(answer->refusal_message.empty());
+  EXPECT_EQ(to_cm->counters().sent, 1u);
+}
+
+TEST_F(CmLinkTest, AGenmAnswersWithTheGenpItems) {
+  auto to_cm = link();
+  ASSERT_TRUE(to_cm);
+  auto answer = to_cm->general_message({{pr::kOidProcedureList, "{}"}});
+  ASSERT_TRUE(answer.is_ok()) << answer.status().message();
+  EXPECT_FALSE(answer->refused) << answer->refusal_message;
+  ASSERT_EQ(answer->items.size(), 1u);
+  EXPECT_EQ(answer->items[0].oid, pr::kOidProcedureList);
+  EXPECT_NE(answer->items[0].value.find("certificate_procedures"), std::string::npos);
+}
+
+TEST_F(CmLinkTest, AnUnreachableCmHostIsTriedAsTheRetryPolicySaysThenAnError) {
+  std::string closed_port;
+  {
+    // A port where nothing listens any more: a CM host started and stopped.
+    CmServer gone(tmp_->path() / "cm");
+    ASSERT_TRUE(gone.listening());
+    closed_port = gone.port();
+  }
+  ac::CmLinkOptions options;
+  options.transport_retry = {3, std::chrono::milliseconds(0), std::chrono::milliseconds(10),
+                             std::chrono::milliseconds(20)};
+  auto to_cm = link(options, closed_port);
+  ASSERT_TRUE(to_cm);
+  Enrolment e("Link Unreachable", std::string(16, 'u'));
+  auto answer = to_cm->enroll(e.request, (tmp_->path() / "unreachable.der").string());
+  EXPECT_FALSE(answer.is_ok());
+  EXPECT_EQ(to_cm->counters().sent, 3u);
+  // Not an answer: the same transactionID is sent again on the next call.
+  auto retried = to_cm->enroll(e.request, (tmp_->path() / "unreachable.der").string());
+  EXPECT_FALSE(retried.is_ok());
+  EXPECT_EQ(to_cm->counters().sent, 6u);
+  EXPECT_EQ(to_cm->counters().joined, 0u);
+}
+
+TEST_F(CmLinkTest, RevokingTwiceIsARefusalThatSaysCertRevoked) {
+  auto to_cm = link();
+  ASSERT_TRUE(to_cm);
+  Enrolment e("Link Revoked", std::string(16, 'v'));
+  auto enrolled = to_cm->enroll(e.request, "");
+  ASSERT_TRUE(enrolled.is_ok() && enrolled->enrolled) << enrolled.status().message();
+  X509* cert = enrolled->enrolled->cert.get();
+  auto first = to_cm->revoke(cert, 4);
+  ASSERT_TRUE(first.is_ok()) << first.status().message();
+  EXPECT_FALSE(first->refused) << first->refusal_message;
+  auto second = to_cm->revoke(cert, 4);
+  ASSERT_TRUE(second.is_ok()) << second.status().message();
+  EXPECT_TRUE(second->refused);
+  EXPECT_TRUE(second->refusal.fail_info & (1 << OSSL_CMP_PKIFAILUREINFO_certRevoked))
+      << second->refusal_message;
+}
+
+}  // namespace

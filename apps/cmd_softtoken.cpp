@@ -2,7 +2,8 @@
 // (journaled; the same executors as `persoflow workflows resume` with
 // PERSOFLOW_SOFTTOKEN_CONFIG). Giving --workflow-id again after an interruption resumes that
 // workflow instead of starting another. Exit 0 when the token was written, 1 when it was refused
-// or failed, 2 for bad usage.
+// or failed, 2 for bad usage, 3 when the workflow ended (or was found) cancelled: a clean end,
+// nothing half-issued, but no token either.
 #include <fcntl.h>
 
 #include <boost/program_options.hpp>
@@ -40,7 +41,14 @@ constexpr const char* kUsage =
     "The configuration is the station's (station.conf), with optional \"officer_card\" (token\n"
     "label: entropy for key generation) and \"pkcs12_iterations\".\n"
     "A refused request (an algorithm not in the list, no subject, ...) asks again on\n"
-    "descriptor N (--ask-fd): corrections one per line, an empty line sends them.\n\n";
+    "descriptor N (--ask-fd): corrections one per line, an empty line sends them.\n\n"
+    "Exit status: 0 the token was written (also when a run killed after the last step is run\n"
+    "again); 1 refused, failed or suspended (run again with --workflow-id to resume); 2 bad\n"
+    "usage; 3 the workflow is cancelled (now or by an earlier run or `persoflow workflows\n"
+    "cancel`): it ended cleanly without a token, and running it again changes nothing.\n\n";
+
+// A workflow that ended Cancelled is a clean end, told apart from a failure.
+constexpr int kExitCancelled = 3;
 
 std::string safe_base(const std::string& text) {
   std::string out;
@@ -50,7 +58,7 @@ std::string safe_base(const std::string& text) {
   return out.empty() ? std::string("softtoken") : out;
 }
 
-// The reason recorded in the last state of a finished workflow (Failed, Cancelled).
+// The reason recorded in the last record of a finished workflow (Failed, Cancelled).
 std::string recorded_reason(const std::string& journal_path, const std::string& workflow_id) {
   auto journal = storage::Journal::open(journal_path, {.create_if_missing = false,
                                                        .read_only = true});
@@ -58,13 +66,23 @@ std::string recorded_reason(const std::string& journal_path, const std::string& 
   auto records = (*journal)->records(workflow_id);
   if (!records || records->empty()) return {};
   auto state = machines::decode_state(records->back().body.state);
-  if (!state) return {};
-  return machines::wf::get(state->data, "reason");
+  const std::string reason = state ? machines::wf::get(state->data, "reason") : std::string();
+  if (!reason.empty()) return reason;
+  // An operator's `workflows cancel` records its reason in the event only.
+  auto event = machines::decode_event(records->back().body.event);
+  return event && event->fields.count("reason") ? event->fields.at("reason") : std::string();
 }
 
 int fail(const std::string& message, int code) {
   std::cerr << "persoflow softtoken issue: " << message << "\n";
   return code;
+}
+
+int cancelled(const std::string& workflow_id, const std::string& reason) {
+  std::cout << workflow_id << ": Cancelled" << (reason.empty() ? "" : ": " + reason) << "\n";
+  return fail("workflow " + workflow_id + " was cancelled" +
+                  (reason.empty() ? "" : " (" + reason + ")") + "; no token was written",
+              kExitCancelled);
 }
 
 // The workflow's last outcome says the machine refused the request (the operator may correct it).
@@ -199,6 +217,9 @@ int issue(const po::variables_map& vm) {
                   << "certificate: " << r.cert_file << "\n";
         return 0;
       }
+      if (!s && s.message().find(" is cancelled; ") != std::string::npos) {
+        return cancelled(r.workflow_id, recorded_reason(config->journal, r.workflow_id));
+      }
       if (!s) return fail(s.message(), 1);
     }
   }
@@ -253,6 +274,9 @@ int issue(const po::variables_map& vm) {
     const std::string why = o.outcome == ac::Outcome::kFailed
                                 ? o.error.message()
                                 : recorded_reason(config->journal, r.workflow_id);
+    if (o.outcome == ac::Outcome::kCancelled || o.state_name == "Cancelled") {
+      return cancelled(r.workflow_id, why);
+    }
     std::cout << r.workflow_id << ": " << o.state_name << ": " << why << "\n";
     return fail(o.state_name + ": " + why, 1);
   }

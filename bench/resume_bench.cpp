@@ -8,7 +8,12 @@
 //               Figures: the throughput as a fraction of the device-bound limit
 //               (sum of device time / sum of reader cycle time), CPU per card,
 //               and the headroom (cards per CPU-second / the limit's cards per
-//               second).
+//               second). Then the same run with the CM link faulted: a share
+//               (--cm-fault-share, default 0.05) of the CM submissions refused,
+//               timed out, dropped after the request or answered late
+//               (SimStationOptions::cm_fault_share): the same figure as
+//               station.sim1000.cm_faults.fraction_of_limit, the limit still
+//               the devices' (a CM fault costs cycle time, no device time).
 //   inflight64  a child process runs 64 workflows until all 64 are inside their
 //   on-card RSA key
 //               generation, and is killed with SIGKILL; then the journal is
@@ -42,6 +47,7 @@ struct Args {
   std::size_t cards = 0;  // 0: 2 * readers
   std::size_t inflight = 64;
   std::uint64_t seed = 1;
+  double cm_fault_share = 0.05;  // of the faulted sim run; 0: no faulted run
   std::string only;
   std::string dir;
   std::string child_journal;  // internal: run as the in-flight child
@@ -52,9 +58,13 @@ void usage(std::FILE* out) {
                "Usage: persoflow-bench resume [--readers N] [--cards K] "
                "[--seed S] [--inflight M]\n"
                "                              [--only sim1000|inflight64] "
-               "[--dir DIR]\n\n"
+               "[--cm-fault-share F] [--dir DIR]\n\n"
                "sim1000: N simulated readers (default 1000) issue K cards "
                "(default 2N);\n"
+               "then again with a share F (default 0.05, 0: not run) of the CM "
+               "requests refused,\n"
+               "timing out, dropped after the request or answered late "
+               "(...cm_faults.* lines);\n"
                "inflight64: M workflows (default 64) killed in flight "
                "with SIGKILL, then resumed.\n"
                "DIR holds the journals (default: a new folder under "
@@ -107,6 +117,20 @@ int parse(int argc, char** argv, Args& args) {
       if (!number("--inflight", args.inflight, 1)) return 2;
     } else if (a == "--seed") {
       if (!number("--seed", args.seed, 0)) return 2;
+    } else if (a == "--cm-fault-share") {
+      const char* v = value("--cm-fault-share");
+      if (v == nullptr) return 2;
+      char* end = nullptr;
+      errno = 0;
+      const double share = std::strtod(v, &end);
+      if (errno != 0 || end == v || *end != '\0' || !(share >= 0 && share <= 1)) {
+        std::fprintf(stderr,
+                     "persoflow-bench resume: --cm-fault-share must be a number from 0 to 1, "
+                     "not '%s'\n",
+                     v);
+        return 2;
+      }
+      args.cm_fault_share = share;
     } else if (a == "--only") {
       const char* v = value("--only");
       if (v == nullptr) return 2;
@@ -214,20 +238,21 @@ int bench_inflight(const Args& args, const std::string& dir) {
   return ok ? 0 : 1;
 }
 
-int bench_sim(const Args& args, const std::string& dir) {
+// One sim run; its figures are reported under `name` (station.sim1000, or with .cm_faults).
+int bench_sim_run(const Args& args, const std::string& dir, double cm_fault_share,
+                  const std::string& name) {
   SimStationOptions o;
   o.readers = args.readers;
   o.cards = args.cards;
   o.seed = args.seed;
-  o.journal = dir + "/sim-seed" + std::to_string(args.seed) + ".db";
+  o.journal = dir + "/" + name + "-seed" + std::to_string(args.seed) + ".db";
   o.charge_processing_time = true;
+  o.cm_fault_share = cm_fault_share;
   auto r = persoflow::sim::run_simulated_station(o);
   if (!r) {
     std::fprintf(stderr, "resume sim: %s\n", r.status().message().c_str());
     return 1;
   }
-  const std::string name =
-      args.readers == 1000 ? "station.sim1000" : "station.sim" + std::to_string(args.readers);
   const double cards = static_cast<double>(r->cards_done);
   const double fraction = r->cycle_seconds > 0 ? r->device_seconds / r->cycle_seconds : 0;
   const double cpu_ms_per_card = cards > 0 ? 1000 * r->cpu_seconds / cards : 0;
@@ -241,7 +266,28 @@ int bench_sim(const Args& args, const std::string& dir) {
   report(name + ".headroom", limit_per_second > 0 ? capacity_per_second / limit_per_second : 0,
          "x");
   report(name + ".wall_seconds", r->wall_seconds, "s");
-  return print_problems("resume sim", *r) && r->cards_done == args.cards ? 0 : 1;
+  if (cm_fault_share > 0) {
+    report(name + ".share", cm_fault_share, "ratio");
+    report(name + ".refused", static_cast<double>(r->cm_refused), "requests");
+    report(name + ".timeouts", static_cast<double>(r->cm_timeouts), "requests");
+    report(name + ".dropped", static_cast<double>(r->cm_dropped), "requests");
+    report(name + ".late", static_cast<double>(r->cm_late), "requests");
+    // Every card still issued once: the retries of dropped requests were answered from the
+    // CM's store.
+    report(name + ".certificates_issued", static_cast<double>(r->certificates_issued), "certs");
+  }
+  return print_problems("resume sim", *r) && r->cards_done == args.cards &&
+                 r->certificates_issued == args.cards
+             ? 0
+             : 1;
+}
+
+int bench_sim(const Args& args, const std::string& dir) {
+  const std::string name =
+      args.readers == 1000 ? "station.sim1000" : "station.sim" + std::to_string(args.readers);
+  int rc = bench_sim_run(args, dir, 0, name);
+  if (args.cm_fault_share > 0) rc |= bench_sim_run(args, dir, args.cm_fault_share, name + ".cm_faults");
+  return rc;
 }
 
 int run_resume(int argc, char** argv) {

@@ -131,6 +131,7 @@ struct TrialResult {
   bool recovered = false;
   int tears = 0;        // SoftHSM2 tears of any kind (counted apart)
   int torn_tokens = 0;  // of which cards gone: what fails on such a card is not persoflow's
+  int last_exit = -1;  // the exit status of the last run
   std::vector<std::string> violations;
   bool violating() const { return !violations.empty() && torn_tokens == 0; }
   double seconds = 0;
@@ -210,7 +211,13 @@ class Harness {
       fs::copy_file(trial.dir / "crash.count", run_dir_ / (scenario.name() + ".crash.count"),
                     fs::copy_options::overwrite_existing, ec);
     }
-    while (r.exit_code != 0 && res.restarts < kMaxRestarts) {
+    // A command that says its workflow ended cancelled has ended cleanly: not run again (the
+    // checks hold it to what the journal says).
+    const auto ended = [&](const ProcessResult& p) {
+      return p.exit_code == 0 || (!p.timed_out && scenario.cancelled_exit_code() &&
+                                  p.exit_code == *scenario.cancelled_exit_code());
+    };
+    while (!ended(r) && res.restarts < kMaxRestarts) {
       ++res.restarts;
       r = run_program(scenario.restart_command(trial), {},
                       (trial.dir / ("run" + std::to_string(1 + res.restarts) + ".out")).string(),
@@ -222,7 +229,8 @@ class Harness {
                                  " s (killed)");
       }
     }
-    if (r.exit_code != 0) {
+    res.last_exit = r.exit_code;
+    if (!ended(r)) {
       res.violations.push_back("the station still fails after " + std::to_string(kMaxRestarts) +
                                " restarts (exit " + std::to_string(r.exit_code) + "; see " +
                                (trial.dir / ("run" + std::to_string(1 + res.restarts) + ".err"))
@@ -269,6 +277,7 @@ class Harness {
       }
       ends[wf] = end;
     }
+    check_cancelled_exit(scenario, ends, res);
     std::string verify;
     if (run_capture({ctx_.persoflow.string(), "journal", "verify", "--journal", journal}, {},
                     &verify)
@@ -284,6 +293,25 @@ class Harness {
     scenario.check(trial, ends, pins, out);
     res.violations.insert(res.violations.end(), out.violations.begin(), out.violations.end());
     return out.tears;
+  }
+
+  // A command with an exit status of its own for a cancelled workflow must give it exactly when
+  // the journal says cancelled.
+  void check_cancelled_exit(const Scenario& scenario, const std::map<std::string, WorkflowEnd>& ends,
+                            TrialResult& res) {
+    const auto code = scenario.cancelled_exit_code();
+    if (!code) return;
+    for (const auto& [wf, end] : ends) {
+      if (res.last_exit == *code && end.status != "cancelled") {
+        res.violations.push_back(wf + ": the last run exited " + std::to_string(*code) +
+                                 " (cancelled), yet the journal says " + end.status);
+      }
+      if (end.status == "cancelled" && res.last_exit != *code) {
+        res.violations.push_back(wf + ": cancelled, yet the last run exited " +
+                                 std::to_string(res.last_exit) + " (want " +
+                                 std::to_string(*code) + ")");
+      }
+    }
   }
 
   // The PIN display lines of every run: "PIN for card S (WF, shown once): PIN" and "PIN of the
@@ -479,7 +507,8 @@ int run(int argc, char** argv) {
       "list", "list the scenarios and the numbered fault points, and exit")(
       "quick", "a short run: 1 card, N = 1 and the last operation per fault point, 8 SIGKILLs")(
       "scenario", po::value<std::string>(), "scenarios to run, comma-separated: issue-card, update-tc, softtoken, reissue (= "
-      "reissue-csr,reissue-card) or all (the default)")(
+      "reissue-csr,reissue-card), interleaved (issue-card and update-tc at once) or all (the "
+      "default)")(
       "faults", po::value<std::string>(),
       "fault points to inject, numbers or names, comma-separated (default: all; 13 = SIGKILL)")(
       "kills", po::value<long>(), "SIGKILL trials per scenario, sampled by --seed (default: all)")(
@@ -723,12 +752,27 @@ int run(int argc, char** argv) {
 
   print_matrix(results, std::cout);
   long fault_trials = 0, kill_trials = 0, violations = 0, tears = 0;
+  // A SIGKILL trial whose station had already finished (a crash point not reached, a timed
+  // moment after the end) proves nothing: only the kills that hit a running station count.
+  long real_kills = 0;
+  std::map<std::string, std::pair<long, long>> real_kills_by_scenario;  // -> (crash point, timed)
   for (const auto& r : results) {
     fault_trials += r.spec.kind == TrialSpec::Kind::kFault;
     kill_trials += r.spec.kind == TrialSpec::Kind::kKill;
     tears += r.tears > 0;
     violations += r.violating();
+    if (r.spec.kind == TrialSpec::Kind::kKill && r.fired) {
+      ++real_kills;
+      auto& [at_points, timed] = real_kills_by_scenario[r.scenario];
+      ++(r.spec.timed() ? timed : at_points);
+    }
   }
+  std::cout << "\nreal kills (SIGKILL while the station ran):";
+  for (const auto& [scenario, kills] : real_kills_by_scenario) {
+    std::cout << " " << scenario << " " << kills.first + kills.second << " (" << kills.first
+              << " at crash points, " << kills.second << " timed);";
+  }
+  std::cout << " total " << real_kills << std::endl;
   bool failed = violations > 0;
   if (failed) {
     std::cout << "\nfailures (reproduce with persoflow-crashtest --scenario S --only SPEC --cards "
@@ -742,7 +786,8 @@ int run(int argc, char** argv) {
   const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::cout << "\ncrashtest: " << (failed ? "FAIL" : "PASS") << " - " << scenarios.size()
             << " scenario(s), " << fault_trials << " fault trials, " << kill_trials
-            << " SIGKILL trials, " << violations << " violating trials, " << tears
+            << " SIGKILL trials (" << real_kills << " real kills), " << violations
+            << " violating trials, " << tears
             << " SoftHSM2 tears, " << std::fixed << std::setprecision(1) << total << " s"
             << std::endl;
   proxy->reset();

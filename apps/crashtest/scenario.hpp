@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -65,6 +66,9 @@ class Scenario {
   virtual std::vector<std::string> restart_command(const Trial& trial) const {
     return station_command(trial);
   }
+  // The exit status with which the station command says its workflow ended cancelled (a clean
+  // end: it is not run again, and the journal must agree), if it has one.
+  virtual std::optional<int> cancelled_exit_code() const { return std::nullopt; }
   // Where the station's journal is.
   virtual fs::path journal(const Trial& trial) const = 0;
   // The workflows the trial intends to finish.

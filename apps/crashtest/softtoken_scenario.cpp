@@ -11,7 +11,8 @@
 //   the envelope opened with openssl cms, its public key equal to the certificate's;
 // - no RA key left behind in the station's key folder once the PKCS#12 is written;
 // - the entered PIN is in clear nowhere (the harness checks the trial's files and the CM host's);
-// - cancelled: at most the two certificates, no PKCS#12 file.
+// - cancelled: at most the two certificates, no PKCS#12 file, and the command said so (exit 3,
+//   which the harness accepts as a clean end and holds to the journal).
 #include <fstream>
 #include <set>
 
@@ -67,6 +68,9 @@ class SoftTokenScenario final : public Scenario {
   }
 
   int torn_cards(const Trial&) const override { return 0; }
+
+  // `softtoken issue` exits 3 when its workflow is (found) cancelled: an accepted end.
+  std::optional<int> cancelled_exit_code() const override { return 3; }
 
   std::map<std::string, std::string> given_pins(const Trial& t) const override {
     return {{workflow_id(t), pin_of(t)}};

@@ -2,7 +2,9 @@
 // - issue-card: blank cards; on each a key generated on the card, CMP ir through the fault proxy,
 //   the certificate written, a PIN generated, set and shown once;
 // - update-tc: cards from the "card bureau" (`persoflow prepersonalise card`: a key and a
-//   transport certificate, TC); update-card with tc=redo replaces the TC's key and certificate.
+//   transport certificate, TC); update-card with tc=redo replaces the TC's key and certificate;
+// - interleaved: both at once in one station run, on twice --cards cards (odd cards issue-card,
+//   even cards update-tc), so that faults and kills land while several workflows are in flight.
 //
 // Their invariants, checked from outside:
 // - the CM database holds exactly one certificate per card that ended Done (at most one for a
@@ -10,7 +12,9 @@
 // - the card (pkcs11-tool, logged in with the PIN the station displayed, or the card's own PIN
 //   for an update) holds exactly one key pair and one certificate, with that serial, under the
 //   key's CKA_ID; after an update the TC is gone; a cancelled update left the TC as it was;
-// - no key is archived for these subjects (both generate on the card).
+// - no key is archived for these subjects (both generate on the card);
+// - no card holds a certificate of another card's workflow, or one the CM host never issued for
+//   it (every certificate on a card is its own CN's or its TC's in the CM database).
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -29,28 +33,45 @@ constexpr const char* kTransportLabel = "Transport certificate";
 
 class StationScenario final : public Scenario {
  public:
-  enum class Kind { kIssue, kUpdateTc };
+  enum class Kind { kIssue, kUpdateTc, kInterleaved };
   explicit StationScenario(Kind kind) : kind_(kind) {}
 
-  std::string name() const override { return kind_ == Kind::kIssue ? "issue-card" : "update-tc"; }
+  std::string name() const override {
+    switch (kind_) {
+      case Kind::kIssue:
+        return "issue-card";
+      case Kind::kUpdateTc:
+        return "update-tc";
+      case Kind::kInterleaved:
+        return "interleaved";
+    }
+    return "";
+  }
   std::string summary() const override {
-    return kind_ == Kind::kIssue
-               ? "issue a certificate on each SoftHSM2 card (key on card, CMP ir, write, PIN)"
-               : "update-card tc=redo on cards holding a transport certificate (new key and "
-                 "certificate, TC removed)";
+    switch (kind_) {
+      case Kind::kIssue:
+        return "issue a certificate on each SoftHSM2 card (key on card, CMP ir, write, PIN)";
+      case Kind::kUpdateTc:
+        return "update-card tc=redo on cards holding a transport certificate (new key and "
+               "certificate, TC removed)";
+      case Kind::kInterleaved:
+        return "issue-card and update-tc at once in one station, on 2 x --cards cards (odd: "
+               "issue, even: update), every workflow in flight together";
+    }
+    return "";
   }
 
   Status prepare(const Trial& t) override {
     std::vector<std::string> labels;
-    for (int i = 1; i <= t.run->cards; ++i) labels.push_back(label(i));
+    for (int i = 1; i <= cards(t); ++i) labels.push_back(label(i));
     PF_RETURN_IF_ERROR(make_cards(t, labels));
     PF_RETURN_IF_ERROR(write_station_conf(t, {{"token_procedure", "smartcard-tc"}}));
     std::string queue;
-    for (int i = 1; i <= t.run->cards; ++i) {
+    for (int i = 1; i <= cards(t); ++i) {
       json line = {{"workflow_id", workflow_id(t, i)},
                    {"token_label", label(i)},
                    {"subject", {{"CN", common_name(t, i)}, {"O", "persoflow crashtest"}}}};
-      if (kind_ == Kind::kUpdateTc) {
+      if (card_kind(i) == Kind::kUpdateTc) {
         // What a card bureau does: a key on the card and its TC from the CM host.
         auto r = run_program({t.run->persoflow.string(), "prepersonalise", "card", "--config",
                               station_conf(t).string(), "--token", label(i), "--field",
@@ -80,7 +101,7 @@ class StationScenario final : public Scenario {
 
   std::vector<std::string> workflow_ids(const Trial& t) const override {
     std::vector<std::string> ids;
-    for (int i = 1; i <= t.run->cards; ++i) ids.push_back(workflow_id(t, i));
+    for (int i = 1; i <= cards(t); ++i) ids.push_back(workflow_id(t, i));
     return ids;
   }
 
@@ -94,7 +115,8 @@ class StationScenario final : public Scenario {
       out.violations.push_back("persoflow cm certs list --json gave no JSON");
       return;
     }
-    for (int i = 1; i <= t.run->cards; ++i) {
+    for (int i = 1; i <= cards(t); ++i) {
+      const Kind kind = card_kind(i);
       const std::string wf = workflow_id(t, i);
       std::vector<std::string> serials;
       for (const auto& c : with_common_name(*certs, common_name(t, i))) {
@@ -108,7 +130,7 @@ class StationScenario final : public Scenario {
           out.violations.push_back(wf + ": cancelled, yet " + std::to_string(serials.size()) +
                                    " certificates in the CM database");
         }
-        if (kind_ == Kind::kUpdateTc) check_tc_untouched(t, i, *certs, out);
+        if (kind == Kind::kUpdateTc) check_tc_untouched(t, i, *certs, out);
         continue;
       }
       if (end.status != "done") continue;
@@ -129,7 +151,7 @@ class StationScenario final : public Scenario {
                                  ", the CM database " + serials[0]);
       }
       std::string pin = kCardPin;  // update-card keeps the card's PIN
-      if (kind_ == Kind::kIssue) {
+      if (kind == Kind::kIssue) {
         const auto shown = pins.find(wf);
         if (shown == pins.end()) {
           out.violations.push_back(wf + ": done, but its PIN was never shown (lost)");
@@ -140,7 +162,7 @@ class StationScenario final : public Scenario {
       CardObjects card = list_card(t, label(i), pin);
       if (!card.login_ok) {
         out.violations.push_back(wf + ": " + label(i) + " does not open with the PIN " +
-                                 (kind_ == Kind::kIssue ? "shown" : "it had"));
+                                 (kind == Kind::kIssue ? "shown" : "it had"));
         continue;
       }
       if (card.drop_half_made()) ++out.tears;  // SoftHSM2's (CardObjects::half_made)
@@ -164,6 +186,7 @@ class StationScenario final : public Scenario {
         out.violations.push_back(wf + ": the certificate is not under the key's CKA_ID");
       }
     }
+    check_no_foreign_certificates(t, *certs, pins, out);
     // Both generate keys on the card: nothing may be archived for these subjects.
     std::string archived;
     run_capture({t.run->persoflow.string(), "cm", "keys", "search", "--dir",
@@ -195,10 +218,50 @@ class StationScenario final : public Scenario {
     }
   }
 
-  std::string prefix() const { return kind_ == Kind::kIssue ? "-issue-c" : "-update-c"; }
+  // Every certificate on every card is its own: issued by the CM host for the card's CN or its
+  // TC's, never another card's (a workflow writing to the wrong card, or a stale object).
+  void check_no_foreign_certificates(const Trial& t, const json& certs,
+                                     const std::map<std::string, std::string>& pins,
+                                     CheckResult& out) const {
+    std::map<std::string, int> owner;  // serial -> card
+    for (int i = 1; i <= cards(t); ++i) {
+      for (const std::string& cn : {common_name(t, i), common_name(t, i) + " Transport"}) {
+        for (const auto& c : with_common_name(certs, cn)) {
+          owner[normal_serial(c.value("serial", ""))] = i;
+        }
+      }
+    }
+    for (int i = 1; i <= cards(t); ++i) {
+      const auto shown = pins.find(workflow_id(t, i));
+      CardObjects card = list_card(t, label(i), shown == pins.end() ? kCardPin : shown->second);
+      if (!card.login_ok && shown != pins.end()) card = list_card(t, label(i), kCardPin);
+      if (!card.login_ok) continue;  // the per-card checks above report a card that won't open
+      for (const auto& c : card.certificates) {
+        const auto it = owner.find(normal_serial(c.serial));
+        if (it == owner.end()) {
+          out.violations.push_back(label(i) + " holds certificate " + c.serial +
+                                   ", which the CM host never issued for it");
+        } else if (it->second != i) {
+          out.violations.push_back(label(i) + " holds certificate " + c.serial + " of " +
+                                   workflow_id(t, it->second) + " (another card's workflow)");
+        }
+      }
+    }
+  }
+
+  int cards(const Trial& t) const {
+    return kind_ == Kind::kInterleaved ? 2 * t.run->cards : t.run->cards;
+  }
+  Kind card_kind(int i) const {
+    if (kind_ != Kind::kInterleaved) return kind_;
+    return i % 2 == 1 ? Kind::kIssue : Kind::kUpdateTc;
+  }
+  std::string prefix(int i) const {
+    return card_kind(i) == Kind::kIssue ? "-issue-c" : "-update-c";
+  }
   static std::string label(int i) { return "card-" + two_digits(i); }
   std::string workflow_id(const Trial& t, int i) const {
-    return t.id + prefix() + two_digits(i);
+    return t.id + prefix(i) + two_digits(i);
   }
   static std::string common_name(const Trial& t, int i) {
     return "ct-" + t.id + "-c" + two_digits(i);
@@ -216,6 +279,7 @@ std::vector<std::unique_ptr<Scenario>> make_scenarios() {
   all.push_back(make_softtoken_scenario());
   all.push_back(make_reissue_scenario(/*on_card=*/false));
   all.push_back(make_reissue_scenario(/*on_card=*/true));
+  all.push_back(std::make_unique<StationScenario>(StationScenario::Kind::kInterleaved));
   return all;
 }
 

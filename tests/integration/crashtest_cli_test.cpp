@@ -20,10 +20,11 @@ TEST(CrashtestCli, HelpAndListAnswer) {
   EXPECT_EQ(help.exit_code, 0);
   EXPECT_NE(help.out.find("--max-per-point"), std::string::npos) << help.out;
   EXPECT_NE(help.out.find("--timed-kills"), std::string::npos) << help.out;
+  EXPECT_NE(help.out.find("interleaved"), std::string::npos) << help.out;
   auto list = run({crashtest(), "--list"});
   EXPECT_EQ(list.exit_code, 0);
   for (const char* scenario : {"issue-card", "update-tc", "softtoken", "reissue-csr",
-                               "reissue-card"}) {
+                               "reissue-card", "interleaved"}) {
     EXPECT_NE(list.out.find(scenario), std::string::npos) << list.out;
   }
   EXPECT_NE(list.out.find("7  sqlite.ioerr_on_commit"), std::string::npos) << list.out;

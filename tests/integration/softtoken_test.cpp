@@ -445,6 +445,34 @@ TEST_F(SoftToken, KilledAfterTheIrResumesWithOneCertificate) {
   expect_good_token(out + "/Ivy-Crash.p12", shown_pin(resumed.out), out + "/Ivy-Crash.der", "der");
 }
 
+// A workflow cancelled after its run was killed: running the command again says so with exit 3
+// (a clean end, documented in --help), changes nothing, and writes no token.
+TEST_F(SoftToken, CancelledWorkflowFoundOnRestartExitsThreeAndSaysCancelled) {
+  const std::string out = out_dir("cancelled");
+  RunResult killed = run({"/usr/bin/env", "PERSOFLOW_CRASH_AT=actors.after_command:2",
+                          persoflow_binary(), "softtoken", "issue", "--config", conf(),
+                          "--procedure", "softtoken-standard", "--field", "CN=Ida Cancelled",
+                          "--out", out, "--algorithm", "EC:secp256r1", "--workflow-id", "ida-1"});
+  ASSERT_EQ(killed.exit_code, 128 + SIGKILL) << killed.out << killed.err;
+  RunResult cancel = run({persoflow_binary(), "workflows", "cancel", "ida-1", "--journal",
+                          tmp_->file("state/softtoken/journal.db"), "--reason",
+                          "holder withdrew"});
+  ASSERT_EQ(cancel.exit_code, 0) << cancel.out << cancel.err;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    RunResult again = issue({"--procedure", "softtoken-standard", "--field", "CN=Ida Cancelled",
+                             "--out", out, "--workflow-id", "ida-1"});
+    EXPECT_EQ(again.exit_code, 3) << again.out << again.err;
+    EXPECT_NE(again.out.find("ida-1: Cancelled: holder withdrew"), std::string::npos) << again.out;
+    EXPECT_NE(again.err.find("was cancelled (holder withdrew); no token was written"),
+              std::string::npos)
+        << again.err;
+    EXPECT_EQ(again.err.find('\n'), again.err.size() - 1) << "one line: " << again.err;
+  }
+  EXPECT_FALSE(fs::exists(out + "/Ida-Cancelled.p12"));
+  RunResult help = run({persoflow_binary(), "softtoken", "--help"});
+  EXPECT_NE(help.out.find("3 the workflow is cancelled"), std::string::npos) << help.out;
+}
+
 TEST_F(SoftToken, BadInputsAreRefusedWithOneLine) {
   const std::string out = out_dir("bad");
   RunResult help = run({persoflow_binary(), "softtoken", "--help"});

@@ -168,10 +168,42 @@ TEST(SimStation, WorkflowsKilledInFlightResumeAndFinish) {
       << r.out;
 }
 
+// The figure with the CM link faulted: `persoflow-bench resume --only sim1000` runs the station
+// again with a share of the CM requests refused, timing out, dropped or late, prints its
+// fraction of the device-bound limit beside the unfaulted one, and still issues every card once.
+std::string bench_value(const std::string& out, const std::string& name) {
+  const std::string marker = "BENCH " + name + " ";
+  const auto at = out.find(marker);
+  if (at == std::string::npos) return {};
+  const auto from = at + marker.size();
+  return out.substr(from, out.find(' ', from) - from);
+}
+
+TEST(SimStation, BenchPrintsTheFigureWithTheCmLinkFaulted) {
+  testing::TempDir dir("persoflow-sim");
+  auto r = testing::run({testing::binary_dir() + "/persoflow-bench", "resume", "--only", "sim1000",
+                         "--readers", "8", "--cards", "40", "--cm-fault-share", "0.5", "--seed",
+                         "3", "--dir", dir.path().string()});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(bench_value(r.out, "station.sim8.fraction_of_limit"), "") << r.out;
+  const std::string faulted = bench_value(r.out, "station.sim8.cm_faults.fraction_of_limit");
+  ASSERT_NE(faulted, "") << r.out;
+  EXPECT_GT(std::stod(faulted), 0.0) << r.out;
+  EXPECT_EQ(bench_value(r.out, "station.sim8.cm_faults.certificates_issued"), "40") << r.out;
+  double met = 0;
+  for (const char* kind : {"refused", "timeouts", "dropped", "late"}) {
+    const std::string v = bench_value(r.out, std::string("station.sim8.cm_faults.") + kind);
+    ASSERT_NE(v, "") << kind << "\n" << r.out;
+    met += std::stod(v);
+  }
+  EXPECT_GT(met, 0) << r.out;
+}
+
 TEST(SimStation, BenchRefusesBadArguments) {
   const std::string bench = testing::binary_dir() + "/persoflow-bench";
   for (const auto& args : std::vector<std::vector<std::string>>{
-           {"--readers", "0"}, {"--readers", "x"}, {"--only", "other"}, {"--seed"}, {"--bogus"}}) {
+           {"--readers", "0"}, {"--readers", "x"}, {"--only", "other"}, {"--seed"}, {"--bogus"},
+           {"--cm-fault-share", "1.5"}, {"--cm-fault-share", "x"}}) {
     std::vector<std::string> argv{bench, "resume"};
     argv.insert(argv.end(), args.begin(), args.end());
     auto r = testing::run(argv);

@@ -95,6 +95,62 @@ CREATE INDEX workflows_by_status ON workflows(status);
 INSERT INTO meta(key, value) VALUES ('magic', 'persoflow-journal'), ('head_seq', '0'),
   ('head_hash', '0000000000000000000000000000000000000000000000000000000000000000');
 )sql",
+    // 1 -> 2: fewer B-trees per append (docs/journal.md, "Schema version 2"). A record links to
+    // its workflow's previous record instead of an index on (workflow_id, step); a command row
+    // keeps only what finds its record (its type and payload are in the record's commands);
+    // commands and workflows are keyed by their natural keys without a rowid; no index on the
+    // workflows' status. Record values are copied unchanged: the hash chain still holds.
+    R"sql(
+CREATE TABLE records_v2(
+  seq            INTEGER PRIMARY KEY,
+  workflow_id    TEXT NOT NULL,
+  step           INTEGER NOT NULL,
+  previous_seq   INTEGER NOT NULL,
+  machine        TEXT NOT NULL,
+  event_type     TEXT NOT NULL,
+  event          BLOB NOT NULL,
+  result_of      TEXT NOT NULL,
+  state_name     TEXT NOT NULL,
+  state          BLOB NOT NULL,
+  status         TEXT NOT NULL,
+  commands       BLOB NOT NULL,
+  recorded_at_ms INTEGER NOT NULL,
+  prev_hash      TEXT NOT NULL,
+  hash           TEXT NOT NULL
+);
+INSERT INTO records_v2(seq, workflow_id, step, previous_seq, machine, event_type, event,
+  result_of, state_name, state, status, commands, recorded_at_ms, prev_hash, hash)
+SELECT r.seq, r.workflow_id, r.step,
+  COALESCE((SELECT p.seq FROM records p WHERE p.workflow_id = r.workflow_id
+            AND p.step = r.step - 1), 0),
+  r.machine, r.event_type, r.event, r.result_of, r.state_name, r.state, r.status, r.commands,
+  r.recorded_at_ms, r.prev_hash, r.hash
+FROM records r;
+DROP TABLE records;
+ALTER TABLE records_v2 RENAME TO records;
+CREATE TABLE commands_v2(
+  idempotency_key TEXT PRIMARY KEY,
+  seq             INTEGER NOT NULL,
+  idx             INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO commands_v2(idempotency_key, seq, idx) SELECT idempotency_key, seq, idx FROM commands;
+DROP TABLE commands;
+ALTER TABLE commands_v2 RENAME TO commands;
+CREATE TABLE workflows_v2(
+  workflow_id   TEXT PRIMARY KEY,
+  machine       TEXT NOT NULL,
+  state_name    TEXT NOT NULL,
+  status        TEXT NOT NULL,
+  steps         INTEGER NOT NULL,
+  created_at_ms INTEGER NOT NULL,
+  updated_at_ms INTEGER NOT NULL,
+  last_seq      INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO workflows_v2 SELECT workflow_id, machine, state_name, status, steps, created_at_ms,
+  updated_at_ms, last_seq FROM workflows;
+DROP TABLE workflows;
+ALTER TABLE workflows_v2 RENAME TO workflows;
+)sql",
 };
 static_assert(std::size(kMigrations) == kJournalSchemaVersion);
 
@@ -377,8 +433,8 @@ class SqliteJournal final : public Journal {
     // Statements first, then the connection, then the writer lock.
     if (db_) sqlite3_wal_hook(db_, nullptr, nullptr);
     checkpointer_.reset();
-    for (Stmt* st : {&tail_, &wf_get_, &rec_insert_, &cmd_insert_, &wf_upsert_, &head_update_,
-                     &begin_, &commit_, &savepoint_, &release_, &rollback_to_}) {
+    for (Stmt* st : {&tail_, &wf_get_, &rec_insert_, &cmd_insert_, &wf_insert_, &wf_update_,
+                     &head_update_, &begin_, &commit_, &savepoint_, &release_, &rollback_to_}) {
       st->finalize();
     }
     sqlite3_close_v2(db_);
@@ -403,23 +459,25 @@ class SqliteJournal final : public Journal {
     PF_RETURN_IF_ERROR(
         tail_.prepare(db_, "SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1"));
     PF_RETURN_IF_ERROR(wf_get_.prepare(
-        db_, "SELECT machine, steps, created_at_ms FROM workflows WHERE workflow_id = ?"));
+        db_,
+        "SELECT machine, steps, created_at_ms, last_seq FROM workflows WHERE workflow_id = ?"));
     PF_RETURN_IF_ERROR(rec_insert_.prepare(
         db_,
-        "INSERT INTO records(seq, workflow_id, step, machine, event_type, event, result_of, "
-        "state_name, state, status, commands, recorded_at_ms, prev_hash, hash) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+        "INSERT INTO records(seq, workflow_id, step, previous_seq, machine, event_type, event, "
+        "result_of, state_name, state, status, commands, recorded_at_ms, prev_hash, hash) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
     PF_RETURN_IF_ERROR(cmd_insert_.prepare(
-        db_,
-        "INSERT INTO commands(idempotency_key, seq, workflow_id, step, idx, type, payload) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)"));
-    PF_RETURN_IF_ERROR(wf_upsert_.prepare(
+        db_, "INSERT INTO commands(idempotency_key, seq, idx) VALUES (?, ?, ?)"));
+    // The writer knows whether a workflow has a summary row (find_flow), so it inserts or
+    // updates directly instead of an upsert that tries the insert first.
+    PF_RETURN_IF_ERROR(wf_insert_.prepare(
         db_,
         "INSERT INTO workflows(workflow_id, machine, state_name, status, steps, created_at_ms, "
-        "updated_at_ms, last_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT(workflow_id) DO UPDATE SET state_name = excluded.state_name, "
-        "status = excluded.status, steps = excluded.steps, updated_at_ms = excluded.updated_at_ms, "
-        "last_seq = excluded.last_seq"));
+        "updated_at_ms, last_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"));
+    PF_RETURN_IF_ERROR(wf_update_.prepare(
+        db_,
+        "UPDATE workflows SET state_name = ?3, status = ?4, steps = ?5, updated_at_ms = ?7, "
+        "last_seq = ?8 WHERE workflow_id = ?1"));
     PF_RETURN_IF_ERROR(
         head_update_.prepare(db_,
                              "UPDATE meta SET value = CASE key WHEN 'head_seq' THEN ?1 ELSE ?2 END "
@@ -452,8 +510,17 @@ class SqliteJournal final : public Journal {
   bool poisoned() const override { return poisoned_; }
 
   Result<std::vector<JournalRecord>> records(const std::string& workflow_id) override {
-    std::string sql = std::string("SELECT ") + kRecordColumns +
-                      " FROM records WHERE workflow_id = ? ORDER BY step";
+    // From the workflow's last record back along previous_seq (schema version 2 keeps no index
+    // on workflow_id). Each link must point back, so a damaged link cannot loop.
+    std::string sql = std::string(
+                          "WITH RECURSIVE chain(seq) AS ("
+                          "SELECT last_seq FROM workflows WHERE workflow_id = ?1 "
+                          "UNION ALL SELECT r.previous_seq FROM records r JOIN chain c "
+                          "ON r.seq = c.seq WHERE r.previous_seq > 0 AND r.previous_seq < r.seq) "
+                          "SELECT ") +
+                      kRecordColumns +
+                      " FROM records WHERE seq IN (SELECT seq FROM chain) AND workflow_id = ?1 "
+                      "ORDER BY seq";
     return select_records(sql.c_str(), [&](sqlite3_stmt* s) { bind_text(s, 1, workflow_id); });
   }
 
@@ -671,6 +738,7 @@ class SqliteJournal final : public Journal {
     std::string machine;
     std::uint64_t steps = 0;  // the step its next append must have
     std::int64_t created_at_ms = 0;
+    std::uint64_t last_seq = 0;  // its last record, the next record's previous_seq
     bool finished = false;  // done or cancelled: not kept once committed
   };
   // Bounds the memory of a long-running station: past this many workflows the cache starts over
@@ -698,7 +766,8 @@ class SqliteJournal final : public Journal {
     }
     // Nothing of this workflow is written in this transaction yet, so the row is committed.
     FlowInfo info{column_string(s, 0), static_cast<std::uint64_t>(sqlite3_column_int64(s, 1)),
-                  sqlite3_column_int64(s, 2), false};
+                  sqlite3_column_int64(s, 2),
+                  static_cast<std::uint64_t>(sqlite3_column_int64(s, 3)), false};
     sqlite3_reset(s);
     if (flows_.size() >= kMaxCachedFlows) flows_.clear();
     return &flows_.insert_or_assign(workflow_id, std::move(info)).first->second;
@@ -767,11 +836,7 @@ class SqliteJournal final : public Journal {
       sqlite3_stmt* cs = cmd_insert_.fresh();
       bind_text_ref(cs, 1, c.idempotency_key);
       sqlite3_bind_int64(cs, 2, static_cast<sqlite3_int64>(seq));
-      bind_text_ref(cs, 3, r.workflow_id);
-      sqlite3_bind_int64(cs, 4, static_cast<sqlite3_int64>(r.step));
-      sqlite3_bind_int64(cs, 5, c.index);
-      bind_text_ref(cs, 6, c.type);
-      bind_blob_ref(cs, 7, c.payload);
+      sqlite3_bind_int64(cs, 3, c.index);
       Status st = step_done(cmd_insert_, [&] { return "recording the commands of " + who(); });
       if ((sqlite_rc(st) & 0xff) == SQLITE_CONSTRAINT) {
         return make_status(Errc::kAlreadyExists, who() + ": idempotency key '" +
@@ -786,21 +851,23 @@ class SqliteJournal final : public Journal {
     sqlite3_bind_int64(s, 1, static_cast<sqlite3_int64>(seq));
     bind_text_ref(s, 2, r.workflow_id);
     sqlite3_bind_int64(s, 3, static_cast<sqlite3_int64>(r.step));
-    bind_text_ref(s, 4, r.machine);
-    bind_text_ref(s, 5, r.event_type);
-    bind_blob_ref(s, 6, r.event);
-    bind_text_ref(s, 7, r.result_of);
-    bind_text_ref(s, 8, r.state_name);
-    bind_blob_ref(s, 9, r.state);
-    bind_text_ref(s, 10, status);
-    bind_blob_ref(s, 11, commands);
-    sqlite3_bind_int64(s, 12, at);
-    bind_text_ref(s, 13, prev);
-    bind_text_ref(s, 14, hash_);
+    sqlite3_bind_int64(s, 4, static_cast<sqlite3_int64>(flow ? flow->last_seq : 0));
+    bind_text_ref(s, 5, r.machine);
+    bind_text_ref(s, 6, r.event_type);
+    bind_blob_ref(s, 7, r.event);
+    bind_text_ref(s, 8, r.result_of);
+    bind_text_ref(s, 9, r.state_name);
+    bind_blob_ref(s, 10, r.state);
+    bind_text_ref(s, 11, status);
+    bind_blob_ref(s, 12, commands);
+    sqlite3_bind_int64(s, 13, at);
+    bind_text_ref(s, 14, prev);
+    bind_text_ref(s, 15, hash_);
     PF_RETURN_IF_ERROR(step_done(rec_insert_, [&] { return "recording " + who(); }));
     wrote = true;
 
-    sqlite3_stmt* ws = wf_upsert_.fresh();
+    Stmt& summary = flow ? wf_update_ : wf_insert_;
+    sqlite3_stmt* ws = summary.fresh();
     bind_text_ref(ws, 1, r.workflow_id);
     bind_text_ref(ws, 2, r.machine);
     bind_text_ref(ws, 3, r.state_name);
@@ -809,12 +876,12 @@ class SqliteJournal final : public Journal {
     sqlite3_bind_int64(ws, 6, created);
     sqlite3_bind_int64(ws, 7, at);
     sqlite3_bind_int64(ws, 8, static_cast<sqlite3_int64>(seq));
-    PF_RETURN_IF_ERROR(step_done(wf_upsert_, [&] { return "updating the summary of " + who(); }));
+    PF_RETURN_IF_ERROR(step_done(summary, [&] { return "updating the summary of " + who(); }));
 
     const bool finished = r.status == WorkflowStatus::kDone ||
                           r.status == WorkflowStatus::kCancelled;
     pending_flows_.insert_or_assign(r.workflow_id,
-                                    FlowInfo{r.machine, r.step + 1, created, finished});
+                                    FlowInfo{r.machine, r.step + 1, created, seq, finished});
     return Status::ok();
   }
 
@@ -899,7 +966,7 @@ class SqliteJournal final : public Journal {
   std::string bytes_;
   std::string hash_;
   ChainHasher hasher_;
-  Stmt tail_, wf_get_, rec_insert_, cmd_insert_, wf_upsert_, head_update_;
+  Stmt tail_, wf_get_, rec_insert_, cmd_insert_, wf_insert_, wf_update_, head_update_;
   Stmt begin_, commit_, savepoint_, release_, rollback_to_;
   std::unique_ptr<Checkpointer> checkpointer_;
 };
@@ -929,7 +996,9 @@ Result<VerifyReport> SqliteJournal::verify() {
     return bad(std::nullopt, "the SQLite file is damaged: " + check->value_or("no answer"));
   }
 
-  std::string sql = std::string("SELECT ") + kRecordColumns + " FROM records ORDER BY seq";
+  // previous_seq comes after the record's own columns (read_record reads those).
+  std::string sql =
+      std::string("SELECT ") + kRecordColumns + ", previous_seq FROM records ORDER BY seq";
   sqlite3_stmt* s = nullptr;
   int rc = sqlite3_prepare_v2(db_, sql.c_str(), -1, &s, nullptr);
   if (rc != SQLITE_OK) {
@@ -939,8 +1008,7 @@ Result<VerifyReport> SqliteJournal::verify() {
   sqlite3_stmt* cs = nullptr;
   rc = sqlite3_prepare_v2(
       db_,
-      "SELECT idempotency_key, idx, type, payload, workflow_id, step FROM commands "
-      "WHERE seq = ? ORDER BY idx",
+      "SELECT seq, idx FROM commands WHERE idempotency_key = ?",
       -1, &cs, nullptr);
   if (rc != SQLITE_OK) {
     sqlite3_finalize(s);
@@ -996,29 +1064,29 @@ Result<VerifyReport> SqliteJournal::verify() {
     if (chain_hash(prev, canonical_record_bytes(r)) != r.hash) {
       return bad(seq, at + ": its contents do not match its hash (the record was altered)");
     }
-    // The command rows must be exactly the record's commands.
+    // The record must link to its workflow's previous record (records() follows the links).
+    const std::uint64_t previous_seq = static_cast<std::uint64_t>(sqlite3_column_int64(s, 14));
+    if (previous_seq != (is_new ? 0 : flow.last_seq)) {
+      return bad(seq, at + ": its link to the workflow's previous record is wrong (names record " +
+                          std::to_string(previous_seq) + ")");
+    }
+    // Each recorded command has its row, naming this record and the command's index; the count
+    // below finds rows that no record recorded.
+    for (const CommandEntry& c : r.body.commands) {
+      sqlite3_reset(cs);
+      bind_text_ref(cs, 1, c.idempotency_key);
+      rc = sqlite3_step(cs);
+      if (rc == SQLITE_DONE) return bad(seq, at + ": command rows are missing");
+      if (rc != SQLITE_ROW) {
+        return bad(seq, at + ": cannot read its command rows: " + sqlite3_errmsg(db_));
+      }
+      if (static_cast<std::uint64_t>(sqlite3_column_int64(cs, 0)) != seq ||
+          static_cast<std::uint32_t>(sqlite3_column_int64(cs, 1)) != c.index) {
+        return bad(seq, at + ": its command rows differ from the commands it recorded");
+      }
+    }
     sqlite3_reset(cs);
-    sqlite3_bind_int64(cs, 1, static_cast<sqlite3_int64>(seq));
-    std::size_t i = 0;
-    while ((rc = sqlite3_step(cs)) == SQLITE_ROW) {
-      bool same =
-          i < r.body.commands.size() &&
-          column_string(cs, 0) == r.body.commands[i].idempotency_key &&
-          static_cast<std::uint32_t>(sqlite3_column_int64(cs, 1)) == r.body.commands[i].index &&
-          column_string(cs, 2) == r.body.commands[i].type &&
-          column_string(cs, 3) == r.body.commands[i].payload &&
-          column_string(cs, 4) == r.body.workflow_id &&
-          static_cast<std::uint64_t>(sqlite3_column_int64(cs, 5)) == r.body.step;
-      if (!same) return bad(seq, at + ": its command rows differ from the commands it recorded");
-      ++i;
-    }
-    if (rc != SQLITE_DONE) {
-      return bad(seq, at + ": cannot read its command rows: " + sqlite3_errmsg(db_));
-    }
-    if (i != r.body.commands.size()) {
-      return bad(seq, at + ": command rows are missing");
-    }
-    commands_seen += i;
+    commands_seen += r.body.commands.size();
     if (is_new) {
       flow.machine = r.body.machine;
       flow.created = r.recorded_at_ms;

@@ -4,6 +4,8 @@
 // workflow (same idempotency key, a lost answer detected as a repeat), nondeterminism, cancel.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <filesystem>
 #include <future>
 #include <regex>
 
@@ -54,6 +56,15 @@ class RuntimeTest : public ::testing::Test {
     auto r = (*journal)->records(id);
     EXPECT_TRUE(r.is_ok()) << r.status().to_string();
     return *r;
+  }
+
+  std::size_t records_of_all() {
+    auto journal = storage::Journal::open(journal_path(), {.create_if_missing = false, .read_only = true});
+    EXPECT_TRUE(journal.is_ok()) << journal.status().to_string();
+    if (!journal.is_ok()) return 0;
+    auto r = (*journal)->all_records();
+    EXPECT_TRUE(r.is_ok()) << r.status().to_string();
+    return r.is_ok() ? r->size() : 0;
   }
 
   storage::VerifyReport verify() {
@@ -260,6 +271,43 @@ TEST_F(RuntimeTest, InterruptedWorkflowResumesWithTheSameKeysAndDetectsTheRepeat
     EXPECT_EQ(r.repeats, r.key == "cut/3/0" ? 1 : 0) << r.key;
   }
   EXPECT_TRUE(verify().intact);
+}
+
+TEST_F(RuntimeTest, JournalOfSchemaVersionOneMigratesAndResumes) {
+  // Written by the schema-version-1 build's crash_child, killed after its 5th commit: orders 000
+  // and 001 delivered, 002 charging, 003-005 shipping, their commands journaled but unanswered.
+  const std::string golden = testing::source_dir() + "/tests/golden/journal/order_interrupted_v1";
+  std::filesystem::copy_file(golden + ".db", journal_path());
+  auto env = std::make_shared<test::OrderEnv>();
+  std::filesystem::copy_file(golden + "_effects.db", dir_.file("effects-v1.db"));
+  env->effects = test::EffectsDb::open(dir_.file("effects-v1.db"));
+  env->policy = env_->policy;
+  const std::size_t records_before = 25;  // a read-only open refuses the journal until migrated
+  {
+    auto rt = open_runtime(env);
+    auto ids = rt->resume_all();
+    ASSERT_TRUE(ids.is_ok()) << ids.status().to_string();
+    std::sort(ids->begin(), ids->end());
+    EXPECT_EQ(*ids, (std::vector<std::string>{"order-002", "order-003", "order-004", "order-005"}));
+    auto outcomes = rt->wait();
+    ASSERT_EQ(outcomes.size(), 4u);
+    for (const auto& o : outcomes) {
+      EXPECT_EQ(o.outcome, Outcome::kDone) << o.workflow_id << " " << o.error.to_string();
+      EXPECT_EQ(o.state_name, "Delivered") << o.workflow_id;
+    }
+  }
+  for (int i = 0; i < 6; ++i) {
+    auto recs = records("order-00" + std::to_string(i));
+    ASSERT_EQ(recs.size(), 5u) << i;
+    EXPECT_EQ(recs.back().body.state_name, "Delivered");
+    for (std::size_t step = 0; step < recs.size(); ++step) EXPECT_EQ(recs[step].body.step, step);
+  }
+  // 002 charges and ships, 003-005 ship: 5 more records; each effect ran once.
+  EXPECT_EQ(records_of_all(), records_before + 5);
+  for (const auto& r : env->effects->rows()) EXPECT_EQ(r.executions, 1) << r.key;
+  auto report = verify();
+  EXPECT_TRUE(report.intact) << report.reason;
+  EXPECT_EQ(report.records_checked, records_before + 5);
 }
 
 TEST_F(RuntimeTest, ReplayThatDiffersStopsLoudlyAsNondeterminism) {

@@ -1,11 +1,13 @@
 // Golden files that pin the journal's on-disk format, so a change shows in review:
 // - tests/golden/journal/record_v1.txt: the canonical bytes (hex) and chain hash of fixed
 //   records; a changed layout or hash rule fails here.
-// - tests/golden/journal/journal_v1.db: a schema-version-1 journal written by this code; every
-//   later build must still open it, verify it and append to it (after migrating, once there are
-//   migrations). Copied to a temporary directory first: SQLite never touches the source tree.
-// PERSOFLOW_UPDATE_GOLDEN=1 rewrites them (then review and commit the change).
+// - tests/golden/journal/journal_v<N>.db: a journal of schema version N written by the build of
+//   that version; every later build must migrate it, verify it, read it back and go on appending
+//   to it. Copied to a temporary directory first: SQLite never touches the source tree.
+// PERSOFLOW_UPDATE_GOLDEN=1 rewrites record_v1.txt and the journal of the current schema version
+// (then review and commit the change); older journals are never rewritten.
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -67,43 +69,127 @@ TEST(JournalGolden, CanonicalBytesAndHashesAreStable) {
                                       "it needs a new version byte (docs/journal.md)";
 }
 
-TEST(JournalGolden, VersionOneJournalStillOpensVerifiesAndAppends) {
-  std::string golden = golden_dir() + "/journal_v1.db";
-  if (updating()) {
-    testing::TempDir tmp;
-    std::string path = tmp.file("journal.db");
-    {
-      auto j = Journal::open(path, {});
-      ASSERT_TRUE(j.is_ok());
-      for (std::uint64_t step = 0; step < 3; ++step) {
-        for (const char* wf : {"card-1", "card-2"}) {
-          ASSERT_TRUE((*j)->append(test::request(wf, step, 2)).is_ok());
-        }
+std::string golden_journal(int version) {
+  return golden_dir() + "/journal_v" + std::to_string(version) + ".db";
+}
+
+// Writes the golden journal of this build's schema version: two workflows, three steps each.
+void write_golden_journal() {
+  testing::TempDir tmp;
+  std::string path = tmp.file("journal.db");
+  {
+    auto j = Journal::open(path, {});
+    ASSERT_TRUE(j.is_ok());
+    for (std::uint64_t step = 0; step < 3; ++step) {
+      for (const char* wf : {"card-1", "card-2"}) {
+        ASSERT_TRUE((*j)->append(test::request(wf, step, 2)).is_ok());
       }
     }
-    std::filesystem::create_directories(golden_dir());
-    std::filesystem::copy_file(path, golden, std::filesystem::copy_options::overwrite_existing);
   }
-  ASSERT_TRUE(std::filesystem::exists(golden)) << golden;
+  std::filesystem::create_directories(golden_dir());
+  std::filesystem::copy_file(path, golden_journal(kJournalSchemaVersion),
+                             std::filesystem::copy_options::overwrite_existing);
+}
+
+std::string schema_version_of(const std::string& path) {
+  std::string version;
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK) {
+    sqlite3_stmt* s = nullptr;
+    if (sqlite3_prepare_v2(db, "SELECT value FROM meta WHERE key = 'schema_version'", -1, &s,
+                           nullptr) == SQLITE_OK &&
+        sqlite3_step(s) == SQLITE_ROW) {
+      version = reinterpret_cast<const char*>(sqlite3_column_text(s, 0));
+    }
+    sqlite3_finalize(s);
+  }
+  sqlite3_close(db);
+  return version;
+}
+
+// What is wrong with opening the golden journal of schema `version` in this build ("" when it is
+// refused read-only while it is older, then a writable open migrates it, it verifies, reads back,
+// lists its unfinished workflows and takes their next steps).
+std::string golden_journal_problems(int version) {
+  std::string problems;
+  const std::string golden = golden_journal(version);
+  if (!std::filesystem::exists(golden)) return golden + " is missing";
   testing::TempDir dir;
   std::string path = dir.file("journal.db");
   std::filesystem::copy_file(golden, path);
-  {
-    auto j = Journal::open(path, {.read_only = true});
-    ASSERT_TRUE(j.is_ok()) << j.status().message();
-    auto report = (*j)->verify();
-    ASSERT_TRUE(report.is_ok());
-    EXPECT_TRUE(report->intact) << report->reason;
-    EXPECT_EQ(report->records_checked, 6u);
-    auto records = (*j)->records("card-2");
-    ASSERT_TRUE(records.is_ok());
-    ASSERT_EQ(records->size(), 3u);
-    EXPECT_EQ(records->back().body, test::request("card-2", 2, 2));
+  if (schema_version_of(path) != std::to_string(version)) {
+    return golden + " has schema version '" + schema_version_of(path) + "'";
   }
-  auto j = Journal::open(path, {});
-  ASSERT_TRUE(j.is_ok()) << j.status().message();
-  EXPECT_TRUE((*j)->append(test::request("card-1", 3)).is_ok());
-  EXPECT_TRUE((*j)->verify()->intact);
+  if (version < kJournalSchemaVersion) {
+    auto before = test::snapshot(path);
+    auto ro = Journal::open(path, {.read_only = true});
+    if (ro.is_ok()) {
+      problems += "a read-only open of the older journal succeeded; ";
+    } else if (ro.status().message().find("open it once for writing to migrate it") ==
+               std::string::npos) {
+      problems += "read-only refusal: " + ro.status().message() + "; ";
+    }
+    if (test::snapshot(path) != before) problems += "the refused read-only open changed it; ";
+  }
+  {
+    auto j = Journal::open(path, {});
+    if (!j.is_ok()) return problems + "writable open: " + j.status().message();
+    auto report = (*j)->verify();
+    if (!report.is_ok() || !report->intact || report->records_checked != 6) {
+      problems += "not intact with 6 records after opening: " +
+                  (report.is_ok() ? report->reason : report.status().message()) + "; ";
+    }
+    for (const char* wf : {"card-1", "card-2"}) {
+      auto records = (*j)->records(wf);
+      if (!records.is_ok() || records->size() != 3) {
+        problems += std::string(wf) + ": not 3 records; ";
+        continue;
+      }
+      for (std::uint64_t step = 0; step < 3; ++step) {
+        if ((*records)[step].body != test::request(wf, step, 2)) {
+          problems += std::string(wf) + " step " + std::to_string(step) + " reads back otherwise; ";
+        }
+      }
+    }
+    auto unfinished = (*j)->unfinished();
+    if (!unfinished.is_ok() || unfinished->size() != 2 || (*unfinished)[0].steps != 3 ||
+        (*unfinished)[1].steps != 3) {
+      problems += "the unfinished workflows are not card-1 and card-2 at 3 steps; ";
+    }
+    // The workflows go on where they stopped.
+    for (const char* wf : {"card-1", "card-2"}) {
+      Status s = (*j)->append(test::request(wf, 3));
+      if (!s.is_ok()) problems += std::string(wf) + " step 3: " + s.message() + "; ";
+    }
+    if (Status s = (*j)->append(test::request("card-1", 3)); s.is_ok()) {
+      problems += "card-1 took step 3 twice; ";
+    }
+  }
+  if (schema_version_of(path) != std::to_string(kJournalSchemaVersion)) {
+    problems += "schema version after the writable open: " + schema_version_of(path) + "; ";
+  }
+  auto ro = Journal::open(path, {.read_only = true});
+  if (!ro.is_ok()) return problems + "read-only open after migrating: " + ro.status().message();
+  auto report = (*ro)->verify();
+  if (!report.is_ok() || !report->intact || report->records_checked != 8) {
+    problems += "not intact with 8 records at the end: " +
+                (report.is_ok() ? report->reason : report.status().message()) + "; ";
+  }
+  auto records = (*ro)->records("card-2");
+  if (!records.is_ok() || records->size() != 4 || records->back().body.step != 3) {
+    problems += "card-2 does not read back 4 records after migrating; ";
+  }
+  return problems;
+}
+
+// Every schema version's journal, written by the build of its time, opens in every later build.
+TEST(JournalGolden, VersionOneJournalMigratesVerifiesAndResumes) {
+  EXPECT_EQ(golden_journal_problems(1), "");
+}
+
+TEST(JournalGolden, CurrentVersionJournalOpensVerifiesAndResumes) {
+  if (updating()) write_golden_journal();
+  EXPECT_EQ(golden_journal_problems(kJournalSchemaVersion), "");
 }
 
 }  // namespace

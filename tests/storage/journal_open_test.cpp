@@ -176,7 +176,19 @@ TEST(JournalOpen, NewerSchema) {
   make_journal(path);
   sql(path, "UPDATE meta SET value = '7' WHERE key = 'schema_version'");
   EXPECT_EQ(refusal_problems(path, Errc::kUnsupported,
-                 "has schema version 7, newer than this persoflow supports (1)"), "");
+                             "has schema version 7, newer than this persoflow supports (" +
+                                 std::to_string(kJournalSchemaVersion) + ")"),
+            "");
+}
+
+TEST(JournalOpen, NextSchemaVersionIsRefused) {
+  TempDir dir;
+  std::string path = dir.file("journal.db");
+  make_journal(path);
+  const std::string next = std::to_string(kJournalSchemaVersion + 1);
+  sql(path, "UPDATE meta SET value = '" + next + "' WHERE key = 'schema_version'");
+  EXPECT_EQ(refusal_problems(path, Errc::kUnsupported, "has schema version " + next + ", newer"),
+            "");
 }
 
 TEST(JournalOpen, RandomFileIsNotAJournal) {

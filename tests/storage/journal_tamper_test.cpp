@@ -144,7 +144,8 @@ TEST_F(Tamper, TwoRecordsSwapped) {
   // Records 3 (workflow c, step 0) and 5 (workflow b, step 1) trade places, each intact.
   sql("BEGIN; CREATE TEMP TABLE t AS SELECT * FROM records WHERE seq IN (3, 5); "
       "DELETE FROM records WHERE seq IN (3, 5); "
-      "INSERT INTO records SELECT CASE seq WHEN 3 THEN 5 ELSE 3 END, workflow_id, step, machine, "
+      "INSERT INTO records SELECT CASE seq WHEN 3 THEN 5 ELSE 3 END, workflow_id, step, "
+      "previous_seq, machine, "
       "event_type, event, result_of, state_name, state, status, commands, recorded_at_ms, "
       "prev_hash, hash FROM t; COMMIT;");
   EXPECT_EQ(bad_record_problems(3, "prev_hash does not match"), "");
@@ -165,8 +166,31 @@ TEST_F(Tamper, RecordRewrittenWithARecomputedHash) {
 }
 
 TEST_F(Tamper, ChangedCommandRow) {
-  sql("UPDATE commands SET type = 'DoOtherThing' WHERE seq = 6");
+  sql("UPDATE commands SET idx = 1 WHERE seq = 6");
   EXPECT_EQ(bad_record_problems(6, "command rows differ"), "");
+}
+
+TEST_F(Tamper, CommandRowMovedToAnotherRecord) {
+  sql("UPDATE commands SET seq = 5 WHERE seq = 6");
+  EXPECT_EQ(bad_record_problems(6, "command rows differ"), "");
+}
+
+TEST_F(Tamper, DeletedCommandRow) {
+  sql("DELETE FROM commands WHERE seq = 4");
+  EXPECT_EQ(bad_record_problems(4, "command rows are missing"), "");
+}
+
+TEST_F(Tamper, CommandRowThatNoRecordRecorded) {
+  sql("INSERT INTO commands(idempotency_key, seq, idx) VALUES ('a/9/0', 9, 1)");
+  VerifyReport r = verify();
+  EXPECT_FALSE(r.intact);
+  EXPECT_NE(r.reason.find("holds rows that no record recorded"), std::string::npos) << r.reason;
+}
+
+TEST_F(Tamper, BrokenLinkToTheWorkflowsPreviousRecord) {
+  // Record 7 is workflow a's step 2; its previous record is 4, not 1.
+  sql("UPDATE records SET previous_seq = 1 WHERE seq = 7");
+  EXPECT_EQ(bad_record_problems(7, "link to the workflow's previous record"), "");
 }
 
 TEST_F(Tamper, ChangedWorkflowSummary) {

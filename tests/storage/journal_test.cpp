@@ -93,7 +93,8 @@ TEST(Journal, FileIsWalWithApplicationIdAndSchemaVersion) {
   };
   EXPECT_EQ(one("PRAGMA journal_mode"), "wal");
   EXPECT_EQ(one("PRAGMA application_id"), std::to_string(kJournalApplicationId));
-  EXPECT_EQ(one("SELECT value FROM meta WHERE key = 'schema_version'"), "1");
+  EXPECT_EQ(one("SELECT value FROM meta WHERE key = 'schema_version'"),
+            std::to_string(kJournalSchemaVersion));
   sqlite3_close(db);
 }
 

@@ -102,7 +102,7 @@ Result<WorkflowStatus> parse_workflow_status(std::string_view text);
 
 // The schema version this build writes; older journals are migrated on a writable open, newer
 // ones refused.
-inline constexpr int kJournalSchemaVersion = 1;
+inline constexpr int kJournalSchemaVersion = 2;
 // SQLite's application_id of a persoflow journal ("PFJN"), checked before anything else.
 inline constexpr std::int32_t kJournalApplicationId = 0x50464A4E;
 

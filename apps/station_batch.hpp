@@ -69,7 +69,7 @@ int parse_card_command(const std::string& group, const char* usage,
 // the option, e.g. "--field wants NAME=VALUE, not 'CN'".
 Result<std::pair<std::string, std::string>> split_assignment(const std::string& text,
                                                              const std::string& option);
-// "<label>-<kind>-<UTC time>", e.g. "card-01-update-20261202T151700Z".
+// actors::new_workflow_id: "<label>-<kind>-<UTC time, ms>-<random>", unique within a millisecond.
 std::string default_workflow_id(const std::string& label, const std::string& kind);
 
 // A table a person reads.

@@ -2,6 +2,8 @@
 #include "persoflow/actors/executor.hpp"
 
 #include <algorithm>
+#include <string>
+#include <system_error>
 
 namespace persoflow::actors {
 
@@ -11,6 +13,28 @@ std::chrono::milliseconds RetryPolicy::backoff(std::uint32_t next_attempt) const
   for (std::uint32_t a = 2; a < next_attempt && delay < max_delay; ++a) delay *= 2;
   return std::min(delay, max_delay);
 }
+
+namespace {
+
+// Refusals have a category of their own, so no library code can be taken for one.
+class RefusalCategory : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "refusal"; }
+  std::string message(int) const override { return "refused"; }
+};
+
+const std::error_category& refusal_category() {
+  static const RefusalCategory category;
+  return category;
+}
+
+}  // namespace
+
+Status refusal(std::string message) {
+  return Status(std::error_code(1, refusal_category()), std::move(message));
+}
+
+bool is_refusal(const Status& status) { return status.code().category() == refusal_category(); }
 
 Executor blocking_executor(
     std::function<Result<machines::Event>(const machines::Command&, const CommandContext&)> fn,

@@ -181,13 +181,18 @@ struct WorkflowInfo {
   std::string outcome;  // empty while it may still go on
   std::string reason;
   bool waiting_for_card = false;
+  unsigned station_retries = 0;  // resumed by the station with its card still in
+  bool retry_due = false;        // a station retry is scheduled
 };
 
 // Messages to the station thread.
 struct EndNotice {
   WorkflowOutcome outcome;
 };
-using Message = std::variant<devices::ReaderEvent, StepNotice, EndNotice>;
+struct RetryNotice {
+  std::string workflow_id;
+};
+using Message = std::variant<devices::ReaderEvent, StepNotice, EndNotice, RetryNotice>;
 
 class LiveStation {
  public:
@@ -240,6 +245,7 @@ class LiveStation {
       if (auto* e = std::get_if<devices::ReaderEvent>(&m)) on_reader(*e);
       if (auto* n = std::get_if<StepNotice>(&m)) on_step(*n);
       if (auto* n = std::get_if<EndNotice>(&m)) on_end(n->outcome);
+      if (auto* n = std::get_if<RetryNotice>(&m)) retry(n->workflow_id);
       if (!options_.keep_running && all_ended()) break;
     }
     watcher->stop();
@@ -267,9 +273,22 @@ class LiveStation {
     inbox_.push_back(std::move(m));
     cv_.notify_one();
   }
+  // The next message; a station retry that falls due first is a RetryNotice.
   Message pop() {
     std::unique_lock lock(mu_);
-    cv_.wait(lock, [this] { return !inbox_.empty(); });
+    while (inbox_.empty()) {
+      if (retries_.empty()) {
+        cv_.wait(lock);
+        continue;
+      }
+      auto first = retries_.begin();
+      if (std::chrono::steady_clock::now() >= first->first) {
+        RetryNotice due{first->second};
+        retries_.erase(first);
+        return due;
+      }
+      cv_.wait_until(lock, first->first);
+    }
     Message m = std::move(inbox_.front());
     inbox_.pop_front();
     return m;
@@ -456,8 +475,45 @@ class LiveStation {
     if (o.outcome == Outcome::kSuspended && w.waiting_for_card) {
       say(w.reader, o.workflow_id + "  waiting for its card");
       w.outcome.clear();  // the card back (an outside event) resumes it
-    } else if (o.outcome != Outcome::kDone) {
+      return;
+    }
+    if (o.outcome != Outcome::kDone) {
       say(w.reader, o.workflow_id + "  " + w.outcome + ": " + w.reason);
+    }
+    if (o.outcome == Outcome::kSuspended && is_refusal_reason(o.reason)) {
+      say(w.reader, o.workflow_id + "  waiting for the operator (a corrected request and "
+                                    "`persoflow workflows resume`, or `persoflow workflows "
+                                    "cancel`)");
+    } else if (o.outcome == Outcome::kSuspended && is_retries_exhausted(o.reason) &&
+               reader_of(w.serial) &&
+               w.station_retries < options_.station_retries) {
+      // Its card is still in: the station tries again itself, the same commands under the same
+      // keys (the CMP request resent as saved).
+      ++w.station_retries;
+      w.retry_due = true;
+      w.outcome.clear();
+      say(w.reader, o.workflow_id + "  station retry " + std::to_string(w.station_retries) + "/" +
+                        std::to_string(options_.station_retries) + " in " +
+                        std::to_string(options_.retry_delay.count()) + " ms");
+      std::lock_guard lock(mu_);
+      retries_.emplace(std::chrono::steady_clock::now() + options_.retry_delay, o.workflow_id);
+    }
+  }
+
+  void retry(const std::string& id) {
+    auto& w = workflows_[id];
+    if (!w.retry_due) return;
+    w.retry_due = false;
+    if (w.waiting_for_card) return;  // pulled meanwhile: its reinsertion resumes it
+    if (!reader_of(w.serial)) {
+      w.outcome = "suspended";
+      return;
+    }
+    Status s = runtime_->resume(id);
+    if (s.code() == make_error_code(Errc::kAlreadyExists)) return;  // resumed meanwhile
+    if (!s.is_ok()) {
+      say(w.reader, id + ": station retry: " + s.message());
+      w.outcome = "suspended";
     }
   }
 
@@ -476,6 +532,7 @@ class LiveStation {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Message> inbox_;
+  std::multimap<std::chrono::steady_clock::time_point, std::string> retries_;  // due -> workflow
   // Read by executors: token serial -> the actor of the reader the card is in; reader -> actor.
   std::map<std::string, std::shared_ptr<ReaderActor>> card_reader_;
   std::map<std::string, std::shared_ptr<ReaderActor>> reader_actors_;

@@ -36,6 +36,19 @@ using machines::State;
 using storage::AppendRequest;
 using storage::WorkflowStatus;
 
+std::string refusal_reason(const std::string& message, const std::string& command) {
+  return std::string(kRefusalPrefix) + message + " [" + command + "]";
+}
+
+bool is_refusal_reason(std::string_view suspension_reason) {
+  return suspension_reason.substr(0, kRefusalPrefix.size()) == kRefusalPrefix;
+}
+
+bool is_retries_exhausted(std::string_view suspension_reason) {
+  return suspension_reason.rfind("command ", 0) == 0 &&
+         suspension_reason.find(kRetriesExhausted) != std::string_view::npos;
+}
+
 const char* to_string(Outcome outcome) {
   switch (outcome) {
     case Outcome::kDone: return "done";
@@ -530,9 +543,15 @@ class WorkflowActor : public std::enable_shared_from_this<WorkflowActor> {
     if (p.generation != generation || p.answered) return;
     const std::uint64_t next_generation = ++p.generation;  // the failed attempt's answer is void
     const Executor* executor = rt_.executors.find(p.command.type);
+    if (is_refusal(why)) {
+      // Asking again cannot help: the workflow waits for a person, its command still outstanding
+      // (a corrected request and a resume answer it; `workflows cancel` ends it).
+      return suspend(refusal_reason(why.message(), p.command.type + " (" + key + ")"));
+    }
     if (p.attempts >= executor->policy.attempts) {
-      return suspend("command " + p.command.type + " (" + key + ") failed after " +
-                     std::to_string(p.attempts) + " attempt(s): " + why.message());
+      return suspend("command " + p.command.type + " (" + key + ")" +
+                     std::string(kRetriesExhausted) + std::to_string(p.attempts) +
+                     " attempt(s): " + why.message());
     }
     p.timer->arm(executor->policy.backoff(p.attempts + 1),
                  [self = shared_from_this(), key, next_generation] {

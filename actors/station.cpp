@@ -14,6 +14,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <cstdio>
+#include <ctime>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -54,6 +58,55 @@ using nlohmann::json;
 
 // ----- Configuration and requests -----
 
+namespace {
+
+// "cm_retry": {"attempts": 1..100, "initial_delay_ms": 0..600000, "max_delay_ms": >= initial};
+// a key left out keeps its default.
+Status cm_retry_from_json(const json& j, RetryPolicy& policy) {
+  if (!j.is_object()) {
+    return make_status(Errc::kInvalidArgument,
+                       "cm_retry must be {\"attempts\": N, \"initial_delay_ms\": MS, "
+                       "\"max_delay_ms\": MS}");
+  }
+  auto number = [&](const char* key, long long low, long long high,
+                    long long& out) -> Status {
+    if (!j.contains(key)) return Status::ok();
+    const json& v = j.at(key);
+    if (!v.is_number_integer() || v.get<long long>() < low || v.get<long long>() > high) {
+      return make_status(Errc::kInvalidArgument, std::string("cm_retry.") + key +
+                                                     " must be a whole number in " +
+                                                     std::to_string(low) + ".." +
+                                                     std::to_string(high) + ", not " + v.dump());
+    }
+    out = v.get<long long>();
+    return Status::ok();
+  };
+  for (const auto& [key, value] : j.items()) {
+    if (key != "attempts" && key != "initial_delay_ms" && key != "max_delay_ms") {
+      return make_status(Errc::kInvalidArgument, "cm_retry has no setting '" + key +
+                                                     "' (attempts, initial_delay_ms, "
+                                                     "max_delay_ms)");
+    }
+  }
+  long long attempts = policy.attempts;
+  long long initial = policy.initial_delay.count();
+  long long max = policy.max_delay.count();
+  PF_RETURN_IF_ERROR(number("attempts", 1, 100, attempts));
+  PF_RETURN_IF_ERROR(number("initial_delay_ms", 0, 600'000, initial));
+  PF_RETURN_IF_ERROR(number("max_delay_ms", 0, 600'000, max));
+  if (max < initial) {
+    return make_status(Errc::kInvalidArgument,
+                       "cm_retry.max_delay_ms (" + std::to_string(max) +
+                           ") is below initial_delay_ms (" + std::to_string(initial) + ")");
+  }
+  policy.attempts = static_cast<std::uint32_t>(attempts);
+  policy.initial_delay = std::chrono::milliseconds(initial);
+  policy.max_delay = std::chrono::milliseconds(max);
+  return Status::ok();
+}
+
+}  // namespace
+
 Result<StationConfig> load_station_config(const std::string& path) {
   auto text = read_file(path);
   if (!text) {
@@ -93,6 +146,11 @@ Result<StationConfig> load_station_config(const std::string& path) {
     PF_RETURN_IF_ERROR(str("key_algorithm", c.key_algorithm, false, false));
     PF_RETURN_IF_ERROR(str("token_procedure", c.token_procedure, false, false));
     if (j.contains("key_entries")) c.key_entries = j.at("key_entries").get<int>();
+    if (j.contains("cm_retry")) {
+      if (Status s = cm_retry_from_json(j.at("cm_retry"), c.cm_retry); !s) {
+        return make_status(Errc::kInvalidArgument, path + ": " + s.message());
+      }
+    }
   } catch (const std::exception& e) {
     return make_status(Errc::kInvalidArgument, path + ": " + e.what());
   }
@@ -119,7 +177,11 @@ Status save_station_config(const StationConfig& c, const std::string& path) {
             {"procedure", c.procedure},
             {"key_algorithm", c.key_algorithm},
             {"key_entries", c.key_entries},
-            {"token_procedure", c.token_procedure}};
+            {"token_procedure", c.token_procedure},
+            {"cm_retry",
+             {{"attempts", c.cm_retry.attempts},
+              {"initial_delay_ms", c.cm_retry.initial_delay.count()},
+              {"max_delay_ms", c.cm_retry.max_delay.count()}}}};
   if (!c.operator_pin_file.empty()) j["operator_pin_file"] = c.operator_pin_file;
   return write_durably(path, j.dump(2) + "\n");
 }
@@ -194,6 +256,7 @@ Result<CardRequest> card_request_from_json(const std::string& line) {
     r.pin_letter_id = j.value("pin_letter_id", "");
     r.workflow = j.value("workflow", "issue");
     r.token_procedure = j.value("token_procedure", "");
+    r.source = j.value("source", "");
     if (j.contains("subject")) {
       for (auto& [k, v] : j.at("subject").items()) r.subject[k] = v.get<std::string>();
     }
@@ -276,7 +339,32 @@ std::string card_request_to_json(const CardRequest& r) {
   if (!r.actions.empty()) j["actions"] = r.actions;
   if (!r.searches.empty()) j["search"] = r.searches;
   if (!r.request_flags.empty()) j["request"] = r.request_flags;
+  if (!r.source.empty()) j["source"] = r.source;
   return j.dump();
+}
+
+std::string new_workflow_id(const std::string& label, const std::string& kind) {
+  const auto now = std::chrono::system_clock::now();
+  const std::time_t seconds = std::chrono::system_clock::to_time_t(now);
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch())
+                      .count() % 1000;
+  std::tm utc{};
+  gmtime_r(&seconds, &utc);
+  char stamp[40];
+  std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%S", &utc);
+  unsigned char random[3] = {};
+  PF_CHECK(RAND_bytes(random, sizeof random) == 1, "the OpenSSL RNG failed");
+  char suffix[32];
+  std::snprintf(suffix, sizeof suffix, ".%03dZ-%02x%02x%02x", static_cast<int>(ms), random[0],
+                random[1], random[2]);
+  std::string id = label + "-" + kind + "-" + stamp + suffix;
+  // A label may hold characters a file name must not: they become '_'.
+  for (char& ch : id) {
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '.' && ch != '_' && ch != '-') {
+      ch = '_';
+    }
+  }
+  return id;
 }
 
 // ----- The station -----
@@ -420,9 +508,8 @@ Result<Event> read_card_contents(Impl& st, const Command& c) {
   return event("CardContentsRead", std::move(f));
 }
 
-Result<Event> ask_operator(Station& station, const Command& c, const CommandContext& ctx) {
+Result<Event> answer_from_request(Station& station, const CardRequest& req, const Command& c) {
   const std::string ask = field(c, "ask");
-  PF_ASSIGN_OR_RETURN(CardRequest req, station.load_request(ctx.workflow_id));
   if (ask == "operator_pin") return operator_pin_entered(station);
   if (ask == "pin" || ask == "pin_mailer_address" || ask == "pin_letter_id") {
     return card_pin_answer(station, req, c);
@@ -456,6 +543,26 @@ Result<Event> ask_operator(Station& station, const Command& c, const CommandCont
   return make_status(Errc::kUnsupported,
                      "the station cannot answer the operator question '" + ask +
                          "' unattended; answer it at an operator terminal");
+}
+
+// The operator's answers come from the saved request. One the request cannot give (an unknown
+// token procedure, a key action naming no key, a role missing) is a refusal: asking again gives
+// the same answer, so the workflow waits for the operator instead of being retried.
+Result<Event> ask_operator(Station& station, const Command& c, const CommandContext& ctx) {
+  PF_ASSIGN_OR_RETURN(CardRequest req, station.load_request(ctx.workflow_id));
+  Result<Event> answer = answer_from_request(station, req, c);
+  if (answer.is_ok()) return answer;
+  const std::error_code code = answer.status().code();
+  for (Errc person : {Errc::kInvalidArgument, Errc::kNotFound, Errc::kPermissionDenied,
+                      Errc::kUnsupported}) {
+    if (code != make_error_code(person) && !is_refusal(answer.status())) continue;
+    const std::string where = req.source.empty() ? "request " + req.workflow_id
+                                                 : req.source + " (request " + req.workflow_id + ")";
+    return refusal(where + ": " + answer.status().message() +
+                                           "; correct the request and run it again, or cancel "
+                                           "it: persoflow workflows cancel " + req.workflow_id);
+  }
+  return answer;  // a transport failure: retried
 }
 
 Result<Event> generate_key(Impl& st, const Command& c, const CommandContext& ctx) {
@@ -834,8 +941,7 @@ Result<Event> show_pin_once(Impl& st, const Command& c, const CommandContext& ct
 void install_issue_card_executors(ExecutorRegistry& registry, std::shared_ptr<Station> station) {
   RetryPolicy card{3, std::chrono::milliseconds(60'000), std::chrono::milliseconds(200),
                    std::chrono::milliseconds(2'000)};
-  RetryPolicy cm{6, std::chrono::milliseconds(30'000), std::chrono::milliseconds(200),
-                 std::chrono::milliseconds(5'000)};
+  const RetryPolicy cm = station->config().cm_retry;  // station.conf "cm_retry"
   RetryPolicy quick{3, std::chrono::milliseconds(10'000), std::chrono::milliseconds(100),
                     std::chrono::milliseconds(1'000)};
   auto s = station;

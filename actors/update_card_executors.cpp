@@ -129,15 +129,19 @@ Result<Event> ask_operator_update(Station& station, const CardRequest& request, 
     // TC from any other issuer before anything is written.
     const std::string token_procedure = token_procedure_of(station, request);
     bool refused = false;
-    PF_ASSIGN_OR_RETURN(
-        json rules, tc_validation_genm(st, json{{"token_procedure", token_procedure}}, &refused));
+    auto rules = tc_validation_genm(st, json{{"token_procedure", token_procedure}}, &refused);
+    if (!rules && refused) {
+      return refusal("the CM host refused token procedure '" +
+                                             token_procedure + "': " + rules.status().message());
+    }
+    if (!rules) return rules.status();
     Fields f{
         {"procedure", request.procedure.empty() ? station.config().procedure : request.procedure},
         {"token_procedure", token_procedure},
         {"replace_ca", "no"},
         {"operator_pin", "none"}};
     int n = 0;
-    for (const json& issuer : rules.value("trusted_issuers", json::array())) {
+    for (const json& issuer : rules->value("trusted_issuers", json::array())) {
       f["tc_trusted_issuer." + std::to_string(n++)] = issuer.value("subject", "");
     }
     return event("ProcedureChosen", std::move(f));

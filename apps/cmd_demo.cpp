@@ -12,10 +12,12 @@
 #include <fcntl.h>
 #include <openssl/rand.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/program_options.hpp>
 #include <chrono>
 #include <condition_variable>
@@ -24,6 +26,7 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <iterator>
 #include <mutex>
 #include <optional>
 #include <sstream>
@@ -149,6 +152,8 @@ class CmServer {
     return *address_;
   }
 
+  pid_t pid() const { return pid_; }
+
   void stop() {
     if (pid_ > 0) {
       ::kill(pid_, SIGTERM);
@@ -167,6 +172,45 @@ class CmServer {
   bool ended_ = false;
   std::ofstream log_;
 };
+
+// CPU seconds (user + system) spent so far by this process, all its threads, not its children.
+double own_cpu_seconds() {
+  rusage u{};
+  ::getrusage(RUSAGE_SELF, &u);
+  auto seconds = [](const timeval& t) { return t.tv_sec + t.tv_usec / 1e6; };
+  return seconds(u.ru_utime) + seconds(u.ru_stime);
+}
+
+// CPU seconds (user + system) spent so far by the process `pid` (utime and stime of
+// /proc/PID/stat); -1 when it cannot be read.
+double process_cpu_seconds(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto paren = text.rfind(')');  // the command name may hold spaces
+  if (paren == std::string::npos) return -1;
+  std::istringstream fields(text.substr(paren + 2));
+  std::string f;
+  double utime = -1, stime = -1;
+  for (int n = 3; fields >> f; ++n) {  // field 3 is the state; 14 utime, 15 stime
+    if (n == 14) utime = std::atof(f.c_str());
+    if (n == 15) stime = std::atof(f.c_str());
+  }
+  if (utime < 0 || stime < 0) return -1;
+  return (utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+// Busy and total CPU time of the whole machine so far (/proc/stat, in clock ticks).
+std::pair<double, double> machine_cpu_ticks() {
+  std::ifstream in("/proc/stat");
+  std::string cpu;
+  in >> cpu;
+  double total = 0, idle = 0, v;
+  for (int n = 0; n < 10 && in >> v; ++n) {
+    total += v;
+    if (n == 3 || n == 4) idle += v;  // idle, iowait
+  }
+  return {total - idle, total};
+}
 
 std::string card_label(int i) {
   std::ostringstream s;
@@ -316,11 +360,30 @@ int run(int argc, char** argv) {
   for (int i = 1; i <= cards; ++i) batch1.push_back(request_for(i, "1"));
   std::cout << "\nBatch 1: " << cards << " cards at once: issue-card on the blank cards, "
             << "update-card with redo (the TC replaced) on the TC cards\n";
+  // The machine's CPU time over the batch (wall time x cores) and the shares of it spent in this
+  // process (engine, journal, actors, executors: no child process) and in the CM host's.
+  const double own_before = own_cpu_seconds();
+  const double cm_before = process_cpu_seconds(server.pid());
+  const auto machine_before = machine_cpu_ticks();
+  const auto wall_before = std::chrono::steady_clock::now();
   auto report = run_station_batch(station_conf, batch1, std::cout, false);
   if (!report) return fail("batch 1: " + report.status().message());
+  const double wall =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_before).count();
+  const double own_cpu = own_cpu_seconds() - own_before;
+  const double cm_cpu = process_cpu_seconds(server.pid()) - cm_before;
+  const auto machine_after = machine_cpu_ticks();
+  const long cores = std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN));
   print_batch_table(*report, std::cout, true);
   std::cout << std::fixed << std::setprecision(2) << cards << " cards in " << report->seconds
             << " s\n";
+  std::cout << std::setprecision(4) << "Batch 1 CPU: persoflow " << own_cpu << " s, CM host "
+            << cm_cpu << " s, over " << wall << " s on " << cores
+            << " core(s): engine_cpu_share " << own_cpu / (wall * cores) << ", cm_host_cpu_share "
+            << cm_cpu / (wall * cores) << ", machine_busy_share "
+            << (machine_after.first - machine_before.first) /
+                   std::max(1.0, machine_after.second - machine_before.second)
+            << std::setprecision(2) << "\n";
   bool ok = report->all_done;
 
   // 6. The second batch in a child station, killed with SIGKILL after a few commits, restarted.

@@ -166,7 +166,8 @@ int run(int argc, char** argv) {
   if (methods != 1) return usage_error("give exactly one of --csr, --csr-pem and --card-token");
   ac::ReissueRequest request;
   request.workflow_id =
-      vm.count("workflow-id") ? vm["workflow-id"].as<std::string>() : unique_workflow_id("reissue");
+      vm.count("workflow-id") ? vm["workflow-id"].as<std::string>()
+                              : default_workflow_id("reissue", vm.count("serial") ? "serial" : "id");
   request.search = vm.count("serial") ? "serial:" + vm["serial"].as<std::string>()
                                       : "id:" + vm["id"].as<std::string>();
   if (Status s = machines::wf::check_search(request.search, false); !s) {

@@ -184,7 +184,7 @@ int issue(const po::variables_map& vm) {
   if (vm.count("workflow-id")) {
     r.workflow_id = vm["workflow-id"].as<std::string>();
   } else {
-    r.workflow_id = unique_workflow_id("softtoken-" + safe_base(cn));
+    r.workflow_id = default_workflow_id("softtoken", safe_base(cn));
   }
   const fs::path out = vm.count("out") ? fs::path(vm["out"].as<std::string>()) : fs::current_path();
   const std::string base = vm.count("name") ? vm["name"].as<std::string>() : safe_base(cn);

@@ -65,7 +65,10 @@ int run_live(const std::string& config_path, std::vector<actors::CardRequest> re
   auto results = actors::run_live_station(*station, std::move(requests),
                                           {.keep_running = keep_running,
                                            .print = print,
-                                           .trace_commands = trace_commands});
+                                           .trace_commands = trace_commands,
+                                           // A workflow suspended with its card in is retried
+                                           // after the CM retry policy's longest wait.
+                                           .retry_delay = config->cm_retry.max_delay});
   if (!results) {
     std::cerr << "persoflow station run: " << results.status().message() << "\n";
     return 1;

@@ -1,9 +1,6 @@
 // A batch of issue-card and update-card workflows through the runtime (station_batch.hpp).
 #include "station_batch.hpp"
 
-#include <fmt/format.h>
-#include <openssl/rand.h>
-
 #include <chrono>
 #include <ctime>
 #include <fstream>
@@ -14,6 +11,7 @@
 #include <set>
 #include <sstream>
 
+#include "persoflow/actors/replay.hpp"
 #include "persoflow/actors/runtime.hpp"
 #include "persoflow/machines/engine.hpp"
 #include "persoflow/machines/workflow_support.hpp"
@@ -24,6 +22,25 @@ namespace {
 namespace ac = persoflow::actors;
 namespace st = persoflow::storage;
 namespace m = persoflow::machines;
+
+// Whether a queue line asks for what the saved request of its workflow holds (where the line
+// sits in the file aside).
+bool same_request(ac::CardRequest saved, ac::CardRequest queued) {
+  saved.source.clear();
+  queued.source.clear();
+  return ac::card_request_to_json(saved) == ac::card_request_to_json(queued);
+}
+
+// The reason of the workflow's last suspension, empty when it was resumed since.
+Result<std::string> suspension_reason(st::Journal& journal, const std::string& workflow_id) {
+  PF_ASSIGN_OR_RETURN(auto records, journal.records(workflow_id));
+  if (records.empty() || records.back().body.event_type != ac::kWorkflowSuspended) {
+    return std::string();
+  }
+  auto event = m::decode_event(records.back().body.event);
+  return event.is_ok() ? m::wf::get(event->fields, "reason") : std::string();
+}
+
 }  // namespace
 
 Result<std::vector<ac::CardRequest>> read_queue(const std::string& path) {
@@ -37,6 +54,7 @@ Result<std::vector<ac::CardRequest>> read_queue(const std::string& path) {
     auto r = ac::card_request_from_json(line);
     if (!r) return make_status(Errc::kInvalidArgument, path + ":" + std::to_string(n) + ": " +
                                                            r.status().message());
+    r->source = path + ":" + std::to_string(n);
     if (!ids.insert(r->workflow_id).second) {
       return make_status(Errc::kInvalidArgument, path + ":" + std::to_string(n) +
                                                      ": workflow_id " + r->workflow_id +
@@ -72,10 +90,12 @@ Result<BatchReport> run_station_batch(const std::string& config_path,
   // cannot be found now (pulled, unreadable) leaves its request unstarted, not the whole batch.
   std::map<std::string, std::string> not_started;  // workflow id -> why
   std::vector<ac::CardRequest> startable;
+  // Workflows whose saved request this queue changes: a refused one is retried with it.
+  std::set<std::string> corrected;
   for (auto& r : requests) {
-    if (r.token_serial.empty()) {
-      if (auto saved = station->load_request(r.workflow_id)) r.token_serial = saved->token_serial;
-    }
+    auto saved = station->load_request(r.workflow_id);
+    if (r.token_serial.empty() && saved) r.token_serial = saved->token_serial;
+    if (saved && !same_request(*saved, r)) corrected.insert(r.workflow_id);
     if (r.token_serial.empty()) {
       auto serial = station->token_serial(r.token_label);
       if (!serial) {
@@ -89,13 +109,25 @@ Result<BatchReport> run_station_batch(const std::string& config_path,
   }
   requests = std::move(startable);
 
-  // Log in to every card before the runtime starts (see Station::prepare_card).
+  // Log in to every card before the runtime starts (see Station::prepare_card). A workflow
+  // suspended on a refusal waits for the operator: it is resumed only with a corrected request
+  // (or by `workflows resume`), not asked the same question again at every run.
+  std::vector<std::string> to_resume;
+  std::map<std::string, std::string> waiting;  // refused workflow id -> its refusal
   {
     PF_ASSIGN_OR_RETURN(auto journal, st::Journal::open(config.journal, {}));
     PF_ASSIGN_OR_RETURN(auto unfinished, journal->unfinished());
     std::set<std::string> serials;
     for (const auto& r : requests) serials.insert(r.token_serial);
     for (const auto& w : unfinished) {
+      if (w.status == st::WorkflowStatus::kSuspended && !corrected.count(w.workflow_id)) {
+        PF_ASSIGN_OR_RETURN(std::string why, suspension_reason(*journal, w.workflow_id));
+        if (ac::is_refusal_reason(why)) {
+          waiting[w.workflow_id] = why;
+          continue;
+        }
+      }
+      to_resume.push_back(w.workflow_id);
       if (auto saved = station->load_request(w.workflow_id)) serials.insert(saved->token_serial);
     }
     for (const auto& serial : serials) (void)station->prepare_card(serial);
@@ -106,13 +138,22 @@ Result<BatchReport> run_station_batch(const std::string& config_path,
   ac::RuntimeOptions options;
   options.blocking_threads = 4;
   PF_ASSIGN_OR_RETURN(auto runtime, ac::Runtime::open(config.journal, std::move(registry), options));
-  PF_ASSIGN_OR_RETURN(std::vector<std::string> resumed, runtime->resume_all(true));
+  std::vector<std::string> resumed;
+  for (const std::string& id : to_resume) {
+    Status s = runtime->resume(id);
+    if (s.code() == make_error_code(Errc::kAlreadyExists)) continue;
+    PF_RETURN_IF_ERROR(s);
+    resumed.push_back(id);
+  }
   if (!resumed.empty()) {
     out << "resuming " << resumed.size() << " unfinished workflow(s) from " << config.journal
         << "\n";
   }
   std::vector<std::string> ids = resumed;
   std::set<std::string> seen(ids.begin(), ids.end());
+  for (const auto& [id, why] : waiting) {
+    if (seen.insert(id).second) ids.push_back(id);
+  }
   for (const auto& r : requests) {
     m::Event first{"CardInserted",
                    {{"workflow_id", r.workflow_id},
@@ -163,6 +204,7 @@ Result<BatchReport> run_station_batch(const std::string& config_path,
     if (auto it = not_started.find(id); it != not_started.end()) {
       row.reason = "not started: " + it->second;
     }
+    if (auto it = waiting.find(id); it != waiting.end()) row.reason = it->second;
     if (auto it = by_id.find(id); it != by_id.end() && !it->second.reason.empty()) {
       row.reason = it->second.reason;
       if (it->second.outcome == ac::Outcome::kFailed) row.reason = it->second.error.message();
@@ -272,22 +314,8 @@ Result<std::pair<std::string, std::string>> split_assignment(const std::string& 
   return std::make_pair(text.substr(0, eq), text.substr(eq + 1));
 }
 
-std::string unique_workflow_id(const std::string& prefix) {
-  const auto now = std::chrono::system_clock::now();
-  const std::time_t seconds = std::chrono::system_clock::to_time_t(now);
-  const auto millis = std::chrono::duration_cast<std::chrono::milliseconds>(
-                          now.time_since_epoch()).count() % 1000;
-  char stamp[32];
-  std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%S", std::gmtime(&seconds));
-  // Two requests for the same subject in the same millisecond still get two ids.
-  unsigned char random[3] = {};
-  RAND_bytes(random, sizeof random);
-  return fmt::format("{}-{}{:03d}Z-{:02x}{:02x}{:02x}", prefix, stamp, millis, random[0],
-                     random[1], random[2]);
-}
-
 std::string default_workflow_id(const std::string& label, const std::string& kind) {
-  return unique_workflow_id(label + "-" + kind);
+  return ac::new_workflow_id(label, kind);
 }
 
 void print_batch_table(const BatchReport& report, std::ostream& out, bool with_pins) {

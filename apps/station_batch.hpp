@@ -69,10 +69,7 @@ int parse_card_command(const std::string& group, const char* usage,
 // the option, e.g. "--field wants NAME=VALUE, not 'CN'".
 Result<std::pair<std::string, std::string>> split_assignment(const std::string& text,
                                                              const std::string& option);
-// "<prefix>-<UTC time to the millisecond>-<6 random hex digits>", e.g.
-// "reissue-20261202T151700123Z-9f03c1": unique even for requests started at once.
-std::string unique_workflow_id(const std::string& prefix);
-// unique_workflow_id("<label>-<kind>"), e.g. "card-01-update-20261202T151700123Z-9f03c1".
+// actors::new_workflow_id: "<label>-<kind>-<UTC time, ms>-<random>", unique within a millisecond.
 std::string default_workflow_id(const std::string& label, const std::string& kind);
 
 // A table a person reads.

@@ -200,7 +200,7 @@ std::vector<EffectRow> EffectsDb::rows() {
 
 namespace {
 
-enum class Plan { kRun, kFail, kHang, kLoseAnswer };
+enum class Plan { kRun, kFail, kHang, kRefuse, kLoseAnswer };
 
 // Records the attempt and decides how it ends.
 Plan plan(OrderEnv& env, const Command& command, const CommandContext& context) {
@@ -210,9 +210,11 @@ Plan plan(OrderEnv& env, const Command& command, const CommandContext& context) 
   int hang = env.faults.hang_first[command.type];
   int fail = env.faults.fail_first[command.type];
   int lose = env.faults.lose_answer_first[command.type];
+  int refuse = env.faults.refuse_first[command.type];
   if (n <= hang) return Plan::kHang;
-  if (n <= hang + fail) return Plan::kFail;
-  if (n <= hang + fail + lose) return Plan::kLoseAnswer;
+  if (n <= hang + refuse) return Plan::kRefuse;
+  if (n <= hang + refuse + fail) return Plan::kFail;
+  if (n <= hang + refuse + fail + lose) return Plan::kLoseAnswer;
   return Plan::kRun;
 }
 
@@ -249,6 +251,9 @@ void execute(OrderEnv& env, const Command& command, const CommandContext& contex
   if (p == Plan::kHang) return hung(env, context.idempotency_key);  // the attempt times out
   if (p == Plan::kFail) {
     return done(make_status(Errc::kUnavailable, command.type + " backend unavailable"));
+  }
+  if (p == Plan::kRefuse) {
+    return done(refusal(command.type + ": the card number is not accepted"));
   }
   ++env.executions;
   auto value = env.effects->apply(context.idempotency_key, command.type,

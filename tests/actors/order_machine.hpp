@@ -70,6 +70,8 @@ struct Faults {
   std::mutex mutex;
   std::map<std::string, int> fail_first;  // the first N attempts of each key fail (kUnavailable)
   std::map<std::string, int> hang_first;  // the first N attempts of each key never answer
+  // Then the next N attempts of each key are refused (refusal(): a person must correct them).
+  std::map<std::string, int> refuse_first;
   // After the hangs and failures: the next N attempts run the effect, then never answer (an
   // answer lost before it was journaled).
   std::map<std::string, int> lose_answer_first;

@@ -193,6 +193,35 @@ TEST_F(RuntimeTest, TimedOutAndFailedAttemptsAreRetriedWithBackoff) {
   EXPECT_EQ(records("slow").back().body.state_name, "Delivered");
 }
 
+TEST_F(RuntimeTest, ARefusalIsNotRetriedTheWorkflowWaitsAndAResumeAsksAgain) {
+  env_->faults.refuse_first["Charge"] = 1;
+  {
+    auto rt = open_runtime(env_);
+    ASSERT_TRUE(rt->start("refused", test::kOrderMachine, placed("lamp")).is_ok());
+    auto outcomes = rt->wait();
+    ASSERT_EQ(outcomes.size(), 1u);
+    EXPECT_EQ(outcomes[0].outcome, Outcome::kSuspended);
+    EXPECT_TRUE(is_refusal_reason(outcomes[0].reason)) << outcomes[0].reason;
+    EXPECT_FALSE(is_retries_exhausted(outcomes[0].reason)) << outcomes[0].reason;
+    EXPECT_NE(outcomes[0].reason.find("the card number is not accepted [Charge (refused/2/0)]"),
+              std::string::npos)
+        << outcomes[0].reason;
+  }
+  {
+    std::lock_guard lock(env_->faults.mutex);
+    EXPECT_EQ(env_->faults.seen["refused/2/0"], 1);  // asked once, not three times
+  }
+  EXPECT_EQ(records("refused").back().body.event_type, kWorkflowSuspended);
+  // The operator corrected what was refused: a resume asks again under the same key.
+  auto rt = open_runtime(env_);
+  ASSERT_TRUE(rt->resume("refused").is_ok());
+  auto outcomes = rt->wait();
+  ASSERT_EQ(outcomes.size(), 1u);
+  EXPECT_EQ(outcomes[0].outcome, Outcome::kDone) << outcomes[0].reason;
+  std::lock_guard lock(env_->faults.mutex);
+  EXPECT_EQ(env_->faults.seen["refused/2/0"], 2);
+}
+
 TEST_F(RuntimeTest, ExhaustedRetriesSuspendWithAReasonThatSurvivesReopening) {
   env_->policy.initial_delay = 5ms;
   env_->faults.fail_first["Charge"] = 3;  // every attempt of the first runtime fails
@@ -204,6 +233,8 @@ TEST_F(RuntimeTest, ExhaustedRetriesSuspendWithAReasonThatSurvivesReopening) {
     EXPECT_EQ(outcomes[0].outcome, Outcome::kSuspended);
     EXPECT_NE(outcomes[0].reason.find("Charge (stuck/2/0) failed after 3 attempt(s)"), std::string::npos)
         << outcomes[0].reason;
+    EXPECT_TRUE(is_retries_exhausted(outcomes[0].reason)) << outcomes[0].reason;
+    EXPECT_FALSE(is_refusal_reason(outcomes[0].reason)) << outcomes[0].reason;
   }
   auto recs = records("stuck");
   EXPECT_EQ(recs.back().body.status, WorkflowStatus::kSuspended);

@@ -53,6 +53,11 @@ struct Executor {
   RetryPolicy policy;
 };
 
+// A refusal: a request a person must correct (an unknown procedure, a key action naming no key).
+// The same request again cannot succeed, so the runtime does not retry it (runtime.hpp).
+Status refusal(std::string message);
+bool is_refusal(const Status& status);
+
 // A blocking executor from a function that returns its outcome.
 Executor blocking_executor(
     std::function<Result<machines::Event>(const machines::Command&, const CommandContext&)> fn,

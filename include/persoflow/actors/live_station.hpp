@@ -13,8 +13,11 @@
 // - Card commands run only while their card is in a reader (else they fail and are retried);
 //   NotifyOperator, RefuseCard and AskOperator(reinsert_card) are printed and acknowledged.
 // - An unfinished workflow of the journal (a crash) is resumed when its card is inserted.
+// - A workflow suspended with its card still in (retries exhausted) is retried by the station
+//   (LiveStationOptions::station_retries); one suspended on a refusal waits for the operator.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -36,6 +39,11 @@ struct LiveStationOptions {
   // Also a line as each card command begins and ends on its reader's actor ("<reader>  card
   // <serial>  begin|end <Type> <key>"): shows that a card's commands never overlap.
   bool trace_commands = false;
+  // A workflow suspended for another reason than its card or a refusal (retries exhausted: the
+  // CM host down, the card not answering) while its card stays in its reader is resumed by the
+  // station after `retry_delay`, up to `station_retries` times; the card need not be pulled.
+  unsigned station_retries = 3;
+  std::chrono::milliseconds retry_delay{5'000};
 };
 
 struct LiveResult {

@@ -8,7 +8,7 @@
 // as an event (crash_point "actors.after_command" sits between the effect and its append) and is
 // appended before the commands it produces run. A command that fails or times out is retried with
 // its executor's backoff; when its attempts are exhausted the workflow is suspended, recorded as a
-// WorkflowSuspended event with the reason.
+// WorkflowSuspended event with the reason. A refusal (executor.hpp) is never retried.
 //
 // Resuming folds the workflow's records (replay.hpp); a replay that differs from the journal is
 // recorded as WorkflowNondeterministic and stops that workflow; commands without a result are
@@ -69,6 +69,17 @@ struct RuntimeOptions {
   // owner) and must not call the Runtime.
   std::function<void(const StepNotice&)> on_step;
 };
+
+// A command that fails with a refusal (a request a person must correct) is not retried: the
+// workflow is suspended at once with a reason that starts with kRefusalPrefix, its command still
+// outstanding, and waits for the operator (a corrected request and a resume, or a cancellation).
+inline constexpr std::string_view kRefusalPrefix = "refused: ";
+std::string refusal_reason(const std::string& message, const std::string& command);
+bool is_refusal_reason(std::string_view suspension_reason);
+// A suspension because a command's attempts were exhausted ("command T (key) failed after N
+// attempt(s): ..."): the same command may succeed later.
+inline constexpr std::string_view kRetriesExhausted = " failed after ";
+bool is_retries_exhausted(std::string_view suspension_reason);
 
 enum class Outcome {
   kDone,       // reached a terminal state, every command answered

@@ -48,6 +48,12 @@ struct StationConfig {
   // The CM token procedure of updates (its trusted TC issuers validate a card's TC) when a
   // request names none.
   std::string token_procedure = "smartcard-tc";
+  // How SubmitToCm is retried when the CM host cannot be reached (station.conf "cm_retry":
+  // {"attempts", "initial_delay_ms", "max_delay_ms"}): attempts, the wait before the second
+  // (doubled for each later one, capped at the max). Each attempt is itself up to 4 sends by the
+  // CM client actor (CmClientActor::Options). Then the workflow is suspended.
+  RetryPolicy cm_retry{6, std::chrono::milliseconds(30'000), std::chrono::milliseconds(200),
+                       std::chrono::milliseconds(5'000)};
 };
 
 // Reads a station configuration (JSON); relative paths are relative to the file's folder.
@@ -84,10 +90,17 @@ struct CardRequest {
   // flag by hand. Keys from the CM host need `token_procedure` (its key procedures).
   std::map<std::string, std::string> searches;
   std::map<std::string, std::string> request_flags;
+  // Where the request came from ("queue.jsonl:3"), named in its refusals; empty for a command line.
+  std::string source;
   const char* machine() const { return workflow == "update" ? "update-card" : "issue-card"; }
 };
 Result<CardRequest> card_request_from_json(const std::string& line);
 std::string card_request_to_json(const CardRequest& request);
+
+// A new workflow id "<label>-<kind>-<UTC time to the millisecond>-<6 random hex digits>", e.g.
+// "card-01-issue-20261203T072444.123Z-3fa9c1": two requests started in the same millisecond
+// still get different ids (the random suffix), and it is a safe file name.
+std::string new_workflow_id(const std::string& label, const std::string& kind);
 
 class Station {
  public:

@@ -8,6 +8,12 @@
 //   BENCH station.softhsm<N>.resumed_seconds the second batch's restart after SIGKILL
 //   BENCH station.softhsm<N>.script_{serial,parallel}_cards_per_min  bench/station_baseline.sh
 //   BENCH station.softhsm<N>.vs_script       persoflow's cards/min over the better script run
+//   BENCH station.softhsm<N>.engine_cpu_share   CPU time of the persoflow process (engine,
+//         journal, actors, executors: getrusage RUSAGE_SELF, all its threads, no child process)
+//         over the batch, as a share of the machine's CPU time (wall time x online cores)
+//   BENCH station.softhsm<N>.cm_host_cpu_share  the same for the CM host's process
+//   BENCH station.softhsm<N>.machine_busy_share the whole machine's busy share meanwhile
+//         (/proc/stat): what else ran (other work on a shared machine included)
 #include <algorithm>
 #include <cstdlib>
 #include <iostream>
@@ -20,6 +26,13 @@ namespace {
 
 int run_station(int argc, char** argv) {
   int cards = 64;
+  if (argc > 1 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
+    std::cout << "Usage: persoflow-bench station [CARDS]\n"
+                 "Personalises CARDS (1..64, default 64) SoftHSM2 cards at once through "
+                 "`persoflow demo`\nand the shell-script baseline, serial and parallel; a "
+                 "quick run under load: 16.\n";
+    return 0;
+  }
   if (argc > 1) cards = std::atoi(argv[1]);
   if (cards < 1 || cards > 64) {
     std::cerr << "persoflow-bench station [CARDS]: CARDS must be 1..64\n";
@@ -47,6 +60,15 @@ int run_station(int argc, char** argv) {
   const std::string prefix = "station.softhsm" + std::to_string(cards);
   persoflow::bench::report(prefix + ".cards_per_min", cards * 60.0 / seconds, "cards/min");
   persoflow::bench::report(prefix + ".batch_seconds", seconds, "s");
+  // "Batch 1 CPU: ... engine_cpu_share F, cm_host_cpu_share F, machine_busy_share F"
+  for (const char* share : {"engine_cpu_share", "cm_host_cpu_share", "machine_busy_share"}) {
+    const double value = number_after(std::string(share) + " ");
+    if (value < 0) {
+      std::cerr << "cannot find " << share << " in the demo's output:\n" << r.out;
+      return 1;
+    }
+    persoflow::bench::report(prefix + "." + share, value, "ratio");
+  }
   if (double resumed = number_after("workflow(s) in "); resumed > 0) {
     persoflow::bench::report(prefix + ".resumed_seconds", resumed, "s");
   }

@@ -13,12 +13,14 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
 
 #include "pcscd_fixture.hpp"
 #include "persoflow/devices/card_atr.hpp"
 #include "persoflow/sim/card_emulator.hpp"
+#include "station_fixture.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -237,6 +239,67 @@ TEST(LiveStation, PulledCardSuspendsAnotherCardIsRefusedTheSameCardCompletes) {
 
   auto verify = run({persoflow_binary(), "journal", "verify", "--journal",
                      (dir / "station" / "journal.db").string()});
+  EXPECT_EQ(verify.exit_code, 0) << verify.out << verify.err;
+}
+
+TEST(LiveStation, ARefusalWaitsForTheOperatorAndACardLeftInIsRetriedByTheStation) {
+  LiveSetup setup;
+  ASSERT_NO_FATAL_FAILURE(setup.start());
+  {
+    // One attempt per submission, and the station's retry 1.5 s after a suspension.
+    std::ifstream in(setup.conf);
+    nlohmann::json conf = nlohmann::json::parse(in);
+    conf["cm_retry"] = {{"attempts", 1}, {"initial_delay_ms", 50}, {"max_delay_ms", 1500}};
+    std::ofstream(setup.conf) << conf.dump(2) << "\n";
+  }
+  std::ofstream(setup.queue)
+      << "{\"workflow_id\": \"live-a\", \"token_serial\": \"" << setup.first
+      << "\", \"token_procedure\": \"no-such-procedure\", \"subject\": {\"CN\": \"Live A\"}}\n"
+      << "{\"workflow_id\": \"live-b\", \"token_serial\": \"next\", \"subject\": "
+         "{\"CN\": \"Live B\"}}\n";
+  persoflow::testing::PcscdFixture pcscd;
+  pcscd.start();
+  Watched station({"/usr/bin/env", "PCSCLITE_CSOCK_NAME=" +
+                                       persoflow::testing::PcscdFixture::use_private_socket(),
+                   persoflow_binary(), "station", "run", "--config", setup.conf, "--live",
+                   "--queue", setup.queue});
+  std::size_t from = 0;
+  const std::string reader1 = persoflow::testing::PcscdFixture::reader_name(1);
+  ASSERT_TRUE(station.wait_for(reader1 + "  reader ready", from)) << station.out();
+  persoflow::sim::CardEmulator slot0({.port = pcscd.port()});
+  persoflow::sim::CardEmulator slot1({.port = static_cast<std::uint16_t>(pcscd.port() + 1)});
+
+  // Refused once, named by its queue line; it waits for the operator, the station goes on.
+  ASSERT_TRUE(slot0.insert(*persoflow::devices::card_atr_for_token(setup.first)).is_ok());
+  ASSERT_TRUE(station.wait_for("live-a  waiting for the operator", from)) << station.out();
+  EXPECT_NE(station.out().find(setup.queue + ":1 (request live-a): the CM host has no token "
+                               "procedure 'no-such-procedure'"),
+            std::string::npos)
+      << station.out();
+
+  // The CM host goes down while card B is personalised: its submission is suspended, the card
+  // stays in, and the station retries it once the CM host is back.
+  setup.cm.reset();
+  ASSERT_TRUE(slot1.insert(*persoflow::devices::card_atr_for_token(setup.second)).is_ok());
+  ASSERT_TRUE(station.wait_for("live-b  station retry 1/3", from)) << station.out();
+  setup.cm = std::make_unique<Watched>(std::vector<std::string>{
+      persoflow_binary(), "cm", "serve", "--dir", (setup.dir / "cm").string(), "--listen",
+      persoflow::testing::cm_address(setup.conf)});
+  std::size_t cm_from = 0;
+  ASSERT_TRUE(setup.cm->wait_for("listening on", cm_from)) << setup.cm->out();
+  EXPECT_EQ(station.wait_exit(), 1) << station.out();  // live-a still waits for the operator
+  const std::string out = station.out();
+  EXPECT_NE(out.find("live-b  card " + setup.second + "  done  Done"), std::string::npos) << out;
+  EXPECT_NE(out.find("live-a  card " + setup.first + "  suspended"), std::string::npos) << out;
+  EXPECT_EQ(out.find("live-b  CardRemoved"), std::string::npos) << out;
+  EXPECT_NE(card_objects(setup.softhsm, "card-61").out.find("CN=Live B"), std::string::npos);
+  // Nothing was written to the refused request's card; the operator cancels it.
+  EXPECT_EQ(card_objects(setup.softhsm, "card-60", "123456").out, "");
+  auto cancel = run({persoflow_binary(), "workflows", "cancel", "live-a", "--config", setup.conf});
+  EXPECT_EQ(cancel.exit_code, 0) << cancel.out << cancel.err;
+  EXPECT_NE(cancel.out.find("Cancelled"), std::string::npos) << cancel.out;
+  auto verify = run({persoflow_binary(), "journal", "verify", "--journal",
+                     (setup.dir / "station" / "journal.db").string()});
   EXPECT_EQ(verify.exit_code, 0) << verify.out << verify.err;
 }
 

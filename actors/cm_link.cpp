@@ -149,7 +149,7 @@ struct CmLink::Impl {
         }
         client->on_request_sent([&](const std::string& der) {
           if (!std::filesystem::exists(job.saved_path)) {
-            save_status = write_durably(job.saved_path, der);
+            save_status = write_durably(job.saved_path, der, 0600);
           }
         });
       }

@@ -3,6 +3,8 @@
 // enrolment is repeated, joined while in flight, or resent from its saved request by another
 // link; a refusal answered once, not retried; an unreachable CM host tried as often as the
 // retry policy says, then an error; a certificate revoked twice is a refusal saying so.
+#include "persoflow/actors/cm_link.hpp"
+
 #include <gtest/gtest.h>
 #include <openssl/cmp.h>
 #include <openssl/evp.h>
@@ -16,7 +18,6 @@
 #include <vector>
 
 #include "cm_server.hpp"
-#include "persoflow/actors/cm_link.hpp"
 #include "persoflow/devices/officer.hpp"
 #include "persoflow/protocol/cm_info_types.hpp"
 #include "station_fixture.hpp"
@@ -59,7 +60,8 @@ class CmLinkTest : public ::testing::Test {
 
   static std::unique_ptr<ac::CmLink> link(ac::CmLinkOptions options = {},
                                           const std::string& port = server_->port()) {
-    auto opened = ac::CmLink::open(url(port), ca(), [] { return officer_; }, options);
+    auto opened = ac::CmLink::open(
+        url(port), ca(), [] { return officer_; }, options);
     EXPECT_TRUE(opened.is_ok()) << opened.status().message();
     return opened.is_ok() ? std::move(*opened) : nullptr;
   }
@@ -90,11 +92,10 @@ struct Enrolment {
 
 // Why open() refused `cm_url`, or "" when it did not.
 std::string refusal_of_url(const std::string& cm_url) {
-  auto opened = ac::CmLink::open(cm_url, "/nonexistent/ca.pem",
-                                 []() -> persoflow::Result<persoflow::devices::OfficerToken*> {
-                                   return persoflow::make_status(persoflow::Errc::kInternal,
-                                                                 "not asked");
-                                 });
+  auto opened = ac::CmLink::open(
+      cm_url, "/nonexistent/ca.pem", []() -> persoflow::Result<persoflow::devices::OfficerToken*> {
+        return persoflow::make_status(persoflow::Errc::kInternal, "not asked");
+      });
   return opened.is_ok() ? std::string() : opened.status().message();
 }
 

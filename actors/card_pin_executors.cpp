@@ -28,20 +28,14 @@ std::string secret_path(Impl& st, const std::string& ref) { return st.dir("secre
 // printed for the operator.
 Result<Event> queue_pin_letter(Station& station, const Command& c, const CommandContext& ctx) {
   Impl& st = station.impl();
-  const std::string ref = field(c, "pin_ref");
-  if (!safe_name(ref)) return make_status(Errc::kInvalidArgument, "bad PIN reference " + ref);
   PF_ASSIGN_OR_RETURN(CardRequest req, station.load_request(ctx.workflow_id));
   PF_ASSIGN_OR_RETURN(CmLink * link, st.cm_link());
-  genm::PinLetterOrder order;
-  order.pin_file = secret_path(st, ref);
-  order.pin_index = field(c, "pin_index");
-  order.holder = req.subject;
-  order.address = field(c, "address");
-  order.token = "smart card " + req.token_label + " (serial " + req.token_serial + ")";
-  order.idempotency_key = machines::wf::derive_id(ctx.idempotency_key, "pin-letter");
-  return genm::queue_pin_letter(*link, order, [&](const std::string& line) {
-    std::cout << line << " (" << ctx.workflow_id << ")" << std::endl;
-  });
+  return genm::queue_pin_letter(
+      *link, c, ctx, st.dir("secrets"), req.subject,
+      "smart card " + req.token_label + " (serial " + req.token_serial + ")",
+      [&](const std::string& line) {
+        std::cout << line << " (" << ctx.workflow_id << ")" << std::endl;
+      });
 }
 
 Result<Event> resolve_pin_letter(Impl& st, const Command& c, const CommandContext& ctx) {

@@ -8,6 +8,7 @@
 
 #include "persoflow/actors/state_files.hpp"
 #include "persoflow/devices/pkcs12.hpp"
+#include "persoflow/machines/workflow_support.hpp"
 #include "persoflow/protocol/cm_info_types.hpp"
 #include "persoflow/protocol/ossl.hpp"
 
@@ -40,13 +41,13 @@ Result<json> json_genm(CmLink& link, const char* oid, const json& body, std::str
                                              " answer is not JSON: " + e.what());
     }
   }
-  return make_status(Errc::kCorrupt, std::string("the CM host's genp lacks ") +
-                                         pr::info_type_name(oid));
+  return make_status(Errc::kCorrupt,
+                     std::string("the CM host's genp lacks ") + pr::info_type_name(oid));
 }
 
-Result<json> key_genm(CmLink& link, const std::string& request_file,
-                      const std::string& answer_file, const char* oid, const json& body,
-                      const std::string& procedure, bool* refused, std::string* why) {
+Result<json> key_genm(CmLink& link, const std::string& request_file, const std::string& answer_file,
+                      const char* oid, const json& body, const std::string& procedure,
+                      bool* refused, std::string* why) {
   if (auto saved = read_file(answer_file)) return json::parse(*saved);
   PF_ASSIGN_OR_RETURN(CmAnswer answer,
                       link.general_message({{oid, body.dump()}}, procedure, request_file));
@@ -62,20 +63,31 @@ Result<json> key_genm(CmLink& link, const std::string& request_file,
   return j;
 }
 
-Result<machines::Event> queue_pin_letter(CmLink& link, const PinLetterOrder& order,
+Result<machines::Event> queue_pin_letter(CmLink& link, const machines::Command& c,
+                                         const CommandContext& ctx, const std::string& secrets_dir,
+                                         const std::map<std::string, std::string>& holder,
+                                         const std::string& token,
                                          const std::function<void(const std::string&)>& notify) {
-  machines::Event delivered{"PinDelivered", {{"pin_index", order.pin_index}}};
-  auto pin = first_line(order.pin_file);
+  auto field = [&c](const char* key) {
+    auto it = c.fields.find(key);
+    return it == c.fields.end() ? std::string() : it->second;
+  };
+  const std::string ref = field("pin_ref");
+  if (!safe_file_name(ref)) return make_status(Errc::kInvalidArgument, "bad PIN reference " + ref);
+  const std::string pin_file = secrets_dir + "/" + ref;
+  const std::string address = field("address");
+  machines::Event delivered{"PinDelivered", {{"pin_index", field("pin_index")}}};
+  auto pin = first_line(pin_file);
   if (!pin) return delivered;  // queued by an earlier attempt, then deleted
-  std::string holder;
-  for (const auto& [name, value] : order.holder) {
-    holder += (holder.empty() ? "" : ",") + name + "=" + value;
+  std::string holder_text;
+  for (const auto& [name, value] : holder) {
+    holder_text += (holder_text.empty() ? "" : ",") + name + "=" + value;
   }
-  json body = {{"holder", holder},
-               {"address", order.address},
-               {"token", order.token},
+  json body = {{"holder", holder_text},
+               {"address", address},
+               {"token", token},
                {"pin", *pin},
-               {"idempotency_key", order.idempotency_key}};
+               {"idempotency_key", machines::wf::derive_id(ctx.idempotency_key, "pin-letter")}};
   OPENSSL_cleanse(pin->data(), pin->size());
   std::string text = body.dump();
   std::string& sent_pin = body["pin"].get_ref<std::string&>();
@@ -104,9 +116,9 @@ Result<machines::Event> queue_pin_letter(CmLink& link, const PinLetterOrder& ord
   } else if (!notice.empty()) {
     notice_text = "; the e-mail notice was not sent: " + notice;
   }
-  notify("PIN letter " + letter_id + " queued for " + order.address + notice_text);
+  notify("PIN letter " + letter_id + " queued for " + address + notice_text);
   std::error_code ec;
-  std::filesystem::remove(order.pin_file, ec);
+  std::filesystem::remove(pin_file, ec);
   delivered.fields["letter_id"] = letter_id;
   return delivered;
 }

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "persoflow/actors/cm_link.hpp"
+#include "persoflow/actors/executor.hpp"
 #include "persoflow/common/status.hpp"
 #include "persoflow/devices/officer.hpp"
 #include "persoflow/machines/machine.hpp"
@@ -33,22 +34,19 @@ Result<nlohmann::json> key_genm(CmLink& link, const std::string& request_file,
                                 const nlohmann::json& body, const std::string& procedure,
                                 bool* refused, std::string* why);
 
-// The PIN mailer's step (QueuePinLetter) of the card and soft-token workflows: the CM host queues
-// a PIN letter (genm persoflowPinLetterQueue) for the holder at `address`, carrying the PIN saved
-// at `pin_file`, which is deleted once the letter is queued (no file: an earlier attempt queued
-// it). The request carries the PIN, so it is not kept: `idempotency_key` inside it makes a resend
-// queue nothing new. `notify` gets the line for the operator (the letter ID and how the holder's
-// e-mail notice went, or the CM host's refusal). Returns PinDelivered{pin_index, letter_id}; a
-// refusal is Errc::kRejected with the CM host's reason.
-struct PinLetterOrder {
-  std::string pin_file;
-  std::string pin_index;
-  std::map<std::string, std::string> holder;  // the subject: "CN=Alice,O=Example" on the letter
-  std::string address;
-  std::string token;  // what the PIN is for, as the letter says it
-  std::string idempotency_key;
-};
-Result<machines::Event> queue_pin_letter(CmLink& link, const PinLetterOrder& order,
+// The PIN mailer's step (QueuePinLetter{pin_ref, pin_index, address}) of the card and soft-token
+// workflows: the CM host queues a PIN letter (genm persoflowPinLetterQueue) for the holder at
+// `address`, carrying the PIN saved at <secrets_dir>/<pin_ref>, which is deleted once the letter
+// is queued (no file: an earlier attempt queued it). The request carries the PIN, so it is not
+// kept: an idempotency key derived from the command's makes a resend queue nothing new.
+// `holder` is the subject ("CN=Alice,O=Example" on the letter), `token` what the PIN is for.
+// `notify` gets the line for the operator (the letter ID and how the holder's e-mail notice
+// went, or the CM host's refusal). Returns PinDelivered{pin_index, letter_id}; a refusal is
+// Errc::kRejected with the CM host's reason.
+Result<machines::Event> queue_pin_letter(CmLink& link, const machines::Command& c,
+                                         const CommandContext& ctx, const std::string& secrets_dir,
+                                         const std::map<std::string, std::string>& holder,
+                                         const std::string& token,
                                          const std::function<void(const std::string&)>& notify);
 
 // Opens (in memory) a CMS EnvelopedData the CM host made for the officer's certificate.

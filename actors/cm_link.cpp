@@ -74,8 +74,9 @@ Result<std::pair<std::string, std::uint16_t>> parse_cm_url(const std::string& cm
   }
   const std::string port = hostport.substr(colon + 1);
   if (host.empty()) return bad("no host");
-  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
-      std::stoi(port) < 1 || std::stoi(port) > 65535) {
+  if (port.empty() || port.size() > 5 ||
+      port.find_first_not_of("0123456789") != std::string::npos || std::stoi(port) < 1 ||
+      std::stoi(port) > 65535) {
     return bad("the port is 1..65535");
   }
   return std::make_pair(host, static_cast<std::uint16_t>(std::stoi(port)));
@@ -145,11 +146,12 @@ struct CmLink::Impl {
       if (!job.saved_path.empty()) {
         if (std::filesystem::exists(job.saved_path)) {
           PF_ASSIGN_OR_RETURN(std::string der, read_file(job.saved_path));
-          client->resend_next(std::move(der));  // the same bytes: the CM host answers from its store
+          client->resend_next(
+              std::move(der));  // the same bytes: the CM host answers from its store
         }
         client->on_request_sent([&](const std::string& der) {
           if (!std::filesystem::exists(job.saved_path)) {
-            save_status = write_durably(job.saved_path, der);
+            save_status = write_durably(job.saved_path, der, 0600);
           }
         });
       }
@@ -256,8 +258,17 @@ Result<CmAnswer> CmLink::general_message(const std::vector<pr::InfoItem>& items,
 
 Result<CmAnswer> CmLink::revoke(X509* cert, int reason) {
   return impl_->submit(
-      [cert, reason](pr::CmpClient& client, CmAnswer&) { return client.revoke(cert, reason); },
-      {}, {});
+      [cert, reason](pr::CmpClient& client, CmAnswer&) { return client.revoke(cert, reason); }, {},
+      {});
+}
+
+Result<CmLink*> CmLinkOnFirstUse::get(const std::string& cm_url, const std::string& cm_ca,
+                                      const CmLink::OfficerSource& officer) {
+  std::lock_guard lock(mu_);
+  if (!link_) {
+    PF_ASSIGN_OR_RETURN(link_, CmLink::open(cm_url, cm_ca, officer));
+  }
+  return link_.get();
 }
 
 CmLink::Counters CmLink::counters() const {

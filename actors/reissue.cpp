@@ -223,16 +223,9 @@ struct ReissueStation::Impl {
     return officer.get();
   }
 
-  // The link to the CM host, opened on first use.
-  std::mutex link_mu;
-  std::unique_ptr<CmLink> link;
+  CmLinkOnFirstUse link;
   Result<CmLink*> cm_link() {
-    std::lock_guard lock(link_mu);
-    if (!link) {
-      PF_ASSIGN_OR_RETURN(link, CmLink::open(config.cm_url, config.cm_ca,
-                                             [this] { return officer_token(); }));
-    }
-    return link.get();
+    return link.get(config.cm_url, config.cm_ca, [this] { return officer_token(); });
   }
 
   // One genm item (genm::json_genm); `refusal` gets the CM host's reason when it refused (then

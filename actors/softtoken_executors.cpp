@@ -209,16 +209,9 @@ struct SoftTokenRa::Impl {
     return officer.get();
   }
 
-  // The link to the CM host, opened on first use.
-  std::mutex link_mu;
-  std::unique_ptr<CmLink> link;
+  CmLinkOnFirstUse link;
   Result<CmLink*> cm_link() {
-    std::lock_guard lock(link_mu);
-    if (!link) {
-      PF_ASSIGN_OR_RETURN(link, CmLink::open(config.cm_url, config.cm_ca,
-                                             [this] { return officer_token(); }));
-    }
-    return link.get();
+    return link.get(config.cm_url, config.cm_ca, [this] { return officer_token(); });
   }
 
   void notify(const std::string& wf, const std::string& text) {
@@ -834,20 +827,12 @@ Result<Event> show_pin_once(Impl& ra, const Command& c, const CommandContext& ct
 // PIN mailer: the CM host queues a PIN letter for the holder's address (genm::queue_pin_letter).
 Result<Event> queue_pin_letter(SoftTokenRa& ra, const Command& c, const CommandContext& ctx) {
   Impl& st = ra.impl();
-  const std::string ref = field(c, "pin_ref");
-  if (!safe_name(ref)) return make_status(Errc::kInvalidArgument, "bad PIN reference " + ref);
   PF_ASSIGN_OR_RETURN(auto req, request_of(ra, ctx));
   PF_ASSIGN_OR_RETURN(CmLink * link, st.cm_link());
-  genm::PinLetterOrder order;
-  order.pin_file = secret_file(st, ref);
-  order.pin_index = field(c, "pin_index");
-  order.holder = req.subject;
-  order.address = field(c, "address");
-  order.token = "PKCS#12 software token " + fs::path(req.p12_file).filename().string();
-  order.idempotency_key = machines::wf::derive_id(ctx.idempotency_key, "pin-letter");
-  return genm::queue_pin_letter(*link, order, [&](const std::string& line) {
-    st.notify(ctx.workflow_id, line);
-  });
+  return genm::queue_pin_letter(
+      *link, c, ctx, st.dir("secrets"), req.subject,
+      "PKCS#12 software token " + fs::path(req.p12_file).filename().string(),
+      [&](const std::string& line) { st.notify(ctx.workflow_id, line); });
 }
 
 // A pre-printed PIN/PUK letter: its PIN, enveloped by the CM host for the officer, becomes the

@@ -488,16 +488,6 @@ Result<Fields> detail::card_contents_fields(Impl& st, Impl::CardSlot& slot,
   return f;
 }
 
-Result<CmLink*> Station::Impl::cm_link() {
-  std::lock_guard lock(cm_link_mu);
-  if (!cm_link_) {
-    PF_ASSIGN_OR_RETURN(cm_link_, CmLink::open(config.cm_url, config.cm_ca, [this] {
-                          return officer_token("officer-password-file");
-                        }));
-  }
-  return cm_link_.get();
-}
-
 namespace {
 
 Result<Event> read_card_contents(Impl& st, const Command& c) {

@@ -61,11 +61,12 @@ struct Station::Impl {
   std::mutex display_mu;
   PinDisplay display;
 
-  // Every request to the CM host goes through this link (opened on first use), signed with the
-  // officer's credential.
-  std::mutex cm_link_mu;
-  std::unique_ptr<CmLink> cm_link_;
-  Result<CmLink*> cm_link();
+  // Every request to the CM host goes through this link, signed with the officer's credential.
+  CmLinkOnFirstUse link;
+  Result<CmLink*> cm_link() {
+    return link.get(config.cm_url, config.cm_ca,
+                    [this] { return officer_token("officer-password-file"); });
+  }
 
   std::string dir(const char* sub) const {
     return (std::filesystem::path(config.state_dir) / sub).string();

@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -93,6 +94,20 @@ class CmLink {
  private:
   explicit CmLink(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
+};
+
+// The link of one station object (the station, the soft-token RA, reissue), opened when a request
+// first needs it: a station that never talks to the CM host starts no lanes. Thread-safe.
+class CmLinkOnFirstUse {
+ public:
+  // The link, opened with these arguments on the first call (a failed open is tried again on the
+  // next call); later calls return the same link.
+  Result<CmLink*> get(const std::string& cm_url, const std::string& cm_ca,
+                      const CmLink::OfficerSource& officer);
+
+ private:
+  std::mutex mu_;
+  std::unique_ptr<CmLink> link_;
 };
 
 // "https://HOST:PORT" as host and port; an error naming what is wrong otherwise.

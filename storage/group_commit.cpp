@@ -1,7 +1,9 @@
 // GroupCommitWriter (journal.hpp): one thread owns the Journal and commits the appends of many
 // workflows together. It takes whatever is queued (up to max_batch) as one transaction, so
 // while one fsync is in flight the next batch fills up by itself; no timer, no added latency
-// when the station is idle. Each request stands alone inside the batch (Journal::append_each),
+// when the station is idle. Appends that arrive while the group is being written join it before
+// its commit (Journal::append_each_taking_more): otherwise workflows acknowledged together
+// split into two groups per round, each waiting for the other's fsync as well as its own. Each request stands alone inside the batch (Journal::append_each),
 // so one invalid request fails by itself.
 //
 // A second thread, the acknowledger, runs the callbacks of a committed batch (in the order the
@@ -85,13 +87,14 @@ class Writer final : public GroupCommitWriter {
         std::unique_lock lock(mutex_);
         wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
         if (queue_.empty()) break;  // stopping, and everything queued is committed
-        while (!queue_.empty() && requests.size() < max_batch_) {
-          requests.push_back(std::move(queue_.front().request));
-          done.push_back(std::move(queue_.front().done));
-          queue_.pop_front();
-        }
+        take_queued(requests, done);
       }
-      GroupOutcome outcome = journal_->append_each(requests);
+      // Appends that arrive while the group is written join it before its commit.
+      GroupOutcome outcome =
+          journal_->append_each_taking_more(requests, [&](std::vector<AppendRequest>& more) {
+            std::lock_guard lock(mutex_);
+            take_queued(more, done);
+          });
       if (journal_->poisoned()) poisoned_.store(true);
       {
         std::lock_guard lock(ack_mutex_);
@@ -104,6 +107,15 @@ class Writer final : public GroupCommitWriter {
     std::lock_guard lock(ack_mutex_);
     writer_done_ = true;
     ack_wake_.notify_one();
+  }
+
+  // Moves queued appends into the group, up to max_batch. Called with mutex_ held.
+  void take_queued(std::vector<AppendRequest>& requests, std::vector<Done>& done) {
+    while (!queue_.empty() && requests.size() < max_batch_) {
+      requests.push_back(std::move(queue_.front().request));
+      done.push_back(std::move(queue_.front().done));
+      queue_.pop_front();
+    }
   }
 
   void acknowledge() {

@@ -507,6 +507,11 @@ class SqliteJournal final : public Journal {
     return run_group(requests, /*isolate=*/true, /*group=*/true);
   }
 
+  GroupOutcome append_each_taking_more(std::vector<AppendRequest>& requests,
+                                       const MoreRequests& more) override {
+    return run_group(Requests{{}, &requests, &more}, /*isolate=*/true, /*group=*/true);
+  }
+
   bool poisoned() const override { return poisoned_; }
 
   Result<std::vector<JournalRecord>> records(const std::string& workflow_id) override {
@@ -584,7 +589,31 @@ class SqliteJournal final : public Journal {
     kSavepoints,  // append_each, each request under its own savepoint
   };
 
+  // The requests of one transaction: a fixed span, or a vector that `more` extends while the
+  // transaction is open (append_each_taking_more).
+  struct Requests {
+    std::span<const AppendRequest> fixed;
+    std::vector<AppendRequest>* growing = nullptr;
+    const MoreRequests* more = nullptr;
+
+    std::size_t size() const { return growing ? growing->size() : fixed.size(); }
+    const AppendRequest& operator[](std::size_t i) const {
+      return growing ? (*growing)[i] : fixed[i];
+    }
+    // True when `more` added requests.
+    bool take_more() const {
+      if (!more || !*more) return false;
+      const std::size_t had = growing->size();
+      (*more)(*growing);
+      return growing->size() > had;
+    }
+  };
+
   GroupOutcome run_group(std::span<const AppendRequest> requests, bool isolate, bool group) {
+    return run_group(Requests{requests}, isolate, group);
+  }
+
+  GroupOutcome run_group(Requests requests, bool isolate, bool group) {
     const std::size_t n = requests.size();
     if (poisoned_) return fail_all(n, poisoned_status());
     if (read_only_) {
@@ -594,16 +623,20 @@ class SqliteJournal final : public Journal {
     if (n == 0) return GroupOutcome{Status::ok(), {}};
     if (!isolate) return *run_transaction(requests, Isolation::kAllOrNothing, group);
     if (auto out = run_transaction(requests, Isolation::kOptimistic, group)) return *out;
+    // The second try takes exactly the requests of the first.
+    requests.more = nullptr;
     return *run_transaction(requests, Isolation::kSavepoints, group);
   }
 
   // One transaction over `requests`; nullopt when kOptimistic has to give up (rolled back,
   // nothing written).
-  std::optional<GroupOutcome> run_transaction(std::span<const AppendRequest> requests,
-                                              Isolation isolation, bool group) {
-    const std::size_t n = requests.size();
+  std::optional<GroupOutcome> run_transaction(const Requests& requests, Isolation isolation,
+                                              bool group) {
     GroupOutcome out;
-    out.each.assign(n, Status::ok());
+    out.each.assign(requests.size(), Status::ok());
+    const std::size_t n = requests.size();
+    // Fails every request taken so far, `more`'s included.
+    auto abort_all = [&](const Status& s) { return abort_group(requests.size(), s); };
     if (Status s = step_done(begin_, "beginning a transaction"); !s.is_ok()) {
       if ((sqlite_rc(s) & 0xff) == SQLITE_BUSY) {
         return fail_all(n, make_status(Errc::kUnavailable,
@@ -623,9 +656,11 @@ class SqliteJournal final : public Journal {
     const std::int64_t at = wall_clock_ms_ ? wall_clock_ms_() : now_ms();
     std::size_t written = 0;
     const bool savepoints = isolation == Isolation::kSavepoints;
-    for (std::size_t i = 0; i < n; ++i) {
+    // Whenever every request so far is written, `more` may add the ones that arrived meanwhile.
+    for (std::size_t i = 0; i < requests.size() || requests.take_more(); ++i) {
+      out.each.resize(requests.size(), Status::ok());
       if (savepoints) {
-        if (Status s = step_done(savepoint_, "savepoint"); !s.is_ok()) return abort_group(n, s);
+        if (Status s = step_done(savepoint_, "savepoint"); !s.is_ok()) return abort_all(s);
       }
       bool wrote = false;
       Status s = insert_one(requests[i], seq + 1, prev, at, wrote);
@@ -634,16 +669,16 @@ class SqliteJournal final : public Journal {
         prev.swap(hash_);
         ++written;
         if (savepoints) {
-          if (Status r = step_done(release_, "release"); !r.is_ok()) return abort_group(n, r);
+          if (Status r = step_done(release_, "release"); !r.is_ok()) return abort_all(r);
         }
         continue;
       }
       if (outcome_unknown(sqlite_rc(s)) || isolation == Isolation::kAllOrNothing) {
-        return abort_group(n, s);
+        return abort_all(s);
       }
       if (savepoints) {
-        if (Status r = step_done(rollback_to_, "rollback"); !r.is_ok()) return abort_group(n, r);
-        if (Status r = step_done(release_, "release"); !r.is_ok()) return abort_group(n, r);
+        if (Status r = step_done(rollback_to_, "rollback"); !r.is_ok()) return abort_all(r);
+        if (Status r = step_done(release_, "release"); !r.is_ok()) return abort_all(r);
       } else if (wrote) {
         (void)exec(db_, "ROLLBACK");
         return std::nullopt;
@@ -660,7 +695,7 @@ class SqliteJournal final : public Journal {
     bind_text(hs, 1, std::to_string(seq));
     bind_text(hs, 2, prev);
     if (Status h = step_done(head_update_, "updating the journal head"); !h.is_ok()) {
-      return abort_group(n, h);
+      return abort_all(h);
     }
     if (group) crash_point("journal.group.before_commit");
     if (Status s = step_done(commit_, "commit"); !s.is_ok()) {

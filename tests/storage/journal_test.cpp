@@ -231,6 +231,61 @@ TEST(Journal, AppendEachFailsADuplicateKeyAloneWhereverItIs) {
   EXPECT_EQ(j->append(request("a", 0)).code(), Errc::kRejected);
 }
 
+// The requests a group takes in while it is written: committed in the same transaction (none of
+// them is visible to another connection when they are handed over), each failing alone,
+// including a duplicate key that sends the whole group, late ones included, to the savepoint
+// retry.
+TEST(Journal, AppendEachTakingMoreCommitsTheLateRequestsWithTheGroup) {
+  TempDir dir;
+  std::string path = dir.file("journal.db");
+  auto j = open_rw(path);
+  ASSERT_TRUE(j);
+  ASSERT_TRUE(j->append(request("old", 0)).is_ok());  // records key old/0/0
+  sqlite3* reader = nullptr;
+  ASSERT_EQ(sqlite3_open_v2(path.c_str(), &reader, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+  auto committed_records = [reader] {
+    sqlite3_stmt* s = nullptr;
+    sqlite3_prepare_v2(reader, "SELECT count(*) FROM records", -1, &s, nullptr);
+    int n = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int(s, 0) : -1;
+    sqlite3_finalize(s);
+    return n;
+  };
+  AppendRequest later_dup = request("dup", 0, 2);
+  later_dup.commands[1].idempotency_key = "old/0/0";
+  std::vector<std::vector<AppendRequest>> arrivals = {
+      {request("b", 0), request("a", 5)},  // a's step 5 is not its next step
+      {later_dup, request("a", 1)},
+  };
+  std::vector<int> committed_when_asked;
+  std::vector<AppendRequest> group = {request("a", 0)};
+  GroupOutcome out = j->append_each_taking_more(group, [&](std::vector<AppendRequest>& more) {
+    committed_when_asked.push_back(committed_records());
+    if (committed_when_asked.size() > arrivals.size()) return;
+    for (auto& r : arrivals[committed_when_asked.size() - 1]) more.push_back(r);
+  });
+  EXPECT_TRUE(out.commit.is_ok()) << out.commit.message();
+  // Asked once more after each arrival but the last: its duplicate key sends the group to the
+  // savepoint retry, which takes exactly the requests of the first try.
+  EXPECT_EQ(committed_when_asked, (std::vector<int>{1, 1}));
+  ASSERT_EQ(group.size(), 5u);
+  ASSERT_EQ(out.each.size(), 5u);
+  EXPECT_TRUE(out.each[0].is_ok()) << out.each[0].message();
+  EXPECT_TRUE(out.each[1].is_ok()) << out.each[1].message();
+  EXPECT_EQ(out.each[2].code(), Errc::kRejected) << out.each[2].message();
+  EXPECT_EQ(out.each[3].code(), Errc::kAlreadyExists) << out.each[3].message();
+  EXPECT_TRUE(out.each[4].is_ok()) << out.each[4].message();
+  EXPECT_EQ(committed_records(), 4);
+  sqlite3_close(reader);
+  auto all = j->all_records();
+  ASSERT_TRUE(all.is_ok());
+  std::vector<std::string> order;
+  for (const auto& r : *all) order.push_back(r.body.workflow_id + "/" + std::to_string(r.body.step));
+  EXPECT_EQ(order, (std::vector<std::string>{"old/0", "a/0", "b/0", "a/1"}));
+  EXPECT_FALSE(j->workflow("dup")->has_value());
+  auto report = j->verify();
+  EXPECT_TRUE(report->intact) << report->reason;
+}
+
 TEST(Journal, WriterSeesWorkflowsWrittenByAnEarlierInstance) {
   TempDir dir;
   std::string path = dir.file("journal.db");

@@ -125,6 +125,13 @@ class Journal {
   // duplicate idempotency key) is rolled back to its savepoint and fails by itself while the
   // others commit. A commit whose outcome is unknown poisons the instance and fails them all.
   virtual GroupOutcome append_each(std::span<const AppendRequest> requests) = 0;
+  // append_each, and before the commit also the requests that `more` adds to `requests`: it is
+  // called each time every request so far is written, until it adds none, so a group commit
+  // takes in the appends that arrived while it wrote instead of leaving them to wait for one
+  // more commit. On return `requests` holds them all and `each` has an outcome per request.
+  using MoreRequests = std::function<void(std::vector<AppendRequest>&)>;
+  virtual GroupOutcome append_each_taking_more(std::vector<AppendRequest>& requests,
+                                               const MoreRequests& more) = 0;
   // True once a commit's outcome was unknown; the reason is in every later append's Status.
   virtual bool poisoned() const = 0;
 

@@ -92,16 +92,22 @@ std::string QueuedPinLetter::notice_text() const {
 
 Result<QueuedPinLetter> queue_pin_letter(pr::CmpClient& client, const std::string& holder,
                                          const std::string& address, const std::string& token,
-                                         std::string pin, const std::string& idempotency_key) {
+                                         std::string pin, const std::string& idempotency_key,
+                                         std::string puk) {
   json body = {{"holder", holder},
                {"address", address},
                {"token", token},
                {"pin", pin},
                {"idempotency_key", idempotency_key}};
+  if (!puk.empty()) body["puk"] = puk;
   OPENSSL_cleanse(pin.data(), pin.size());
+  OPENSSL_cleanse(puk.data(), puk.size());
   std::string text = body.dump();
-  std::string& sent_pin = body["pin"].get_ref<std::string&>();
-  OPENSSL_cleanse(sent_pin.data(), sent_pin.size());
+  for (const char* secret : {"pin", "puk"}) {
+    if (!body.contains(secret)) continue;
+    std::string& sent = body[secret].get_ref<std::string&>();
+    OPENSSL_cleanse(sent.data(), sent.size());
+  }
   auto answer = client.general_message({{pr::kOidPinLetterQueue, text}});
   OPENSSL_cleanse(text.data(), text.size());
   if (!answer) {

@@ -36,8 +36,9 @@ Result<nlohmann::json> key_genm(const ClientFactory& make_client, const std::str
                                 bool* refused, std::string* why);
 
 // PIN mailer: asks the CM host to queue a PIN letter (genm persoflowPinLetterQueue) for
-// `holder` at `address`, for `token`, carrying `pin` (cleansed from the request after sending;
-// the request is not kept, so `idempotency_key` inside it makes a resend queue nothing new).
+// `holder` at `address`, for `token`, carrying `pin` and, for a card with two PINs, `puk` in the
+// same letter (both cleansed from the request after sending; the request is not kept, so
+// `idempotency_key` inside it makes a resend queue nothing new).
 // Returns the letter ID and how the holder's e-mail notice went; a refusal is Errc::kRejected
 // with the CM host's reason.
 struct QueuedPinLetter {
@@ -48,7 +49,8 @@ struct QueuedPinLetter {
 };
 Result<QueuedPinLetter> queue_pin_letter(protocol::CmpClient& client, const std::string& holder,
                                          const std::string& address, const std::string& token,
-                                         std::string pin, const std::string& idempotency_key);
+                                         std::string pin, const std::string& idempotency_key,
+                                         std::string puk = {});
 
 // Opens (in memory) a CMS EnvelopedData the CM host made for the officer's certificate.
 Result<std::string> open_for_officer(devices::OfficerToken& officer, std::string_view envelope);

@@ -138,11 +138,10 @@ Result<Event> ask_operator_update(Station& station, const CardRequest& request, 
     bool refused = false;
     PF_ASSIGN_OR_RETURN(
         json rules, tc_validation_genm(st, json{{"token_procedure", token_procedure}}, &refused));
-    Fields f{
-        {"procedure", request.procedure.empty() ? station.config().procedure : request.procedure},
-        {"token_procedure", token_procedure},
-        {"replace_ca", "no"},
-        {"operator_pin", "none"}};
+    // CA certificates and the operator PIN: as for issue-card, what the token procedure says.
+    PF_ASSIGN_OR_RETURN(Fields f, card_rules_of_token_procedure(station, token_procedure));
+    f["procedure"] = request.procedure.empty() ? station.config().procedure : request.procedure;
+    f["token_procedure"] = token_procedure;
     int n = 0;
     for (const json& issuer : rules.value("trusted_issuers", json::array())) {
       f["tc_trusted_issuer." + std::to_string(n++)] = issuer.value("subject", "");

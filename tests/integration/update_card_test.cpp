@@ -27,6 +27,9 @@ using persoflow::testing::RunResult;
 using persoflow::testing::TempDir;
 
 constexpr const char* kModule = "/usr/lib/softhsm/libsofthsm2.so";
+// How pkcs11-tool --list-objects shows the labels of the certificates the station writes.
+constexpr const char* kCardholderCertificate = "label:      persoflow certificate";
+constexpr const char* kCaCertificate = "label:      CA certificate";
 
 // One demo folder (CM host, station.conf, SoftHSM2 store) for the whole suite, its CM host served
 // with one more token procedure whose only trusted TC issuer is a foreign CA.
@@ -135,7 +138,9 @@ TEST_F(UpdateCard, RedoReplacesTheTransportCertificateThenAddAndIssue) {
   std::string held = objects("card-70");
   EXPECT_EQ(held.find("Transport certificate"), std::string::npos) << "the TC is gone\n" << held;
   EXPECT_NE(held.find("CN=Uma Update"), std::string::npos) << held;
-  EXPECT_EQ(count(held, "Certificate Object"), 1) << held;
+  EXPECT_EQ(count(held, kCardholderCertificate), 1) << held;
+  // smartcard-tc replaces the CA certificates: the CM host's CA is on the card now.
+  EXPECT_EQ(count(held, kCaCertificate), 1) << held;
   EXPECT_EQ(count(held, "Private Key Object"), 1) << held;
   verify_certificate("card-70");
   EXPECT_EQ(certificates_for(dir_, "Uma Update"), 1);
@@ -144,7 +149,7 @@ TEST_F(UpdateCard, RedoReplacesTheTransportCertificateThenAddAndIssue) {
   auto add = update("card-70", "Uma Update", {"--action", "0=add", "--workflow-id", "uma-add"});
   ASSERT_EQ(add.exit_code, 0) << add.out << add.err;
   held = objects("card-70");
-  EXPECT_EQ(count(held, "Certificate Object"), 2) << held;
+  EXPECT_EQ(count(held, kCardholderCertificate), 2) << held;
   EXPECT_EQ(count(held, "Private Key Object"), 1) << held;
   EXPECT_EQ(certificates_for(dir_, "Uma Update"), 2);
 
@@ -152,8 +157,71 @@ TEST_F(UpdateCard, RedoReplacesTheTransportCertificateThenAddAndIssue) {
   auto issue =
       update("card-70", "Uma Update", {"--action", "0=issue", "--workflow-id", "uma-issue"});
   ASSERT_EQ(issue.exit_code, 0) << issue.out << issue.err;
-  EXPECT_EQ(count(objects("card-70"), "Certificate Object"), 2);
+  EXPECT_EQ(count(objects("card-70"), kCardholderCertificate), 2);
   EXPECT_EQ(certificates_for(dir_, "Uma Update"), 3);
+}
+
+// Token procedure smartcard-tc replaces the CA certificates and needs the operator PIN, which the
+// CM database does not hold: without the station's operator_pin_file the update waits in
+// OperatorPinAwaited with nothing written and says what to do; resumed with one, the TC is
+// replaced, and the CA certificate the card came with gives way to the CM host's.
+TEST_F(UpdateCard, CaCertificatesReplacedAndOperatorPinAskedWhereTheProcedureSaysSo) {
+  tc_card("card-73");
+  const std::string old_key = tmp_->file("old-ca.key"), old_pem = tmp_->file("old-ca.pem"),
+                    old_der = tmp_->file("old-ca.der");
+  ASSERT_EQ(
+      run({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+           "-nodes", "-subj", "/CN=Old Card CA", "-days", "3", "-keyout", old_key, "-out", old_pem})
+          .exit_code,
+      0);
+  ASSERT_EQ(run({"openssl", "x509", "-in", old_pem, "-outform", "DER", "-out", old_der}).exit_code,
+            0);
+  ASSERT_EQ(run({"/usr/bin/env", softhsm(), "pkcs11-tool", "--module", kModule, "--token-label",
+                 "card-73", "--login", "--pin", "123456", "--write-object", old_der, "--type",
+                 "cert", "--label", "CA certificate", "--id", "01"})
+                .exit_code,
+            0);
+  const std::string before = objects("card-73");
+  ASSERT_NE(before.find("CN=Old Card CA"), std::string::npos) << before;
+
+  std::ifstream in(conf());
+  auto station = nlohmann::json::parse(in);
+  station.erase("operator_pin_file");
+  const std::string no_operator_pin = (dir_ / "station" / "station-no-operator.conf").string();
+  std::ofstream(no_operator_pin) << station.dump(2);
+  auto waiting = run({persoflow_binary(), "update", "card", "--config", no_operator_pin, "--token",
+                      "card-73", "--field", "CN=Cleo Ca", "--action", "tc=redo", "--workflow-id",
+                      "cleo-1"});
+  EXPECT_EQ(waiting.exit_code, 1) << waiting.out << waiting.err;
+  EXPECT_NE(waiting.out.find("OperatorPinAwaited"), std::string::npos) << waiting.out;
+  EXPECT_NE((waiting.out + waiting.err).find("set operator_pin_file"), std::string::npos)
+      << waiting.out << waiting.err;
+  EXPECT_EQ(objects("card-73"), before) << "nothing written before the operator PIN";
+
+  auto resumed = update("card-73", "Cleo Ca", {"--action", "tc=redo", "--workflow-id", "cleo-1"});
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.out << resumed.err;
+  EXPECT_NE(resumed.out.find("Done"), std::string::npos) << resumed.out;
+  const std::string held = objects("card-73");
+  EXPECT_EQ(held.find("Transport certificate"), std::string::npos) << held;
+  EXPECT_EQ(held.find("CN=Old Card CA"), std::string::npos) << held;
+  EXPECT_EQ(count(held, kCaCertificate), 1) << held;
+  EXPECT_EQ(count(held, kCardholderCertificate), 1) << held;
+  verify_certificate("card-73");
+  EXPECT_EQ(certificates_for(dir_, "Cleo Ca"), 1);
+  // The CA certificate on the card is the CM host's: openssl compares it with ca.pem.
+  const std::string der = tmp_->file("card-73-ca.der");
+  ASSERT_EQ(run({"/usr/bin/env", softhsm(), "pkcs11-tool", "--module", kModule, "--token-label",
+                 "card-73", "--read-object", "--type", "cert", "--label", "CA certificate", "-o",
+                 der})
+                .exit_code,
+            0);
+  auto on_card = run({"openssl", "x509", "-inform", "DER", "-in", der, "-noout", "-fingerprint"});
+  auto cm_ca = run({"openssl", "x509", "-in", (dir_ / "cm" / "ca" / "ca.pem").string(), "-noout",
+                    "-fingerprint"});
+  EXPECT_EQ(on_card.out, cm_ca.out);
+  auto journal = run(
+      {"sh", "-c", "grep -c 12345678 " + (dir_ / "station" / "journal.db").string() + " || true"});
+  EXPECT_EQ(journal.out, "0\n") << "the operator PIN is not in the journal";
 }
 
 TEST_F(UpdateCard, AddOnATcCardIsRefusedAndNothingIsWritten) {

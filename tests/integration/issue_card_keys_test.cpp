@@ -56,6 +56,8 @@ class IssueCardKeys : public ::testing::Test {
     station["key_entries"] = 2;
     std::ofstream(conf2()) << station.dump(2);
     station["key_entries"] = 1;
+    station.erase("operator_pin_file");
+    std::ofstream(conf_no_operator_pin()) << station.dump(2);
     station["operator_pin_file"] = "operator.pin";
     std::ofstream(dir_ / "station" / "operator.pin") << "12345678\n";
     std::ofstream(conf_operator()) << station.dump(2);
@@ -81,6 +83,9 @@ class IssueCardKeys : public ::testing::Test {
   static std::string conf2() { return (dir_ / "station" / "station-2.conf").string(); }
   static std::string conf_operator() {
     return (dir_ / "station" / "station-operator.conf").string();
+  }
+  static std::string conf_no_operator_pin() {
+    return (dir_ / "station" / "station-no-operator.conf").string();
   }
   static std::string conf_two_pins() {
     return (dir_ / "station" / "station-two-pins.conf").string();
@@ -352,7 +357,7 @@ TEST_F(IssueCardKeys, CaCertificatesReplacedOnTheCard) {
 // resumed with one, it finishes.
 TEST_F(IssueCardKeys, OperatorPinAskedWhereTheProcedureNeedsOne) {
   blank_card("op-01");
-  auto waiting = issue(conf(), "op-01", "Otto Operator",
+  auto waiting = issue(conf_no_operator_pin(), "op-01", "Otto Operator",
                        {"--token-procedure", "smartcard-operator", "--workflow-id", "otto-1"});
   EXPECT_EQ(waiting.exit_code, 1) << waiting.out << waiting.err;
   EXPECT_NE(waiting.out.find("OperatorPinAwaited"), std::string::npos) << waiting.out;

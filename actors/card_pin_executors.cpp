@@ -93,11 +93,7 @@ Result<Event> resolve_pin_letter(Impl& st, const Command& c, const CommandContex
 Status set_card_puk(Impl& st, const std::string& serial, const std::string& puk) {
   auto slot = st.slot(serial);
   std::lock_guard lock(slot->mu);
-  if (!slot->card) {
-    dv::TokenSelector sel;
-    sel.serial = serial;
-    PF_ASSIGN_OR_RETURN(slot->card, dv::open_card(st.config.pkcs11_module, sel));
-  }
+  PF_RETURN_IF_ERROR(st.opened(*slot, serial));
   if (slot->card->token().serial != serial) {
     return make_status(Errc::kRejected, "refusing to set the PUK of card " +
                                             slot->card->token().serial +

@@ -855,11 +855,7 @@ Result<Event> set_card_pin(Impl& st, const Command& c) {
   }
   auto slot = st.slot(serial);
   std::lock_guard lock(slot->mu);
-  if (!slot->card) {
-    dv::TokenSelector sel;
-    sel.serial = serial;
-    PF_ASSIGN_OR_RETURN(slot->card, dv::open_card(st.config.pkcs11_module, sel));
-  }
+  PF_RETURN_IF_ERROR(st.opened(*slot, serial));
   if (!slot->logged_in) {
     // A repeat after the PIN was changed: the new PIN already opens the card.
     if (slot->card->login(dv::UserType::kUser, pin)) {

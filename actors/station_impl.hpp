@@ -79,13 +79,18 @@ struct Station::Impl {
     return s;
   }
 
+  // Opens the card (only the one with this serial) unless the slot holds it already.
+  Status opened(CardSlot& s, const std::string& serial) {
+    if (s.card) return Status::ok();
+    devices::TokenSelector sel;
+    sel.serial = serial;
+    PF_ASSIGN_OR_RETURN(s.card, devices::open_card(config.pkcs11_module, sel));
+    return Status::ok();
+  }
+
   // Opens the card (only the one with this serial) and logs in with the card's PIN.
   Status ready(CardSlot& s, const std::string& serial) {
-    if (!s.card) {
-      devices::TokenSelector sel;
-      sel.serial = serial;
-      PF_ASSIGN_OR_RETURN(s.card, devices::open_card(config.pkcs11_module, sel));
-    }
+    PF_RETURN_IF_ERROR(opened(s, serial));
     if (!s.logged_in) {
       PF_RETURN_IF_ERROR(s.card->login(devices::UserType::kUser, card_pin));
       s.logged_in = true;

@@ -769,12 +769,7 @@ class Pkcs11Card final : public Card {
 
   Status change_user_pin(std::string_view old_pin, std::string_view new_pin) override {
     std::lock_guard lock(mu_);
-    std::string o(old_pin), n(new_pin);
-    CK_RV rv = fl_->C_SetPIN(
-        session_, reinterpret_cast<CK_UTF8CHAR_PTR>(o.data()), static_cast<CK_ULONG>(o.size()),
-        reinterpret_cast<CK_UTF8CHAR_PTR>(n.data()), static_cast<CK_ULONG>(n.size()));
-    OPENSSL_cleanse(o.data(), o.size());
-    OPENSSL_cleanse(n.data(), n.size());
+    const CK_RV rv = set_pin_locked(old_pin, new_pin);
     if (rv == CKR_PIN_INCORRECT) return wrong_pin(rv, UserType::kUser);
     CK_TRY(rv, "changing the user PIN of token '" + token_.label + "'");
     return Status::ok();
@@ -795,12 +790,7 @@ class Pkcs11Card final : public Card {
   Status change_so_pin(std::string_view old_so_pin, std::string_view new_so_pin) override {
     std::lock_guard lock(mu_);
     PF_RETURN_IF_ERROR(so_login_locked(old_so_pin));
-    std::string o(old_so_pin), n(new_so_pin);
-    CK_RV rv = fl_->C_SetPIN(
-        session_, reinterpret_cast<CK_UTF8CHAR_PTR>(o.data()), static_cast<CK_ULONG>(o.size()),
-        reinterpret_cast<CK_UTF8CHAR_PTR>(n.data()), static_cast<CK_ULONG>(n.size()));
-    OPENSSL_cleanse(o.data(), o.size());
-    OPENSSL_cleanse(n.data(), n.size());
+    const CK_RV rv = set_pin_locked(old_so_pin, new_so_pin);
     fl_->C_Logout(session_);
     CK_TRY(rv, "changing the SO PIN of token '" + token_.label + "'");
     return Status::ok();
@@ -923,6 +913,17 @@ class Pkcs11Card final : public Card {
     return Status(std::error_code(static_cast<int>(rv), pkcs11_category()),
                   std::string("wrong ") + (who == UserType::kUser ? "user" : "SO") +
                       " PIN for token '" + token_.label + "' (" + ckr_name(rv) + "); " + retries);
+  }
+
+  // C_SetPIN in this Card's session: the PIN of whoever is logged in (the user's without a login).
+  CK_RV set_pin_locked(std::string_view old_pin, std::string_view new_pin) {
+    std::string o(old_pin), n(new_pin);
+    const CK_RV rv = fl_->C_SetPIN(
+        session_, reinterpret_cast<CK_UTF8CHAR_PTR>(o.data()), static_cast<CK_ULONG>(o.size()),
+        reinterpret_cast<CK_UTF8CHAR_PTR>(n.data()), static_cast<CK_ULONG>(n.size()));
+    OPENSSL_cleanse(o.data(), o.size());
+    OPENSSL_cleanse(n.data(), n.size());
+    return rv;
   }
 
   // An SO login in this Card's session. SoftHSM2 refuses it while any read-only session of the

@@ -14,6 +14,7 @@
 namespace {
 
 namespace fs = std::filesystem;
+using persoflow::testing::ca_certificate_mismatch;
 using persoflow::testing::certificates_for;
 using persoflow::testing::cm_address;
 using persoflow::testing::CmServer;
@@ -21,6 +22,7 @@ using persoflow::testing::persoflow_binary;
 using persoflow::testing::run;
 using persoflow::testing::RunResult;
 using persoflow::testing::TempDir;
+using persoflow::testing::write_old_ca_certificate;
 
 constexpr const char* kModule = "/usr/lib/softhsm/libsofthsm2.so";
 
@@ -318,20 +320,7 @@ TEST_F(IssueCardKeys, RequestFlagRule) {
 // came with (an old CA written by pkcs11-tool).
 TEST_F(IssueCardKeys, CaCertificatesReplacedOnTheCard) {
   blank_card("ca-01");
-  const std::string old_key = tmp_->file("old-ca.key"), old_pem = tmp_->file("old-ca.pem"),
-                    old_der = tmp_->file("old-ca.der");
-  ASSERT_EQ(
-      run({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-           "-nodes", "-subj", "/CN=Old Card CA", "-days", "3", "-keyout", old_key, "-out", old_pem})
-          .exit_code,
-      0);
-  ASSERT_EQ(run({"openssl", "x509", "-in", old_pem, "-outform", "DER", "-out", old_der}).exit_code,
-            0);
-  ASSERT_EQ(run({"/usr/bin/env", softhsm(), "pkcs11-tool", "--module", kModule, "--token-label",
-                 "ca-01", "--login", "--pin", "123456", "--write-object", old_der, "--type", "cert",
-                 "--label", "CA certificate", "--id", "01"})
-                .exit_code,
-            0);
+  ASSERT_EQ(write_old_ca_certificate(softhsm(), "ca-01", *tmp_), "");
   ASSERT_NE(list_objects("ca-01").find("CN=Old Card CA"), std::string::npos);
   auto issued = issue(conf(), "ca-01", "Cora Ca", {"--token-procedure", "smartcard-standard"});
   ASSERT_EQ(issued.exit_code, 0) << issued.out << issued.err;
@@ -340,16 +329,7 @@ TEST_F(IssueCardKeys, CaCertificatesReplacedOnTheCard) {
   EXPECT_NE(held.find("CN=persoflow CA"), std::string::npos) << held;
   EXPECT_EQ(count(held, "label:      CA certificate"), 1) << held;
   // The CA certificate on the card is the CM host's: openssl compares it with ca.pem.
-  const std::string der = tmp_->file("ca-01-ca.der");
-  ASSERT_EQ(
-      run({"/usr/bin/env", softhsm(), "pkcs11-tool", "--module", kModule, "--token-label", "ca-01",
-           "--read-object", "--type", "cert", "--label", "CA certificate", "-o", der})
-          .exit_code,
-      0);
-  auto on_card = run({"openssl", "x509", "-inform", "DER", "-in", der, "-noout", "-fingerprint"});
-  auto cm_ca = run({"openssl", "x509", "-in", (dir_ / "cm" / "ca" / "ca.pem").string(), "-noout",
-                    "-fingerprint"});
-  EXPECT_EQ(on_card.out, cm_ca.out);
+  EXPECT_EQ(ca_certificate_mismatch(softhsm(), "ca-01", dir_, *tmp_), "");
 }
 
 // A token procedure needing the operator PIN (the CM database holds none): without the

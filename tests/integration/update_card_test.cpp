@@ -18,6 +18,7 @@
 namespace {
 
 namespace fs = std::filesystem;
+using persoflow::testing::ca_certificate_mismatch;
 using persoflow::testing::certificates_for;
 using persoflow::testing::cm_address;
 using persoflow::testing::CmServer;
@@ -25,6 +26,7 @@ using persoflow::testing::persoflow_binary;
 using persoflow::testing::run;
 using persoflow::testing::RunResult;
 using persoflow::testing::TempDir;
+using persoflow::testing::write_old_ca_certificate;
 
 constexpr const char* kModule = "/usr/lib/softhsm/libsofthsm2.so";
 // How pkcs11-tool --list-objects shows the labels of the certificates the station writes.
@@ -167,20 +169,7 @@ TEST_F(UpdateCard, RedoReplacesTheTransportCertificateThenAddAndIssue) {
 // replaced, and the CA certificate the card came with gives way to the CM host's.
 TEST_F(UpdateCard, CaCertificatesReplacedAndOperatorPinAskedWhereTheProcedureSaysSo) {
   tc_card("card-73");
-  const std::string old_key = tmp_->file("old-ca.key"), old_pem = tmp_->file("old-ca.pem"),
-                    old_der = tmp_->file("old-ca.der");
-  ASSERT_EQ(
-      run({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-           "-nodes", "-subj", "/CN=Old Card CA", "-days", "3", "-keyout", old_key, "-out", old_pem})
-          .exit_code,
-      0);
-  ASSERT_EQ(run({"openssl", "x509", "-in", old_pem, "-outform", "DER", "-out", old_der}).exit_code,
-            0);
-  ASSERT_EQ(run({"/usr/bin/env", softhsm(), "pkcs11-tool", "--module", kModule, "--token-label",
-                 "card-73", "--login", "--pin", "123456", "--write-object", old_der, "--type",
-                 "cert", "--label", "CA certificate", "--id", "01"})
-                .exit_code,
-            0);
+  ASSERT_EQ(write_old_ca_certificate(softhsm(), "card-73", *tmp_), "");
   const std::string before = objects("card-73");
   ASSERT_NE(before.find("CN=Old Card CA"), std::string::npos) << before;
 
@@ -209,16 +198,7 @@ TEST_F(UpdateCard, CaCertificatesReplacedAndOperatorPinAskedWhereTheProcedureSay
   verify_certificate("card-73");
   EXPECT_EQ(certificates_for(dir_, "Cleo Ca"), 1);
   // The CA certificate on the card is the CM host's: openssl compares it with ca.pem.
-  const std::string der = tmp_->file("card-73-ca.der");
-  ASSERT_EQ(run({"/usr/bin/env", softhsm(), "pkcs11-tool", "--module", kModule, "--token-label",
-                 "card-73", "--read-object", "--type", "cert", "--label", "CA certificate", "-o",
-                 der})
-                .exit_code,
-            0);
-  auto on_card = run({"openssl", "x509", "-inform", "DER", "-in", der, "-noout", "-fingerprint"});
-  auto cm_ca = run({"openssl", "x509", "-in", (dir_ / "cm" / "ca" / "ca.pem").string(), "-noout",
-                    "-fingerprint"});
-  EXPECT_EQ(on_card.out, cm_ca.out);
+  EXPECT_EQ(ca_certificate_mismatch(softhsm(), "card-73", dir_, *tmp_), "");
   auto journal = run(
       {"sh", "-c", "grep -c 12345678 " + (dir_ / "station" / "journal.db").string() + " || true"});
   EXPECT_EQ(journal.out, "0\n") << "the operator PIN is not in the journal";

@@ -263,6 +263,23 @@ Result<Event> operator_pin_entered(Station& station) {
   return event("OperatorPinEntered", {{"pin_ref", "operator-pin-file"}});
 }
 
+namespace {
+
+// What a token procedure says about the card after the write, in ProcedureChosen's terms.
+void add_card_rules(const TokenProcedureInfo& tp, Fields& f) {
+  f["replace_ca"] = tp.token.value("ca_certificates_on_card", false) ? "yes" : "no";
+  f["operator_pin"] = tp.token.value("operator_pin_required", false) ? "required" : "none";
+}
+
+}  // namespace
+
+Result<Fields> card_rules_of_token_procedure(Station& station, const std::string& name) {
+  PF_ASSIGN_OR_RETURN(TokenProcedureInfo tp, token_procedure(station.impl(), name));
+  Fields f;
+  add_card_rules(tp, f);
+  return f;
+}
+
 Result<Event> procedure_chosen_from_token_procedure(Station& station, const CardRequest& req) {
   PF_ASSIGN_OR_RETURN(TokenProcedureInfo tp, token_procedure(station.impl(), req.token_procedure));
   std::string procedure = req.procedure;
@@ -273,9 +290,8 @@ Result<Event> procedure_chosen_from_token_procedure(Station& station, const Card
   Fields f{{"procedure", procedure},
            {"pin_delivery", req.pin_delivery},
            {"key_algorithm", station.config().key_algorithm},
-           {"key_archiving", tp.archive.empty() ? "no" : "yes"},
-           {"replace_ca", tp.token.value("ca_certificates_on_card", false) ? "yes" : "no"},
-           {"operator_pin", tp.token.value("operator_pin_required", false) ? "required" : "none"}};
+           {"key_archiving", tp.archive.empty() ? "no" : "yes"}};
+  add_card_rules(tp, f);
   for (std::size_t r = 0; r < tp.recover.size(); ++r) {
     const int i = static_cast<int>(r);
     f[item("recovery", i, "scope")] = tp.recover[r].value("scope", "last");

@@ -7,6 +7,10 @@
 // (0600) from its entry or generation until it is set on the card and delivered, then goes.
 #include <openssl/crypto.h>
 
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -67,16 +71,35 @@ Result<Event> resolve_pin_letter(Impl& st, const Command& c, const CommandContex
 
 }  // namespace
 
+Status set_card_puk(Impl& st, const std::string& serial, const std::string& puk) {
+  auto slot = st.slot(serial);
+  std::lock_guard lock(slot->mu);
+  PF_RETURN_IF_ERROR(st.opened(*slot, serial));
+  if (slot->card->token().serial != serial) {
+    return make_status(Errc::kRejected, "refusing to set the PUK of card " +
+                                            slot->card->token().serial +
+                                            ": the workflow's card is " + serial);
+  }
+  slot->logged_in = false;  // the SO login below ends the user's
+  Status changed = slot->card->change_so_pin(st.card_puk, puk);
+  if (changed || changed.message().find("CKR_PIN_INCORRECT") == std::string::npos) return changed;
+  // The card's PUK is no longer the one it came with: set by an earlier attempt, if the new one
+  // opens it.
+  Status again = slot->card->change_so_pin(puk, puk);
+  return again ? again : changed;
+}
+
 Result<Event> card_pin_answer(Station& station, const CardRequest& req, const Command& c) {
   const std::string ask = field(c, "ask");
   const std::string index = field(c, "pin_index").empty() ? "0" : field(c, "pin_index");
   if (ask == "pin") {
-    if (req.pin_ref.empty() || !fs::exists(secret_path(station.impl(), req.pin_ref))) {
+    const std::string& ref = index == "1" ? req.puk_ref : req.pin_ref;
+    if (ref.empty() || !fs::exists(secret_path(station.impl(), ref))) {
       // No PIN entered (the officer left the entry empty): one is generated and shown instead.
       return event("PinEntryCancelled", {{"pin_index", index}});
     }
     std::cerr << "warning (" << req.workflow_id << "): " << field(c, "warning") << std::endl;
-    return event("PinEntered", {{"pin_index", index}, {"pin_ref", req.pin_ref}});
+    return event("PinEntered", {{"pin_index", index}, {"pin_ref", ref}});
   }
   if (ask == "pin_mailer_address") {
     return event("PinMailerAddressEntered", {{"address", req.mail_to}});
@@ -101,3 +124,117 @@ void install_card_pin_executors(ExecutorRegistry& registry, std::shared_ptr<Stat
 }
 
 }  // namespace persoflow::actors::detail
+
+namespace persoflow::actors {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// The lines of the station's entered_pins: a descriptor ("fd:N", read to its end) or a file.
+Result<std::vector<std::string>> entered_pin_lines(const std::string& source) {
+  std::string text;
+  if (source.rfind("fd:", 0) == 0) {
+    int fd = -1;
+    try {
+      fd = std::stoi(source.substr(3));
+    } catch (const std::exception&) {
+    }
+    if (fd < 0) {
+      return make_status(Errc::kInvalidArgument,
+                         "entered_pins '" + source + "' is not fd:N with a descriptor number");
+    }
+    char buf[4096];
+    for (;;) {
+      const ssize_t n = ::read(fd, buf, sizeof buf);
+      if (n == 0) break;
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        return make_status(Errc::kUnavailable,
+                           "cannot read the entered PINs from descriptor " + std::to_string(fd) +
+                               " (entered_pins " + source + "): " + std::strerror(errno));
+      }
+      text.append(buf, static_cast<std::size_t>(n));
+    }
+    OPENSSL_cleanse(buf, sizeof buf);
+  } else {
+    auto read = read_file(source);
+    if (!read) {
+      return make_status(Errc::kNotFound, "cannot read the entered PINs file " + source +
+                                              " (entered_pins of the station configuration)");
+    }
+    text = std::move(*read);
+  }
+  std::vector<std::string> lines;
+  std::size_t at = 0;
+  while (at < text.size()) {
+    std::size_t end = text.find('\n', at);
+    if (end == std::string::npos) end = text.size();
+    std::string line = text.substr(at, end - at);
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    lines.push_back(std::move(line));
+    at = end + 1;
+  }
+  OPENSSL_cleanse(text.data(), text.size());
+  return lines;
+}
+
+}  // namespace
+
+Status take_entered_pins(const StationConfig& config, std::vector<CardRequest>& requests) {
+  std::vector<std::string> lines;
+  std::size_t next = 0;
+  bool read = false;
+  const fs::path secrets = fs::path(config.state_dir) / "secrets";
+  Status status = Status::ok();
+  for (CardRequest& r : requests) {
+    if (r.pin_delivery != "entered" || !r.pin_ref.empty()) continue;
+    const std::string who = "request " + r.workflow_id + ": ";
+    // Saved by an earlier run: the PINs it took then (and maybe set on the card since).
+    auto saved = read_file((fs::path(config.state_dir) / "requests" / (r.workflow_id + ".json"))
+                               .string());
+    if (saved) {
+      if (auto earlier = card_request_from_json(*saved)) {
+        r.pin_ref = earlier->pin_ref;
+        r.puk_ref = earlier->puk_ref;
+      }
+      if (!r.pin_ref.empty()) continue;
+    }
+    if (config.entered_pins.empty()) {
+      status = make_status(Errc::kInvalidArgument,
+                           who + "pin_delivery entered takes the PIN from the station's "
+                                 "entered_pins (a file, or fd:N), which its configuration does "
+                                 "not name; a PIN never goes in a queue line");
+      break;
+    }
+    if (!read) {
+      auto got = entered_pin_lines(config.entered_pins);
+      if (!got) return got.status();
+      lines = std::move(*got);
+      read = true;
+    }
+    std::error_code ec;
+    fs::create_directories(secrets, ec);
+    const std::pair<std::string*, std::string> wanted[] = {
+        {&r.pin_ref, "entered-" + r.workflow_id}, {&r.puk_ref, "entered-puk-" + r.workflow_id}};
+    for (int i = 0; i < config.card_pin_count; ++i) {
+      const char* what = i == 0 ? "PIN" : "PUK";
+      if (next >= lines.size() || lines[next].empty()) {
+        status = make_status(Errc::kInvalidArgument,
+                             who + "entered_pins " + config.entered_pins + " has no " + what +
+                                 " for it (line " + std::to_string(next + 1) +
+                                 "; one line per PIN, in queue order)");
+        break;
+      }
+      status = write_durably((secrets / wanted[i].second).string(), lines[next] + "\n", 0600);
+      if (!status) break;
+      *wanted[i].first = wanted[i].second;
+      ++next;
+    }
+    if (!status) break;
+  }
+  for (std::string& line : lines) OPENSSL_cleanse(line.data(), line.size());
+  return status;
+}
+
+}  // namespace persoflow::actors

@@ -79,6 +79,14 @@ Result<machines::Event> queue_pin_letter(CmLink& link, const machines::Command& 
   machines::Event delivered{"PinDelivered", {{"pin_index", field("pin_index")}}};
   auto pin = first_line(pin_file);
   if (!pin) return delivered;  // queued by an earlier attempt, then deleted
+  // A card with two PINs: its PUK goes in the same letter.
+  const std::string puk_ref = field("puk_ref");
+  const std::string puk_file = secrets_dir + "/" + puk_ref;
+  std::string puk;
+  if (!puk_ref.empty()) {
+    if (!safe_file_name(puk_ref)) return make_status(Errc::kInvalidArgument, "bad PUK reference");
+    PF_ASSIGN_OR_RETURN(puk, first_line(puk_file));
+  }
   std::string holder_text;
   for (const auto& [name, value] : holder) {
     holder_text += (holder_text.empty() ? "" : ",") + name + "=" + value;
@@ -88,10 +96,15 @@ Result<machines::Event> queue_pin_letter(CmLink& link, const machines::Command& 
                {"token", token},
                {"pin", *pin},
                {"idempotency_key", machines::wf::derive_id(ctx.idempotency_key, "pin-letter")}};
+  if (!puk.empty()) body["puk"] = puk;
   OPENSSL_cleanse(pin->data(), pin->size());
+  OPENSSL_cleanse(puk.data(), puk.size());
   std::string text = body.dump();
-  std::string& sent_pin = body["pin"].get_ref<std::string&>();
-  OPENSSL_cleanse(sent_pin.data(), sent_pin.size());
+  for (const char* secret : {"pin", "puk"}) {
+    if (!body.contains(secret)) continue;
+    std::string& sent = body[secret].get_ref<std::string&>();
+    OPENSSL_cleanse(sent.data(), sent.size());
+  }
   auto answer = link.general_message({{pr::kOidPinLetterQueue, text}});
   OPENSSL_cleanse(text.data(), text.size());
   if (!answer) return answer.status();
@@ -116,8 +129,11 @@ Result<machines::Event> queue_pin_letter(CmLink& link, const machines::Command& 
   } else if (!notice.empty()) {
     notice_text = "; the e-mail notice was not sent: " + notice;
   }
-  notify("PIN letter " + letter_id + " queued for " + address + notice_text);
+  notify((puk_ref.empty() ? "PIN letter " : "PIN/PUK letter ") + letter_id + " queued for " +
+         address + notice_text);
   std::error_code ec;
+  // The PIN's file goes last: its absence is a repeat's sign that the letter was queued.
+  if (!puk_ref.empty()) std::filesystem::remove(puk_file, ec);
   std::filesystem::remove(pin_file, ec);
   delivered.fields["letter_id"] = letter_id;
   return delivered;

@@ -36,8 +36,9 @@ Result<nlohmann::json> key_genm(CmLink& link, const std::string& request_file,
 
 // The PIN mailer's step (QueuePinLetter{pin_ref, pin_index, address}) of the card and soft-token
 // workflows: the CM host queues a PIN letter (genm persoflowPinLetterQueue) for the holder at
-// `address`, carrying the PIN saved at <secrets_dir>/<pin_ref>, which is deleted once the letter
-// is queued (no file: an earlier attempt queued it). The request carries the PIN, so it is not
+// `address`, carrying the PIN saved at <secrets_dir>/<pin_ref> (and, for a card with two PINs,
+// the PUK at <secrets_dir>/<puk_ref> in the same letter), deleted once the letter is queued (no
+// PIN file: an earlier attempt queued it). The request carries the PIN, so it is not
 // kept: an idempotency key derived from the command's makes a resend queue nothing new.
 // `holder` is the subject ("CN=Alice,O=Example" on the letter), `token` what the PIN is for.
 // `notify` gets the line for the operator (the letter ID and how the holder's e-mail notice

@@ -24,6 +24,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <vector>
 
 #include "persoflow/actors/state_files.hpp"
 #include "persoflow/devices/card.hpp"
@@ -145,12 +146,16 @@ Result<StationConfig> load_station_config(const std::string& path) {
     PF_RETURN_IF_ERROR(str("procedure", c.procedure, false, false));
     PF_RETURN_IF_ERROR(str("key_algorithm", c.key_algorithm, false, false));
     PF_RETURN_IF_ERROR(str("token_procedure", c.token_procedure, false, false));
+    PF_RETURN_IF_ERROR(str("card_puk_file", c.card_puk_file, true, false));
+    PF_RETURN_IF_ERROR(str("entered_pins", c.entered_pins, false, false));
+    if (c.entered_pins.rfind("fd:", 0) != 0) c.entered_pins = resolve(base, c.entered_pins);
     if (j.contains("key_entries")) c.key_entries = j.at("key_entries").get<int>();
     if (j.contains("cm_retry")) {
       if (Status s = cm_retry_from_json(j.at("cm_retry"), c.cm_retry); !s) {
         return make_status(Errc::kInvalidArgument, path + ": " + s.message());
       }
     }
+    if (j.contains("card_pin_count")) c.card_pin_count = j.at("card_pin_count").get<int>();
   } catch (const std::exception& e) {
     return make_status(Errc::kInvalidArgument, path + ": " + e.what());
   }
@@ -160,6 +165,15 @@ Result<StationConfig> load_station_config(const std::string& path) {
   }
   if (c.key_entries < 1 || c.key_entries > 16) {
     return make_status(Errc::kInvalidArgument, path + ": key_entries must be 1..16");
+  }
+  if (c.card_pin_count < 1 || c.card_pin_count > 2) {
+    return make_status(Errc::kInvalidArgument,
+                       path + ": card_pin_count must be 1 (a PIN) or 2 (a PIN and a PUK)");
+  }
+  if (c.card_pin_count == 2 && c.card_puk_file.empty()) {
+    return make_status(Errc::kInvalidArgument,
+                       path + ": card_pin_count 2 needs card_puk_file (the cards' current PUK; "
+                              "SoftHSM2's SO PIN)");
   }
   return c;
 }
@@ -183,6 +197,9 @@ Status save_station_config(const StationConfig& c, const std::string& path) {
               {"initial_delay_ms", c.cm_retry.initial_delay.count()},
               {"max_delay_ms", c.cm_retry.max_delay.count()}}}};
   if (!c.operator_pin_file.empty()) j["operator_pin_file"] = c.operator_pin_file;
+  if (c.card_pin_count != 1) j["card_pin_count"] = c.card_pin_count;
+  if (!c.card_puk_file.empty()) j["card_puk_file"] = c.card_puk_file;
+  if (!c.entered_pins.empty()) j["entered_pins"] = c.entered_pins;
   return write_durably(path, j.dump(2) + "\n");
 }
 
@@ -252,6 +269,15 @@ Result<CardRequest> card_request_from_json(const std::string& line) {
     r.procedure = j.value("procedure", "");
     r.pin_delivery = j.value("pin_delivery", "generated");
     r.pin_ref = j.value("pin_ref", "");
+    r.puk_ref = j.value("puk_ref", "");
+    for (const char* clear : {"pin", "puk", "so_pin"}) {
+      if (j.contains(clear)) {
+        return make_status(Errc::kInvalidArgument,
+                           std::string("request: a PIN never goes in a queue line (\"") + clear +
+                               "\"); with pin_delivery entered the station reads it from its "
+                               "entered_pins (a file or fd:N)");
+      }
+    }
     r.mail_to = j.value("mail_to", "");
     r.pin_letter_id = j.value("pin_letter_id", "");
     r.workflow = j.value("workflow", "issue");
@@ -311,10 +337,15 @@ Result<CardRequest> card_request_from_json(const std::string& line) {
                                                      "mailer or letter, not '" +
                                                      r.pin_delivery + "'");
   }
-  if (r.pin_delivery == "entered" && !safe_name(r.pin_ref)) {
-    return make_status(Errc::kInvalidArgument,
-                       who + "an entered PIN is read by `persoflow issue card --pin-fd N` "
-                             "(or from stdin), never given in a request");
+  // An entered PIN without a reference yet is taken from the station's entered_pins
+  // (take_entered_pins); a reference names a file in the station's secrets folder.
+  for (const std::string* ref : {&r.pin_ref, &r.puk_ref}) {
+    if (!ref->empty() && (r.pin_delivery != "entered" || !safe_name(*ref))) {
+      return make_status(Errc::kInvalidArgument,
+                         who + "pin_ref / puk_ref name an entered PIN the station saved; an "
+                               "entered PIN is read by `persoflow issue card --pin-fd N` or from "
+                               "the station's entered_pins, never given in a request");
+    }
   }
   if (r.pin_delivery == "mailer" && r.mail_to.find('@') == std::string::npos) {
     return make_status(Errc::kInvalidArgument,
@@ -332,6 +363,7 @@ std::string card_request_to_json(const CardRequest& r) {
             {"token_serial", r.token_serial}, {"procedure", r.procedure},
             {"pin_delivery", r.pin_delivery}, {"subject", r.subject}};
   if (!r.pin_ref.empty()) j["pin_ref"] = r.pin_ref;
+  if (!r.puk_ref.empty()) j["puk_ref"] = r.puk_ref;
   if (!r.mail_to.empty()) j["mail_to"] = r.mail_to;
   if (!r.pin_letter_id.empty()) j["pin_letter_id"] = r.pin_letter_id;
   if (r.workflow != "issue") j["workflow"] = r.workflow;
@@ -379,6 +411,9 @@ Result<std::shared_ptr<Station>> Station::open(StationConfig config) {
   auto impl = std::make_unique<Impl>();
   impl->config = config;
   PF_ASSIGN_OR_RETURN(impl->card_pin, first_line(config.card_pin_file));
+  if (config.card_pin_count == 2) {
+    PF_ASSIGN_OR_RETURN(impl->card_puk, first_line(config.card_puk_file));
+  }
   for (const char* sub : {"requests", "cmp", "certs", "secrets", "keys"}) {
     std::error_code ec;
     fs::create_directories(fs::path(config.state_dir) / sub, ec);
@@ -389,8 +424,10 @@ Result<std::shared_ptr<Station>> Station::open(StationConfig config) {
   }
   fs::permissions(fs::path(config.state_dir) / "secrets", fs::perms::owner_all,
                   fs::perm_options::replace);
-  impl->display = [](const std::string& wf, const std::string& serial, const std::string& pin) {
-    std::cout << "PIN for card " << serial << " (" << wf << ", shown once): " << pin << std::endl;
+  impl->display = [](const std::string& wf, const std::string& serial, const std::string& what,
+                      const std::string& pin) {
+    std::cout << what << " for card " << serial << " (" << wf << ", shown once): " << pin
+              << std::endl;
   };
   return std::shared_ptr<Station>(new Station(std::move(config), std::move(impl)));
 }
@@ -463,7 +500,9 @@ Result<dv::CardContents> detail::workflow_card_contents(Impl& st, Impl::CardSlot
 Result<Fields> detail::card_contents_fields(Impl& st, Impl::CardSlot& slot,
                                             const std::string& serial) {
   PF_ASSIGN_OR_RETURN(dv::CardContents contents, workflow_card_contents(st, slot, serial));
-  Fields f{{"token_serial", serial}, {"pin_count", "1"}, {"tc.present", "no"}};
+  Fields f{{"token_serial", serial},
+           {"pin_count", std::to_string(st.config.card_pin_count)},
+           {"tc.present", "no"}};
   int i = 0;
   for (const dv::KeyInfo& k : contents.keys) {
     f[machines::wf::item("key", i, "id")] = k.id_hex;
@@ -883,13 +922,17 @@ Result<Event> set_card_pin(Impl& st, const Command& c) {
     return event("CardPinSet", {{"pin_index", field(c, "pin_index")}});
   }
   PF_ASSIGN_OR_RETURN(std::string pin, std::move(saved));
+  if (field(c, "pin_index") == "1") {  // the second PIN of a card with two: its PUK
+    PF_RETURN_IF_ERROR(set_card_puk(st, serial, pin));
+    if (deleted_once_set(ref)) {
+      std::error_code ec;
+      fs::remove(st.dir("secrets") + "/" + ref, ec);
+    }
+    return event("CardPinSet", {{"pin_index", "1"}});
+  }
   auto slot = st.slot(serial);
   std::lock_guard lock(slot->mu);
-  if (!slot->card) {
-    dv::TokenSelector sel;
-    sel.serial = serial;
-    PF_ASSIGN_OR_RETURN(slot->card, dv::open_card(st.config.pkcs11_module, sel));
-  }
+  PF_RETURN_IF_ERROR(st.opened(*slot, serial));
   if (!slot->logged_in) {
     // A repeat after the PIN was changed: the new PIN already opens the card.
     if (slot->card->login(dv::UserType::kUser, pin)) {
@@ -917,7 +960,8 @@ Result<Event> show_pin_once(Impl& st, const Command& c, const CommandContext& ct
   if (pin) {
     {
       std::lock_guard lock(st.display_mu);
-      if (st.display) st.display(ctx.workflow_id, token_serial, *pin);
+      const char* what = field(c, "pin_index") == "1" ? "PUK" : "PIN";
+      if (st.display) st.display(ctx.workflow_id, token_serial, what, *pin);
     }
     std::error_code ec;
     fs::remove(st.dir("secrets") + "/" + ref, ec);

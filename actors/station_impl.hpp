@@ -43,6 +43,7 @@ Event event(std::string type, Fields fields = {});
 struct Station::Impl {
   StationConfig config;
   std::string card_pin;
+  std::string card_puk;  // the cards' PUK before their workflow sets one (card_pin_count 2)
 
   // One Card per token serial, opened on first use; `mu` serialises an executor's sequence of
   // calls on that card (login state included).
@@ -79,13 +80,18 @@ struct Station::Impl {
     return s;
   }
 
+  // Opens the card (only the one with this serial) unless the slot holds it already.
+  Status opened(CardSlot& s, const std::string& serial) {
+    if (s.card) return Status::ok();
+    devices::TokenSelector sel;
+    sel.serial = serial;
+    PF_ASSIGN_OR_RETURN(s.card, devices::open_card(config.pkcs11_module, sel));
+    return Status::ok();
+  }
+
   // Opens the card (only the one with this serial) and logs in with the card's PIN.
   Status ready(CardSlot& s, const std::string& serial) {
-    if (!s.card) {
-      devices::TokenSelector sel;
-      sel.serial = serial;
-      PF_ASSIGN_OR_RETURN(s.card, devices::open_card(config.pkcs11_module, sel));
-    }
+    PF_RETURN_IF_ERROR(opened(s, serial));
     if (!s.logged_in) {
       PF_RETURN_IF_ERROR(s.card->login(devices::UserType::kUser, card_pin));
       s.logged_in = true;
@@ -131,6 +137,11 @@ void install_update_card_executors(ExecutorRegistry& registry, std::shared_ptr<S
 // list, key_archiving where it has an archive key procedure, recovery.<r>.* per recovery one.
 Result<Event> procedure_chosen_from_token_procedure(Station& station, const CardRequest& request);
 
+// replace_ca (yes|no) and operator_pin (none|required) of ProcedureChosen, as the CM host's token
+// procedure `name` has them: issue-card and update-card write CA certificates and ask the
+// operator PIN by the same rules.
+Result<Fields> card_rules_of_token_procedure(Station& station, const std::string& name);
+
 // A key the CM host generated or recovered ("cm:<transactionID>:<j>"), from its saved genp: the
 // certificate (DER) and the private key enveloped for the officer (CMS DER).
 struct CmKey {
@@ -161,6 +172,12 @@ void install_card_key_executors(ExecutorRegistry& registry, std::shared_ptr<Stat
 // warning that it is not checked against the card's PIN policy), pin_mailer_address,
 // pin_letter_id.
 Result<Event> card_pin_answer(Station& station, const CardRequest& request, const Command& c);
+
+// Sets the card's PUK (its second PIN; SoftHSM2's SO PIN) to `puk`, from the station's
+// card_puk_file: in a session of its own with the token's other sessions of this process closed
+// (an SO login refuses read-only ones), so the slot's user login is gone afterwards. A repeat
+// after the change finds `puk` already set.
+Status set_card_puk(Impl& st, const std::string& serial, const std::string& puk);
 
 // QueuePinLetter (genm persoflowPinLetterQueue) and ResolvePinLetter (persoflowPinLetterBind).
 void install_card_pin_executors(ExecutorRegistry& registry, std::shared_ptr<Station> station);

@@ -131,15 +131,14 @@ Result<Event> ask_operator_update(Station& station, const CardRequest& request, 
     bool refused = false;
     auto rules = tc_validation_genm(st, json{{"token_procedure", token_procedure}}, &refused);
     if (!rules && refused) {
-      return refusal("the CM host refused token procedure '" +
-                                             token_procedure + "': " + rules.status().message());
+      return refusal("the CM host refused token procedure '" + token_procedure +
+                     "': " + rules.status().message());
     }
     if (!rules) return rules.status();
-    Fields f{
-        {"procedure", request.procedure.empty() ? station.config().procedure : request.procedure},
-        {"token_procedure", token_procedure},
-        {"replace_ca", "no"},
-        {"operator_pin", "none"}};
+    // CA certificates and the operator PIN: as for issue-card, what the token procedure says.
+    PF_ASSIGN_OR_RETURN(Fields f, card_rules_of_token_procedure(station, token_procedure));
+    f["procedure"] = request.procedure.empty() ? station.config().procedure : request.procedure;
+    f["token_procedure"] = token_procedure;
     int n = 0;
     for (const json& issuer : rules->value("trusted_issuers", json::array())) {
       f["tc_trusted_issuer." + std::to_string(n++)] = issuer.value("subject", "");

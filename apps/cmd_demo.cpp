@@ -309,6 +309,9 @@ int run(int argc, char** argv) {
     if (rc != 0) return fail("softhsm2-util --init-token failed for " + card_label(i) + "; see " + log);
   }
   write_file(station_dir + "/card.pin", std::string(kCardPin) + "\n", 0600);
+  // The cards' operator PIN (SoftHSM2's SO PIN): token procedure smartcard-tc, which the TC cards
+  // are updated under, needs it and the CM database does not hold it.
+  write_file(station_dir + "/operator.pin", std::string(kCardSoPin) + "\n", 0600);
 
   // 2. The CM host and the officer credential.
   const std::string pw_file = station_dir + "/officer.password";
@@ -334,6 +337,7 @@ int run(int argc, char** argv) {
   config.officer_p12 = cm_dir + "/officers/officer.p12";
   config.officer_password_file = pw_file;
   config.card_pin_file = station_dir + "/card.pin";
+  config.operator_pin_file = station_dir + "/operator.pin";
   config.journal = station_dir + "/journal.db";
   config.state_dir = station_dir;
   const std::string station_conf = station_dir + "/station.conf";

@@ -42,7 +42,9 @@ constexpr const char* kUsage =
     "the terminal, or two lines from --pin-fd N, e.g. 0 for stdin; never on the command line;\n"
     "not checked against the card's PIN policy; an empty entry generates one instead), mailer\n"
     "(generated and queued by the CM host as a PIN letter to --mail-to), letter (the PIN of\n"
-    "the pre-printed PIN/PUK letter --pin-letter-id PL-...).\n\n";
+    "the pre-printed PIN/PUK letter --pin-letter-id PL-...). Where the station's cards have\n"
+    "two PINs (card_pin_count 2) the PUK follows the PIN in each mode: entered, the PIN's two\n"
+    "lines and then the PUK's; generated, both shown once.\n\n";
 
 int run(int argc, char** argv) {
   po::options_description opts("Options");
@@ -98,28 +100,33 @@ int run(int argc, char** argv) {
   if (vm.count("pin")) r.pin_delivery = vm["pin"].as<std::string>();
   if (vm.count("mail-to")) r.mail_to = vm["mail-to"].as<std::string>();
   if (vm.count("pin-letter-id")) r.pin_letter_id = vm["pin-letter-id"].as<std::string>();
-  std::string entered_pin_file;
+  std::vector<std::string> entered_pin_files;
   if (r.pin_delivery == "entered") {
     // The PIN goes to the station's secrets folder (0600); the request names it by reference.
-    r.pin_ref = "entered-" + r.workflow_id;
+    // A card with two PINs gets its PUK the same way, asked after the PIN.
     auto config = actors::load_station_config(vm["config"].as<std::string>());
     if (!config) {
       std::cerr << "persoflow issue card: " << config.status().message() << "\n";
       return 1;
     }
     std::cerr << "warning: " << machines::wf::kPinPolicyWarning << "\n";
-    auto pin = devices::read_pin_twice(vm.count("pin-fd") ? vm["pin-fd"].as<int>() : -1,
-                                       "New card PIN: ");
-    if (!pin) {
-      std::cerr << "persoflow issue card: " << pin.status().message() << "\n";
-      return 2;
-    }
-    if (*pin) {
-      entered_pin_file = config->state_dir + "/secrets/" + r.pin_ref;
+    const int fd = vm.count("pin-fd") ? vm["pin-fd"].as<int>() : -1;
+    const std::pair<std::string*, const char*> pins[] = {{&r.pin_ref, "PIN"},
+                                                         {&r.puk_ref, "PUK"}};
+    for (int i = 0; i < config->card_pin_count; ++i) {
+      const std::string what = pins[i].second;
+      auto pin = devices::read_pin_twice(fd, "New card " + what + ": ");
+      if (!pin) {
+        std::cerr << "persoflow issue card: " << what << ": " << pin.status().message() << "\n";
+        return 2;
+      }
+      if (!*pin) break;  // cancelled: generated and shown instead
+      *pins[i].first = std::string(i == 0 ? "entered-" : "entered-puk-") + r.workflow_id;
+      entered_pin_files.push_back(config->state_dir + "/secrets/" + *pins[i].first);
       std::error_code ec;
       std::filesystem::create_directories(config->state_dir + "/secrets", ec);
-      Status saved = actors::write_durably(entered_pin_file, std::string((*pin)->view()) + "\n",
-                                           0600);
+      Status saved = actors::write_durably(entered_pin_files.back(),
+                                           std::string((*pin)->view()) + "\n", 0600);
       if (!saved) {
         std::cerr << "persoflow issue card: " << saved.message() << "\n";
         return 1;
@@ -133,9 +140,10 @@ int run(int argc, char** argv) {
     return 2;
   }
   auto report = run_station_batch(vm["config"].as<std::string>(), {*checked}, std::cout, true);
-  if (!entered_pin_file.empty() && report && report->done(checked->workflow_id)) {
+  if (report && report->done(checked->workflow_id)) {
     std::error_code ec;
-    std::filesystem::remove(entered_pin_file, ec);  // set on the card: the RA keeps no copy
+    // Set on the card: the RA keeps no copy.
+    for (const auto& file : entered_pin_files) std::filesystem::remove(file, ec);
   }
   if (!report) {
     std::cerr << "persoflow issue card: " << report.status().message() << "\n";

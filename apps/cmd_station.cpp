@@ -59,8 +59,8 @@ int run_live(const std::string& config_path, std::vector<actors::CardRequest> re
     std::cout << line << std::endl;
   };
   (*station)->set_pin_display([print](const std::string& wf, const std::string& serial,
-                                      const std::string& pin) {
-    print(wf + ": PIN for card " + serial + " (shown once): " + pin);
+                                      const std::string& what, const std::string& pin) {
+    print(wf + ": " + what + " for card " + serial + " (shown once): " + pin);
   });
   auto results = actors::run_live_station(*station, std::move(requests),
                                           {.keep_running = keep_running,
@@ -122,6 +122,13 @@ int run(int argc, char** argv) {
       return 2;
     }
     requests = std::move(*q);
+    // The PINs of 'entered' lines, from the station's entered_pins (never from the queue).
+    auto config = actors::load_station_config(vm["config"].as<std::string>());
+    Status taken = config ? actors::take_entered_pins(*config, requests) : config.status();
+    if (!taken) {
+      std::cerr << "persoflow station run: " << taken.message() << "\n";
+      return 2;
+    }
   }
   for (const char* live_only : {"keep-running", "trace-commands"}) {
     if (vm.count(live_only) && !vm.count("live")) {

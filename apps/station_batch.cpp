@@ -75,13 +75,14 @@ Result<BatchReport> run_station_batch(const std::string& config_path,
   std::mutex pins_mu;
   std::map<std::string, std::string> pins;  // workflow id -> PIN shown in this run
   station->set_pin_display([&](const std::string& wf, const std::string& serial,
-                               const std::string& pin) {
+                               const std::string& what, const std::string& pin) {
     std::lock_guard lock(pins_mu);
-    pins[wf] = pin;
+    if (what == "PIN") pins[wf] = pin;
     // Flushed before ShowPinOnce deletes the secret: a kill after the deletion must not take the
     // only copy of the PIN down with an unflushed buffer.
     if (show_pins) {
-      out << "PIN for card " << serial << " (" << wf << ", shown once): " << pin << std::endl;
+      out << what << " for card " << serial << " (" << wf << ", shown once): " << pin
+          << std::endl;
     }
   });
 

@@ -807,6 +807,11 @@ struct Transaction {
         PF_RETURN_IF_ERROR(need_role(officer, kRoleIssue));
         PF_ASSIGN_OR_RETURN(PinLetters * l, letters());
         std::string pin = request.at("pin").get<std::string>();
+        if (request.contains("puk")) {  // a card's second PIN: its own line of the same letter
+          std::string puk = request.at("puk").get<std::string>();
+          pin += "\n" + puk;
+          OPENSSL_cleanse(puk.data(), puk.size());
+        }
         // The RA's own idempotency key: it does not keep this request (the PIN is in it), so a
         // resend is a new message with the same key.
         const std::string key = request.contains("idempotency_key")

@@ -1,8 +1,8 @@
 // FaultyCard (faulty_card.hpp): forwards every call to the real card, except where a devices
 // fault point fires. Which calls count as what:
 // - a write (1, 2): generate_key, store_certificate, delete_certificate(s), delete_key,
-//   change_user_pin, unblock_user_pin;
-// - a login (4): login, change_user_pin, unblock_user_pin;
+//   change_user_pin, unblock_user_pin, change_so_pin;
+// - a login (4): login, change_user_pin, unblock_user_pin, change_so_pin;
 // - any call (3, 5): every method but token().
 // A pulled card (1, 2) and a blocked PIN (4) stay so for this object's life: the station keeps
 // one Card per token, so the rest of the process sees the card gone, as a pulled card would be.
@@ -89,6 +89,10 @@ class FaultyCard final : public Card {
     PF_RETURN_IF_ERROR(before_login("C_InitPIN"));
     return write_status("C_InitPIN",
                         [&] { return card_->unblock_user_pin(so_pin, new_user_pin); });
+  }
+  Status change_so_pin(std::string_view old_so_pin, std::string_view new_so_pin) override {
+    PF_RETURN_IF_ERROR(before_login("C_SetPIN"));
+    return write_status("C_SetPIN", [&] { return card_->change_so_pin(old_so_pin, new_so_pin); });
   }
   Result<std::vector<unsigned char>> random_bytes(std::size_t n) override {
     PF_RETURN_IF_ERROR(before_call("C_GenerateRandom"));

@@ -65,18 +65,24 @@ Result<std::optional<Secret>> read_pin_twice(int fd, const std::string& prompt) 
 
 namespace {
 
+// `pin` is the PIN, or "PIN\nPUK" for a card with two PINs: each on a line of its own.
 std::vector<std::string> letter_lines(const PinLetter& l, std::string_view pin) {
-  return {"PERSONAL AND CONFIDENTIAL - PIN LETTER",
-          "",
-          "Letter ID: " + l.letter_id,
-          "For: " + l.holder,
-          "E-mail: " + l.address,
-          "Token: " + l.token,
-          "Created: " + l.created,
-          "",
-          "Your PIN: " + std::string(pin),
-          "",
-          "Keep this PIN secret. Destroy this letter once you have memorised it."};
+  const auto newline = pin.find('\n');
+  std::vector<std::string> lines = {"PERSONAL AND CONFIDENTIAL - PIN LETTER",
+                                    "",
+                                    "Letter ID: " + l.letter_id,
+                                    "For: " + l.holder,
+                                    "E-mail: " + l.address,
+                                    "Token: " + l.token,
+                                    "Created: " + l.created,
+                                    "",
+                                    "Your PIN: " + std::string(pin.substr(0, newline))};
+  if (newline != std::string_view::npos) {
+    lines.push_back("Your PUK: " + std::string(pin.substr(newline + 1)));
+  }
+  lines.push_back("");
+  lines.push_back("Keep this PIN secret. Destroy this letter once you have memorised it.");
+  return lines;
 }
 
 // A PDF literal string: ASCII only, with ( ) \ escaped.

@@ -165,6 +165,9 @@ struct Attr {
 
 class Template {
  public:
+  Template() = default;
+  Template(Template&&) = default;
+  Template& operator=(Template&&) = default;
   Template& add(CK_ATTRIBUTE_TYPE t, const void* p, std::size_t n) {
     const auto* b = static_cast<const unsigned char*>(p);
     attrs_.push_back({t, Bytes(b, b + n)});
@@ -177,6 +180,10 @@ class Template {
   }
   Template& bytes(CK_ATTRIBUTE_TYPE t, const Bytes& v) { return add(t, v.data(), v.size()); }
   Template& str(CK_ATTRIBUTE_TYPE t, std::string_view v) { return add(t, v.data(), v.size()); }
+  // The values may be private key material (import_key): wiped when the template goes.
+  ~Template() {
+    for (auto& a : attrs_) OPENSSL_cleanse(a.value.data(), a.value.size());
+  }
   std::vector<CK_ATTRIBUTE> view() {
     std::vector<CK_ATTRIBUTE> out;
     for (auto& a : attrs_) {
@@ -189,6 +196,35 @@ class Template {
  private:
   std::vector<Attr> attrs_;
 };
+
+// The attributes every key pair the card gets shares, generated on it or written to it: token
+// objects under CKA_ID `id`, the private half sensitive, never extractable, for signing (and
+// decryption for RSA, derivation for EC). The caller adds the algorithm's own attributes.
+struct KeyPairTemplates {
+  Template pub, priv;
+};
+KeyPairTemplates key_pair_templates(const Bytes& id, std::string_view label, bool rsa) {
+  KeyPairTemplates t;
+  t.pub.boolean(CKA_TOKEN, true)
+      .boolean(CKA_PRIVATE, false)
+      .boolean(CKA_VERIFY, true)
+      .bytes(CKA_ID, id)
+      .str(CKA_LABEL, label);
+  t.priv.boolean(CKA_TOKEN, true)
+      .boolean(CKA_PRIVATE, true)
+      .boolean(CKA_SENSITIVE, true)
+      .boolean(CKA_EXTRACTABLE, false)
+      .boolean(CKA_SIGN, true)
+      .bytes(CKA_ID, id)
+      .str(CKA_LABEL, label);
+  if (rsa) {
+    t.pub.boolean(CKA_ENCRYPT, true);
+    t.priv.boolean(CKA_DECRYPT, true);
+  } else {
+    t.priv.boolean(CKA_DERIVE, true);
+  }
+  return t;
+}
 
 std::optional<Bytes> get_attr(CK_FUNCTION_LIST_PTR fl, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o,
                               CK_ATTRIBUTE_TYPE type) {
@@ -511,28 +547,13 @@ class Pkcs11Card final : public Card {
                              ", not " + a.to_string());
     }
     PF_RETURN_IF_ERROR(check_supported_locked(a));
-    Template pub, priv;
+    auto [pub, priv] = key_pair_templates(id, label, a.family == KeyFamily::kRsa);
     CK_MECHANISM mech{};
-    const std::string lbl(label);
-    pub.boolean(CKA_TOKEN, true)
-        .boolean(CKA_PRIVATE, false)
-        .boolean(CKA_VERIFY, true)
-        .bytes(CKA_ID, id)
-        .str(CKA_LABEL, lbl);
-    priv.boolean(CKA_TOKEN, true)
-        .boolean(CKA_PRIVATE, true)
-        .boolean(CKA_SENSITIVE, true)
-        .boolean(CKA_EXTRACTABLE, false)
-        .boolean(CKA_SIGN, true)
-        .bytes(CKA_ID, id)
-        .str(CKA_LABEL, lbl);
     if (a.family == KeyFamily::kRsa) {
       mech.mechanism = CKM_RSA_PKCS_KEY_PAIR_GEN;
       const unsigned char e[] = {0x01, 0x00, 0x01};
       pub.ulong(CKA_MODULUS_BITS, static_cast<CK_ULONG>(a.bits))
-          .add(CKA_PUBLIC_EXPONENT, e, sizeof e)
-          .boolean(CKA_ENCRYPT, true);
-      priv.boolean(CKA_DECRYPT, true);
+          .add(CKA_PUBLIC_EXPONENT, e, sizeof e);
     } else {
       mech.mechanism = CKM_EC_KEY_PAIR_GEN;
       const Curve* curve = nullptr;
@@ -541,7 +562,6 @@ class Pkcs11Card final : public Card {
       }
       PF_CHECK(curve != nullptr, "check_supported_locked let an unknown curve through");
       pub.bytes(CKA_EC_PARAMS, ec_params_der(curve->nid));
-      priv.boolean(CKA_DERIVE, true);
     }
     auto pub_attrs = pub.view();
     auto priv_attrs = priv.view();
@@ -593,23 +613,12 @@ class Pkcs11Card final : public Card {
       BN_clear_free(v);
       return true;
     };
-    const std::string lbl(label);
-    Template pub, priv;
-    pub.ulong(CKA_CLASS, CKO_PUBLIC_KEY)
-        .boolean(CKA_TOKEN, true)
-        .boolean(CKA_PRIVATE, false)
-        .bytes(CKA_ID, id)
-        .str(CKA_LABEL, lbl);
-    priv.ulong(CKA_CLASS, CKO_PRIVATE_KEY)
-        .boolean(CKA_TOKEN, true)
-        .boolean(CKA_PRIVATE, true)
-        .boolean(CKA_SENSITIVE, true)
-        .boolean(CKA_EXTRACTABLE, false)
-        .boolean(CKA_SIGN, true)
-        .bytes(CKA_ID, id)
-        .str(CKA_LABEL, lbl);
+    const bool rsa = EVP_PKEY_get_base_id(key) == EVP_PKEY_RSA;
+    auto [pub, priv] = key_pair_templates(id, label, rsa);
+    pub.ulong(CKA_CLASS, CKO_PUBLIC_KEY);
+    priv.ulong(CKA_CLASS, CKO_PRIVATE_KEY);
     std::vector<Bytes> secrets;  // cleansed on the way out
-    if (EVP_PKEY_get_base_id(key) == EVP_PKEY_RSA) {
+    if (rsa) {
       static const std::pair<const char*, CK_ATTRIBUTE_TYPE> kPrivate[] = {
           {"n", CKA_MODULUS},          {"e", CKA_PUBLIC_EXPONENT},
           {"d", CKA_PRIVATE_EXPONENT}, {"rsa-factor1", CKA_PRIME_1},
@@ -624,8 +633,8 @@ class Pkcs11Card final : public Card {
         priv.bytes(attr, secrets.back());
         if (attr == CKA_MODULUS || attr == CKA_PUBLIC_EXPONENT) pub.bytes(attr, secrets.back());
       }
-      pub.ulong(CKA_KEY_TYPE, CKK_RSA).boolean(CKA_VERIFY, true).boolean(CKA_ENCRYPT, true);
-      priv.ulong(CKA_KEY_TYPE, CKK_RSA).boolean(CKA_DECRYPT, true);
+      pub.ulong(CKA_KEY_TYPE, CKK_RSA);
+      priv.ulong(CKA_KEY_TYPE, CKK_RSA);
     } else if (EVP_PKEY_get_base_id(key) == EVP_PKEY_EC) {
       char group[64] = {};
       if (EVP_PKEY_get_utf8_string_param(key, "group", group, sizeof group, nullptr) != 1) {
@@ -653,14 +662,10 @@ class Pkcs11Card final : public Card {
         return make_status(Errc::kInvalidArgument, "the EC key to write has no private value");
       }
       const Bytes params = ec_params_der(nid);
-      pub.ulong(CKA_KEY_TYPE, CKK_EC)
-          .bytes(CKA_EC_PARAMS, params)
-          .bytes(CKA_EC_POINT, wrapped)
-          .boolean(CKA_VERIFY, true);
+      pub.ulong(CKA_KEY_TYPE, CKK_EC).bytes(CKA_EC_PARAMS, params).bytes(CKA_EC_POINT, wrapped);
       priv.ulong(CKA_KEY_TYPE, CKK_EC)
           .bytes(CKA_EC_PARAMS, params)
-          .bytes(CKA_VALUE, secrets.back())
-          .boolean(CKA_DERIVE, true);
+          .bytes(CKA_VALUE, secrets.back());
     } else {
       return make_status(Errc::kUnsupported, "only RSA and EC keys can be written to a card");
     }
@@ -764,12 +769,7 @@ class Pkcs11Card final : public Card {
 
   Status change_user_pin(std::string_view old_pin, std::string_view new_pin) override {
     std::lock_guard lock(mu_);
-    std::string o(old_pin), n(new_pin);
-    CK_RV rv = fl_->C_SetPIN(
-        session_, reinterpret_cast<CK_UTF8CHAR_PTR>(o.data()), static_cast<CK_ULONG>(o.size()),
-        reinterpret_cast<CK_UTF8CHAR_PTR>(n.data()), static_cast<CK_ULONG>(n.size()));
-    OPENSSL_cleanse(o.data(), o.size());
-    OPENSSL_cleanse(n.data(), n.size());
+    const CK_RV rv = set_pin_locked(old_pin, new_pin);
     if (rv == CKR_PIN_INCORRECT) return wrong_pin(rv, UserType::kUser);
     CK_TRY(rv, "changing the user PIN of token '" + token_.label + "'");
     return Status::ok();
@@ -777,14 +777,22 @@ class Pkcs11Card final : public Card {
 
   Status unblock_user_pin(std::string_view so_pin, std::string_view new_user_pin) override {
     std::lock_guard lock(mu_);
-    fl_->C_Logout(session_);  // an SO login needs no user logged in
-    PF_RETURN_IF_ERROR(login_locked(UserType::kSecurityOfficer, so_pin));
+    PF_RETURN_IF_ERROR(so_login_locked(so_pin));
     std::string n(new_user_pin);
     CK_RV rv = fl_->C_InitPIN(session_, reinterpret_cast<CK_UTF8CHAR_PTR>(n.data()),
                               static_cast<CK_ULONG>(n.size()));
     OPENSSL_cleanse(n.data(), n.size());
     fl_->C_Logout(session_);
     CK_TRY(rv, "setting the user PIN of token '" + token_.label + "' (C_InitPIN)");
+    return Status::ok();
+  }
+
+  Status change_so_pin(std::string_view old_so_pin, std::string_view new_so_pin) override {
+    std::lock_guard lock(mu_);
+    PF_RETURN_IF_ERROR(so_login_locked(old_so_pin));
+    const CK_RV rv = set_pin_locked(old_so_pin, new_so_pin);
+    fl_->C_Logout(session_);
+    CK_TRY(rv, "changing the SO PIN of token '" + token_.label + "'");
     return Status::ok();
   }
 
@@ -905,6 +913,42 @@ class Pkcs11Card final : public Card {
     return Status(std::error_code(static_cast<int>(rv), pkcs11_category()),
                   std::string("wrong ") + (who == UserType::kUser ? "user" : "SO") +
                       " PIN for token '" + token_.label + "' (" + ckr_name(rv) + "); " + retries);
+  }
+
+  // C_SetPIN in this Card's session: the PIN of whoever is logged in (the user's without a login).
+  CK_RV set_pin_locked(std::string_view old_pin, std::string_view new_pin) {
+    std::string o(old_pin), n(new_pin);
+    const CK_RV rv = fl_->C_SetPIN(
+        session_, reinterpret_cast<CK_UTF8CHAR_PTR>(o.data()), static_cast<CK_ULONG>(o.size()),
+        reinterpret_cast<CK_UTF8CHAR_PTR>(n.data()), static_cast<CK_ULONG>(n.size()));
+    OPENSSL_cleanse(o.data(), o.size());
+    OPENSSL_cleanse(n.data(), n.size());
+    return rv;
+  }
+
+  // An SO login in this Card's session. SoftHSM2 refuses it while any read-only session of the
+  // process is open on the token (CKR_SESSION_READ_ONLY_EXISTS), and libp11 keeps read-only
+  // sessions in its pool once it has used a key there: its pool on this slot is emptied and
+  // switched to read-write sessions (PKCS11_open_session ends every session of the process on the
+  // slot, this Card's too), then this Card opens its session again.
+  Status so_login_locked(std::string_view so_pin) {
+    {
+      std::lock_guard mlock(module_->mu);
+      if (PKCS11_SLOT* slot = libp11_slot_locked(); slot && slot->token) {
+        if (PKCS11_open_session(slot, 1) != 0) {
+          return make_status(Errc::kUnavailable, "libp11 cannot reset its sessions on token '" +
+                                                     token_.label + "': " + openssl_errors());
+        }
+      }
+    }
+    CK_SESSION_INFO si{};
+    if (fl_->C_GetSessionInfo(session_, &si) != CKR_OK) {
+      CK_TRY(fl_->C_OpenSession(slot_, CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr, nullptr,
+                                &session_),
+             "opening a session on token '" + token_.label + "' again");
+    }
+    fl_->C_Logout(session_);  // an SO login needs no user logged in
+    return login_locked(UserType::kSecurityOfficer, so_pin);
   }
 
   Status login_locked(UserType who, std::string_view pin) {

@@ -474,6 +474,12 @@ Result<Transition> on_card_pin_set(const State& from, const Event& e) {
   PF_ASSIGN_OR_RETURN(int i, current_pin(from, e));
   State to = from;
   to.data[item("pin", i, "set")] = "yes";
+  // The PIN mailer puts both PINs of a card with two in one letter: the first waits for the
+  // second (pin_delivery_command sends them together).
+  if (get(to.data, "pin.delivery") == "mailer" && i + 1 < wf::get_int(to.data, "pin.count", 1)) {
+    to.data[item("pin", i, "in_next_letter")] = "yes";
+    return next_pin_or_done(std::move(to), i);
+  }
   if (wf::pin_needs_delivery(to, i)) {
     to.name = "PinDeliveryRequested";
     return wf::enter(kKit, std::move(to));
@@ -593,6 +599,8 @@ constexpr Row kBaseRows[] = {
      "ShowPinOnce / QueuePinLetter"},
     {"PinSetRequested", "CardPinSet", "PinEntryAwaited", on_card_pin_set, "second PIN"},
     {"PinSetRequested", "CardPinSet", "PinLetterIdAwaited", on_card_pin_set, "second PIN"},
+    {"PinSetRequested", "CardPinSet", "PinGenerationRequested", on_card_pin_set,
+     "second PIN, one letter for both"},
     {"PinSetRequested", "CardPinSet", "Done", on_card_pin_set},
     {"PinDeliveryRequested", "PinDelivered", "PinEntryAwaited", on_pin_delivered, "second PIN"},
     {"PinDeliveryRequested", "PinDelivered", "PinGenerationRequested", on_pin_delivered,

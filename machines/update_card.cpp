@@ -280,7 +280,8 @@ Transition to_write(State to) {
       wf::append_unique(to.data, "object", "cacert:" + get(to.data, item("ca_cert", m, "ref")));
     }
   }
-  to.name = "WriteRequested";
+  // Only certificates kept off the card (issue): the CA certificates are all there is to write.
+  to.name = wf::list_size(to.data, "write") == 0 ? "CaCertsReplaceRequested" : "WriteRequested";
   return wf::enter(kKit, std::move(to));
 }
 
@@ -414,7 +415,11 @@ constexpr Row kBaseRows[] = {
      "operator PIN required, not in CM"},
     {"CardPinAwaited", "CardPinEntered", "WriteRequested", on_card_pin_entered,
      "WriteKeysAndCertificates"},
+    {"CardPinAwaited", "CardPinEntered", "CaCertsReplaceRequested", on_card_pin_entered,
+     "only CA certificates to write"},
     {"OperatorPinAwaited", "OperatorPinEntered", "WriteRequested", on_operator_pin_entered},
+    {"OperatorPinAwaited", "OperatorPinEntered", "CaCertsReplaceRequested",
+     on_operator_pin_entered, "only CA certificates to write"},
     {"WriteRequested", "CardPinRejected", "CardPinAwaited", on_card_pin_rejected, "tries left"},
     {"WriteRequested", "CardPinRejected", kRollback, on_card_pin_rejected, "blocked"},
     {"WriteRequested", "CardWritten", "CaCertsReplaceRequested", on_card_written,

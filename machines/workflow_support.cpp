@@ -480,6 +480,13 @@ Command pin_delivery_command(const State& state, int index) {
   const std::string ref = get(state.data, item("pin", index, "ref"));
   if (get(state.data, "pin.delivery") == "mailer" &&
       !is_yes(state.data, item("pin", index, "entry_cancelled"))) {
+    // A card with two PINs: one letter for both, the PIN and then the PUK.
+    if (index > 0 && is_yes(state.data, item("pin", index - 1, "in_next_letter"))) {
+      return command("QueuePinLetter", {{"address", get(state.data, "pin.mailer_address")},
+                                        {"pin_index", std::to_string(index)},
+                                        {"pin_ref", get(state.data, item("pin", index - 1, "ref"))},
+                                        {"puk_ref", ref}});
+    }
     return command("QueuePinLetter", {{"address", get(state.data, "pin.mailer_address")},
                                       {"pin_index", std::to_string(index)},
                                       {"pin_ref", ref}});

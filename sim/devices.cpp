@@ -188,6 +188,9 @@ Status SimCard::unblock_user_pin(std::string_view, std::string_view new_user_pin
   return Status::ok();
 }
 
+// The simulated card keeps no SO PIN: any change is accepted.
+Status SimCard::change_so_pin(std::string_view, std::string_view) { return present(); }
+
 Result<std::vector<unsigned char>> SimCard::random_bytes(std::size_t n) {
   PF_RETURN_IF_ERROR(present());
   std::vector<unsigned char> out(n);

@@ -65,7 +65,12 @@ class StationScenario final : public Scenario {
     std::vector<std::string> labels;
     for (int i = 1; i <= cards(t); ++i) labels.push_back(label(i));
     PF_RETURN_IF_ERROR(make_cards(t, labels));
-    PF_RETURN_IF_ERROR(write_station_conf(t, {{"token_procedure", "smartcard-tc"}}));
+    // smartcard-tc needs the cards' operator PIN (SoftHSM2's SO PIN), which the CM database does
+    // not hold.
+    const fs::path operator_pin = t.dir / "station" / "operator.pin";
+    PF_RETURN_IF_ERROR(write_station_conf(
+        t, {{"token_procedure", "smartcard-tc"}, {"operator_pin_file", operator_pin.string()}}));
+    PF_RETURN_IF_ERROR(write_text(operator_pin, "12345678\n"));
     std::string queue;
     for (int i = 1; i <= cards(t); ++i) {
       json line = {{"workflow_id", workflow_id(t, i)},
@@ -159,7 +164,7 @@ class StationScenario final : public Scenario {
         }
         pin = shown->second;
       }
-      CardObjects card = list_card(t, label(i), pin);
+      CardObjects card = without_ca_certificates(list_card(t, label(i), pin));
       if (!card.login_ok) {
         out.violations.push_back(wf + ": " + label(i) + " does not open with the PIN " +
                                  (kind == Kind::kIssue ? "shown" : "it had"));
@@ -207,7 +212,7 @@ class StationScenario final : public Scenario {
   // A cancelled update leaves the card as the bureau made it: its key and the TC, nothing else.
   void check_tc_untouched(const Trial& t, int i, const json& certs, CheckResult& out) const {
     const auto tcs = with_common_name(certs, common_name(t, i) + " Transport");
-    CardObjects card = list_card(t, label(i), kCardPin);
+    CardObjects card = without_ca_certificates(list_card(t, label(i), kCardPin));
     if (card.drop_half_made()) ++out.tears;
     const std::string wf = workflow_id(t, i);
     if (tcs.size() != 1 || !card.login_ok || card.certificates.size() != 1 ||
@@ -233,8 +238,11 @@ class StationScenario final : public Scenario {
     }
     for (int i = 1; i <= cards(t); ++i) {
       const auto shown = pins.find(workflow_id(t, i));
-      CardObjects card = list_card(t, label(i), shown == pins.end() ? kCardPin : shown->second);
-      if (!card.login_ok && shown != pins.end()) card = list_card(t, label(i), kCardPin);
+      CardObjects card = without_ca_certificates(
+          list_card(t, label(i), shown == pins.end() ? kCardPin : shown->second));
+      if (!card.login_ok && shown != pins.end()) {
+        card = without_ca_certificates(list_card(t, label(i), kCardPin));
+      }
       if (!card.login_ok) continue;  // the per-card checks above report a card that won't open
       for (const auto& c : card.certificates) {
         const auto it = owner.find(normal_serial(c.serial));
@@ -259,6 +267,14 @@ class StationScenario final : public Scenario {
   std::string prefix(int i) const {
     return card_kind(i) == Kind::kIssue ? "-issue-c" : "-update-c";
   }
+  // The CM host's CA certificates, which smartcard-tc has written to the card beside the
+  // cardholder's: not the workflow's certificate.
+  static CardObjects without_ca_certificates(CardObjects card) {
+    std::erase_if(card.certificates,
+                  [](const CardObjects::Certificate& c) { return c.label == "CA certificate"; });
+    return card;
+  }
+
   static std::string label(int i) { return "card-" + two_digits(i); }
   std::string workflow_id(const Trial& t, int i) const {
     return t.id + prefix(i) + two_digits(i);

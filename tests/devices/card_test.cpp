@@ -410,6 +410,40 @@ TEST_F(CardTest, ChangesAndUnblocksTheUserPin) {
   EXPECT_FALSE(state->user_locked);
 }
 
+// The SO PIN (a card's PUK) changed after libp11 has used a key on the token, which leaves
+// read-only sessions that make SoftHSM2 refuse an SO login (CKR_SESSION_READ_ONLY_EXISTS): the
+// card clears them; the signing key still works afterwards, and pkcs11-tool opens the token as SO
+// with the new PIN only.
+TEST_F(CardTest, ChangesTheSoPinAfterLibp11UsedAKey) {
+  auto t = hsm_.create_token("PUK Card", "1111", "87654321");
+  auto card = open_logged_in(t);
+  ASSERT_TRUE(card);
+  auto key = card->generate_key(parse_key_algorithm("EC:secp256r1").value(), "puk/1", "k");
+  ASSERT_TRUE(key.is_ok()) << key.status().message();
+  auto pkey = card->private_key(key->id);
+  ASSERT_TRUE(pkey.is_ok()) << pkey.status().message();
+  EVP_PKEY_free(*pkey);
+
+  Status wrong = card->change_so_pin("00000000", "24682468");
+  ASSERT_FALSE(wrong.is_ok());
+  EXPECT_NE(wrong.message().find("wrong SO PIN"), std::string::npos) << wrong.message();
+  Status changed = card->change_so_pin("87654321", "24682468");
+  ASSERT_TRUE(changed.is_ok()) << changed.message();
+
+  ASSERT_TRUE(card->login(UserType::kUser, "1111").is_ok());
+  auto again = card->private_key(key->id);
+  ASSERT_TRUE(again.is_ok()) << again.status().message();
+  EVP_PKEY_free(*again);
+  auto so_login = [&](const std::string& pin) {
+    return run({"/usr/bin/env", hsm_.env_entry(), "pkcs11-tool", "--module", SoftHsm::kModule,
+                "--token-label", t.label, "--session-rw", "--login", "--login-type", "so",
+                "--so-pin", pin, "--list-objects"})
+        .exit_code;
+  };
+  EXPECT_EQ(so_login("24682468"), 0);
+  EXPECT_NE(so_login("87654321"), 0);
+}
+
 TEST_F(CardTest, RandomBytesFromTheToken) {
   auto t = hsm_.create_token("RNG Card");
   auto card = open_logged_in(t);

@@ -14,6 +14,7 @@
 namespace {
 
 namespace fs = std::filesystem;
+using persoflow::testing::ca_certificate_mismatch;
 using persoflow::testing::certificates_for;
 using persoflow::testing::cm_address;
 using persoflow::testing::CmServer;
@@ -21,6 +22,7 @@ using persoflow::testing::persoflow_binary;
 using persoflow::testing::run;
 using persoflow::testing::RunResult;
 using persoflow::testing::TempDir;
+using persoflow::testing::write_old_ca_certificate;
 
 constexpr const char* kModule = "/usr/lib/softhsm/libsofthsm2.so";
 
@@ -56,9 +58,21 @@ class IssueCardKeys : public ::testing::Test {
     station["key_entries"] = 2;
     std::ofstream(conf2()) << station.dump(2);
     station["key_entries"] = 1;
+    station.erase("operator_pin_file");
+    std::ofstream(conf_no_operator_pin()) << station.dump(2);
     station["operator_pin_file"] = "operator.pin";
     std::ofstream(dir_ / "station" / "operator.pin") << "12345678\n";
     std::ofstream(conf_operator()) << station.dump(2);
+    // Cards with two PINs: the PIN and a PUK (SoftHSM2's SO PIN, 12345678 as made); the PINs of
+    // entered queue lines from a file outside the demo folder, or from stdin.
+    station.erase("operator_pin_file");
+    station["card_pin_count"] = 2;
+    station["card_puk_file"] = "card.puk";
+    std::ofstream(dir_ / "station" / "card.puk") << "12345678\n";
+    station["entered_pins"] = entered_pins_file();
+    std::ofstream(conf_two_pins()) << station.dump(2);
+    station["entered_pins"] = "fd:0";
+    std::ofstream(conf_two_pins_stdin()) << station.dump(2);
     server_ = new CmServer(cm, cm_address(conf()));
     ASSERT_TRUE(server_->listening());
   }
@@ -72,6 +86,16 @@ class IssueCardKeys : public ::testing::Test {
   static std::string conf_operator() {
     return (dir_ / "station" / "station-operator.conf").string();
   }
+  static std::string conf_no_operator_pin() {
+    return (dir_ / "station" / "station-no-operator.conf").string();
+  }
+  static std::string conf_two_pins() {
+    return (dir_ / "station" / "station-two-pins.conf").string();
+  }
+  static std::string conf_two_pins_stdin() {
+    return (dir_ / "station" / "station-two-pins-stdin.conf").string();
+  }
+  static std::string entered_pins_file() { return tmp_->file("entered-pins.txt"); }
   static std::string softhsm() {
     return "SOFTHSM2_CONF=" + (dir_ / "tokens" / "softhsm2.conf").string();
   }
@@ -145,6 +169,42 @@ class IssueCardKeys : public ::testing::Test {
     const std::string key = public_key(label, "pubkey", "persoflow key");
     EXPECT_EQ(public_key(label, "cert", "persoflow certificate"), key);
     return key;
+  }
+
+
+  // What a card with two PINs holds after its workflow, checked from outside: the PIN opens it as
+  // user, the PUK as SO (pkcs11-tool --login-type so), the PUK it came with no longer does, and
+  // neither secret is on disk under the demo folder or in what the command printed.
+  static std::string two_pin_problems(const std::string& card, const std::string& pin,
+                               const std::string& puk, const RunResult& printed, bool shown) {
+    std::string problems;
+    const std::string env = softhsm();
+    auto login = [&](const std::vector<std::string>& how) {
+      std::vector<std::string> argv = {"/usr/bin/env", env, "pkcs11-tool", "--module", kModule,
+                                       "--token-label", card, "--login"};
+      argv.insert(argv.end(), how.begin(), how.end());
+      argv.push_back("--list-objects");
+      return run(argv);
+    };
+    auto user = login({"--pin", pin});
+    if (user.exit_code != 0 || user.out.find("Private Key Object") == std::string::npos) {
+      problems += card + ": the PIN does not open it as user: " + user.err + "\n";
+    }
+    // An SO login needs a read-write session (SoftHSM2: CKR_SESSION_READ_ONLY_EXISTS).
+    if (login({"--session-rw", "--login-type", "so", "--so-pin", puk}).exit_code != 0) {
+      problems += card + ": the PUK does not open it as SO\n";
+    }
+    if (login({"--session-rw", "--login-type", "so", "--so-pin", "12345678"}).exit_code == 0) {
+      problems += card + ": the PUK it came with still opens it\n";
+    }
+    for (const std::string& secret : {pin, puk}) {
+      auto grep = run({"grep", "-rl", "--", secret, dir_.string()});
+      if (!grep.out.empty()) problems += secret + " is on disk: " + grep.out;
+      if (!shown && (printed.out + printed.err).find(secret) != std::string::npos) {
+        problems += secret + " was printed\n";
+      }
+    }
+    return problems;
   }
 
   static TempDir* tmp_;
@@ -260,20 +320,7 @@ TEST_F(IssueCardKeys, RequestFlagRule) {
 // came with (an old CA written by pkcs11-tool).
 TEST_F(IssueCardKeys, CaCertificatesReplacedOnTheCard) {
   blank_card("ca-01");
-  const std::string old_key = tmp_->file("old-ca.key"), old_pem = tmp_->file("old-ca.pem"),
-                    old_der = tmp_->file("old-ca.der");
-  ASSERT_EQ(
-      run({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-           "-nodes", "-subj", "/CN=Old Card CA", "-days", "3", "-keyout", old_key, "-out", old_pem})
-          .exit_code,
-      0);
-  ASSERT_EQ(run({"openssl", "x509", "-in", old_pem, "-outform", "DER", "-out", old_der}).exit_code,
-            0);
-  ASSERT_EQ(run({"/usr/bin/env", softhsm(), "pkcs11-tool", "--module", kModule, "--token-label",
-                 "ca-01", "--login", "--pin", "123456", "--write-object", old_der, "--type", "cert",
-                 "--label", "CA certificate", "--id", "01"})
-                .exit_code,
-            0);
+  ASSERT_EQ(write_old_ca_certificate(softhsm(), "ca-01", *tmp_), "");
   ASSERT_NE(list_objects("ca-01").find("CN=Old Card CA"), std::string::npos);
   auto issued = issue(conf(), "ca-01", "Cora Ca", {"--token-procedure", "smartcard-standard"});
   ASSERT_EQ(issued.exit_code, 0) << issued.out << issued.err;
@@ -282,16 +329,7 @@ TEST_F(IssueCardKeys, CaCertificatesReplacedOnTheCard) {
   EXPECT_NE(held.find("CN=persoflow CA"), std::string::npos) << held;
   EXPECT_EQ(count(held, "label:      CA certificate"), 1) << held;
   // The CA certificate on the card is the CM host's: openssl compares it with ca.pem.
-  const std::string der = tmp_->file("ca-01-ca.der");
-  ASSERT_EQ(
-      run({"/usr/bin/env", softhsm(), "pkcs11-tool", "--module", kModule, "--token-label", "ca-01",
-           "--read-object", "--type", "cert", "--label", "CA certificate", "-o", der})
-          .exit_code,
-      0);
-  auto on_card = run({"openssl", "x509", "-inform", "DER", "-in", der, "-noout", "-fingerprint"});
-  auto cm_ca = run({"openssl", "x509", "-in", (dir_ / "cm" / "ca" / "ca.pem").string(), "-noout",
-                    "-fingerprint"});
-  EXPECT_EQ(on_card.out, cm_ca.out);
+  EXPECT_EQ(ca_certificate_mismatch(softhsm(), "ca-01", dir_, *tmp_), "");
 }
 
 // A token procedure needing the operator PIN (the CM database holds none): without the
@@ -299,7 +337,7 @@ TEST_F(IssueCardKeys, CaCertificatesReplacedOnTheCard) {
 // resumed with one, it finishes.
 TEST_F(IssueCardKeys, OperatorPinAskedWhereTheProcedureNeedsOne) {
   blank_card("op-01");
-  auto waiting = issue(conf(), "op-01", "Otto Operator",
+  auto waiting = issue(conf_no_operator_pin(), "op-01", "Otto Operator",
                        {"--token-procedure", "smartcard-operator", "--workflow-id", "otto-1"});
   EXPECT_EQ(waiting.exit_code, 1) << waiting.out << waiting.err;
   EXPECT_NE(waiting.out.find("OperatorPinAwaited"), std::string::npos) << waiting.out;
@@ -380,6 +418,107 @@ TEST_F(IssueCardKeys, EveryPinModeSetsAPinThatOpensTheCardAndIsNowhereOnDisk) {
     auto grep = run({"grep", "-rl", "--", pin, dir_.string()});
     EXPECT_EQ(grep.out, "") << "the PIN is on disk";
   }
+}
+
+TEST_F(IssueCardKeys, CardWithTwoPinsGetsPinAndPukGenerated) {
+  blank_card("two-gen");
+  auto shown = issue(conf_two_pins(), "two-gen", "Tess Two", {"--pin", "generated"});
+  ASSERT_EQ(shown.exit_code, 0) << shown.out << shown.err;
+  const auto pin_at = shown.out.find("PIN for card");
+  const auto puk_at = shown.out.find("PUK for card");
+  ASSERT_NE(pin_at, std::string::npos) << shown.out;
+  ASSERT_NE(puk_at, std::string::npos) << shown.out;
+  auto shown_value = [&](std::size_t from) {
+    const auto at = shown.out.find("shown once): ", from);
+    return at == std::string::npos ? std::string() : shown.out.substr(at + 13, 8);
+  };
+  const std::string pin = shown_value(pin_at), puk = shown_value(puk_at);
+  EXPECT_NE(pin, puk);
+  EXPECT_EQ(two_pin_problems("two-gen", pin, puk, shown, true), "");
+}
+
+// The PIN mailer: one letter carries both, as the CM host prints it.
+TEST_F(IssueCardKeys, CardWithTwoPinsGetsPinAndPukInOneLetter) {
+  blank_card("two-mail");
+  auto mailed = issue(conf_two_pins(), "two-mail", "Tia Two",
+                      {"--pin", "mailer", "--mail-to", "tia@example.org"});
+  ASSERT_EQ(mailed.exit_code, 0) << mailed.out << mailed.err;
+  const auto queued = mailed.out.find("PIN/PUK letter PL-");
+  ASSERT_NE(queued, std::string::npos) << mailed.out;
+  EXPECT_EQ(mailed.out.find("shown once"), std::string::npos) << mailed.out;
+  const std::string letter_id = mailed.out.substr(queued + 15, 13);
+  auto printed = run({persoflow_binary(), "cm", "pin-letters", "print", letter_id, "--format",
+                      "text", "--dir", (dir_ / "cm").string()});
+  ASSERT_EQ(printed.exit_code, 0) << printed.err;
+  auto line = [&](const std::string& label) {
+    const auto at = printed.out.find(label);
+    if (at == std::string::npos) return std::string("?");
+    return printed.out.substr(at + label.size(), printed.out.find('\n', at) - at - label.size());
+  };
+  const std::string pin = line("Your PIN: "), puk = line("Your PUK: ");
+  EXPECT_EQ(two_pin_problems("two-mail", pin, puk, mailed, false), "") << printed.out;
+}
+
+TEST_F(IssueCardKeys, CardWithTwoPinsAsksForBothWhenEntered) {
+  blank_card("two-ent");
+  auto entered = run({persoflow_binary(), "issue", "card", "--config", conf_two_pins(), "--token",
+                      "two-ent", "--field", "CN=Tom Two", "--pin", "entered", "--pin-fd", "0"},
+                     "24681357\n24681357\n75318642\n75318642\n");
+  ASSERT_EQ(entered.exit_code, 0) << entered.out << entered.err;
+  EXPECT_EQ(two_pin_problems("two-ent", "24681357", "75318642", entered, false), "");
+}
+
+// Queue lines carry the PIN mode only: an entered PIN (and PUK) comes from the station's
+// entered_pins, a file here or stdin (fd:0), never from the line or the command line.
+TEST_F(IssueCardKeys, QueueLinesTakeEnteredPinsFromTheStationsSource) {
+  blank_card("two-q1");
+  blank_card("two-q2");
+  blank_card("two-q3");
+  const std::string queue = tmp_->file("entered-queue.jsonl");
+  std::ofstream(queue)
+      << R"({"workflow_id": "two-q1-issue", "token_label": "two-q1", "pin_delivery": "entered", )"
+      << R"("subject": {"CN": "Quin One"}})" << "\n"
+      << R"({"workflow_id": "two-q2-issue", "token_label": "two-q2", "pin_delivery": "generated", )"
+      << R"("subject": {"CN": "Quin Two"}})" << "\n"
+      << R"({"workflow_id": "two-q3-issue", "token_label": "two-q3", "pin_delivery": "entered", )"
+      << R"("subject": {"CN": "Quin Three"}})" << "\n";
+  std::ofstream(entered_pins_file()) << "11223344\n55667788\n99887766\n44332211\n";
+  auto ran = run({persoflow_binary(), "station", "run", "--config", conf_two_pins(), "--queue",
+                  queue});
+  ASSERT_EQ(ran.exit_code, 0) << ran.out << ran.err;
+  EXPECT_EQ(two_pin_problems("two-q1", "11223344", "55667788", ran, false), "");
+  EXPECT_EQ(two_pin_problems("two-q3", "99887766", "44332211", ran, false), "");
+
+  blank_card("two-q4");
+  const std::string stdin_queue = tmp_->file("stdin-queue.jsonl");
+  std::ofstream(stdin_queue)
+      << R"({"workflow_id": "two-q4-issue", "token_label": "two-q4", "pin_delivery": "entered", )"
+      << R"("subject": {"CN": "Quin Four"}})" << "\n";
+  auto from_stdin = run({persoflow_binary(), "station", "run", "--config", conf_two_pins_stdin(),
+                         "--queue", stdin_queue},
+                        "13572468\n86427531\n");
+  ASSERT_EQ(from_stdin.exit_code, 0) << from_stdin.out << from_stdin.err;
+  EXPECT_EQ(two_pin_problems("two-q4", "13572468", "86427531", from_stdin, false), "");
+
+  // A PIN in the line itself, or an entered line the station has no source for: refused.
+  const std::string clear = tmp_->file("clear-queue.jsonl");
+  std::ofstream(clear)
+      << R"({"workflow_id": "two-q5-issue", "token_label": "two-q5", "pin_delivery": "entered", )"
+      << R"("pin": "12121212", "subject": {"CN": "Quin Five"}})" << "\n";
+  auto refused = run({persoflow_binary(), "station", "run", "--config", conf_two_pins(), "--queue",
+                      clear});
+  EXPECT_EQ(refused.exit_code, 2) << refused.out << refused.err;
+  EXPECT_NE(refused.err.find("a PIN never goes in a queue line"), std::string::npos)
+      << refused.err;
+  EXPECT_EQ(refused.err.find("12121212"), std::string::npos) << refused.err;
+  const std::string no_source = tmp_->file("no-source-queue.jsonl");
+  std::ofstream(no_source)
+      << R"({"workflow_id": "two-q6-issue", "token_label": "two-q1", "pin_delivery": "entered", )"
+      << R"("subject": {"CN": "Quin Six"}})" << "\n";
+  auto unsourced = run({persoflow_binary(), "station", "run", "--config", conf(), "--queue",
+                        no_source});
+  EXPECT_EQ(unsourced.exit_code, 2) << unsourced.out << unsourced.err;
+  EXPECT_NE(unsourced.err.find("entered_pins"), std::string::npos) << unsourced.err;
 }
 
 // The same through `station run`: a queue line with a token procedure, actions by entry and the

@@ -39,4 +39,45 @@ inline int certificates_for(const std::filesystem::path& dir, const std::string&
   return n;
 }
 
+// Puts the certificate of a CA other than the CM host's ("CN=Old Card CA", made by openssl) on
+// the card `label` as "CA certificate", the way a card comes from pre-personalisation, with
+// pkcs11-tool (user PIN 123456). `softhsm_env` is "SOFTHSM2_CONF=...". Returns what failed, or "".
+inline std::string write_old_ca_certificate(const std::string& softhsm_env,
+                                            const std::string& label, const TempDir& tmp) {
+  const std::string key = tmp.file(label + "-old-ca.key"), pem = tmp.file(label + "-old-ca.pem"),
+                    der = tmp.file(label + "-old-ca.der");
+  if (run({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+           "-nodes", "-subj", "/CN=Old Card CA", "-days", "3", "-keyout", key, "-out", pem})
+          .exit_code != 0) {
+    return "openssl req failed";
+  }
+  if (run({"openssl", "x509", "-in", pem, "-outform", "DER", "-out", der}).exit_code != 0) {
+    return "openssl x509 failed";
+  }
+  auto written = run({"/usr/bin/env", softhsm_env, "pkcs11-tool", "--module",
+                      "/usr/lib/softhsm/libsofthsm2.so", "--token-label", label, "--login",
+                      "--pin", "123456", "--write-object", der, "--type", "cert", "--label",
+                      "CA certificate", "--id", "01"});
+  return written.exit_code == 0 ? "" : "pkcs11-tool --write-object failed: " + written.err;
+}
+
+// The card's "CA certificate", read back with pkcs11-tool, against the CM host's CA of DIR/cm:
+// "" when openssl gives both the same fingerprint, else both fingerprints.
+inline std::string ca_certificate_mismatch(const std::string& softhsm_env,
+                                           const std::string& label,
+                                           const std::filesystem::path& dir, const TempDir& tmp) {
+  const std::string der = tmp.file(label + "-ca.der");
+  if (run({"/usr/bin/env", softhsm_env, "pkcs11-tool", "--module",
+           "/usr/lib/softhsm/libsofthsm2.so", "--token-label", label, "--read-object", "--type",
+           "cert", "--label", "CA certificate", "-o", der})
+          .exit_code != 0) {
+    return "no CA certificate to read on " + label;
+  }
+  auto on_card = run({"openssl", "x509", "-inform", "DER", "-in", der, "-noout", "-fingerprint"});
+  auto cm_ca = run({"openssl", "x509", "-in", (dir / "cm" / "ca" / "ca.pem").string(), "-noout",
+                    "-fingerprint"});
+  return on_card.out == cm_ca.out && !on_card.out.empty() ? ""
+                                                          : "card " + on_card.out + "CM " + cm_ca.out;
+}
+
 }  // namespace persoflow::testing

@@ -18,6 +18,7 @@
 namespace {
 
 namespace fs = std::filesystem;
+using persoflow::testing::ca_certificate_mismatch;
 using persoflow::testing::certificates_for;
 using persoflow::testing::cm_address;
 using persoflow::testing::CmServer;
@@ -25,8 +26,12 @@ using persoflow::testing::persoflow_binary;
 using persoflow::testing::run;
 using persoflow::testing::RunResult;
 using persoflow::testing::TempDir;
+using persoflow::testing::write_old_ca_certificate;
 
 constexpr const char* kModule = "/usr/lib/softhsm/libsofthsm2.so";
+// How pkcs11-tool --list-objects shows the labels of the certificates the station writes.
+constexpr const char* kCardholderCertificate = "label:      persoflow certificate";
+constexpr const char* kCaCertificate = "label:      CA certificate";
 
 // One demo folder (CM host, station.conf, SoftHSM2 store) for the whole suite, its CM host served
 // with one more token procedure whose only trusted TC issuer is a foreign CA.
@@ -135,7 +140,9 @@ TEST_F(UpdateCard, RedoReplacesTheTransportCertificateThenAddAndIssue) {
   std::string held = objects("card-70");
   EXPECT_EQ(held.find("Transport certificate"), std::string::npos) << "the TC is gone\n" << held;
   EXPECT_NE(held.find("CN=Uma Update"), std::string::npos) << held;
-  EXPECT_EQ(count(held, "Certificate Object"), 1) << held;
+  EXPECT_EQ(count(held, kCardholderCertificate), 1) << held;
+  // smartcard-tc replaces the CA certificates: the CM host's CA is on the card now.
+  EXPECT_EQ(count(held, kCaCertificate), 1) << held;
   EXPECT_EQ(count(held, "Private Key Object"), 1) << held;
   verify_certificate("card-70");
   EXPECT_EQ(certificates_for(dir_, "Uma Update"), 1);
@@ -144,7 +151,7 @@ TEST_F(UpdateCard, RedoReplacesTheTransportCertificateThenAddAndIssue) {
   auto add = update("card-70", "Uma Update", {"--action", "0=add", "--workflow-id", "uma-add"});
   ASSERT_EQ(add.exit_code, 0) << add.out << add.err;
   held = objects("card-70");
-  EXPECT_EQ(count(held, "Certificate Object"), 2) << held;
+  EXPECT_EQ(count(held, kCardholderCertificate), 2) << held;
   EXPECT_EQ(count(held, "Private Key Object"), 1) << held;
   EXPECT_EQ(certificates_for(dir_, "Uma Update"), 2);
 
@@ -152,8 +159,49 @@ TEST_F(UpdateCard, RedoReplacesTheTransportCertificateThenAddAndIssue) {
   auto issue =
       update("card-70", "Uma Update", {"--action", "0=issue", "--workflow-id", "uma-issue"});
   ASSERT_EQ(issue.exit_code, 0) << issue.out << issue.err;
-  EXPECT_EQ(count(objects("card-70"), "Certificate Object"), 2);
+  EXPECT_EQ(count(objects("card-70"), kCardholderCertificate), 2);
   EXPECT_EQ(certificates_for(dir_, "Uma Update"), 3);
+}
+
+// Token procedure smartcard-tc replaces the CA certificates and needs the operator PIN, which the
+// CM database does not hold: without the station's operator_pin_file the update waits in
+// OperatorPinAwaited with nothing written and says what to do; resumed with one, the TC is
+// replaced, and the CA certificate the card came with gives way to the CM host's.
+TEST_F(UpdateCard, CaCertificatesReplacedAndOperatorPinAskedWhereTheProcedureSaysSo) {
+  tc_card("card-73");
+  ASSERT_EQ(write_old_ca_certificate(softhsm(), "card-73", *tmp_), "");
+  const std::string before = objects("card-73");
+  ASSERT_NE(before.find("CN=Old Card CA"), std::string::npos) << before;
+
+  std::ifstream in(conf());
+  auto station = nlohmann::json::parse(in);
+  station.erase("operator_pin_file");
+  const std::string no_operator_pin = (dir_ / "station" / "station-no-operator.conf").string();
+  std::ofstream(no_operator_pin) << station.dump(2);
+  auto waiting = run({persoflow_binary(), "update", "card", "--config", no_operator_pin, "--token",
+                      "card-73", "--field", "CN=Cleo Ca", "--action", "tc=redo", "--workflow-id",
+                      "cleo-1"});
+  EXPECT_EQ(waiting.exit_code, 1) << waiting.out << waiting.err;
+  EXPECT_NE(waiting.out.find("OperatorPinAwaited"), std::string::npos) << waiting.out;
+  EXPECT_NE((waiting.out + waiting.err).find("set operator_pin_file"), std::string::npos)
+      << waiting.out << waiting.err;
+  EXPECT_EQ(objects("card-73"), before) << "nothing written before the operator PIN";
+
+  auto resumed = update("card-73", "Cleo Ca", {"--action", "tc=redo", "--workflow-id", "cleo-1"});
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.out << resumed.err;
+  EXPECT_NE(resumed.out.find("Done"), std::string::npos) << resumed.out;
+  const std::string held = objects("card-73");
+  EXPECT_EQ(held.find("Transport certificate"), std::string::npos) << held;
+  EXPECT_EQ(held.find("CN=Old Card CA"), std::string::npos) << held;
+  EXPECT_EQ(count(held, kCaCertificate), 1) << held;
+  EXPECT_EQ(count(held, kCardholderCertificate), 1) << held;
+  verify_certificate("card-73");
+  EXPECT_EQ(certificates_for(dir_, "Cleo Ca"), 1);
+  // The CA certificate on the card is the CM host's: openssl compares it with ca.pem.
+  EXPECT_EQ(ca_certificate_mismatch(softhsm(), "card-73", dir_, *tmp_), "");
+  auto journal = run(
+      {"sh", "-c", "grep -c 12345678 " + (dir_ / "station" / "journal.db").string() + " || true"});
+  EXPECT_EQ(journal.out, "0\n") << "the operator PIN is not in the journal";
 }
 
 TEST_F(UpdateCard, AddOnATcCardIsRefusedAndNothingIsWritten) {

@@ -175,10 +175,36 @@ void generate_and_archive_with_operator_pin_ca_and_mailer(Driver& d) {
   ASSERT_EQ(d.at(), "PinMailerAddressAwaited");
   EXPECT_FALSE(d.refused("PinMailerAddressEntered", {{"address", "not-an-address"}}).empty());
   d.on("PinMailerAddressEntered", {{"address", "ada@example.org"}});
+  ASSERT_EQ(d.at(), "PinGenerationRequested");
+  d.on("PinGenerated", {{"pin_index", "0"}, {"pin_ref", "secret-store:pin-0"}});
+  d.on("CardPinSet", {{"pin_index", "0"}});
+  // One letter for both PINs: the PUK is generated and set before anything is mailed.
+  ASSERT_EQ(d.at(), "PinGenerationRequested");
+  EXPECT_FALSE(d.issued("QueuePinLetter"));
+  EXPECT_EQ(d.data("pin.current"), "1");
   finish_generated_pin(d);
   EXPECT_EQ(d.arg("QueuePinLetter", "address"), "ada@example.org");
+  EXPECT_EQ(d.arg("QueuePinLetter", "pin_ref"), "secret-store:pin-0");
+  EXPECT_EQ(d.arg("QueuePinLetter", "puk_ref"), "secret-store:pin-1");
+  d.on("PinDelivered", {{"pin_index", "1"}});
+  EXPECT_EQ(d.at(), "Done");
+  d.expect_replays();
+}
+
+// Generated: the PIN shown once, then the PUK shown once.
+void generated_pin_and_puk(Driver& d) {
+  insert(d, 1, 0, 2);
+  d.on("ProcedureChosen", procedure("generated"));
+  d.on("ActionsChosen", subject({{"key.0.action", "add"}}));
+  d.on("KeyGenerated", {{"entry", "0"}, {"key_id", wf::card_key_id(kWf, "entry/0")}});
+  sign_and_issue(d);
+  d.on("CardWritten");
+  finish_generated_pin(d);
+  EXPECT_EQ(d.arg("ShowPinOnce", "pin_index"), "0");
   d.on("PinDelivered", {{"pin_index", "0"}});
-  finish_generated_pin(d);  // the second PIN goes to the same address
+  finish_generated_pin(d);
+  EXPECT_EQ(d.arg("ShowPinOnce", "pin_index"), "1");
+  EXPECT_EQ(d.arg("ShowPinOnce", "pin_ref"), "secret-store:pin-1");
   d.on("PinDelivered", {{"pin_index", "1"}});
   EXPECT_EQ(d.at(), "Done");
   d.expect_replays();
@@ -544,6 +570,7 @@ constexpr harness::NamedScenario kScenarios[] = {
     {"CertifyHeldKeyWithEnteredPins", certify_held_key_with_entered_pins},
     {"EnteredPinCancelledThenSecondEntered", entered_pin_cancelled_then_second_entered},
     {"GenerateAndArchive", generate_and_archive_with_operator_pin_ca_and_mailer},
+    {"GeneratedPinAndPuk", generated_pin_and_puk},
     {"RecoverLastDefaultRequest", recover_last_default_request_with_letters},
     {"RecoverWithSeveralProcedures", recover_with_several_procedures},
     {"BadActionsRefused", bad_actions_refused},

@@ -206,6 +206,33 @@ void issue_only_writes_nothing(Driver& d) {
   EXPECT_TRUE(d.last().empty());
 }
 
+// issue keeps the certificate off the card: with 'replace CA certificates' the CA certificates
+// are the only write, after the card's PIN (and the operator PIN where the procedure needs it).
+void issue_only_with_ca_under(Driver& d, Fields rules) {
+  insert(d, false);
+  d.on("ProcedureChosen", procedure(std::move(rules)));
+  d.on("ActionsChosen", subject({{"key.2.action", "issue"}}));
+  sign(d);
+  d.on("CertificatesIssued", {{"cert.0.serial", "E3"},
+                              {"cert.0.ref", "c:E3"},
+                              {"cert.0.entry", "2"},
+                              {"ca_cert.0.ref", "ca:new-root"}});
+  ASSERT_EQ(d.at(), "CardPinAwaited");
+  d.on("CardPinEntered", {{"pin_index", "0"}, {"pin_ref", "secret-store:p0"}});
+  if (d.at() == "OperatorPinAwaited") d.on("OperatorPinEntered", {{"pin_ref", "secret-store:op"}});
+  ASSERT_EQ(d.at(), "CaCertsReplaceRequested");
+  EXPECT_FALSE(d.issued("WriteKeysAndCertificates"));
+  EXPECT_EQ(d.arg("ReplaceCaCertificates", "ca_cert.0.ref"), "ca:new-root");
+  EXPECT_EQ(d.data("object.0"), "cacert:ca:new-root");  // what a rollback would remove
+  d.on("CaCertificatesReplaced");
+  EXPECT_EQ(d.at(), "Done");
+  d.expect_replays();
+}
+void issue_only_with_ca(Driver& d) { issue_only_with_ca_under(d, {{"replace_ca", "yes"}}); }
+void issue_only_with_ca_and_operator_pin(Driver& d) {
+  issue_only_with_ca_under(d, {{"replace_ca", "yes"}, {"operator_pin", "required"}});
+}
+
 void card_pin_wrong_then_blocked(Driver& d) {
   insert(d, false);
   d.on("ProcedureChosen", procedure());
@@ -323,6 +350,8 @@ constexpr harness::NamedScenario kScenarios[] = {
     {"TcCardNeedsTcControls", tc_card_needs_tc_controls},
     {"AddWithTwoPinsOperatorPinAndCa", add_with_two_pins_operator_pin_and_ca},
     {"IssueOnlyWritesNothing", issue_only_writes_nothing},
+    {"IssueOnlyWithCaCertificates", issue_only_with_ca},
+    {"IssueOnlyWithCaCertificatesAndOperatorPin", issue_only_with_ca_and_operator_pin},
     {"CardPinWrongThenBlocked", card_pin_wrong_then_blocked},
     {"CardFull", card_full},
     {"CmUnreachableThenRefusing", cm_unreachable_then_refusing},

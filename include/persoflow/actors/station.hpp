@@ -45,6 +45,15 @@ struct StationConfig {
   std::string procedure = "smartcard-auth";  // the CM certificate procedure (CMP path)
   std::string key_algorithm = "EC:secp256r1";
   int key_entries = 1;  // key entries of a blank pre-personalised card
+  // The cards' PINs: 1, or 2 where a card has a second PIN (a PUK; on SoftHSM2 the SO PIN plays
+  // it), which issue-card then sets and delivers beside the PIN. card_puk_file holds the
+  // pre-personalised cards' PUK (first line), needed with two.
+  int card_pin_count = 1;
+  std::string card_puk_file;
+  // Where queue lines with pin_delivery "entered" take their PINs from (never from the line):
+  // "fd:N", a descriptor the station inherits, or a file; one line per PIN, in queue order (the
+  // PIN, then the PUK for a card with two). Empty: such lines are refused.
+  std::string entered_pins;
   // The CM token procedure of updates (its trusted TC issuers validate a card's TC) when a
   // request names none.
   std::string token_procedure = "smartcard-tc";
@@ -77,6 +86,7 @@ struct CardRequest {
   // pre-printed PIN/PUK letter pin_letter_id).
   std::string pin_delivery = "generated";
   std::string pin_ref;
+  std::string puk_ref;  // entered: the second PIN (PUK) of a card with two, by reference too
   std::string mail_to;
   std::string pin_letter_id;
   std::map<std::string, std::string> subject;  // "CN" -> "Card 01"
@@ -102,6 +112,12 @@ std::string card_request_to_json(const CardRequest& request);
 // still get different ids (the random suffix), and it is a safe file name.
 std::string new_workflow_id(const std::string& label, const std::string& kind);
 
+// The entered PINs of queue lines (pin_delivery "entered", no pin_ref): each request takes the
+// next line of config.entered_pins as its PIN, and the one after as its PUK where the cards have
+// two PINs; saved in <state_dir>/secrets (0600) and named by reference (pin_ref, puk_ref). A
+// request saved by an earlier run keeps the PINs it took then and reads none.
+Status take_entered_pins(const StationConfig& config, std::vector<CardRequest>& requests);
+
 class Station {
  public:
   // Exports SOFTHSM2_CONF (before the module is loaded) and creates the state folders.
@@ -122,9 +138,11 @@ class Station {
   // its workflow is left to SetCardPin.
   Status prepare_card(const std::string& token_serial);
 
-  // Where a PIN generated for a card is shown, once. Default: printed on stdout.
-  using PinDisplay = std::function<void(const std::string& workflow_id,
-                                        const std::string& token_serial, const std::string& pin)>;
+  // Where a PIN generated for a card is shown, once. `what` is "PIN", or "PUK" for the second
+  // PIN of a card with two. Default: printed on stdout.
+  using PinDisplay =
+      std::function<void(const std::string& workflow_id, const std::string& token_serial,
+                         const std::string& what, const std::string& pin)>;
   void set_pin_display(PinDisplay display);
 
   struct Impl;

@@ -195,7 +195,13 @@ class Card {
   // C_SetPIN of the user logged in (or of the public session, as the token allows).
   virtual Status change_user_pin(std::string_view old_pin, std::string_view new_pin) = 0;
   // Logs in as SO, sets a new user PIN (C_InitPIN; this also unblocks a locked one) and logs out.
+  // An SO login needs no read-only session of this process open on the token: the module's other
+  // sessions on it are closed first, so the user login of this Card is gone afterwards.
   virtual Status unblock_user_pin(std::string_view so_pin, std::string_view new_user_pin) = 0;
+  // Logs in as SO and changes the SO PIN (the PUK of a card whose second PIN it is), then logs
+  // out. As unblock_user_pin, it ends every other session of this process on the token, the
+  // user login included: log in again afterwards.
+  virtual Status change_so_pin(std::string_view old_so_pin, std::string_view new_so_pin) = 0;
 
   virtual Result<std::vector<unsigned char>> random_bytes(std::size_t n) = 0;
 

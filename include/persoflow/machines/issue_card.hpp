@@ -45,6 +45,8 @@
 //   card, or by the CM host and archived when the procedure archives ('generate & archive').
 // - recover: the request is sent by default; where the procedure has several recovery
 //   procedures, only when a key was selected (search other than auto) or request=yes.
+// - A card with two PINs (pin_count 2: a PIN and a PUK) gets both, each as the PIN mode says;
+//   the PIN mailer sends them in one letter (QueuePinLetter{pin_ref, puk_ref} after the second).
 // - Every object the workflow may have put on the card is listed in "object.<n>" before the
 //   command that writes it runs, so a rollback removes exactly those.
 //
@@ -118,6 +120,7 @@
 //     PinSetRequested --> PinDeliveryRequested : CardPinSet [ShowPinOnce / QueuePinLetter]
 //     PinSetRequested --> PinEntryAwaited : CardPinSet [second PIN]
 //     PinSetRequested --> PinLetterIdAwaited : CardPinSet [second PIN]
+//     PinSetRequested --> PinGenerationRequested : CardPinSet [second PIN, one letter for both]
 //     PinSetRequested --> Done : CardPinSet
 //     PinDeliveryRequested --> PinEntryAwaited : PinDelivered [second PIN]
 //     PinDeliveryRequested --> PinGenerationRequested : PinDelivered [second PIN]

@@ -75,7 +75,9 @@
 //     CardPinAwaited --> CardPinAwaited : CardPinEntered [second PIN]
 //     CardPinAwaited --> OperatorPinAwaited : CardPinEntered [operator PIN required, not in CM]
 //     CardPinAwaited --> WriteRequested : CardPinEntered [WriteKeysAndCertificates]
+//     CardPinAwaited --> CaCertsReplaceRequested : CardPinEntered [only CA certificates to write]
 //     OperatorPinAwaited --> WriteRequested : OperatorPinEntered
+//     OperatorPinAwaited --> CaCertsReplaceRequested : OperatorPinEntered [only CA certificates to write]
 //     WriteRequested --> CardPinAwaited : CardPinRejected [tries left]
 //     WriteRequested --> RollbackRequested : CardPinRejected [blocked]
 //     WriteRequested --> CaCertsReplaceRequested : CardWritten [replace CA certificates]

@@ -134,6 +134,7 @@ Result<Transition> on_officer_pin_rejected(const Kit& kit, const State& from, co
 // ----- PIN sub-flow -----
 // Data: "pin.delivery" (entered|generated|mailer|letter), "pin.count" (1|2), "pin.current",
 // "pin.<i>.ref", "pin.<i>.source" (entered|generated|letter), "pin.mailer_address",
+// "pin.<i>.in_next_letter" (yes: mailed with the next PIN, as issue-card's PIN and PUK),
 // "pin.<i>.letter_id".
 // States: PinEntryAwaited, PinGenerationRequested, PinMailerAddressAwaited, PinLetterIdAwaited,
 // PinLetterResolutionRequested; then kit.after_pin_obtained.

@@ -66,6 +66,7 @@ class SimCard final : public devices::Card {
   Status delete_key(const std::vector<unsigned char>& id) override;
   Status change_user_pin(std::string_view old_pin, std::string_view new_pin) override;
   Status unblock_user_pin(std::string_view so_pin, std::string_view new_user_pin) override;
+  Status change_so_pin(std::string_view old_so_pin, std::string_view new_so_pin) override;
   Result<std::vector<unsigned char>> random_bytes(std::size_t n) override;
   Result<std::string> make_csr(const std::vector<unsigned char>& id,
                                std::string_view subject) override;

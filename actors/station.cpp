@@ -645,7 +645,7 @@ Result<std::string> save_ca_certificate(Impl& st, X509* ca) {
 }
 
 // One CMP ir (cr for update-card) for a key the card holds, transactionID `tid_hex`, through the
-// CM client actor: the request DER is saved before it is sent and resent as it is on a repeat.
+// CM link: the request DER is saved before it is sent and resent as it is on a repeat.
 // Answers "Enrolled{serial}" with the certificate saved in state_dir/certs, or CmRefused.
 Result<Event> enroll_card_key(Impl& st, const Command& c, const std::string& tid_hex,
                               const std::vector<unsigned char>& cka) {

@@ -60,7 +60,7 @@ struct StationConfig {
   // How SubmitToCm is retried when the CM host cannot be reached (station.conf "cm_retry":
   // {"attempts", "initial_delay_ms", "max_delay_ms"}): attempts, the wait before the second
   // (doubled for each later one, capped at the max). Each attempt is itself up to 4 sends by the
-  // CM client actor (CmClientActor::Options). Then the workflow is suspended.
+  // CM link (CmLinkOptions::transport_retry). Then the workflow is suspended.
   RetryPolicy cm_retry{6, std::chrono::milliseconds(30'000), std::chrono::milliseconds(200),
                        std::chrono::milliseconds(5'000)};
 };

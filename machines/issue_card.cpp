@@ -494,38 +494,9 @@ Result<Transition> on_pin_delivered(const State& from, const Event& e) {
   return next_pin_or_done(std::move(to), i);
 }
 
-// Thin adapters binding the common handlers to this machine's kit (one function each, so the
-// rows of a guarded choice share one handler).
-Result<Transition> card_removed(const State& s, const Event& e) {
-  return wf::on_card_removed(kKit, s, e);
-}
-Result<Transition> card_reinserted(const State& s, const Event& e) {
-  return wf::on_card_reinserted(kKit, s, e);
-}
-Result<Transition> cm_unreachable(const State& s, const Event& e) {
-  return wf::on_cm_unreachable(kKit, s, e);
-}
-Result<Transition> retry_requested(const State& s, const Event& e) {
-  return wf::on_retry_requested(kKit, s, e);
-}
-Result<Transition> cancel_requested(const State& s, const Event& e) {
-  return wf::on_cancel_requested(kKit, s, e);
-}
-Result<Transition> rollback_confirmed(const State& s, const Event& e) {
-  return wf::on_rollback_confirmed(kKit, s, e);
-}
-Result<Transition> cm_refused(const State& s, const Event& e) {
-  return wf::on_cm_refused(kKit, s, e);
-}
-Result<Transition> officer_pin_entered(const State& s, const Event& e) {
-  return wf::on_officer_pin_entered(kKit, s, e);
-}
-Result<Transition> officer_pin_rejected(const State& s, const Event& e) {
-  return wf::on_officer_pin_rejected(kKit, s, e);
-}
-Result<Transition> pin_event(const State& s, const Event& e) {
-  return wf::on_pin_event(kKit, s, e);
-}
+// The common handlers bound to this machine's kit (workflow_support.hpp: one function each, so
+// the rows of a guarded choice share one handler).
+using Common = wf::Bound<kKit>;
 
 // ----- The table -----
 
@@ -556,25 +527,26 @@ constexpr Row kBaseRows[] = {
     {"KeysRequested", "KeyRecovered", "SignaturePinAwaited", on_key_confirmed, "all keys there"},
     {"KeysRequested", "CardFull", kRollback, on_card_full},
     {"KeysRequested", "AlgorithmUnsupported", kRollback, on_algorithm_unsupported},
-    {"KeysRequested", "CmRefused", kRollback, cm_refused, "keys on card"},
-    {"KeysRequested", "CmRefused", "Failed", cm_refused, "nothing on card"},
-    {"KeysRequested", "CmUnreachable", kSuspRetry, cm_unreachable},
-    {"SignaturePinAwaited", "OfficerPinEntered", "SignatureRequested", officer_pin_entered,
+    {"KeysRequested", "CmRefused", kRollback, Common::cm_refused, "keys on card"},
+    {"KeysRequested", "CmRefused", "Failed", Common::cm_refused, "nothing on card"},
+    {"KeysRequested", "CmUnreachable", kSuspRetry, Common::cm_unreachable},
+    {"SignaturePinAwaited", "OfficerPinEntered", "SignatureRequested", Common::officer_pin_entered,
      "SignWithOfficer"},
     {"SignatureRequested", "OfficerSigned", "SubmittedToCm", on_officer_signed, "SubmitToCm"},
-    {"SignatureRequested", "OfficerPinRejected", "SignaturePinAwaited", officer_pin_rejected,
+    {"SignatureRequested", "OfficerPinRejected", "SignaturePinAwaited",
+     Common::officer_pin_rejected,
      "tries left"},
-    {"SignatureRequested", "OfficerPinRejected", kRollback, officer_pin_rejected,
+    {"SignatureRequested", "OfficerPinRejected", kRollback, Common::officer_pin_rejected,
      "blocked, keys on card"},
-    {"SignatureRequested", "OfficerPinRejected", "Failed", officer_pin_rejected,
+    {"SignatureRequested", "OfficerPinRejected", "Failed", Common::officer_pin_rejected,
      "blocked, nothing on card"},
     {"SubmittedToCm", "CertificatesIssued", "WriteRequested", on_certificates_issued,
      "WriteKeysAndCertificates"},
     {"SubmittedToCm", "CertificatesIssued", "OperatorPinAwaited", on_certificates_issued,
      "operator PIN required, not in CM"},
-    {"SubmittedToCm", "CmRefused", kRollback, cm_refused, "keys on card"},
-    {"SubmittedToCm", "CmRefused", "Failed", cm_refused, "nothing on card"},
-    {"SubmittedToCm", "CmUnreachable", kSuspRetry, cm_unreachable},
+    {"SubmittedToCm", "CmRefused", kRollback, Common::cm_refused, "keys on card"},
+    {"SubmittedToCm", "CmRefused", "Failed", Common::cm_refused, "nothing on card"},
+    {"SubmittedToCm", "CmUnreachable", kSuspRetry, Common::cm_unreachable},
     {"OperatorPinAwaited", "OperatorPinEntered", "WriteRequested", on_operator_pin_entered},
     {"WriteRequested", "CardWritten", "CaCertsReplaceRequested", on_card_written,
      "replace CA certificates"},
@@ -588,13 +560,14 @@ constexpr Row kBaseRows[] = {
     {"CaCertsReplaceRequested", "CaCertificatesReplaced", "PinMailerAddressAwaited",
      on_ca_replaced},
     {"CaCertsReplaceRequested", "CaCertificatesReplaced", "PinLetterIdAwaited", on_ca_replaced},
-    {"PinEntryAwaited", "PinEntered", "PinSetRequested", pin_event, "pin_ref only"},
-    {"PinEntryAwaited", "PinEntryCancelled", "PinGenerationRequested", pin_event,
+    {"PinEntryAwaited", "PinEntered", "PinSetRequested", Common::pin_event, "pin_ref only"},
+    {"PinEntryAwaited", "PinEntryCancelled", "PinGenerationRequested", Common::pin_event,
      "generated PIN shown instead"},
-    {"PinGenerationRequested", "PinGenerated", "PinSetRequested", pin_event},
-    {"PinMailerAddressAwaited", "PinMailerAddressEntered", "PinGenerationRequested", pin_event},
-    {"PinLetterIdAwaited", "PinLetterIdEntered", "PinLetterResolutionRequested", pin_event},
-    {"PinLetterResolutionRequested", "PinLetterResolved", "PinSetRequested", pin_event},
+    {"PinGenerationRequested", "PinGenerated", "PinSetRequested", Common::pin_event},
+    {"PinMailerAddressAwaited", "PinMailerAddressEntered", "PinGenerationRequested",
+     Common::pin_event},
+    {"PinLetterIdAwaited", "PinLetterIdEntered", "PinLetterResolutionRequested", Common::pin_event},
+    {"PinLetterResolutionRequested", "PinLetterResolved", "PinSetRequested", Common::pin_event},
     {"PinSetRequested", "CardPinSet", "PinDeliveryRequested", on_card_pin_set,
      "ShowPinOnce / QueuePinLetter"},
     {"PinSetRequested", "CardPinSet", "PinEntryAwaited", on_card_pin_set, "second PIN"},
@@ -606,10 +579,10 @@ constexpr Row kBaseRows[] = {
     {"PinDeliveryRequested", "PinDelivered", "PinGenerationRequested", on_pin_delivered,
      "second PIN"},
     {"PinDeliveryRequested", "PinDelivered", "Done", on_pin_delivered},
-    {kSuspRetry, "RetryRequested", "KeysRequested", retry_requested, "same transactionID"},
-    {kSuspRetry, "RetryRequested", "SubmittedToCm", retry_requested, "same transactionID"},
-    {kRollback, "RollbackConfirmed", "Cancelled", rollback_confirmed},
-    {kRollback, "RollbackConfirmed", "Failed", rollback_confirmed},
+    {kSuspRetry, "RetryRequested", "KeysRequested", Common::retry_requested, "same transactionID"},
+    {kSuspRetry, "RetryRequested", "SubmittedToCm", Common::retry_requested, "same transactionID"},
+    {kRollback, "RollbackConfirmed", "Cancelled", Common::rollback_confirmed},
+    {kRollback, "RollbackConfirmed", "Failed", Common::rollback_confirmed},
     {"Done", "CardRemoved", "Done", nullptr, "terminal absorbs"},
     {"Cancelled", "CardRemoved", "Cancelled", nullptr, "terminal absorbs"},
     {"Failed", "CardRemoved", "Failed", nullptr, "terminal absorbs"},
@@ -648,25 +621,27 @@ constexpr std::array<Row, kRowCount> kRows = [] {
   std::size_t n = 0;
   for (const Row& r : kBaseRows) rows[n++] = r;
   for (std::string_view s : kCardStates) {
-    rows[n++] = Row{s, "CardRemoved", kSuspCard, card_removed, "resume_state recorded"};
+    rows[n++] = Row{s, "CardRemoved", kSuspCard, Common::card_removed, "resume_state recorded"};
   }
-  rows[n++] = Row{kSuspRetry, "CardRemoved", kSuspCard, card_removed, "resume_state kept"};
+  rows[n++] = Row{kSuspRetry, "CardRemoved", kSuspCard, Common::card_removed, "resume_state kept"};
   for (std::string_view s : kCardStates) {
-    rows[n++] = Row{kSuspCard, "CardInserted", s, card_reinserted, "same card, resume"};
+    rows[n++] = Row{kSuspCard, "CardInserted", s, Common::card_reinserted, "same card, resume"};
   }
-  rows[n++] = Row{kSuspCard, "CardInserted", kSuspCard, card_reinserted, "other card, RefuseCard"};
-  rows[n++] = Row{kSuspCard, "CancelRequested", "Cancelled", cancel_requested, "nothing on card"};
+  rows[n++] = Row{kSuspCard, "CardInserted", kSuspCard,
+                  Common::card_reinserted, "other card, RefuseCard"};
+  rows[n++] = Row{kSuspCard, "CancelRequested", "Cancelled",
+                  Common::cancel_requested, "nothing on card"};
   for (std::string_view s : kCancelBefore) {
-    rows[n++] = Row{s, "CancelRequested", "Cancelled", cancel_requested};
+    rows[n++] = Row{s, "CancelRequested", "Cancelled", Common::cancel_requested};
   }
   for (std::string_view s : kCancelMaybe) {
-    rows[n++] = Row{s, "CancelRequested", "Cancelled", cancel_requested, "nothing on card"};
-    rows[n++] = Row{s, "CancelRequested", kRollback, cancel_requested, "RollbackCard"};
+    rows[n++] = Row{s, "CancelRequested", "Cancelled", Common::cancel_requested, "nothing on card"};
+    rows[n++] = Row{s, "CancelRequested", kRollback, Common::cancel_requested, "RollbackCard"};
   }
   for (std::string_view s : kCancelAfter) {
-    rows[n++] = Row{s, "CancelRequested", kRollback, cancel_requested, "RollbackCard"};
+    rows[n++] = Row{s, "CancelRequested", kRollback, Common::cancel_requested, "RollbackCard"};
   }
-  rows[n++] = Row{kSuspCard, "CancelRequested", kSuspCard, cancel_requested,
+  rows[n++] = Row{kSuspCard, "CancelRequested", kSuspCard, Common::cancel_requested,
                   "rollback once the card is back"};
   rows[n++] = Row{kRollback, "CancelRequested", kRollback, nullptr, "already rolling back"};
   if (n != kRowCount) throw "row count";

@@ -449,30 +449,7 @@ Result<Transition> on_pin_delivered(const State& from, const Event&) {
   return Transition{std::move(to), {}};
 }
 
-Result<Transition> cm_unreachable(const State& s, const Event& e) {
-  return wf::on_cm_unreachable(kKit, s, e);
-}
-Result<Transition> retry_requested(const State& s, const Event& e) {
-  return wf::on_retry_requested(kKit, s, e);
-}
-Result<Transition> cancel_requested(const State& s, const Event& e) {
-  return wf::on_cancel_requested(kKit, s, e);
-}
-Result<Transition> rollback_confirmed(const State& s, const Event& e) {
-  return wf::on_rollback_confirmed(kKit, s, e);
-}
-Result<Transition> cm_refused(const State& s, const Event& e) {
-  return wf::on_cm_refused(kKit, s, e);
-}
-Result<Transition> officer_pin_entered(const State& s, const Event& e) {
-  return wf::on_officer_pin_entered(kKit, s, e);
-}
-Result<Transition> officer_pin_rejected(const State& s, const Event& e) {
-  return wf::on_officer_pin_rejected(kKit, s, e);
-}
-Result<Transition> pin_event(const State& s, const Event& e) {
-  return wf::on_pin_event(kKit, s, e);
-}
+using Common = wf::Bound<kKit>;
 
 // ----- The table -----
 
@@ -501,14 +478,15 @@ constexpr Row kBaseRows[] = {
     {"KeysRequested", "KeyRecovered", "KeysRequested", on_key_confirmed, "others pending"},
     {"KeysRequested", "KeyRecovered", "SignaturePinAwaited", on_key_confirmed, "all keys there"},
     {"KeysRequested", "AlgorithmUnsupported", "Failed", on_algorithm_unsupported},
-    {"KeysRequested", "CmRefused", "Failed", cm_refused},
-    {"KeysRequested", "CmUnreachable", kSuspRetry, cm_unreachable},
-    {"SignaturePinAwaited", "OfficerPinEntered", "SignatureRequested", officer_pin_entered,
+    {"KeysRequested", "CmRefused", "Failed", Common::cm_refused},
+    {"KeysRequested", "CmUnreachable", kSuspRetry, Common::cm_unreachable},
+    {"SignaturePinAwaited", "OfficerPinEntered", "SignatureRequested", Common::officer_pin_entered,
      "SignWithOfficer"},
     {"SignatureRequested", "OfficerSigned", "SubmittedToCm", on_officer_signed, "SubmitToCm"},
-    {"SignatureRequested", "OfficerPinRejected", "SignaturePinAwaited", officer_pin_rejected,
+    {"SignatureRequested", "OfficerPinRejected", "SignaturePinAwaited",
+     Common::officer_pin_rejected,
      "tries left"},
-    {"SignatureRequested", "OfficerPinRejected", "Failed", officer_pin_rejected, "blocked"},
+    {"SignatureRequested", "OfficerPinRejected", "Failed", Common::officer_pin_rejected, "blocked"},
     {"SubmittedToCm", "CertificatesIssued", "PinEntryAwaited", on_certificates_issued,
      "PIN entered at RA"},
     {"SubmittedToCm", "CertificatesIssued", "PinGenerationRequested", on_certificates_issued,
@@ -517,16 +495,18 @@ constexpr Row kBaseRows[] = {
      "PIN mailer"},
     {"SubmittedToCm", "CertificatesIssued", "PinLetterIdAwaited", on_certificates_issued,
      "PIN letter"},
-    {"SubmittedToCm", "CmRefused", "Failed", cm_refused},
-    {"SubmittedToCm", "CmUnreachable", kSuspRetry, cm_unreachable},
-    {"PinEntryAwaited", "PinEntered", "Pkcs12WriteRequested", pin_event,
+    {"SubmittedToCm", "CmRefused", "Failed", Common::cm_refused},
+    {"SubmittedToCm", "CmUnreachable", kSuspRetry, Common::cm_unreachable},
+    {"PinEntryAwaited", "PinEntered", "Pkcs12WriteRequested", Common::pin_event,
      "WritePkcs12 / WriteCertificateFile"},
-    {"PinEntryAwaited", "PinEntryCancelled", "PinGenerationRequested", pin_event,
+    {"PinEntryAwaited", "PinEntryCancelled", "PinGenerationRequested", Common::pin_event,
      "generated PIN shown instead"},
-    {"PinGenerationRequested", "PinGenerated", "Pkcs12WriteRequested", pin_event},
-    {"PinMailerAddressAwaited", "PinMailerAddressEntered", "PinGenerationRequested", pin_event},
-    {"PinLetterIdAwaited", "PinLetterIdEntered", "PinLetterResolutionRequested", pin_event},
-    {"PinLetterResolutionRequested", "PinLetterResolved", "Pkcs12WriteRequested", pin_event},
+    {"PinGenerationRequested", "PinGenerated", "Pkcs12WriteRequested", Common::pin_event},
+    {"PinMailerAddressAwaited", "PinMailerAddressEntered", "PinGenerationRequested",
+     Common::pin_event},
+    {"PinLetterIdAwaited", "PinLetterIdEntered", "PinLetterResolutionRequested", Common::pin_event},
+    {"PinLetterResolutionRequested", "PinLetterResolved", "Pkcs12WriteRequested",
+     Common::pin_event},
     {"Pkcs12WriteRequested", "Pkcs12Written", "Pkcs12WriteRequested", on_file_written,
      "certificate file pending"},
     {"Pkcs12WriteRequested", "Pkcs12Written", "PinDeliveryRequested", on_file_written,
@@ -539,10 +519,10 @@ constexpr Row kBaseRows[] = {
     {"Pkcs12WriteRequested", "CertificateFileWritten", "Done", on_file_written},
     {"Pkcs12WriteRequested", "FileWriteFailed", kRollback, on_file_write_failed, "RemoveFiles"},
     {"PinDeliveryRequested", "PinDelivered", "Done", on_pin_delivered},
-    {kSuspRetry, "RetryRequested", "KeysRequested", retry_requested, "same transactionID"},
-    {kSuspRetry, "RetryRequested", "SubmittedToCm", retry_requested, "same transactionID"},
-    {kRollback, "RollbackConfirmed", "Cancelled", rollback_confirmed},
-    {kRollback, "RollbackConfirmed", "Failed", rollback_confirmed},
+    {kSuspRetry, "RetryRequested", "KeysRequested", Common::retry_requested, "same transactionID"},
+    {kSuspRetry, "RetryRequested", "SubmittedToCm", Common::retry_requested, "same transactionID"},
+    {kRollback, "RollbackConfirmed", "Cancelled", Common::rollback_confirmed},
+    {kRollback, "RollbackConfirmed", "Failed", Common::rollback_confirmed},
     {kRollback, "CancelRequested", kRollback, nullptr, "already rolling back"},
 };
 
@@ -569,10 +549,10 @@ constexpr std::array<Row, kRowCount> kRows = [] {
   std::size_t n = 0;
   for (const Row& r : kBaseRows) rows[n++] = r;
   for (std::string_view s : kCancelBefore) {
-    rows[n++] = Row{s, "CancelRequested", "Cancelled", cancel_requested};
+    rows[n++] = Row{s, "CancelRequested", "Cancelled", Common::cancel_requested};
   }
   for (std::string_view s : kCancelAfter) {
-    rows[n++] = Row{s, "CancelRequested", kRollback, cancel_requested, "RemoveFiles"};
+    rows[n++] = Row{s, "CancelRequested", kRollback, Common::cancel_requested, "RemoveFiles"};
   }
   if (n != kRowCount) throw "row count";
   return rows;

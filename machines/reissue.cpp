@@ -350,33 +350,7 @@ Result<Transition> on_revocation_refused(const State& from, const Event& e) {
   return Transition{std::move(to), {wf::command("NotifyOperator", {{"reason", reason}})}};
 }
 
-Result<Transition> card_removed(const State& s, const Event& e) {
-  return wf::on_card_removed(kKit, s, e);
-}
-Result<Transition> card_reinserted(const State& s, const Event& e) {
-  return wf::on_card_reinserted(kKit, s, e);
-}
-Result<Transition> cm_unreachable(const State& s, const Event& e) {
-  return wf::on_cm_unreachable(kKit, s, e);
-}
-Result<Transition> retry_requested(const State& s, const Event& e) {
-  return wf::on_retry_requested(kKit, s, e);
-}
-Result<Transition> cancel_requested(const State& s, const Event& e) {
-  return wf::on_cancel_requested(kKit, s, e);
-}
-Result<Transition> rollback_confirmed(const State& s, const Event& e) {
-  return wf::on_rollback_confirmed(kKit, s, e);
-}
-Result<Transition> cm_refused(const State& s, const Event& e) {
-  return wf::on_cm_refused(kKit, s, e);
-}
-Result<Transition> officer_pin_entered(const State& s, const Event& e) {
-  return wf::on_officer_pin_entered(kKit, s, e);
-}
-Result<Transition> officer_pin_rejected(const State& s, const Event& e) {
-  return wf::on_officer_pin_rejected(kKit, s, e);
-}
+using Common = wf::Bound<kKit>;
 
 // ----- The table -----
 
@@ -388,7 +362,7 @@ constexpr Row kBaseRows[] = {
     {"Idle", "ReissueStarted", "PreviousSearchRequested", on_started, "FindCertificate"},
     {"PreviousSearchRequested", "PreviousCertificateFound", "PreviousConfirmed", on_previous_found},
     {"PreviousSearchRequested", "PreviousCertificateNotFound", "Failed", on_previous_not_found},
-    {"PreviousSearchRequested", "CmUnreachable", kSuspRetry, cm_unreachable},
+    {"PreviousSearchRequested", "CmUnreachable", kSuspRetry, Common::cm_unreachable},
     {"PreviousConfirmed", "KeyMethodChosen", "CsrValidationRequested", on_key_method_chosen,
      "CSR / ValidateCsr"},
     {"PreviousConfirmed", "KeyMethodChosen", "CardKeyRequested", on_key_method_chosen,
@@ -408,15 +382,17 @@ constexpr Row kBaseRows[] = {
     {"CardKeyRequested", "AlgorithmUnsupported", kRollback, on_card_failure},
     {"CardKeyRequested", "CardFull", kRollback, on_card_failure},
     {"CsrBuildRequested", "CsrBuiltOnCard", "SignaturePinAwaited", on_csr_built},
-    {"SignaturePinAwaited", "OfficerPinEntered", "SignatureRequested", officer_pin_entered,
+    {"SignaturePinAwaited", "OfficerPinEntered", "SignatureRequested", Common::officer_pin_entered,
      "SignWithOfficer"},
     {"SignatureRequested", "OfficerSigned", "SubmittedToCm", on_officer_signed,
      "SubmitToCm kur / cr / p10cr"},
-    {"SignatureRequested", "OfficerPinRejected", "SignaturePinAwaited", officer_pin_rejected,
+    {"SignatureRequested", "OfficerPinRejected", "SignaturePinAwaited",
+     Common::officer_pin_rejected,
      "tries left"},
-    {"SignatureRequested", "OfficerPinRejected", kRollback, officer_pin_rejected,
+    {"SignatureRequested", "OfficerPinRejected", kRollback, Common::officer_pin_rejected,
      "blocked, key on card"},
-    {"SignatureRequested", "OfficerPinRejected", "Failed", officer_pin_rejected, "blocked, CSR"},
+    {"SignatureRequested", "OfficerPinRejected", "Failed",
+     Common::officer_pin_rejected, "blocked, CSR"},
     {"SubmittedToCm", "CertificateIssued", "InstallRequested", on_certificate_issued,
      "key on card / WriteCertificateToCard"},
     {"SubmittedToCm", "CertificateIssued", "RevocationRequested", on_certificate_issued,
@@ -424,9 +400,9 @@ constexpr Row kBaseRows[] = {
     {"SubmittedToCm", "CertificateIssued", "Done", on_certificate_issued},
     {"SubmittedToCm", "CmWaiting", "AwaitingEmailVerification", on_cm_waiting,
      "e-mail verification / PollCm"},
-    {"SubmittedToCm", "CmRefused", kRollback, cm_refused, "key on card"},
-    {"SubmittedToCm", "CmRefused", "Failed", cm_refused, "CSR"},
-    {"SubmittedToCm", "CmUnreachable", kSuspRetry, cm_unreachable},
+    {"SubmittedToCm", "CmRefused", kRollback, Common::cm_refused, "key on card"},
+    {"SubmittedToCm", "CmRefused", "Failed", Common::cm_refused, "CSR"},
+    {"SubmittedToCm", "CmUnreachable", kSuspRetry, Common::cm_unreachable},
     {"AwaitingEmailVerification", "CmWaiting", "AwaitingEmailVerification", on_cm_waiting,
      "PollCm again"},
     {"AwaitingEmailVerification", "CmWaiting", kRollback, on_cm_waiting,
@@ -439,21 +415,23 @@ constexpr Row kBaseRows[] = {
     {"AwaitingEmailVerification", "VerificationExpired", kRollback, on_verification_expired,
      "key on card"},
     {"AwaitingEmailVerification", "VerificationExpired", "Failed", on_verification_expired},
-    {"AwaitingEmailVerification", "CmRefused", kRollback, cm_refused, "key on card"},
-    {"AwaitingEmailVerification", "CmRefused", "Failed", cm_refused, "CSR"},
-    {"AwaitingEmailVerification", "CmUnreachable", kSuspRetry, cm_unreachable},
+    {"AwaitingEmailVerification", "CmRefused", kRollback, Common::cm_refused, "key on card"},
+    {"AwaitingEmailVerification", "CmRefused", "Failed", Common::cm_refused, "CSR"},
+    {"AwaitingEmailVerification", "CmUnreachable", kSuspRetry, Common::cm_unreachable},
     {"InstallRequested", "CertificateInstalled", "RevocationRequested", on_installed},
     {"InstallRequested", "CertificateInstalled", "Done", on_installed},
     {"InstallRequested", "CardFull", kRollback, on_card_failure},
     {"RevocationRequested", "PreviousRevoked", "Done", on_previous_revoked, "reason superseded"},
     {"RevocationRequested", "CmRefused", "Failed", on_revocation_refused, "new certificate kept"},
-    {"RevocationRequested", "CmUnreachable", kSuspRetry, cm_unreachable},
-    {kSuspRetry, "RetryRequested", "PreviousSearchRequested", retry_requested},
-    {kSuspRetry, "RetryRequested", "SubmittedToCm", retry_requested, "same transactionID"},
-    {kSuspRetry, "RetryRequested", "AwaitingEmailVerification", retry_requested, "poll again"},
-    {kSuspRetry, "RetryRequested", "RevocationRequested", retry_requested, "same transactionID"},
-    {kRollback, "RollbackConfirmed", "Cancelled", rollback_confirmed},
-    {kRollback, "RollbackConfirmed", "Failed", rollback_confirmed},
+    {"RevocationRequested", "CmUnreachable", kSuspRetry, Common::cm_unreachable},
+    {kSuspRetry, "RetryRequested", "PreviousSearchRequested", Common::retry_requested},
+    {kSuspRetry, "RetryRequested", "SubmittedToCm", Common::retry_requested, "same transactionID"},
+    {kSuspRetry, "RetryRequested", "AwaitingEmailVerification",
+     Common::retry_requested, "poll again"},
+    {kSuspRetry, "RetryRequested", "RevocationRequested",
+     Common::retry_requested, "same transactionID"},
+    {kRollback, "RollbackConfirmed", "Cancelled", Common::rollback_confirmed},
+    {kRollback, "RollbackConfirmed", "Failed", Common::rollback_confirmed},
     {kRollback, "CancelRequested", kRollback, nullptr, "already rolling back"},
     // Acknowledgements of commands that only inform (NotifyOperator) or clean up after a cancel
     // (RevokeIssuedCertificates): recorded, nothing changes.
@@ -491,23 +469,24 @@ constexpr std::array<Row, kRowCount> kRows = [] {
   std::size_t n = 0;
   for (const Row& r : kBaseRows) rows[n++] = r;
   for (std::string_view s : kCardStates) {
-    rows[n++] = Row{s, "CardRemoved", kSuspCard, card_removed, "resume_state recorded"};
+    rows[n++] = Row{s, "CardRemoved", kSuspCard, Common::card_removed, "resume_state recorded"};
   }
   for (std::string_view s : kCardStates) {
-    rows[n++] = Row{kSuspCard, "CardInserted", s, card_reinserted, "same card, resume"};
+    rows[n++] = Row{kSuspCard, "CardInserted", s, Common::card_reinserted, "same card, resume"};
   }
-  rows[n++] = Row{kSuspCard, "CardInserted", kSuspCard, card_reinserted, "other card, RefuseCard"};
+  rows[n++] = Row{kSuspCard, "CardInserted", kSuspCard,
+                  Common::card_reinserted, "other card, RefuseCard"};
   for (std::string_view s : kCancelBefore) {
-    rows[n++] = Row{s, "CancelRequested", "Cancelled", cancel_requested};
+    rows[n++] = Row{s, "CancelRequested", "Cancelled", Common::cancel_requested};
   }
   for (std::string_view s : kCancelMaybe) {
-    rows[n++] = Row{s, "CancelRequested", "Cancelled", cancel_requested, "CSR"};
-    rows[n++] = Row{s, "CancelRequested", kRollback, cancel_requested, "key on card"};
+    rows[n++] = Row{s, "CancelRequested", "Cancelled", Common::cancel_requested, "CSR"};
+    rows[n++] = Row{s, "CancelRequested", kRollback, Common::cancel_requested, "key on card"};
   }
   for (std::string_view s : kCancelAfter) {
-    rows[n++] = Row{s, "CancelRequested", kRollback, cancel_requested, "RollbackCard"};
+    rows[n++] = Row{s, "CancelRequested", kRollback, Common::cancel_requested, "RollbackCard"};
   }
-  rows[n++] = Row{kSuspCard, "CancelRequested", kSuspCard, cancel_requested,
+  rows[n++] = Row{kSuspCard, "CancelRequested", kSuspCard, Common::cancel_requested,
                   "rollback once the card is back"};
   if (n != kRowCount) throw "row count";
   return rows;

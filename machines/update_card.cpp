@@ -348,33 +348,7 @@ Result<Transition> on_card_full(const State& from, const Event& e) {
                       "; remove certificates or use redo instead of add");
 }
 
-Result<Transition> card_removed(const State& s, const Event& e) {
-  return wf::on_card_removed(kKit, s, e);
-}
-Result<Transition> card_reinserted(const State& s, const Event& e) {
-  return wf::on_card_reinserted(kKit, s, e);
-}
-Result<Transition> cm_unreachable(const State& s, const Event& e) {
-  return wf::on_cm_unreachable(kKit, s, e);
-}
-Result<Transition> retry_requested(const State& s, const Event& e) {
-  return wf::on_retry_requested(kKit, s, e);
-}
-Result<Transition> cancel_requested(const State& s, const Event& e) {
-  return wf::on_cancel_requested(kKit, s, e);
-}
-Result<Transition> rollback_confirmed(const State& s, const Event& e) {
-  return wf::on_rollback_confirmed(kKit, s, e);
-}
-Result<Transition> cm_refused(const State& s, const Event& e) {
-  return wf::on_cm_refused(kKit, s, e);
-}
-Result<Transition> officer_pin_entered(const State& s, const Event& e) {
-  return wf::on_officer_pin_entered(kKit, s, e);
-}
-Result<Transition> officer_pin_rejected(const State& s, const Event& e) {
-  return wf::on_officer_pin_rejected(kKit, s, e);
-}
+using Common = wf::Bound<kKit>;
 
 // ----- The table -----
 
@@ -398,18 +372,19 @@ constexpr Row kBaseRows[] = {
      "refused: add on TC card, redo without cert, ..."},
     {"TcValidationRequested", "TcValidated", "SignaturePinAwaited", on_tc_validated},
     {"TcValidationRequested", "TcRejected", "Failed", on_tc_rejected, "nothing written"},
-    {"SignaturePinAwaited", "OfficerPinEntered", "SignatureRequested", officer_pin_entered,
+    {"SignaturePinAwaited", "OfficerPinEntered", "SignatureRequested", Common::officer_pin_entered,
      "SignWithOfficer"},
     {"SignatureRequested", "OfficerSigned", "SubmittedToCm", on_officer_signed, "SubmitToCm"},
-    {"SignatureRequested", "OfficerPinRejected", "SignaturePinAwaited", officer_pin_rejected,
+    {"SignatureRequested", "OfficerPinRejected", "SignaturePinAwaited",
+     Common::officer_pin_rejected,
      "tries left"},
-    {"SignatureRequested", "OfficerPinRejected", "Failed", officer_pin_rejected, "blocked"},
+    {"SignatureRequested", "OfficerPinRejected", "Failed", Common::officer_pin_rejected, "blocked"},
     {"SubmittedToCm", "CertificatesIssued", "CardPinAwaited", on_certificates_issued,
      "something to write"},
     {"SubmittedToCm", "CertificatesIssued", "Done", on_certificates_issued,
      "issue only: not stored on card"},
-    {"SubmittedToCm", "CmRefused", "Failed", cm_refused},
-    {"SubmittedToCm", "CmUnreachable", kSuspRetry, cm_unreachable},
+    {"SubmittedToCm", "CmRefused", "Failed", Common::cm_refused},
+    {"SubmittedToCm", "CmUnreachable", kSuspRetry, Common::cm_unreachable},
     {"CardPinAwaited", "CardPinEntered", "CardPinAwaited", on_card_pin_entered, "second PIN"},
     {"CardPinAwaited", "CardPinEntered", "OperatorPinAwaited", on_card_pin_entered,
      "operator PIN required, not in CM"},
@@ -427,9 +402,9 @@ constexpr Row kBaseRows[] = {
     {"WriteRequested", "CardWritten", "Done", on_card_written},
     {"WriteRequested", "CardFull", kRollback, on_card_full},
     {"CaCertsReplaceRequested", "CaCertificatesReplaced", "Done", nullptr},
-    {kSuspRetry, "RetryRequested", "SubmittedToCm", retry_requested, "same transactionID"},
-    {kRollback, "RollbackConfirmed", "Cancelled", rollback_confirmed},
-    {kRollback, "RollbackConfirmed", "Failed", rollback_confirmed},
+    {kSuspRetry, "RetryRequested", "SubmittedToCm", Common::retry_requested, "same transactionID"},
+    {kRollback, "RollbackConfirmed", "Cancelled", Common::rollback_confirmed},
+    {kRollback, "RollbackConfirmed", "Failed", Common::rollback_confirmed},
     {"Done", "CardRemoved", "Done", nullptr, "terminal absorbs"},
     {"Cancelled", "CardRemoved", "Cancelled", nullptr, "terminal absorbs"},
     {"Failed", "CardRemoved", "Failed", nullptr, "terminal absorbs"},
@@ -457,21 +432,23 @@ constexpr std::array<Row, kRowCount> kRows = [] {
   std::size_t n = 0;
   for (const Row& r : kBaseRows) rows[n++] = r;
   for (std::string_view s : kCardStates) {
-    rows[n++] = Row{s, "CardRemoved", kSuspCard, card_removed, "resume_state recorded"};
+    rows[n++] = Row{s, "CardRemoved", kSuspCard, Common::card_removed, "resume_state recorded"};
   }
-  rows[n++] = Row{kSuspRetry, "CardRemoved", kSuspCard, card_removed, "resume_state kept"};
+  rows[n++] = Row{kSuspRetry, "CardRemoved", kSuspCard, Common::card_removed, "resume_state kept"};
   for (std::string_view s : kCardStates) {
-    rows[n++] = Row{kSuspCard, "CardInserted", s, card_reinserted, "same card, resume"};
+    rows[n++] = Row{kSuspCard, "CardInserted", s, Common::card_reinserted, "same card, resume"};
   }
-  rows[n++] = Row{kSuspCard, "CardInserted", kSuspCard, card_reinserted, "other card, RefuseCard"};
-  rows[n++] = Row{kSuspCard, "CancelRequested", "Cancelled", cancel_requested, "nothing on card"};
+  rows[n++] = Row{kSuspCard, "CardInserted", kSuspCard,
+                  Common::card_reinserted, "other card, RefuseCard"};
+  rows[n++] = Row{kSuspCard, "CancelRequested", "Cancelled",
+                  Common::cancel_requested, "nothing on card"};
   for (std::string_view s : kCancelBefore) {
-    rows[n++] = Row{s, "CancelRequested", "Cancelled", cancel_requested};
+    rows[n++] = Row{s, "CancelRequested", "Cancelled", Common::cancel_requested};
   }
   for (std::string_view s : kCancelAfter) {
-    rows[n++] = Row{s, "CancelRequested", kRollback, cancel_requested, "RollbackCard"};
+    rows[n++] = Row{s, "CancelRequested", kRollback, Common::cancel_requested, "RollbackCard"};
   }
-  rows[n++] = Row{kSuspCard, "CancelRequested", kSuspCard, cancel_requested,
+  rows[n++] = Row{kSuspCard, "CancelRequested", kSuspCard, Common::cancel_requested,
                   "rollback once the card is back"};
   rows[n++] = Row{kRollback, "CancelRequested", kRollback, nullptr, "already rolling back"};
   if (n != kRowCount) throw "row count";

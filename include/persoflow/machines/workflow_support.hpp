@@ -144,6 +144,43 @@ Transition pin_begin(const Kit& kit, State state, int index);
 // The commands of the PIN sub-flow states (empty for other states).
 std::vector<Command> pin_pending(const Kit& kit, const State& state);
 Result<Transition> on_pin_event(const Kit& kit, const State& from, const Event& event);
+
+// The common handlers bound to one machine's kit, as plain functions for its transition table
+// (one instantiation per kit, so the rows of a guarded choice share one handler):
+// `using Common = wf::Bound<kKit>;` then `Common::card_removed` in the rows.
+template <const Kit& kKit>
+struct Bound {
+  static Result<Transition> card_removed(const State& s, const Event& e) {
+    return on_card_removed(kKit, s, e);
+  }
+  static Result<Transition> card_reinserted(const State& s, const Event& e) {
+    return on_card_reinserted(kKit, s, e);
+  }
+  static Result<Transition> cm_unreachable(const State& s, const Event& e) {
+    return on_cm_unreachable(kKit, s, e);
+  }
+  static Result<Transition> retry_requested(const State& s, const Event& e) {
+    return on_retry_requested(kKit, s, e);
+  }
+  static Result<Transition> cancel_requested(const State& s, const Event& e) {
+    return on_cancel_requested(kKit, s, e);
+  }
+  static Result<Transition> rollback_confirmed(const State& s, const Event& e) {
+    return on_rollback_confirmed(kKit, s, e);
+  }
+  static Result<Transition> cm_refused(const State& s, const Event& e) {
+    return on_cm_refused(kKit, s, e);
+  }
+  static Result<Transition> officer_pin_entered(const State& s, const Event& e) {
+    return on_officer_pin_entered(kKit, s, e);
+  }
+  static Result<Transition> officer_pin_rejected(const State& s, const Event& e) {
+    return on_officer_pin_rejected(kKit, s, e);
+  }
+  static Result<Transition> pin_event(const State& s, const Event& e) {
+    return on_pin_event(kKit, s, e);
+  }
+};
 // For a card: whether PIN `index` must be delivered (shown once or mailed) after it is set, and
 // the command that does it.
 bool pin_needs_delivery(const State& state, int index);

@@ -205,6 +205,13 @@ Result<std::unique_ptr<CmLink>> CmLink::open(const std::string& cm_url, const st
                                              OfficerSource officer, CmLinkOptions options) {
   PF_ASSIGN_OR_RETURN(auto address, parse_cm_url(cm_url));
   if (cm_ca.empty()) return make_status(Errc::kInvalidArgument, "cm_ca names no CA certificate");
+  // Said here once, not met as a TLS setup failure on every request and retried as if the CM
+  // host were unreachable.
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(cm_ca, ec)) {
+    return make_status(Errc::kInvalidArgument,
+                       "cm_ca '" + cm_ca + "' is not a file (the CM host's CA certificate, PEM)");
+  }
   auto impl = std::make_unique<Impl>();
   impl->client_options.https.host = address.first;
   impl->client_options.https.port = address.second;

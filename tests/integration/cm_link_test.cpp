@@ -91,9 +91,16 @@ struct Enrolment {
 };
 
 // Why open() refused `cm_url`, or "" when it did not.
-std::string refusal_of_url(const std::string& cm_url) {
+// A file that stands for the CA certificate: opening a link reads only its name.
+std::string some_ca_file() {
+  const fs::path path = fs::temp_directory_path() / "persoflow-cm-link-test-ca.pem";
+  std::ofstream(path) << "not read when the link opens\n";
+  return path.string();
+}
+
+std::string refusal_of_url(const std::string& cm_url, const std::string& cm_ca = some_ca_file()) {
   auto opened = ac::CmLink::open(
-      cm_url, "/nonexistent/ca.pem", []() -> persoflow::Result<persoflow::devices::OfficerToken*> {
+      cm_url, cm_ca, []() -> persoflow::Result<persoflow::devices::OfficerToken*> {
         return persoflow::make_status(persoflow::Errc::kInternal, "not asked");
       });
   return opened.is_ok() ? std::string() : opened.status().message();
@@ -107,6 +114,9 @@ TEST(CmLinkUrl, EachBadCmUrlIsRefusedWithItsReason) {
   EXPECT_NE(refusal_of_url("https://127.0.0.1:84x3").find("1..65535"), std::string::npos);
   EXPECT_EQ(refusal_of_url("https://127.0.0.1:8443"), "");
   EXPECT_EQ(refusal_of_url("https://[::1]:8443/"), "");
+  EXPECT_NE(refusal_of_url("https://127.0.0.1:8443", "/nonexistent/ca.pem")
+                .find("cm_ca '/nonexistent/ca.pem' is not a file"),
+            std::string::npos);
   auto parsed = ac::parse_cm_url("https://[::1]:8443");
   ASSERT_TRUE(parsed.is_ok());
   EXPECT_EQ(parsed->first, "::1");

@@ -7,6 +7,7 @@
 // (0600) from its entry or generation until it is set on the card and delivered, then goes.
 #include <openssl/crypto.h>
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -16,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cm_genm.hpp"
+#include "persoflow/devices/pin_input.hpp"
 #include "persoflow/machines/workflow_support.hpp"
 #include "persoflow/protocol/base64.hpp"
 #include "persoflow/protocol/cm_info_types.hpp"
@@ -53,9 +55,9 @@ Result<Event> resolve_pin_letter(Impl& st, const Command& c, const CommandContex
   PF_ASSIGN_OR_RETURN(CmLink * link, st.cm_link());
   PF_ASSIGN_OR_RETURN(
       json answer,
-      genm::key_genm(*link, st.dir("cmp") + "/" + tid + ".der", st.dir("keys") + "/" + tid + ".json",
-                     protocol::kOidPinLetterBind, json{{"letter_id", field(c, "letter_id")}}, {},
-                     &refused, &why));
+      genm::key_genm(*link, st.dir("cmp") + "/" + tid + ".der",
+                     st.dir("keys") + "/" + tid + ".json", protocol::kOidPinLetterBind,
+                     json{{"letter_id", field(c, "letter_id")}}, {}, &refused, &why));
   if (refused) {
     return make_status(Errc::kRejected, "PIN letter " + field(c, "letter_id") + ": " + why);
   }
@@ -131,60 +133,55 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// The lines of the station's entered_pins: a descriptor ("fd:N", read to its end) or a file.
-Result<std::vector<std::string>> entered_pin_lines(const std::string& source) {
-  std::string text;
-  if (source.rfind("fd:", 0) == 0) {
-    int fd = -1;
-    try {
-      fd = std::stoi(source.substr(3));
-    } catch (const std::exception&) {
-    }
-    if (fd < 0) {
-      return make_status(Errc::kInvalidArgument,
-                         "entered_pins '" + source + "' is not fd:N with a descriptor number");
-    }
-    char buf[4096];
-    for (;;) {
-      const ssize_t n = ::read(fd, buf, sizeof buf);
-      if (n == 0) break;
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) {
-        return make_status(Errc::kUnavailable,
-                           "cannot read the entered PINs from descriptor " + std::to_string(fd) +
-                               " (entered_pins " + source + "): " + std::strerror(errno));
+// The station's entered_pins as a descriptor to read PINs from, a line each
+// (devices::read_secret_from_fd): "fd:N" as it is, a file opened (and closed with the source).
+class EnteredPinSource {
+ public:
+  explicit EnteredPinSource(std::string source) : source_(std::move(source)) {}
+  EnteredPinSource(const EnteredPinSource&) = delete;
+  EnteredPinSource& operator=(const EnteredPinSource&) = delete;
+  ~EnteredPinSource() {
+    if (owned_) ::close(fd_);
+  }
+
+  Result<devices::Secret> next() {
+    if (fd_ < 0) PF_RETURN_IF_ERROR(open());
+    return devices::read_secret_from_fd(fd_);
+  }
+
+ private:
+  Status open() {
+    if (source_.rfind("fd:", 0) == 0) {
+      try {
+        fd_ = std::stoi(source_.substr(3));
+      } catch (const std::exception&) {
       }
-      text.append(buf, static_cast<std::size_t>(n));
+      if (fd_ < 0) {
+        return make_status(Errc::kInvalidArgument,
+                           "entered_pins '" + source_ + "' is not fd:N with a descriptor number");
+      }
+      return Status::ok();
     }
-    OPENSSL_cleanse(buf, sizeof buf);
-  } else {
-    auto read = read_file(source);
-    if (!read) {
-      return make_status(Errc::kNotFound, "cannot read the entered PINs file " + source +
-                                              " (entered_pins of the station configuration)");
+    fd_ = ::open(source_.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd_ < 0) {
+      return make_status(Errc::kNotFound, "cannot read the entered PINs file " + source_ +
+                                              " (entered_pins of the station configuration): " +
+                                              std::strerror(errno));
     }
-    text = std::move(*read);
+    owned_ = true;
+    return Status::ok();
   }
-  std::vector<std::string> lines;
-  std::size_t at = 0;
-  while (at < text.size()) {
-    std::size_t end = text.find('\n', at);
-    if (end == std::string::npos) end = text.size();
-    std::string line = text.substr(at, end - at);
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    lines.push_back(std::move(line));
-    at = end + 1;
-  }
-  OPENSSL_cleanse(text.data(), text.size());
-  return lines;
-}
+
+  std::string source_;
+  int fd_ = -1;
+  bool owned_ = false;
+};
 
 }  // namespace
 
 Status take_entered_pins(const StationConfig& config, std::vector<CardRequest>& requests) {
-  std::vector<std::string> lines;
-  std::size_t next = 0;
-  bool read = false;
+  EnteredPinSource source(config.entered_pins);
+  std::size_t taken = 0;
   const fs::path secrets = fs::path(config.state_dir) / "secrets";
   Status status = Status::ok();
   for (CardRequest& r : requests) {
@@ -207,33 +204,30 @@ Status take_entered_pins(const StationConfig& config, std::vector<CardRequest>& 
                                  "not name; a PIN never goes in a queue line");
       break;
     }
-    if (!read) {
-      auto got = entered_pin_lines(config.entered_pins);
-      if (!got) return got.status();
-      lines = std::move(*got);
-      read = true;
-    }
     std::error_code ec;
     fs::create_directories(secrets, ec);
     const std::pair<std::string*, std::string> wanted[] = {
         {&r.pin_ref, "entered-" + r.workflow_id}, {&r.puk_ref, "entered-puk-" + r.workflow_id}};
     for (int i = 0; i < config.card_pin_count; ++i) {
       const char* what = i == 0 ? "PIN" : "PUK";
-      if (next >= lines.size() || lines[next].empty()) {
+      auto pin = source.next();
+      if (!pin) {
         status = make_status(Errc::kInvalidArgument,
                              who + "entered_pins " + config.entered_pins + " has no " + what +
-                                 " for it (line " + std::to_string(next + 1) +
-                                 "; one line per PIN, in queue order)");
+                                 " for it (line " + std::to_string(taken + 1) +
+                                 "; one line per PIN, in queue order): " + pin.status().message());
         break;
       }
-      status = write_durably((secrets / wanted[i].second).string(), lines[next] + "\n", 0600);
+      std::string line(pin->view());
+      line += '\n';
+      status = write_durably((secrets / wanted[i].second).string(), line, 0600);
+      OPENSSL_cleanse(line.data(), line.size());
       if (!status) break;
       *wanted[i].first = wanted[i].second;
-      ++next;
+      ++taken;
     }
     if (!status) break;
   }
-  for (std::string& line : lines) OPENSSL_cleanse(line.data(), line.size());
   return status;
 }
 

@@ -582,16 +582,17 @@ Result<Event> ask_operator(Station& station, const Command& c, const CommandCont
   Result<Event> answer = answer_from_request(station, req, c);
   if (answer.is_ok()) return answer;
   const std::error_code code = answer.status().code();
-  for (Errc person : {Errc::kInvalidArgument, Errc::kNotFound, Errc::kPermissionDenied,
-                      Errc::kUnsupported}) {
-    if (code != make_error_code(person) && !is_refusal(answer.status())) continue;
-    const std::string where = req.source.empty() ? "request " + req.workflow_id
-                                                 : req.source + " (request " + req.workflow_id + ")";
-    return refusal(where + ": " + answer.status().message() +
-                                           "; correct the request and run it again, or cancel "
-                                           "it: persoflow workflows cancel " + req.workflow_id);
-  }
-  return answer;  // a transport failure: retried
+  const bool for_the_operator =
+      is_refusal(answer.status()) || code == make_error_code(Errc::kInvalidArgument) ||
+      code == make_error_code(Errc::kNotFound) ||
+      code == make_error_code(Errc::kPermissionDenied) ||
+      code == make_error_code(Errc::kUnsupported);
+  if (!for_the_operator) return answer;  // a transport failure: retried
+  const std::string where = req.source.empty() ? "request " + req.workflow_id
+                                               : req.source + " (request " + req.workflow_id + ")";
+  return refusal(where + ": " + answer.status().message() +
+                 "; correct the request and run it again, or cancel it: persoflow workflows "
+                 "cancel " + req.workflow_id);
 }
 
 Result<Event> generate_key(Impl& st, const Command& c, const CommandContext& ctx) {

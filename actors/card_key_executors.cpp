@@ -43,12 +43,7 @@ struct TokenProcedureInfo {
 // The token procedure `name` from the CM host's procedure list (genm persoflowProcedureList).
 Result<TokenProcedureInfo> token_procedure(Impl& st, const std::string& name) {
   PF_ASSIGN_OR_RETURN(CmLink * link, st.cm_link());
-  std::string refusal;
-  PF_ASSIGN_OR_RETURN(json list, genm::json_genm(*link, protocol::kOidProcedureList,
-                                                 json::object(), &refusal));
-  if (!refusal.empty()) {
-    return make_status(Errc::kRejected, "the CM host refused to list its procedures: " + refusal);
-  }
+  PF_ASSIGN_OR_RETURN(json list, genm::procedure_list(*link));
   TokenProcedureInfo out;
   std::vector<std::string> names;
   for (const auto& tp : list.value("token_procedures", json::array())) {

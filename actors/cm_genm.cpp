@@ -24,6 +24,13 @@ Status write_state_file(const std::string& path, std::string_view data) {
   return devices::write_file_atomic(path, data, /*force=*/true);
 }
 
+// JSON text that `what` names; kCorrupt instead of an exception when it is not JSON.
+Result<json> parse_json(const std::string& text, const std::string& what) {
+  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return make_status(Errc::kCorrupt, what + " is not JSON");
+  return j;
+}
+
 }  // namespace
 
 Result<json> json_genm(CmLink& link, const char* oid, const json& body, std::string* refusal) {
@@ -45,10 +52,22 @@ Result<json> json_genm(CmLink& link, const char* oid, const json& body, std::str
                      std::string("the CM host's genp lacks ") + pr::info_type_name(oid));
 }
 
+Result<json> procedure_list(CmLink& link) {
+  std::string refusal;
+  PF_ASSIGN_OR_RETURN(json list, json_genm(link, protocol::kOidProcedureList, json::object(),
+                                           &refusal));
+  if (!refusal.empty()) {
+    return make_status(Errc::kRejected, "the CM host refused to list its procedures: " + refusal);
+  }
+  return list;
+}
+
 Result<json> key_genm(CmLink& link, const std::string& request_file, const std::string& answer_file,
                       const char* oid, const json& body, const std::string& procedure,
                       bool* refused, std::string* why) {
-  if (auto saved = read_file(answer_file)) return json::parse(*saved);
+  if (auto saved = read_file(answer_file)) {
+    return parse_json(*saved, "the saved CM host answer " + answer_file);
+  }
   PF_ASSIGN_OR_RETURN(CmAnswer answer,
                       link.general_message({{oid, body.dump()}}, procedure, request_file));
   if (answer.refused) {
@@ -57,7 +76,9 @@ Result<json> key_genm(CmLink& link, const std::string& request_file, const std::
     return json();
   }
   if (answer.items.empty()) return make_status(Errc::kCorrupt, "the CM host's genp is empty");
-  json j = json::parse(answer.items.front().value);
+  PF_ASSIGN_OR_RETURN(json j, parse_json(answer.items.front().value,
+                                         std::string("the CM host's ") + pr::info_type_name(oid) +
+                                             " answer"));
   if (!j.contains("keys")) j = json{{"keys", json::array({j})}};
   PF_RETURN_IF_ERROR(write_state_file(answer_file, j.dump()));
   return j;

@@ -25,6 +25,10 @@ namespace persoflow::actors::genm {
 Result<nlohmann::json> json_genm(CmLink& link, const char* oid, const nlohmann::json& body,
                                  std::string* refusal);
 
+// The CM host's procedures as it lists them for the officer (genm persoflowProcedureList): token,
+// certificate and key procedures. A refusal is Errc::kRejected with the CM host's reason.
+Result<nlohmann::json> procedure_list(CmLink& link);
+
 // A genm with one info item `oid` carrying `body`, saved at `request_file` before it is sent; the
 // genp's JSON is kept at `answer_file` (a repeat answers from it without asking), a single
 // object wrapped as {"keys": [object]}. A refusal by the CM host sets *refused and *why and

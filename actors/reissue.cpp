@@ -520,12 +520,8 @@ Result<Event> generate_key_on_card(Impl& st, const Command& c, const CommandCont
     }
     return s;
   }
-  // A process killed inside C_GenerateKeyPair can leave the public half only: remove it.
-  PF_ASSIGN_OR_RETURN(auto existing, slot->card->find_key_by_idempotency_key(key_id));
-  if (existing && !existing->has_private) {
-    PF_RETURN_IF_ERROR(slot->card->delete_key(dv::derive_key_id(key_id)));
-  }
-  // generate_key returns the key already there under this id (an interrupted earlier attempt).
+  // generate_key returns the key already there under this id (an interrupted earlier attempt),
+  // or generates whole a pair such an attempt left unfinished.
   auto key = slot->card->generate_key(alg, key_id, "persoflow reissue " + ctx.workflow_id);
   if (!key) {
     if (key.status().message().find("CKR_DEVICE_MEMORY") != std::string::npos) {

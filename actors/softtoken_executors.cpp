@@ -296,12 +296,8 @@ const json* find_named(const json& list, const std::string& name) {
 
 Result<Event> SoftTokenRa::procedure_chosen(SoftTokenRequest& request) {
   PF_ASSIGN_OR_RETURN(CmLink * link, impl_->cm_link());
-  std::string refusal;
-  auto answer = genm::json_genm(*link, pr::kOidProcedureList, json::object(), &refusal);
+  auto answer = genm::procedure_list(*link);
   if (!answer) return answer.status().with_context("asking the CM host for its procedures");
-  if (!refusal.empty()) {
-    return make_status(Errc::kRejected, "the CM host refused to list its procedures: " + refusal);
-  }
   json list = std::move(*answer);
   const json& tokens = list["token_procedures"];
   const json* tp = find_named(tokens, request.token_procedure);

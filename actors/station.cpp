@@ -609,13 +609,8 @@ Result<Event> generate_key(Impl& st, const Command& c, const CommandContext& ctx
     }
     return s;
   }
-  // A process killed inside C_GenerateKeyPair can leave the public half only (SoftHSM2 writes the
-  // two objects one after the other): remove it so the key is generated whole.
-  PF_ASSIGN_OR_RETURN(auto existing, slot->card->find_key_by_idempotency_key(key_id));
-  if (existing && !existing->has_private) {
-    PF_RETURN_IF_ERROR(slot->card->delete_key(dv::derive_key_id(key_id)));
-  }
-  // generate_key returns the key already there under this id (an interrupted earlier attempt).
+  // generate_key returns the key already there under this id (an interrupted earlier attempt),
+  // or generates whole a pair such an attempt left unfinished.
   auto key = slot->card->generate_key(alg, key_id, "persoflow " + ctx.workflow_id);
   if (!key) return key.status();
   return event("KeyGenerated", {{"entry", field(c, "entry")}, {"key_id", key_id}});

@@ -4,10 +4,17 @@
 #include "persoflow/devices/card.hpp"
 
 #include <gtest/gtest.h>
+#include <openssl/evp.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
+#include <random>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "softhsm_fixture.hpp"
 #include "test_pki.hpp"
@@ -253,6 +260,91 @@ TEST_F(CardTest, KeyIdDerivedFromIdempotencyKeyFindsTheExistingKey) {
   ASSERT_FALSE(other.is_ok());
   EXPECT_EQ(other.status().code(), Errc::kAlreadyExists);
   EXPECT_NE(other.status().message().find("EC:secp256r1"), std::string::npos);
+}
+
+// keygen_child generating pairs on `t` under "<prefix>/<i>", killed with SIGKILL at `share` (0
+// to 1) of its second generation, timed by how long its first one took (the machine's load
+// changes that); returns the number of the generation it had begun last (-1: it never started).
+long generate_until_killed(const SoftHsm::Token& t, const std::string& prefix, double share) {
+  int out[2];
+  if (::pipe(out) != 0) return -1;
+  const std::string child = pt::binary_dir() + "/keygen_child";
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(out[1], 1);
+    ::close(out[0]);
+    ::execl(child.c_str(), child.c_str(), SoftHsm::kModule, t.label.c_str(), t.user_pin.c_str(),
+            prefix.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  using Clock = std::chrono::steady_clock;
+  std::string printed;
+  std::vector<Clock::time_point> begun;  // when each generation began
+  char buf[256];
+  ssize_t n = 0;
+  while (begun.size() < 2 && (n = ::read(out[0], buf, sizeof buf)) > 0) {
+    for (ssize_t i = 0; i < n; ++i) {
+      if (buf[i] == '\n') begun.push_back(Clock::now());
+    }
+    printed.append(buf, static_cast<std::size_t>(n));
+  }
+  if (begun.size() == 2) std::this_thread::sleep_for((begun[1] - begun[0]) * share);
+  ::kill(pid, SIGKILL);
+  while ((n = ::read(out[0], buf, sizeof buf)) > 0) printed.append(buf, static_cast<std::size_t>(n));
+  ::close(out[0]);
+  ::waitpid(pid, nullptr, 0);
+  const auto last = printed.find_last_of('\n', printed.size() > 1 ? printed.size() - 2 : 0);
+  const std::string line = printed.substr(last == std::string::npos ? 0 : last + 1);
+  return line.empty() ? -1 : std::atol(line.c_str());
+}
+
+// A process really killed (SIGKILL) at random moments while it generates keys: SoftHSM2 creates
+// each object of a pair and sets its key material in a further write, so some kills leave a pair
+// unfinished (half made, or the public half only). Generating again under the same idempotency
+// key removes it and makes a whole pair that signs; whole pairs are returned as they are.
+TEST_F(CardTest, KeyPairsAKillLeftUnfinishedAreGeneratedWhole) {
+  auto t = hsm_.create_token("Kill Card");
+  const auto p256 = parse_key_algorithm("EC:secp256r1").value();
+  std::mt19937 random(20261203);
+  std::uniform_real_distribution<double> share(0.0, 1.0);
+  int unfinished = 0;
+  int whole = 0;
+  for (int trial = 0; trial < 150 && unfinished < 3; ++trial) {
+    const std::string prefix = "kill-" + std::to_string(trial);
+    const long last = generate_until_killed(t, prefix, share(random));
+    ASSERT_GE(last, 0) << "keygen_child did not start";
+    auto card = open_logged_in(t);
+    ASSERT_TRUE(card);
+    // Only the generation the kill interrupted can be unfinished; the earlier ones are whole.
+    auto found = card->find_key_by_idempotency_key(prefix + "/" + std::to_string(last));
+    ASSERT_TRUE(found.is_ok()) << found.status().message();
+    if (!found->has_value()) continue;  // killed before SoftHSM2 wrote anything
+    const bool was_whole = (*found)->has_private && (*found)->has_public && !(*found)->half_made;
+    (was_whole ? whole : unfinished)++;
+    auto again = card->generate_key(p256, prefix + "/" + std::to_string(last), "kill test");
+    ASSERT_TRUE(again.is_ok()) << again.status().message();
+    EXPECT_TRUE(again->has_private && again->has_public && !again->half_made) << trial;
+    if (was_whole) {
+      EXPECT_EQ(again->id_hex, (*found)->id_hex);
+      continue;
+    }
+    auto key = card->private_key(again->id);
+    ASSERT_TRUE(key.is_ok()) << key.status().message();
+    char group[64] = {};
+    EXPECT_EQ(EVP_PKEY_get_group_name(*key, group, sizeof group, nullptr), 1);
+    EXPECT_STREQ(group, "prime256v1");
+    EVP_PKEY_free(*key);
+    auto csr = card->make_csr(again->id, "CN=Kill Test");
+    EXPECT_TRUE(csr.is_ok()) << csr.status().message();
+    auto contents = card->read_contents(TransportCertificateRule::defaults());
+    ASSERT_TRUE(contents.is_ok());
+    for (const auto& k : contents->keys) {
+      EXPECT_FALSE(k.id == again->id && k.half_made) << "a second, unfinished pair under one id";
+    }
+  }
+  // Without an unfinished pair the repair above was never exercised: the kills must hit.
+  EXPECT_GE(unfinished, 1) << "no kill left an unfinished pair (" << whole << " whole)";
 }
 
 TEST_F(CardTest, CsrSignedOnCardVerifiesWithOpenssl) {

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "../../actors/cm_genm.hpp"  // the genm helpers are private to actors/
 #include "cm_server.hpp"
 #include "persoflow/devices/officer.hpp"
 #include "persoflow/protocol/cm_info_types.hpp"
@@ -194,6 +195,41 @@ TEST_F(CmLinkTest, AGenmAnswersWithTheGenpItems) {
   ASSERT_EQ(answer->items.size(), 1u);
   EXPECT_EQ(answer->items[0].oid, pr::kOidProcedureList);
   EXPECT_NE(answer->items[0].value.find("certificate_procedures"), std::string::npos);
+}
+
+TEST_F(CmLinkTest, TheProcedureListNamesTokenCertificateAndKeyProcedures) {
+  auto to_cm = link();
+  ASSERT_TRUE(to_cm);
+  auto list = ac::genm::procedure_list(*to_cm);
+  ASSERT_TRUE(list.is_ok()) << list.status().message();
+  for (const char* kind : {"token_procedures", "certificate_procedures", "key_procedures"}) {
+    EXPECT_TRUE(list->contains(kind)) << kind << " missing in " << list->dump();
+  }
+}
+
+// An answer kept by an earlier attempt is read instead of asking again; one that is not JSON
+// (damaged outside persoflow) is a corrupt-state error naming the file, not an exception.
+TEST_F(CmLinkTest, ASavedKeyAnswerThatIsNotJsonIsACorruptStateError) {
+  auto to_cm = link();
+  ASSERT_TRUE(to_cm);
+  const fs::path answer = tmp_->path() / "key-answer.json";
+  std::ofstream(answer) << "{\"keys\": [";
+  bool refused = false;
+  std::string why;
+  auto read = ac::genm::key_genm(*to_cm, (tmp_->path() / "key-request.der").string(),
+                                 answer.string(), pr::kOidProcedureList, {}, "", &refused, &why);
+  ASSERT_FALSE(read.is_ok());
+  EXPECT_EQ(read.status().code(), persoflow::make_error_code(persoflow::Errc::kCorrupt));
+  EXPECT_NE(read.status().message().find(answer.string()), std::string::npos)
+      << read.status().message();
+  EXPECT_FALSE(fs::exists(tmp_->path() / "key-request.der"));  // nothing was sent
+
+  std::ofstream(answer, std::ios::trunc) << R"({"keys": [{"key_id": "k1"}]})";
+  auto kept = ac::genm::key_genm(*to_cm, (tmp_->path() / "key-request.der").string(),
+                                 answer.string(), pr::kOidProcedureList, {}, "", &refused, &why);
+  ASSERT_TRUE(kept.is_ok()) << kept.status().message();
+  EXPECT_EQ(kept->at("keys").at(0).value("key_id", ""), "k1");
+  EXPECT_FALSE(refused);
 }
 
 TEST_F(CmLinkTest, AnUnreachableCmHostIsTriedAsTheRetryPolicySaysThenAnError) {

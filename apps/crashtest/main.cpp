@@ -516,7 +516,8 @@ int run(int argc, char** argv) {
       "timed-kills", po::value<long>(),
       "SIGKILLs from outside at seeded random moments of the first run, per scenario "
       "(default 0; --quick 1)")(
-      "cards", po::value<int>(), "cards per trial (default 2; --quick 1)")(
+      "cards", po::value<int>(),
+      "cards per trial (default 2; --quick 1); the interleaved scenario uses twice as many")(
       "max-per-point", po::value<long>(),
       "at most this many N per fault point, spread over its operations (default: all)")(
       "only", po::value<std::string>(),

@@ -303,6 +303,54 @@ TEST(LiveStation, ARefusalWaitsForTheOperatorAndACardLeftInIsRetriedByTheStation
   EXPECT_EQ(verify.exit_code, 0) << verify.out << verify.err;
 }
 
+// Queue lines whose PINs are entered (station.conf entered_pins, a line per PIN in queue order)
+// on cards with two PINs, through the live station's readers: each card, found by its ATR, gets
+// its line's PIN and PUK, checked from outside with pkcs11-tool (user and SO logins); neither is
+// in the demo folder or in what the station printed.
+TEST(LiveStation, EnteredPinsOfQueueLinesSetOnTheCardsInTheReaders) {
+  LiveSetup setup;
+  ASSERT_NO_FATAL_FAILURE(setup.start());
+  const std::string entered = setup.tmp.file("entered-pins.txt");
+  std::ofstream(entered) << "11335577\n22446688\n33557799\n44668800\n";
+  {
+    std::ifstream in(setup.conf);
+    nlohmann::json conf = nlohmann::json::parse(in);
+    conf["card_pin_count"] = 2;
+    conf["card_puk_file"] = "card.puk";  // the PUK (SO PIN) the cards come with
+    conf["entered_pins"] = entered;
+    std::ofstream(setup.conf) << conf.dump(2) << "\n";
+    std::ofstream(setup.dir / "station" / "card.puk") << "12345678\n";
+  }
+  std::ofstream(setup.queue)
+      << "{\"workflow_id\": \"live-a\", \"token_serial\": \"" << setup.first
+      << "\", \"pin_delivery\": \"entered\", \"subject\": {\"CN\": \"Live A\"}}\n"
+      << "{\"workflow_id\": \"live-b\", \"token_serial\": \"next\", \"pin_delivery\": "
+         "\"entered\", \"subject\": {\"CN\": \"Live B\"}}\n";
+  persoflow::testing::PcscdFixture pcscd;
+  pcscd.start();
+  Watched station({"/usr/bin/env", "PCSCLITE_CSOCK_NAME=" +
+                                       persoflow::testing::PcscdFixture::use_private_socket(),
+                   persoflow_binary(), "station", "run", "--config", setup.conf, "--live",
+                   "--queue", setup.queue});
+  std::size_t from = 0;
+  const std::string reader1 = persoflow::testing::PcscdFixture::reader_name(1);
+  ASSERT_TRUE(station.wait_for(reader1 + "  reader ready", from)) << station.out();
+  persoflow::sim::CardEmulator slot0({.port = pcscd.port()});
+  persoflow::sim::CardEmulator slot1({.port = static_cast<std::uint16_t>(pcscd.port() + 1)});
+  ASSERT_TRUE(slot0.insert(*persoflow::devices::card_atr_for_token(setup.first)).is_ok());
+  ASSERT_TRUE(slot1.insert(*persoflow::devices::card_atr_for_token(setup.second)).is_ok());
+  EXPECT_EQ(station.wait_exit(), 0) << station.out();
+  const std::string out = station.out();
+  EXPECT_NE(out.find("live-a  card " + setup.first + "  done  Done"), std::string::npos) << out;
+  EXPECT_NE(out.find("live-b  card " + setup.second + "  done  Done"), std::string::npos) << out;
+  EXPECT_EQ(persoflow::testing::two_pin_problems(setup.dir, "card-60", "11335577", "22446688",
+                                                 out, false),
+            "");
+  EXPECT_EQ(persoflow::testing::two_pin_problems(setup.dir, "card-61", "33557799", "44668800",
+                                                 out, false),
+            "");
+}
+
 // "<reader>  card <serial>  begin|end <Type> <key>" lines of --trace-commands, in output order.
 struct TracedCommand {
   std::string reader, serial, what, key;

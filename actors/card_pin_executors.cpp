@@ -45,7 +45,7 @@ Result<Event> queue_pin_letter(Station& station, const Command& c, const Command
 }
 
 // A pre-printed letter bound to the card (genm persoflowPinLetterBind): its PIN and, on a card
-// with two PINs (with_puk), its PUK, opened from the CM host's envelope for the officer and saved
+// with two PINs (pin_count 2), its PUK, opened from the CM host's envelope for the officer and saved
 // by reference. A letter the CM host refuses is PinLetterRefused: asking again gives the same
 // answer, so the operator is asked for another letter.
 Result<Event> resolve_pin_letter(Impl& st, const Command& c, const CommandContext& ctx) {
@@ -53,7 +53,7 @@ Result<Event> resolve_pin_letter(Impl& st, const Command& c, const CommandContex
   const std::string ref = "letter-" + machines::wf::derive_id(ctx.idempotency_key, "letter");
   const std::string puk_ref =
       "letter-" + machines::wf::derive_id(ctx.idempotency_key, "letter-puk");
-  const bool with_puk = field(c, "with_puk") == "yes";
+  const bool with_puk = field(c, "pin_count") == "2";
   Fields done{{"pin_index", field(c, "pin_index")}, {"pin_ref", ref}};
   if (with_puk) done["puk_ref"] = puk_ref;
   // The PIN's file is written last: when it is there, so is the PUK's.

@@ -424,7 +424,9 @@ std::vector<Command> pin_pending(const Kit& kit, const State& state) {
     Fields f{{"pin_index", index},
              {"letter_id", get(state.data, item("pin", std::stoi(index), "letter_id"))}};
     // A card with two PINs takes its PIN and its PUK from one PIN/PUK letter.
-    if (std::stoi(index) + 1 < get_int(state.data, "pin.count", 1)) f["with_puk"] = "yes";
+    if (std::stoi(index) + 1 < get_int(state.data, "pin.count", 1)) {
+      f["pin_count"] = get(state.data, "pin.count");
+    }
     return {command("ResolvePinLetter", std::move(f))};
   }
   return {};

@@ -252,7 +252,7 @@ void pin_and_puk_from_one_letter(Driver& d) {
   ASSERT_EQ(d.at(), "PinLetterIdAwaited");
   EXPECT_EQ(d.arg("AskOperator", "refused_letter_id"), "");
   d.on("PinLetterIdEntered", {{"letter_id", "PL-PINONLY"}});
-  EXPECT_EQ(d.arg("ResolvePinLetter", "with_puk"), "yes");
+  EXPECT_EQ(d.arg("ResolvePinLetter", "pin_count"), "2");
   d.on("PinLetterRefused", {{"pin_index", "0"}, {"reason", "PL-PINONLY carries a PIN only"}});
   ASSERT_EQ(d.at(), "PinLetterIdAwaited");
   EXPECT_EQ(d.arg("AskOperator", "ask"), "pin_letter_id");
@@ -286,7 +286,7 @@ void one_pin_letter_without_puk(Driver& d) {
   d.on("CardWritten");
   d.on("PinLetterIdEntered", {{"letter_id", "PL-ONE"}});
   ASSERT_EQ(d.at(), "PinLetterResolutionRequested");
-  EXPECT_EQ(d.arg("ResolvePinLetter", "with_puk"), "");
+  EXPECT_EQ(d.arg("ResolvePinLetter", "pin_count"), "");
   EXPECT_FALSE(d.refused("PinLetterResolved",
                          {{"pin_index", "0"}, {"pin_ref", "p"}, {"puk_ref", "k"}})
                    .empty());

@@ -230,7 +230,7 @@ TEST(CmStore, MigratesVersionThreeAndFindsCertificatesByTransaction) {
     ASSERT_TRUE(store->insert_certificate(a).is_ok());
     ASSERT_TRUE(store->insert_certificate(cert("0B02", "CN=Ben")).is_ok());
   }
-  exec(path, "DROP INDEX certificates_transaction; "
+  exec(path, "DROP INDEX certificates_transaction; ALTER TABLE pin_letters DROP COLUMN has_puk; "
              "UPDATE meta SET value='3' WHERE key='schema_version'");
   auto store = open_store(path);
   ASSERT_TRUE(store);

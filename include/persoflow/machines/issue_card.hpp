@@ -36,7 +36,7 @@
 // from workflow_id and entry}, RequestServerKeygenAndArchive, RequestKeyRecovery,
 // SignWithOfficer, SubmitToCm{transaction_id derived from workflow_id and "submit"},
 // WriteKeysAndCertificates (the actor re-reads the card first; present objects count as done),
-// ReplaceCaCertificates, GeneratePin, ResolvePinLetter{letter_id, with_puk=yes on a card with
+// ReplaceCaCertificates, GeneratePin, ResolvePinLetter{letter_id, pin_count=2 on a card with
 // two PINs}, SetCardPin, ShowPinOnce, QueuePinLetter,
 // RefuseCard, RollbackCard{object.<n>}, RevokeIssuedCertificates, NotifyOperator.
 //

@@ -239,16 +239,22 @@ void recover_last_default_request_with_letters(Driver& d) {
   EXPECT_EQ(d.at(), "Done");
 }
 
-// A card with two PINs and a pre-printed PIN/PUK letter: a PIN-only letter is refused by the CM
-// host and another asked for (naming the refused one); the next letter gives the PIN and the PUK,
-// both set without asking again.
-void pin_and_puk_from_one_letter(Driver& d) {
-  insert(d, 1, 0, 2);
-  d.on("ProcedureChosen", procedure("letter"));
+// A free entry's key generated on a card with `pins` PINs, certified and written: the PIN
+// sub-flow of `delivery` begins.
+void key_generated_and_written(Driver& d, const std::string& delivery, int pins) {
+  insert(d, 1, 0, pins);
+  d.on("ProcedureChosen", procedure(delivery));
   d.on("ActionsChosen", subject({{"key.0.action", "add"}}));
   d.on("KeyGenerated", {{"entry", "0"}, {"key_id", wf::card_key_id(kWf, "entry/0")}});
   sign_and_issue(d);
   d.on("CardWritten");
+}
+
+// A card with two PINs and a pre-printed PIN/PUK letter: a PIN-only letter is refused by the CM
+// host and another asked for (naming the refused one); the next letter gives the PIN and the PUK,
+// both set without asking again.
+void pin_and_puk_from_one_letter(Driver& d) {
+  key_generated_and_written(d, "letter", 2);
   ASSERT_EQ(d.at(), "PinLetterIdAwaited");
   EXPECT_EQ(d.arg("AskOperator", "refused_letter_id"), "");
   d.on("PinLetterIdEntered", {{"letter_id", "PL-PINONLY"}});
@@ -278,12 +284,7 @@ void pin_and_puk_from_one_letter(Driver& d) {
 
 // One PIN: a letter's PUK has nowhere to go, and the letter is not asked to carry one.
 void one_pin_letter_without_puk(Driver& d) {
-  insert(d, 1);
-  d.on("ProcedureChosen", procedure("letter"));
-  d.on("ActionsChosen", subject({{"key.0.action", "add"}}));
-  d.on("KeyGenerated", {{"entry", "0"}, {"key_id", wf::card_key_id(kWf, "entry/0")}});
-  sign_and_issue(d);
-  d.on("CardWritten");
+  key_generated_and_written(d, "letter", 1);
   d.on("PinLetterIdEntered", {{"letter_id", "PL-ONE"}});
   ASSERT_EQ(d.at(), "PinLetterResolutionRequested");
   EXPECT_EQ(d.arg("ResolvePinLetter", "pin_count"), "");

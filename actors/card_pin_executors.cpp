@@ -44,29 +44,61 @@ Result<Event> queue_pin_letter(Station& station, const Command& c, const Command
       });
 }
 
+// A pre-printed letter bound to the card (genm persoflowPinLetterBind): its PIN and, on a card
+// with two PINs (pin_count 2), its PUK, opened from the CM host's envelope for the officer and saved
+// by reference. A letter the CM host refuses is PinLetterRefused: asking again gives the same
+// answer, so the operator is asked for another letter.
 Result<Event> resolve_pin_letter(Impl& st, const Command& c, const CommandContext& ctx) {
   // "letter-": SetCardPin deletes it once the PIN is on the card (nothing delivers it after).
   const std::string ref = "letter-" + machines::wf::derive_id(ctx.idempotency_key, "letter");
-  const Fields done{{"pin_index", field(c, "pin_index")}, {"pin_ref", ref}};
+  const std::string puk_ref =
+      "letter-" + machines::wf::derive_id(ctx.idempotency_key, "letter-puk");
+  const bool with_puk = field(c, "pin_count") == "2";
+  Fields done{{"pin_index", field(c, "pin_index")}, {"pin_ref", ref}};
+  if (with_puk) done["puk_ref"] = puk_ref;
+  // The PIN's file is written last: when it is there, so is the PUK's.
   if (fs::exists(secret_path(st, ref))) return event("PinLetterResolved", done);
+  const std::string letter_id = field(c, "letter_id");
   const std::string tid = machines::wf::derive_id(ctx.idempotency_key, "pin-letter-bind");
+  json body{{"letter_id", letter_id}};
+  if (with_puk) body["puk"] = true;
   bool refused = false;
   std::string why;
   PF_ASSIGN_OR_RETURN(CmLink * link, st.cm_link());
-  PF_ASSIGN_OR_RETURN(
-      json answer,
-      genm::key_genm(*link, st.dir("cmp") + "/" + tid + ".der",
-                     st.dir("keys") + "/" + tid + ".json", protocol::kOidPinLetterBind,
-                     json{{"letter_id", field(c, "letter_id")}}, {}, &refused, &why));
+  PF_ASSIGN_OR_RETURN(json answer, genm::key_genm(*link, st.dir("cmp") + "/" + tid + ".der",
+                                                  st.dir("keys") + "/" + tid + ".json",
+                                                  protocol::kOidPinLetterBind, body, {}, &refused,
+                                                  &why));
   if (refused) {
-    return make_status(Errc::kRejected, "PIN letter " + field(c, "letter_id") + ": " + why);
+    // The CM host's own sentence names the letter; the CMP status texts before it say nothing.
+    const auto named = why.find("PIN letter " + letter_id);
+    return event("PinLetterRefused",
+                 {{"pin_index", field(c, "pin_index")},
+                  {"reason", named == std::string::npos
+                                 ? "the CM host refused PIN letter " + letter_id + ": " + why
+                                 : "the CM host refused: " + why.substr(named)}});
   }
   PF_ASSIGN_OR_RETURN(std::string envelope,
                       protocol::base64_decode(answer["keys"][0].value("envelope", "")));
   PF_ASSIGN_OR_RETURN(dv::OfficerToken * officer, st.officer_token("officer-password-file"));
-  PF_ASSIGN_OR_RETURN(std::string pin, genm::open_for_officer(*officer, envelope));
-  Status saved = write_durably(secret_path(st, ref), pin + "\n", 0600);
-  OPENSSL_cleanse(pin.data(), pin.size());
+  PF_ASSIGN_OR_RETURN(std::string secrets, genm::open_for_officer(*officer, envelope));
+  // A PIN/PUK letter's envelope holds "PIN\nPUK".
+  const auto newline = secrets.find('\n');
+  Status saved = Status::ok();
+  if (with_puk != (newline != std::string::npos)) {
+    saved = make_status(Errc::kCorrupt, "the CM host's answer for PIN letter " + letter_id +
+                                            (with_puk ? " lacks the PUK" : " carries a PUK"));
+  } else if (with_puk) {
+    std::string puk = secrets.substr(newline + 1) + "\n";
+    saved = write_durably(secret_path(st, puk_ref), puk, 0600);
+    OPENSSL_cleanse(puk.data(), puk.size());
+  }
+  if (saved) {
+    std::string pin = secrets.substr(0, newline) + "\n";
+    saved = write_durably(secret_path(st, ref), pin, 0600);
+    OPENSSL_cleanse(pin.data(), pin.size());
+  }
+  OPENSSL_cleanse(secrets.data(), secrets.size());
   PF_RETURN_IF_ERROR(saved);
   return event("PinLetterResolved", done);
 }
@@ -105,6 +137,10 @@ Result<Event> card_pin_answer(Station& station, const CardRequest& req, const Co
   }
   if (ask == "pin_mailer_address") {
     return event("PinMailerAddressEntered", {{"address", req.mail_to}});
+  }
+  if (!field(c, "refused_letter_id").empty() && field(c, "refused_letter_id") == req.pin_letter_id) {
+    // The request still names the letter the CM host refused: only a corrected request helps.
+    return refusal(field(c, "reason") + "; name another letter (pin_letter_id)");
   }
   return event("PinLetterIdEntered", {{"pin_index", index}, {"letter_id", req.pin_letter_id}});
 }

@@ -20,10 +20,12 @@ namespace po = boost::program_options;
 constexpr const char* kUsage =
     "Usage: persoflow cm pin-letters list [--json] [--dir DIR]\n"
     "       persoflow cm pin-letters print ID [--format pdf|text] [--out FILE] [--dir DIR]\n"
-    "       persoflow cm pin-letters preprint --count N [--length L] [--dir DIR]\n\n"
+    "       persoflow cm pin-letters preprint --count N [--length L] [--puk-length P] [--dir DIR]\n\n"
     "PIN letters for the secure printer: those the RAs queued for the PIN mailer and the\n"
-    "pre-printed PIN/PUK letters an RA binds to a token by ID. Each letter is printed once;\n"
-    "print writes the letter (PDF by default) to FILE, or to stdout for text.\n\n";
+    "pre-printed PIN/PUK letters an RA binds to a token by ID. A pre-printed letter carries a\n"
+    "PIN; with --puk-length also a PUK, for cards with two PINs (a card with two PINs takes only\n"
+    "a PIN/PUK letter, a token with one only a PIN letter). Each letter is printed once; print\n"
+    "writes the letter (PDF by default) to FILE, or to stdout for text.\n\n";
 
 int fail(const std::string& message, int code = 1) {
   std::cerr << "persoflow cm pin-letters: " << message << "\n";
@@ -46,7 +48,9 @@ int cmd_pin_letters(int argc, char** argv) {
                               "print: pdf or text")(
       "out", po::value<std::string>(), "print: the file to write (mode 0600)")(
       "count", po::value<int>(), "preprint: how many letters")(
-      "length", po::value<int>()->default_value(8), "preprint: digits of each PIN");
+      "length", po::value<int>()->default_value(8), "preprint: digits of each PIN")(
+      "puk-length", po::value<int>()->default_value(0),
+      "preprint: digits of each letter's PUK (0: PIN letters without a PUK)");
   po::variables_map vm;
   std::vector<std::string> rest;
   try {
@@ -74,6 +78,10 @@ int cmd_pin_letters(int argc, char** argv) {
     return fail("a PDF letter needs --out FILE", 2);
   }
   if (verb == "preprint" && !vm.count("count")) return fail("preprint needs --count N", 2);
+  const int puk_length = vm["puk-length"].as<int>();
+  if (puk_length != 0 && (puk_length < 4 || puk_length > 64)) {
+    return fail("--puk-length must be 4..64 (or 0: no PUK), not " + std::to_string(puk_length), 2);
+  }
   std::string dir;
   if (vm.count("dir")) {
     dir = vm["dir"].as<std::string>();
@@ -95,13 +103,15 @@ int cmd_pin_letters(int argc, char** argv) {
       for (const auto& l : *list) {
         out.push_back({{"letter_id", l.letter_id}, {"kind", l.kind}, {"state", l.state},
                        {"holder", l.holder}, {"address", l.address}, {"token", l.token},
+                       {"secrets", l.has_puk ? "PIN/PUK" : "PIN"},
                        {"created_at", l.created_at}, {"printed_at", l.printed_at}});
       }
       std::cout << out.dump(2) << "\n";
       return 0;
     }
     for (const auto& l : *list) {
-      std::cout << l.letter_id << "  " << l.kind << "  " << l.state << "  "
+      std::cout << l.letter_id << "  " << l.kind << "  " << (l.has_puk ? "PIN/PUK" : "PIN")
+                << "  " << l.state << "  "
                 << time_text(l.created_at) << "  printed " << time_text(l.printed_at) << "  "
                 << (l.holder.empty() ? "-" : l.holder) << "  "
                 << (l.address.empty() ? "-" : l.address) << "\n";
@@ -109,7 +119,8 @@ int cmd_pin_letters(int argc, char** argv) {
     return 0;
   }
   if (verb == "preprint") {
-    auto ids = (*letters)->preprint(vm["count"].as<int>(), vm["length"].as<int>(), "cli");
+    auto ids = (*letters)->preprint(vm["count"].as<int>(), vm["length"].as<int>(), puk_length,
+                                    "cli");
     if (!ids) return fail(ids.status().message());
     for (const auto& id : *ids) std::cout << id << "\n";
     return 0;

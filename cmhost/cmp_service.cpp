@@ -832,9 +832,12 @@ struct Transaction {
         PF_ASSIGN_OR_RETURN(PinLetters * l, letters());
         PF_ASSIGN_OR_RETURN(X509Ptr recipient, recipient_of(request, officer));
         const std::string id = request.at("letter_id");
-        PF_ASSIGN_OR_RETURN(std::string envelope, l->bind(id, recipient.get(),
-                                                          t.tid_hex + "/pin-letter",
-                                                          officer.name));
+        // "puk": the token has two PINs, so the letter must carry a PUK too. The binding is
+        // committed with this answer: a resent request gets the stored answer, never a refusal
+        // of a letter it bound itself.
+        PF_ASSIGN_OR_RETURN(std::string envelope,
+                            l->bind(id, recipient.get(), request.value("puk", false),
+                                    t.tid_hex + "/pin-letter", officer.name, &t.deferred));
         return json{{"letter_id", id}, {"envelope", base64(envelope)}}.dump();
       }
       if (oid == proto::kOidServerKeygen) {

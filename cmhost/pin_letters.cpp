@@ -7,6 +7,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 
 #include "persoflow/devices/pin_delivery.hpp"
 #include "persoflow/protocol/ossl.hpp"
@@ -114,6 +115,7 @@ Result<QueuedPinLetter> PinLetters::queue(const std::string& holder, const std::
   r.token = token;
   PF_ASSIGN_OR_RETURN(r.envelope, envelope_for(impl_->archive_cert.get(), pin));
   r.idempotency_key = idempotency_key;
+  r.has_puk = pin.find('\n') != std::string_view::npos;  // a card's PIN and PUK
   r.created_at = static_cast<std::int64_t>(std::time(nullptr));
   PF_RETURN_IF_ERROR(store.atomically([&]() -> Status {
     PF_RETURN_IF_ERROR(store.insert_pin_letter(r));
@@ -132,7 +134,7 @@ Result<QueuedPinLetter> PinLetters::queue(const std::string& holder, const std::
   return queued;
 }
 
-Result<std::vector<std::string>> PinLetters::preprint(int count, int length,
+Result<std::vector<std::string>> PinLetters::preprint(int count, int length, int puk_length,
                                                       const std::string& actor) {
   if (count < 1 || count > 10000) {
     return make_status(Errc::kInvalidArgument, "--count must be 1..10000");
@@ -141,6 +143,8 @@ Result<std::vector<std::string>> PinLetters::preprint(int count, int length,
   std::vector<std::string> ids;
   devices::PinRules rules;
   rules.length = length;
+  devices::PinRules puk_rules;
+  puk_rules.length = puk_length;
   PF_RETURN_IF_ERROR(store.atomically([&]() -> Status {
     for (int i = 0; i < count; ++i) {
       PinLetterRecord r;
@@ -149,13 +153,25 @@ Result<std::vector<std::string>> PinLetters::preprint(int count, int length,
       r.state = "queued";
       r.token = "PIN/PUK letter";
       PF_ASSIGN_OR_RETURN(devices::Secret pin, devices::generate_pin(rules));
-      PF_ASSIGN_OR_RETURN(r.envelope, envelope_for(impl_->archive_cert.get(), pin.view()));
+      if (puk_length > 0) {
+        // Printed as the letter's second line, as a mailer letter's PUK (render_pin_letter_*).
+        PF_ASSIGN_OR_RETURN(devices::Secret puk, devices::generate_pin(puk_rules));
+        std::string both = std::string(pin.view()) + "\n" + std::string(puk.view());
+        auto sealed = envelope_for(impl_->archive_cert.get(), both);
+        OPENSSL_cleanse(both.data(), both.size());
+        if (!sealed) return sealed.status();
+        r.envelope = std::move(*sealed);
+        r.has_puk = true;
+      } else {
+        PF_ASSIGN_OR_RETURN(r.envelope, envelope_for(impl_->archive_cert.get(), pin.view()));
+      }
       r.created_at = static_cast<std::int64_t>(std::time(nullptr));
       PF_RETURN_IF_ERROR(store.insert_pin_letter(r));
       ids.push_back(r.letter_id);
     }
     return impl_->host->audit(actor, "pin-letter-preprint",
-                              std::to_string(count) + " pre-printed PIN letters");
+                              std::to_string(count) + (puk_length > 0 ? " pre-printed PIN/PUK letters"
+                                                                      : " pre-printed PIN letters"));
   }));
   return ids;
 }
@@ -196,10 +212,11 @@ Result<std::string> PinLetters::print(const std::string& letter_id, const std::s
 }
 
 Result<std::string> PinLetters::bind(const std::string& letter_id, const X509* recipient,
-                                     const std::string& idempotency_key,
-                                     const std::string& actor) {
+                                     bool with_puk, const std::string& idempotency_key,
+                                     const std::string& actor, DeferredWrites* defer) {
   storage::CmStore& store = impl_->host->store();
   std::string envelope;
+  std::function<Status()> record_binding;
   PF_RETURN_IF_ERROR(store.atomically([&]() -> Status {
     PF_ASSIGN_OR_RETURN(auto letter, store.pin_letter(letter_id));
     if (!letter) return make_status(Errc::kNotFound, "no PIN letter " + letter_id);
@@ -211,15 +228,31 @@ Result<std::string> PinLetters::bind(const std::string& letter_id, const X509* r
       return make_status(Errc::kRejected,
                          "PIN letter " + letter_id + " is bound to another token already");
     }
-    PF_ASSIGN_OR_RETURN(std::string pin, impl_->open(letter->envelope));
-    auto sealed = envelope_for(recipient, pin);
-    OPENSSL_cleanse(pin.data(), pin.size());
+    if (with_puk && !letter->has_puk) {
+      return make_status(Errc::kRejected,
+                         "PIN letter " + letter_id +
+                             " carries a PIN only; a card with two PINs (PIN and PUK) needs a "
+                             "PIN/PUK letter (persoflow cm pin-letters preprint --puk-length N)");
+    }
+    if (!with_puk && letter->has_puk) {
+      return make_status(Errc::kRejected, "PIN letter " + letter_id +
+                                              " carries a PIN and a PUK; a token with one PIN "
+                                              "needs a PIN-only letter");
+    }
+    PF_ASSIGN_OR_RETURN(std::string secrets, impl_->open(letter->envelope));
+    auto sealed = envelope_for(recipient, secrets);
+    OPENSSL_cleanse(secrets.data(), secrets.size());
     if (!sealed) return sealed.status();
     envelope = std::move(*sealed);
-    PF_RETURN_IF_ERROR(store.update_pin_letter(letter_id, letter->state, "bound", true,
-                                               idempotency_key));
-    return impl_->host->audit(actor, "pin-letter-bind", letter_id);
+    // The state it was read in: a concurrent binding of the same letter makes this one fail.
+    record_binding = [&store, host = impl_->host, letter_id, from = letter->state,
+                      idempotency_key, actor]() -> Status {
+      PF_RETURN_IF_ERROR(store.update_pin_letter(letter_id, from, "bound", true, idempotency_key));
+      return host->audit(actor, "pin-letter-bind", letter_id);
+    };
+    return defer ? Status::ok() : record_binding();
   }));
+  if (defer) defer->writes.push_back(std::move(record_binding));
   return envelope;
 }
 

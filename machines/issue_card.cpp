@@ -455,8 +455,14 @@ Result<Transition> after_pin_obtained(const State& s) {
 }
 
 Result<Transition> next_pin_or_done(State s, int index) {
-  if (index + 1 < wf::get_int(s.data, "pin.count", 1))
+  if (index + 1 < wf::get_int(s.data, "pin.count", 1)) {
+    if (has(s.data, item("pin", index + 1, "ref"))) {
+      // The PUK came with the PIN (a PIN/PUK letter): set it straight away.
+      s.data["pin.current"] = std::to_string(index + 1);
+      return after_pin_obtained(s);
+    }
     return wf::pin_begin(kKit, std::move(s), index + 1);
+  }
   s.name = std::string(wf::kDone);
   return Transition{std::move(s), {}};
 }
@@ -568,10 +574,14 @@ constexpr Row kBaseRows[] = {
      Common::pin_event},
     {"PinLetterIdAwaited", "PinLetterIdEntered", "PinLetterResolutionRequested", Common::pin_event},
     {"PinLetterResolutionRequested", "PinLetterResolved", "PinSetRequested", Common::pin_event},
+    {"PinLetterResolutionRequested", "PinLetterRefused", "PinLetterIdAwaited", Common::pin_event,
+     "another letter asked for"},
     {"PinSetRequested", "CardPinSet", "PinDeliveryRequested", on_card_pin_set,
      "ShowPinOnce / QueuePinLetter"},
     {"PinSetRequested", "CardPinSet", "PinEntryAwaited", on_card_pin_set, "second PIN"},
     {"PinSetRequested", "CardPinSet", "PinLetterIdAwaited", on_card_pin_set, "second PIN"},
+    {"PinSetRequested", "CardPinSet", "PinSetRequested", on_card_pin_set,
+     "PUK of the same PIN/PUK letter"},
     {"PinSetRequested", "CardPinSet", "PinGenerationRequested", on_card_pin_set,
      "second PIN, one letter for both"},
     {"PinSetRequested", "CardPinSet", "Done", on_card_pin_set},

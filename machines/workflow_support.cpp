@@ -411,12 +411,23 @@ std::vector<Command> pin_pending(const Kit& kit, const State& state) {
     return {command("AskOperator", {{"ask", "pin_mailer_address"}})};
   }
   if (state.name == "PinLetterIdAwaited") {
-    return {command("AskOperator", {{"ask", "pin_letter_id"}, {"pin_index", index}})};
+    Fields f{{"ask", "pin_letter_id"}, {"pin_index", index}};
+    // Asked again after the CM host refused the letter: the operator is told which and why.
+    const std::string refused = item("pin", std::stoi(index), "refused_letter_id");
+    if (has(state.data, refused)) {
+      f["refused_letter_id"] = get(state.data, refused);
+      f["reason"] = get(state.data, item("pin", std::stoi(index), "refusal"));
+    }
+    return {command("AskOperator", std::move(f))};
   }
   if (state.name == "PinLetterResolutionRequested") {
-    return {command("ResolvePinLetter",
-                    {{"pin_index", index},
-                     {"letter_id", get(state.data, item("pin", std::stoi(index), "letter_id"))}})};
+    Fields f{{"pin_index", index},
+             {"letter_id", get(state.data, item("pin", std::stoi(index), "letter_id"))}};
+    // A card with two PINs takes its PIN and its PUK from one PIN/PUK letter.
+    if (std::stoi(index) + 1 < get_int(state.data, "pin.count", 1)) {
+      f["pin_count"] = get(state.data, "pin.count");
+    }
+    return {command("ResolvePinLetter", std::move(f))};
   }
   return {};
 }
@@ -442,7 +453,18 @@ Result<Transition> on_pin_event(const Kit& kit, const State& from, const Event& 
     PF_ASSIGN_OR_RETURN(std::string ref, need(event, "pin_ref"));
     to.data[item("pin", index, "ref")] = ref;
     if (type == "PinEntered") to.data[item("pin", index, "source")] = "entered";
-    if (type == "PinLetterResolved") to.data[item("pin", index, "source")] = "letter";
+    if (type == "PinLetterResolved") {
+      to.data[item("pin", index, "source")] = "letter";
+      if (has(event.fields, "puk_ref")) {
+        // A PIN/PUK letter: the next PIN (the card's PUK) comes from the same letter.
+        if (index + 1 >= get_int(from.data, "pin.count", 1)) {
+          return invalid("PinLetterResolved carries a PUK for a token with one PIN");
+        }
+        to.data[item("pin", index + 1, "ref")] = get(event.fields, "puk_ref");
+        to.data[item("pin", index + 1, "source")] = "letter";
+        to.data[item("pin", index + 1, "letter_id")] = get(from.data, item("pin", index, "letter_id"));
+      }
+    }
     to.name = from.name;
     return kit.after_pin_obtained(to);
   }
@@ -467,6 +489,18 @@ Result<Transition> on_pin_event(const Kit& kit, const State& from, const Event& 
     PF_ASSIGN_OR_RETURN(std::string letter, need(event, "letter_id"));
     to.name = "PinLetterResolutionRequested";
     to.data[item("pin", index, "letter_id")] = letter;
+    to.data.erase(item("pin", index, "refused_letter_id"));
+    to.data.erase(item("pin", index, "refusal"));
+    return enter(kit, std::move(to));
+  }
+  if (type == "PinLetterRefused") {
+    // The CM host will not bind that letter (unknown, bound already, no PUK for a card with
+    // two PINs): the operator names another; asking the CM host again would not help.
+    PF_ASSIGN_OR_RETURN(std::string reason, need(event, "reason"));
+    to.name = "PinLetterIdAwaited";
+    to.data[item("pin", index, "refused_letter_id")] = get(from.data, item("pin", index, "letter_id"));
+    to.data[item("pin", index, "refusal")] = reason;
+    to.data.erase(item("pin", index, "letter_id"));
     return enter(kit, std::move(to));
   }
   return invalid("not a PIN event: " + type);

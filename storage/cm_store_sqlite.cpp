@@ -20,7 +20,7 @@
 namespace persoflow::storage {
 namespace {
 
-constexpr int kSchemaVersion = 4;
+constexpr int kSchemaVersion = 5;
 constexpr const char* kKind = "persoflow-cm";
 const std::string kZeroHash(64, '0');
 
@@ -381,6 +381,14 @@ class SqliteCmStore final : public CmStore {
                                 "migrating the schema to version 4"));
         version = 4;
       }
+      if (version < 5) {
+        // Pre-printed PIN/PUK letters: whether a letter carries a PUK after its PIN, known without
+        // opening its envelope (and after the envelope is dropped).
+        PF_RETURN_IF_ERROR(exec("ALTER TABLE pin_letters ADD COLUMN has_puk INTEGER NOT NULL "
+                                "DEFAULT 0",
+                                "migrating the schema to version 5 (PIN/PUK letters)"));
+        version = 5;
+      }
       Stmt up(db_, "UPDATE meta SET value=?1 WHERE key='schema_version'", &cache_);
       up.bind(1, std::to_string(version));
       return up.run("writing schema_version");
@@ -635,12 +643,13 @@ class SqliteCmStore final : public CmStore {
     std::lock_guard lock(mu_);
     return write([&]() -> Status {
       Stmt s(db_, "INSERT INTO pin_letters(letter_id, kind, state, holder, address, token, "
-                  "envelope, idempotency_key, bound_to, created_at) "
-                  "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
+                  "envelope, idempotency_key, bound_to, created_at, has_puk) "
+                  "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
       s.bind(1, r.letter_id).bind(2, r.kind).bind(3, r.state).bind(4, r.holder);
       s.bind(5, r.address).bind(6, r.token).bind_blob(7, r.envelope);
       s.bind_opt(8, r.idempotency_key).bind(9, r.bound_to);
       s.bind(10, r.created_at ? r.created_at : now_ms() / 1000);
+      s.bind(11, std::int64_t{r.has_puk ? 1 : 0});
       Status st = s.run("queueing a PIN letter");
       if (!st.is_ok() && (st.code().value() == SQLITE_CONSTRAINT_UNIQUE ||
                           st.code().value() == SQLITE_CONSTRAINT_PRIMARYKEY)) {
@@ -655,7 +664,7 @@ class SqliteCmStore final : public CmStore {
     std::lock_guard lock(mu_);
     std::string sql = std::string("SELECT letter_id, kind, state, holder, address, token, "
                                   "envelope, ifnull(idempotency_key, ''), bound_to, created_at, "
-                                  "printed_at FROM pin_letters ") + where + " ORDER BY created_at, letter_id";
+                                  "printed_at, has_puk FROM pin_letters ") + where + " ORDER BY created_at, letter_id";
     Stmt s(db_, sql.c_str());
     binder(s);
     std::vector<PinLetterRecord> out;
@@ -674,6 +683,7 @@ class SqliteCmStore final : public CmStore {
       r.bound_to = s.text(8);
       r.created_at = s.integer(9);
       r.printed_at = s.integer(10);
+      r.has_puk = s.integer(11) != 0;
       out.push_back(std::move(r));
     }
     return out;

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "station_fixture.hpp"
 #include "test_support.hpp"
@@ -172,39 +173,61 @@ class IssueCardKeys : public ::testing::Test {
   }
 
 
-  // What a card with two PINs holds after its workflow, checked from outside: the PIN opens it as
-  // user, the PUK as SO (pkcs11-tool --login-type so), the PUK it came with no longer does, and
-  // neither secret is on disk under the demo folder or in what the command printed.
-  static std::string two_pin_problems(const std::string& card, const std::string& pin,
-                               const std::string& puk, const RunResult& printed, bool shown) {
-    std::string problems;
-    const std::string env = softhsm();
-    auto login = [&](const std::vector<std::string>& how) {
-      std::vector<std::string> argv = {"/usr/bin/env", env, "pkcs11-tool", "--module", kModule,
-                                       "--token-label", card, "--login"};
-      argv.insert(argv.end(), how.begin(), how.end());
-      argv.push_back("--list-objects");
-      return run(argv);
+  // A pre-printed letter made by the CM host's command: a PIN letter, or a PIN/PUK letter.
+  static std::string preprint_letter(bool with_puk) {
+    std::vector<std::string> argv = {persoflow_binary(), "cm", "pin-letters", "preprint",
+                                     "--count", "1", "--dir", (dir_ / "cm").string()};
+    if (with_puk) argv.insert(argv.end(), {"--puk-length", "8"});
+    auto made = run(argv);
+    EXPECT_EQ(made.exit_code, 0) << made.err;
+    return made.out.substr(0, made.out.find('\n'));
+  }
+
+  // The PIN and PUK printed on a letter (the PUK "" when it has none); prints it (once).
+  static std::pair<std::string, std::string> printed_secrets(const std::string& id) {
+    auto printed = run({persoflow_binary(), "cm", "pin-letters", "print", id, "--format", "text",
+                        "--dir", (dir_ / "cm").string()});
+    EXPECT_EQ(printed.exit_code, 0) << printed.err;
+    auto line = [&](const std::string& label) {
+      const auto at = printed.out.find(label);
+      if (at == std::string::npos) return std::string();
+      return printed.out.substr(at + label.size(),
+                                printed.out.find('\n', at) - at - label.size());
     };
-    auto user = login({"--pin", pin});
-    if (user.exit_code != 0 || user.out.find("Private Key Object") == std::string::npos) {
-      problems += card + ": the PIN does not open it as user: " + user.err + "\n";
-    }
-    // An SO login needs a read-write session (SoftHSM2: CKR_SESSION_READ_ONLY_EXISTS).
-    if (login({"--session-rw", "--login-type", "so", "--so-pin", puk}).exit_code != 0) {
-      problems += card + ": the PUK does not open it as SO\n";
-    }
-    if (login({"--session-rw", "--login-type", "so", "--so-pin", "12345678"}).exit_code == 0) {
-      problems += card + ": the PUK it came with still opens it\n";
-    }
-    for (const std::string& secret : {pin, puk}) {
-      auto grep = run({"grep", "-rl", "--", secret, dir_.string()});
-      if (!grep.out.empty()) problems += secret + " is on disk: " + grep.out;
-      if (!shown && (printed.out + printed.err).find(secret) != std::string::npos) {
-        problems += secret + " was printed\n";
+    return {line("Your PIN: "), line("Your PUK: ")};
+  }
+
+  // "<state> <secrets>" of a letter as `cm pin-letters list --json` shows it, e.g. "bound PIN/PUK".
+  static std::string letter_listing(const std::string& id) {
+    auto listed = run({persoflow_binary(), "cm", "pin-letters", "list", "--json", "--dir",
+                       (dir_ / "cm").string()});
+    EXPECT_EQ(listed.exit_code, 0) << listed.err;
+    for (const auto& l : nlohmann::json::parse(listed.out)) {
+      if (l.value("letter_id", "") == id) {
+        return l.value("state", "") + " " + l.value("secrets", "");
       }
     }
-    return problems;
+    return "no letter " + id;
+  }
+
+  // Records of the CM host's audit log (`cm audit list`) holding both texts.
+  static int audit_lines_with(const std::string& one, const std::string& other) {
+    auto audit = run({persoflow_binary(), "cm", "audit", "list", "--dir", (dir_ / "cm").string()});
+    EXPECT_EQ(audit.exit_code, 0) << audit.err;
+    int n = 0;
+    std::istringstream lines(audit.out);
+    for (std::string l; std::getline(lines, l);) {
+      n += l.find(one) != std::string::npos && l.find(other) != std::string::npos;
+    }
+    return n;
+  }
+
+  // The checks of persoflow::testing::two_pin_problems on this suite's demo folder.
+  static std::string two_pin_problems(const std::string& card, const std::string& pin,
+                                      const std::string& puk, const RunResult& printed,
+                                      bool shown) {
+    return persoflow::testing::two_pin_problems(dir_, card, pin, puk, printed.out + printed.err,
+                                                shown);
   }
 
   static TempDir* tmp_;
@@ -466,6 +489,113 @@ TEST_F(IssueCardKeys, CardWithTwoPinsAsksForBothWhenEntered) {
                      "24681357\n24681357\n75318642\n75318642\n");
   ASSERT_EQ(entered.exit_code, 0) << entered.out << entered.err;
   EXPECT_EQ(two_pin_problems("two-ent", "24681357", "75318642", entered, false), "");
+}
+
+// A pre-printed PIN/PUK letter on a card with two PINs: the card's PIN and PUK (SO PIN) are the
+// letter's, checked with pkcs11-tool; the letter is bound then, and binds once: another card's
+// request for it is refused and waits for the operator, nothing set on that card.
+TEST_F(IssueCardKeys, CardWithTwoPinsGetsPinAndPukFromOnePrePrintedLetter) {
+  const std::string id = preprint_letter(true);
+  EXPECT_EQ(letter_listing(id), "queued PIN/PUK");
+  const auto [pin, puk] = printed_secrets(id);
+  ASSERT_EQ(pin.size(), 8u);
+  ASSERT_EQ(puk.size(), 8u);
+  blank_card("two-letter");
+  auto bound = issue(conf_two_pins(), "two-letter", "Lea Letter",
+                     {"--pin", "letter", "--pin-letter-id", id});
+  ASSERT_EQ(bound.exit_code, 0) << bound.out << bound.err;
+  EXPECT_EQ(two_pin_problems("two-letter", pin, puk, bound, false), "");
+  EXPECT_EQ(letter_listing(id), "bound PIN/PUK");
+
+  blank_card("two-letter-b");
+  auto again = issue(conf_two_pins(), "two-letter-b", "Lou Letter",
+                     {"--pin", "letter", "--pin-letter-id", id, "--workflow-id", "two-letter-b-wf"});
+  EXPECT_EQ(again.exit_code, 1) << again.out << again.err;
+  EXPECT_NE((again.out + again.err).find("PIN letter " + id + " is bound to another token already"),
+            std::string::npos)
+      << again.out << again.err;
+  auto unchanged = run({"/usr/bin/env", softhsm(), "pkcs11-tool", "--module", kModule,
+                        "--token-label", "two-letter-b", "--login", "--pin", "123456",
+                        "--list-objects"});
+  EXPECT_EQ(unchanged.exit_code, 0) << "the card's PIN was changed: " << unchanged.err;
+  // The operator ends it (its keys and certificate rolled back), so later runs have nothing left.
+  auto cancel = run({persoflow_binary(), "workflows", "cancel", "two-letter-b-wf", "--config",
+                     conf_two_pins()});
+  EXPECT_EQ(cancel.exit_code, 0) << cancel.out << cancel.err;
+
+  auto too_short = run({persoflow_binary(), "cm", "pin-letters", "preprint", "--count", "1",
+                        "--puk-length", "2", "--dir", (dir_ / "cm").string()});
+  EXPECT_EQ(too_short.exit_code, 2);
+  EXPECT_NE(too_short.err.find("--puk-length must be 4..64"), std::string::npos) << too_short.err;
+}
+
+// A queue line offering a PIN-only letter for a card with two PINs: refused by the CM host with
+// the letter named, not retried; the workflow waits for the operator and the letter stays
+// unbound. The corrected line (a PIN/PUK letter) finishes the same workflow.
+TEST_F(IssueCardKeys, PinOnlyLetterForACardWithTwoPinsWaitsForACorrectedLine) {
+  const std::string pin_only = preprint_letter(false);
+  const std::string pin_puk = preprint_letter(true);
+  const auto [pin, puk] = printed_secrets(pin_puk);
+  blank_card("two-ql");
+  const std::string queue = tmp_->file("letter-queue.jsonl");
+  auto write_line = [&](const std::string& letter) {
+    std::ofstream(queue)
+        << R"({"workflow_id": "two-ql-issue", "token_label": "two-ql", "pin_delivery": "letter", )"
+        << R"("pin_letter_id": ")" << letter << R"(", "subject": {"CN": "Lin Queue"}})" << "\n";
+  };
+  write_line(pin_only);
+  auto refused = run({persoflow_binary(), "station", "run", "--config", conf_two_pins(),
+                      "--queue", queue});
+  EXPECT_EQ(refused.exit_code, 1) << refused.out << refused.err;
+  const std::string said = refused.out + refused.err;
+  EXPECT_NE(said.find(queue + ":1 (request two-ql-issue): the CM host refused: PIN letter " +
+                      pin_only + " carries a PIN only; a card with two PINs (PIN and PUK) needs "
+                      "a PIN/PUK letter"),
+            std::string::npos)
+      << said;
+  EXPECT_EQ(audit_lines_with(pin_only, "carries a PIN only"), 1) << "asked the CM host again";
+  EXPECT_EQ(letter_listing(pin_only), "queued PIN");
+
+  write_line(pin_puk);
+  auto corrected = run({persoflow_binary(), "station", "run", "--config", conf_two_pins(),
+                        "--queue", queue});
+  ASSERT_EQ(corrected.exit_code, 0) << corrected.out << corrected.err;
+  EXPECT_EQ(two_pin_problems("two-ql", pin, puk, corrected, false), "");
+  EXPECT_EQ(letter_listing(pin_puk), "bound PIN/PUK");
+  EXPECT_EQ(letter_listing(pin_only), "queued PIN");
+  EXPECT_EQ(certificates_for(dir_, "Lin Queue"), 1);
+}
+
+// Killed right after the letter was bound (ResolvePinLetter, command 10), before that was
+// journaled, and the RA's copy of the answer lost too: the workflow run again sends the saved
+// bind request again, and the CM host answers it from its stored answer (same transactionID),
+// not with "bound to another token"; the letter is bound once.
+TEST_F(IssueCardKeys, BindRepeatedAfterACrashGetsTheSameLetter) {
+  const std::string id = preprint_letter(true);
+  const auto [pin, puk] = printed_secrets(id);
+  blank_card("two-crash");
+  auto killed = run({"/usr/bin/env", "PERSOFLOW_CRASH_AT=actors.after_command:10",
+                     persoflow_binary(), "issue", "card", "--config", conf_two_pins(), "--token",
+                     "two-crash", "--field", "CN=Kai Crash", "--pin", "letter", "--pin-letter-id",
+                     id, "--workflow-id", "two-crash-wf"});
+  ASSERT_EQ(killed.exit_code, 128 + 9) << killed.out << killed.err;
+  ASSERT_EQ(letter_listing(id), "bound PIN/PUK");
+  int lost = 0;
+  for (const char* folder : {"keys", "secrets"}) {
+    for (const auto& f : fs::directory_iterator(dir_ / "station" / folder)) {
+      const std::string name = f.path().filename().string();
+      const bool answer = folder == std::string("keys") &&
+                          !run({"grep", "-q", id, f.path().string()}).exit_code;
+      if (answer || name.rfind("letter-", 0) == 0) lost += fs::remove(f.path());
+    }
+  }
+  EXPECT_EQ(lost, 3) << "the bind's answer and the two secrets' files";
+  auto resumed = issue(conf_two_pins(), "two-crash", "Kai Crash",
+                       {"--pin", "letter", "--pin-letter-id", id, "--workflow-id", "two-crash-wf"});
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.out << resumed.err;
+  EXPECT_EQ(two_pin_problems("two-crash", pin, puk, resumed, false), "");
+  EXPECT_EQ(audit_lines_with("pin-letter-bind", id), 1);
+  EXPECT_EQ(certificates_for(dir_, "Kai Crash"), 1);
 }
 
 // Queue lines carry the PIN mode only: an entered PIN (and PUK) comes from the station's

@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -174,11 +175,36 @@ struct LiveSetup {
     ASSERT_EQ(first.size(), 16u);
     ASSERT_EQ(second.size(), 16u);
     queue = tmp.file("queue.jsonl");
-    std::ofstream(queue)
-        << "{\"workflow_id\": \"live-a\", \"token_serial\": \"" << first
-        << "\", \"subject\": {\"CN\": \"Live A\"}}\n"
-        << "{\"workflow_id\": \"live-b\", \"token_serial\": \"next\", \"subject\": "
-           "{\"CN\": \"Live B\"}}\n";
+    write_queue("", "");
+  }
+
+  // The queue's two lines, each with more JSON fields (`"name": value, ` each) when given.
+  void write_queue(const std::string& more_a, const std::string& more_b) const {
+    std::ofstream(queue) << "{\"workflow_id\": \"live-a\", \"token_serial\": \"" << first
+                         << "\", " << more_a << "\"subject\": {\"CN\": \"Live A\"}}\n"
+                         << "{\"workflow_id\": \"live-b\", \"token_serial\": \"next\", "
+                         << more_b << "\"subject\": {\"CN\": \"Live B\"}}\n";
+  }
+
+  // station.conf changed by `change`.
+  void change_conf(const std::function<void(nlohmann::json&)>& change) const {
+    std::ifstream in(conf);
+    nlohmann::json j = nlohmann::json::parse(in);
+    change(j);
+    std::ofstream(conf) << j.dump(2) << "\n";
+  }
+
+  // `station run --live` over the queue through pcscd's private socket, once both readers are
+  // ready.
+  std::unique_ptr<Watched> live_station() const {
+    auto station = std::make_unique<Watched>(std::vector<std::string>{
+        "/usr/bin/env",
+        "PCSCLITE_CSOCK_NAME=" + persoflow::testing::PcscdFixture::use_private_socket(),
+        persoflow_binary(), "station", "run", "--config", conf, "--live", "--queue", queue});
+    std::size_t from = 0;
+    const std::string reader1 = persoflow::testing::PcscdFixture::reader_name(1);
+    EXPECT_TRUE(station->wait_for(reader1 + "  reader ready", from)) << station->out();
+    return station;
   }
 };
 
@@ -245,27 +271,16 @@ TEST(LiveStation, PulledCardSuspendsAnotherCardIsRefusedTheSameCardCompletes) {
 TEST(LiveStation, ARefusalWaitsForTheOperatorAndACardLeftInIsRetriedByTheStation) {
   LiveSetup setup;
   ASSERT_NO_FATAL_FAILURE(setup.start());
-  {
-    // One attempt per submission, and the station's retry 1.5 s after a suspension.
-    std::ifstream in(setup.conf);
-    nlohmann::json conf = nlohmann::json::parse(in);
+  // One attempt per submission, and the station's retry 1.5 s after a suspension.
+  setup.change_conf([](nlohmann::json& conf) {
     conf["cm_retry"] = {{"attempts", 1}, {"initial_delay_ms", 50}, {"max_delay_ms", 1500}};
-    std::ofstream(setup.conf) << conf.dump(2) << "\n";
-  }
-  std::ofstream(setup.queue)
-      << "{\"workflow_id\": \"live-a\", \"token_serial\": \"" << setup.first
-      << "\", \"token_procedure\": \"no-such-procedure\", \"subject\": {\"CN\": \"Live A\"}}\n"
-      << "{\"workflow_id\": \"live-b\", \"token_serial\": \"next\", \"subject\": "
-         "{\"CN\": \"Live B\"}}\n";
+  });
+  setup.write_queue("\"token_procedure\": \"no-such-procedure\", ", "");
   persoflow::testing::PcscdFixture pcscd;
   pcscd.start();
-  Watched station({"/usr/bin/env", "PCSCLITE_CSOCK_NAME=" +
-                                       persoflow::testing::PcscdFixture::use_private_socket(),
-                   persoflow_binary(), "station", "run", "--config", setup.conf, "--live",
-                   "--queue", setup.queue});
+  auto watched = setup.live_station();
+  Watched& station = *watched;
   std::size_t from = 0;
-  const std::string reader1 = persoflow::testing::PcscdFixture::reader_name(1);
-  ASSERT_TRUE(station.wait_for(reader1 + "  reader ready", from)) << station.out();
   persoflow::sim::CardEmulator slot0({.port = pcscd.port()});
   persoflow::sim::CardEmulator slot1({.port = static_cast<std::uint16_t>(pcscd.port() + 1)});
 
@@ -301,6 +316,42 @@ TEST(LiveStation, ARefusalWaitsForTheOperatorAndACardLeftInIsRetriedByTheStation
   auto verify = run({persoflow_binary(), "journal", "verify", "--journal",
                      (setup.dir / "station" / "journal.db").string()});
   EXPECT_EQ(verify.exit_code, 0) << verify.out << verify.err;
+}
+
+// Queue lines whose PINs are entered (station.conf entered_pins, a line per PIN in queue order)
+// on cards with two PINs, through the live station's readers: each card, found by its ATR, gets
+// its line's PIN and PUK, checked from outside with pkcs11-tool (user and SO logins); neither is
+// in the demo folder or in what the station printed.
+TEST(LiveStation, EnteredPinsOfQueueLinesSetOnTheCardsInTheReaders) {
+  LiveSetup setup;
+  ASSERT_NO_FATAL_FAILURE(setup.start());
+  const std::string entered = setup.tmp.file("entered-pins.txt");
+  std::ofstream(entered) << "11335577\n22446688\n33557799\n44668800\n";
+  setup.change_conf([&](nlohmann::json& conf) {
+    conf["card_pin_count"] = 2;
+    conf["card_puk_file"] = "card.puk";  // the PUK (SO PIN) the cards come with
+    conf["entered_pins"] = entered;
+  });
+  std::ofstream(setup.dir / "station" / "card.puk") << "12345678\n";
+  setup.write_queue("\"pin_delivery\": \"entered\", ", "\"pin_delivery\": \"entered\", ");
+  persoflow::testing::PcscdFixture pcscd;
+  pcscd.start();
+  auto watched = setup.live_station();
+  Watched& station = *watched;
+  persoflow::sim::CardEmulator slot0({.port = pcscd.port()});
+  persoflow::sim::CardEmulator slot1({.port = static_cast<std::uint16_t>(pcscd.port() + 1)});
+  ASSERT_TRUE(slot0.insert(*persoflow::devices::card_atr_for_token(setup.first)).is_ok());
+  ASSERT_TRUE(slot1.insert(*persoflow::devices::card_atr_for_token(setup.second)).is_ok());
+  EXPECT_EQ(station.wait_exit(), 0) << station.out();
+  const std::string out = station.out();
+  EXPECT_NE(out.find("live-a  card " + setup.first + "  done  Done"), std::string::npos) << out;
+  EXPECT_NE(out.find("live-b  card " + setup.second + "  done  Done"), std::string::npos) << out;
+  EXPECT_EQ(persoflow::testing::two_pin_problems(setup.dir, "card-60", "11335577", "22446688",
+                                                 out, false),
+            "");
+  EXPECT_EQ(persoflow::testing::two_pin_problems(setup.dir, "card-61", "33557799", "44668800",
+                                                 out, false),
+            "");
 }
 
 // "<reader>  card <serial>  begin|end <Type> <key>" lines of --trace-commands, in output order.

@@ -416,6 +416,30 @@ TEST_F(SoftToken, PinTakenFromAPrePrintedLetter) {
   EXPECT_EQ(twice.exit_code, 1);
   EXPECT_NE(twice.err.find("is bound to another token already"), std::string::npos) << twice.err;
   EXPECT_FALSE(fs::exists(out + "/Hal-Letter.p12"));
+
+  // A PIN/PUK letter is for cards with two PINs: a soft token's request for one is refused and
+  // the letter stays unbound.
+  RunResult with_puk = run({persoflow_binary(), "cm", "pin-letters", "preprint", "--count", "1",
+                            "--puk-length", "8", "--dir", cm_dir()});
+  ASSERT_EQ(with_puk.exit_code, 0) << with_puk.err;
+  const std::string puk_id = with_puk.out.substr(0, with_puk.out.find('\n'));
+  RunResult refused = issue({"--procedure", "softtoken-letter", "--field", "CN=Ida Letter",
+                             "--out", out, "--pin-letter-id", puk_id});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_NE(refused.err.find("PIN letter " + puk_id +
+                             " carries a PIN and a PUK; a token with one PIN needs a PIN-only "
+                             "letter"),
+            std::string::npos)
+      << refused.err;
+  EXPECT_FALSE(fs::exists(out + "/Ida-Letter.p12"));
+  RunResult list = run({persoflow_binary(), "cm", "pin-letters", "list", "--json", "--dir",
+                        cm_dir()});
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  std::string state;
+  for (const auto& l : nlohmann::json::parse(list.out)) {
+    if (l["letter_id"] == puk_id) state = l["state"];
+  }
+  EXPECT_EQ(state, "queued") << list.out;
 }
 
 int certificates_for(const std::string& cm, const std::string& cn) {

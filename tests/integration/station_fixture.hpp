@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "cm_server.hpp"
 #include "test_support.hpp"
@@ -78,6 +79,42 @@ inline std::string ca_certificate_mismatch(const std::string& softhsm_env,
                     "-fingerprint"});
   return on_card.out == cm_ca.out && !on_card.out.empty() ? ""
                                                           : "card " + on_card.out + "CM " + cm_ca.out;
+}
+
+// What a card with two PINs holds after its workflow, checked from outside: the PIN opens it as
+// user, the PUK as SO (pkcs11-tool --login-type so), the PUK it came with (12345678) no longer
+// does, and neither secret is on disk under the demo folder DIR or, unless `shown`, in what the
+// command printed. Returns the problems found, or "".
+inline std::string two_pin_problems(const std::filesystem::path& dir, const std::string& card,
+                                    const std::string& pin, const std::string& puk,
+                                    const std::string& printed, bool shown) {
+  std::string problems;
+  const std::string env = "SOFTHSM2_CONF=" + (dir / "tokens" / "softhsm2.conf").string();
+  auto login = [&](const std::vector<std::string>& how) {
+    std::vector<std::string> argv = {"/usr/bin/env", env, "pkcs11-tool", "--module",
+                                     "/usr/lib/softhsm/libsofthsm2.so", "--token-label", card,
+                                     "--login"};
+    argv.insert(argv.end(), how.begin(), how.end());
+    argv.push_back("--list-objects");
+    return run(argv);
+  };
+  auto user = login({"--pin", pin});
+  if (user.exit_code != 0 || user.out.find("Private Key Object") == std::string::npos) {
+    problems += card + ": the PIN does not open it as user: " + user.err + "\n";
+  }
+  // An SO login needs a read-write session (SoftHSM2: CKR_SESSION_READ_ONLY_EXISTS).
+  if (login({"--session-rw", "--login-type", "so", "--so-pin", puk}).exit_code != 0) {
+    problems += card + ": the PUK does not open it as SO\n";
+  }
+  if (login({"--session-rw", "--login-type", "so", "--so-pin", "12345678"}).exit_code == 0) {
+    problems += card + ": the PUK it came with still opens it\n";
+  }
+  for (const std::string& secret : {pin, puk}) {
+    auto grep = run({"grep", "-rl", "--", secret, dir.string()});
+    if (!grep.out.empty()) problems += secret + " is on disk: " + grep.out;
+    if (!shown && printed.find(secret) != std::string::npos) problems += secret + " was printed\n";
+  }
+  return problems;
 }
 
 }  // namespace persoflow::testing

@@ -239,6 +239,63 @@ void recover_last_default_request_with_letters(Driver& d) {
   EXPECT_EQ(d.at(), "Done");
 }
 
+// A free entry's key generated on a card with `pins` PINs, certified and written: the PIN
+// sub-flow of `delivery` begins.
+void key_generated_and_written(Driver& d, const std::string& delivery, int pins) {
+  insert(d, 1, 0, pins);
+  d.on("ProcedureChosen", procedure(delivery));
+  d.on("ActionsChosen", subject({{"key.0.action", "add"}}));
+  d.on("KeyGenerated", {{"entry", "0"}, {"key_id", wf::card_key_id(kWf, "entry/0")}});
+  sign_and_issue(d);
+  d.on("CardWritten");
+}
+
+// A card with two PINs and a pre-printed PIN/PUK letter: a PIN-only letter is refused by the CM
+// host and another asked for (naming the refused one); the next letter gives the PIN and the PUK,
+// both set without asking again.
+void pin_and_puk_from_one_letter(Driver& d) {
+  key_generated_and_written(d, "letter", 2);
+  ASSERT_EQ(d.at(), "PinLetterIdAwaited");
+  EXPECT_EQ(d.arg("AskOperator", "refused_letter_id"), "");
+  d.on("PinLetterIdEntered", {{"letter_id", "PL-PINONLY"}});
+  EXPECT_EQ(d.arg("ResolvePinLetter", "pin_count"), "2");
+  d.on("PinLetterRefused", {{"pin_index", "0"}, {"reason", "PL-PINONLY carries a PIN only"}});
+  ASSERT_EQ(d.at(), "PinLetterIdAwaited");
+  EXPECT_EQ(d.arg("AskOperator", "ask"), "pin_letter_id");
+  EXPECT_EQ(d.arg("AskOperator", "refused_letter_id"), "PL-PINONLY");
+  EXPECT_EQ(d.arg("AskOperator", "reason"), "PL-PINONLY carries a PIN only");
+  d.on("PinLetterIdEntered", {{"letter_id", "PL-PINPUK"}});
+  EXPECT_EQ(d.arg("ResolvePinLetter", "letter_id"), "PL-PINPUK");
+  EXPECT_EQ(d.data("pin.0.refused_letter_id"), "");
+  d.on("PinLetterResolved",
+       {{"pin_index", "0"}, {"pin_ref", "letter-pin"}, {"puk_ref", "letter-puk"}});
+  ASSERT_EQ(d.at(), "PinSetRequested");
+  EXPECT_EQ(d.arg("SetCardPin", "pin_ref"), "letter-pin");
+  d.on("CardPinSet", {{"pin_index", "0"}});
+  ASSERT_EQ(d.at(), "PinSetRequested");
+  EXPECT_EQ(d.data("pin.current"), "1");
+  EXPECT_EQ(d.arg("SetCardPin", "pin_index"), "1");
+  EXPECT_EQ(d.arg("SetCardPin", "pin_ref"), "letter-puk");
+  EXPECT_EQ(d.data("pin.1.letter_id"), "PL-PINPUK");
+  d.on("CardPinSet", {{"pin_index", "1"}});
+  EXPECT_EQ(d.at(), "Done");
+  d.expect_replays();
+}
+
+// One PIN: a letter's PUK has nowhere to go, and the letter is not asked to carry one.
+void one_pin_letter_without_puk(Driver& d) {
+  key_generated_and_written(d, "letter", 1);
+  d.on("PinLetterIdEntered", {{"letter_id", "PL-ONE"}});
+  ASSERT_EQ(d.at(), "PinLetterResolutionRequested");
+  EXPECT_EQ(d.arg("ResolvePinLetter", "pin_count"), "");
+  EXPECT_FALSE(d.refused("PinLetterResolved",
+                         {{"pin_index", "0"}, {"pin_ref", "p"}, {"puk_ref", "k"}})
+                   .empty());
+  d.on("PinLetterResolved", {{"pin_index", "0"}, {"pin_ref", "letter-pin"}});
+  d.on("CardPinSet", {{"pin_index", "0"}});
+  EXPECT_EQ(d.at(), "Done");
+}
+
 // Two recovery procedures: no request unless a key was selected or the flag set by hand.
 void recover_with_several_procedures(Driver& d) {
   insert(d, 3);
@@ -572,6 +629,8 @@ constexpr harness::NamedScenario kScenarios[] = {
     {"GenerateAndArchive", generate_and_archive_with_operator_pin_ca_and_mailer},
     {"GeneratedPinAndPuk", generated_pin_and_puk},
     {"RecoverLastDefaultRequest", recover_last_default_request_with_letters},
+    {"PinAndPukFromOneLetter", pin_and_puk_from_one_letter},
+    {"OnePinLetterWithoutPuk", one_pin_letter_without_puk},
     {"RecoverWithSeveralProcedures", recover_with_several_procedures},
     {"BadActionsRefused", bad_actions_refused},
     {"TcCardRedirectedToUpdate", tc_card_redirected_to_update},

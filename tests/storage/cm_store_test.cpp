@@ -230,7 +230,7 @@ TEST(CmStore, MigratesVersionThreeAndFindsCertificatesByTransaction) {
     ASSERT_TRUE(store->insert_certificate(a).is_ok());
     ASSERT_TRUE(store->insert_certificate(cert("0B02", "CN=Ben")).is_ok());
   }
-  exec(path, "DROP INDEX certificates_transaction; "
+  exec(path, "DROP INDEX certificates_transaction; ALTER TABLE pin_letters DROP COLUMN has_puk; "
              "UPDATE meta SET value='3' WHERE key='schema_version'");
   auto store = open_store(path);
   ASSERT_TRUE(store);
@@ -251,10 +251,42 @@ TEST(CmStore, MigratesVersionThreeAndFindsCertificatesByTransaction) {
                                -1, &st, nullptr),
             SQLITE_OK);
   ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
-  EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)), "4");
+  EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)), "5");
   EXPECT_EQ(sqlite3_column_int(st, 1), 1);
   sqlite3_finalize(st);
   sqlite3_close(db);
+}
+
+// A version-4 database (PIN letters without has_puk) is migrated forward on open: its letters
+// are PIN letters; a PIN/PUK letter is stored and read back as one.
+TEST(CmStore, MigratesVersionFourPinLettersAndKeepsPinPukLetters) {
+  TempDir dir;
+  const std::string path = dir.file("cm.db");
+  PinLetterRecord old_letter;
+  old_letter.letter_id = "PL-OLD";
+  old_letter.kind = "preprinted";
+  old_letter.state = "queued";
+  old_letter.envelope = "sealed";
+  {
+    auto store = open_store(path);
+    ASSERT_TRUE(store->insert_pin_letter(old_letter).is_ok());
+  }
+  exec(path, "ALTER TABLE pin_letters DROP COLUMN has_puk; "
+             "UPDATE meta SET value='4' WHERE key='schema_version'");
+  auto store = open_store(path);
+  ASSERT_TRUE(store);
+  auto read = store->pin_letter("PL-OLD");
+  ASSERT_TRUE(read.is_ok()) << read.status().to_string();
+  ASSERT_TRUE(read->has_value());
+  EXPECT_FALSE((*read)->has_puk);
+  EXPECT_EQ((*read)->envelope, "sealed");
+  PinLetterRecord both = old_letter;
+  both.letter_id = "PL-BOTH";
+  both.has_puk = true;
+  ASSERT_TRUE(store->insert_pin_letter(both).is_ok());
+  auto read_both = store->pin_letter("PL-BOTH");
+  ASSERT_TRUE(read_both.is_ok() && read_both->has_value());
+  EXPECT_TRUE((*read_both)->has_puk);
 }
 
 TEST(CmStore, ReopensAndRefusesForeignOrNewerFiles) {

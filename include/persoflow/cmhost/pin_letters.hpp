@@ -4,9 +4,10 @@
 //   is enveloped at once for the key-archive certificate (CMS, the same key that protects archived
 //   keys) and only that envelope is stored; the holder gets an e-mail notice that a letter is on
 //   its way (no PIN in it).
-// - The CM host makes *pre-printed* PIN/PUK letters (`persoflow cm pin-letters preprint`); an RA
-//   binds one to a token by its letter ID (genm persoflowPinLetterBind) and receives its PIN
-//   enveloped for the officer; the letter's envelope is dropped then, so it binds only once.
+// - The CM host makes *pre-printed* PIN/PUK letters (`persoflow cm pin-letters preprint`), with
+//   a PIN, or a PIN and a PUK for cards with two PINs; an RA binds one to a token by its letter ID
+//   (genm persoflowPinLetterBind) and receives its PIN (and PUK) enveloped for the officer; the
+//   letter's envelope is dropped then, so it binds only once.
 // - `print` renders a letter (text or PDF) exactly once: a second print is refused. A mailer
 //   letter's envelope is dropped when it is printed.
 // Each step is one database transaction with its audit record (never the PIN). Thread-safe as
@@ -48,8 +49,10 @@ class PinLetters {
                                          const std::string& idempotency_key,
                                          const std::string& actor);
 
-  // `count` pre-printed letters, each with a PIN of `length` digits; returns their ids.
-  Result<std::vector<std::string>> preprint(int count, int length, const std::string& actor);
+  // `count` pre-printed letters, each with a PIN of `length` digits and, when puk_length > 0, a
+  // PUK of puk_length digits; returns their ids.
+  Result<std::vector<std::string>> preprint(int count, int length, int puk_length,
+                                            const std::string& actor);
 
   Result<std::vector<storage::PinLetterRecord>> list();
 
@@ -57,10 +60,16 @@ class PinLetters {
   Result<std::string> print(const std::string& letter_id, const std::string& format,
                             const std::string& actor);
 
-  // Binds a pre-printed letter: its PIN as a CMS envelope for `recipient`. A letter bound
-  // before, a mailer letter, an unknown id: kRejected / kNotFound naming it.
-  Result<std::string> bind(const std::string& letter_id, const X509* recipient,
-                           const std::string& idempotency_key, const std::string& actor);
+  // Binds a pre-printed letter to a token with one PIN (with_puk false) or with a PIN and a PUK
+  // (with_puk true): its PIN, or "PIN\nPUK", as a CMS envelope for `recipient`. A letter bound
+  // before, a mailer letter, a letter whose secrets do not fit the token (a PIN-only letter for
+  // a card with two PINs, or the reverse), an unknown id: kRejected / kNotFound naming it, the
+  // letter left as it was. With `defer`, the binding (the letter's state and its audit record)
+  // is appended there for the caller to commit together with its answer, so that a repeated
+  // request finds either both or neither; without, it is committed at once.
+  Result<std::string> bind(const std::string& letter_id, const X509* recipient, bool with_puk,
+                           const std::string& idempotency_key, const std::string& actor,
+                           DeferredWrites* defer = nullptr);
 
   struct Impl;
 

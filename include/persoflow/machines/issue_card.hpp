@@ -25,7 +25,8 @@
 //   CardWritten, CaCertificatesReplaced, CardPinSet{pin_index}, PinDelivered{pin_index}
 //   PinEntered{pin_index, pin_ref}, PinEntryCancelled, PinGenerated{pin_index, pin_ref},
 //   PinMailerAddressEntered{address}, PinLetterIdEntered{letter_id},
-//   PinLetterResolved{pin_index, pin_ref}
+//   PinLetterResolved{pin_index, pin_ref, puk_ref (a PIN/PUK letter on a card with two PINs)},
+//   PinLetterRefused{pin_index, reason} (the CM host will not bind the letter)
 //   CardRemoved{reader}, CardFull{reason}, AlgorithmUnsupported{entry, algorithm},
 //   CmRefused{reason}, CmUnreachable{reason}, RetryRequested, CancelRequested{reason},
 //   RollbackConfirmed
@@ -35,7 +36,8 @@
 // from workflow_id and entry}, RequestServerKeygenAndArchive, RequestKeyRecovery,
 // SignWithOfficer, SubmitToCm{transaction_id derived from workflow_id and "submit"},
 // WriteKeysAndCertificates (the actor re-reads the card first; present objects count as done),
-// ReplaceCaCertificates, GeneratePin, ResolvePinLetter, SetCardPin, ShowPinOnce, QueuePinLetter,
+// ReplaceCaCertificates, GeneratePin, ResolvePinLetter{letter_id, pin_count=2 on a card with
+// two PINs}, SetCardPin, ShowPinOnce, QueuePinLetter,
 // RefuseCard, RollbackCard{object.<n>}, RevokeIssuedCertificates, NotifyOperator.
 //
 // Rules:
@@ -46,7 +48,9 @@
 // - recover: the request is sent by default; where the procedure has several recovery
 //   procedures, only when a key was selected (search other than auto) or request=yes.
 // - A card with two PINs (pin_count 2: a PIN and a PUK) gets both, each as the PIN mode says;
-//   the PIN mailer sends them in one letter (QueuePinLetter{pin_ref, puk_ref} after the second).
+//   the PIN mailer sends them in one letter (QueuePinLetter{pin_ref, puk_ref} after the second);
+//   a pre-printed PIN/PUK letter gives both at once (PinLetterResolved{pin_ref, puk_ref}); a
+//   letter the CM host refuses (a PIN-only letter for such a card) asks for another.
 // - Every object the workflow may have put on the card is listed in "object.<n>" before the
 //   command that writes it runs, so a rollback removes exactly those.
 //
@@ -117,9 +121,11 @@
 //     PinMailerAddressAwaited --> PinGenerationRequested : PinMailerAddressEntered
 //     PinLetterIdAwaited --> PinLetterResolutionRequested : PinLetterIdEntered
 //     PinLetterResolutionRequested --> PinSetRequested : PinLetterResolved
+//     PinLetterResolutionRequested --> PinLetterIdAwaited : PinLetterRefused [another letter asked for]
 //     PinSetRequested --> PinDeliveryRequested : CardPinSet [ShowPinOnce / QueuePinLetter]
 //     PinSetRequested --> PinEntryAwaited : CardPinSet [second PIN]
 //     PinSetRequested --> PinLetterIdAwaited : CardPinSet [second PIN]
+//     PinSetRequested --> PinSetRequested : CardPinSet [PUK of the same PIN/PUK letter]
 //     PinSetRequested --> PinGenerationRequested : CardPinSet [second PIN, one letter for both]
 //     PinSetRequested --> Done : CardPinSet
 //     PinDeliveryRequested --> PinEntryAwaited : PinDelivered [second PIN]

@@ -135,7 +135,9 @@ Result<Transition> on_officer_pin_rejected(const Kit& kit, const State& from, co
 // Data: "pin.delivery" (entered|generated|mailer|letter), "pin.count" (1|2), "pin.current",
 // "pin.<i>.ref", "pin.<i>.source" (entered|generated|letter), "pin.mailer_address",
 // "pin.<i>.in_next_letter" (yes: mailed with the next PIN, as issue-card's PIN and PUK),
-// "pin.<i>.letter_id".
+// "pin.<i>.letter_id", "pin.<i>.refused_letter_id" and "pin.<i>.refusal" (the CM host refused
+// the letter: asked again with the reason). A PIN/PUK letter (PinLetterResolved with puk_ref)
+// fills "pin.<i+1>.*" too: the next PIN needs no letter of its own.
 // States: PinEntryAwaited, PinGenerationRequested, PinMailerAddressAwaited, PinLetterIdAwaited,
 // PinLetterResolutionRequested; then kit.after_pin_obtained.
 

@@ -136,6 +136,8 @@ struct PinLetterRecord {
   std::string bound_to;    // preprinted: the idempotency key of the binding
   std::int64_t created_at = 0;
   std::int64_t printed_at = 0;
+  // The envelope holds "PIN\nPUK": a letter for a card with two PINs (migration 5).
+  bool has_puk = false;
 };
 
 struct AuditVerifyReport {

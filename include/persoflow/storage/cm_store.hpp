@@ -120,7 +120,7 @@ struct AuditRecord {
   std::string hash;
 };
 
-// A PIN letter for the secure printer (migration 3). The PIN is held only as `envelope`, a CMS
+// A PIN letter for the secure printer (migration 2). The PIN is held only as `envelope`, a CMS
 // EnvelopedData for the CM host's key-archive certificate, and only until it is needed: a mailer
 // letter's envelope is dropped when it is printed; a pre-printed letter's when it is bound to a
 // token (the RA took its PIN).
@@ -190,7 +190,7 @@ class CmStore {
   virtual Status update_transaction(const std::string& id, const std::string& state,
                                     const std::string& response_der) = 0;
 
-  // --- e-mail verification (schema migration 4). Duplicate transaction: kAlreadyExists.
+  // --- e-mail verification (schema migration 3). Duplicate transaction: kAlreadyExists.
   virtual Status insert_email_verification(const EmailVerificationRecord& record) = 0;
   virtual Result<std::optional<EmailVerificationRecord>> email_verification(
       const std::string& transaction_id) = 0;

@@ -846,8 +846,9 @@ Result<Event> resolve_pin_letter(SoftTokenRa& ra, const Command& c, const Comman
                                             {{"letter_id", field(c, "letter_id")}}, {}, &refused,
                                             &why));
   if (refused) {
+    // Asking again with the same letter cannot succeed: the workflow waits for the operator.
     st.notify(ctx.workflow_id, "PIN letter " + field(c, "letter_id") + ": " + why);
-    return make_status(Errc::kRejected, "PIN letter " + field(c, "letter_id") + ": " + why);
+    return refusal("PIN letter " + field(c, "letter_id") + ": " + why);
   }
   PF_ASSIGN_OR_RETURN(std::string envelope,
                       pr::base64_decode(answer["keys"][0].value("envelope", "")));

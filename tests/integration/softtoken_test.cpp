@@ -431,6 +431,8 @@ TEST_F(SoftToken, PinTakenFromAPrePrintedLetter) {
                              "letter"),
             std::string::npos)
       << refused.err;
+  EXPECT_NE(refused.err.find("refused: "), std::string::npos) << refused.err;
+  EXPECT_EQ(refused.err.find("resume with"), std::string::npos) << refused.err;
   EXPECT_FALSE(fs::exists(out + "/Ida-Letter.p12"));
   RunResult list = run({persoflow_binary(), "cm", "pin-letters", "list", "--json", "--dir",
                         cm_dir()});

@@ -452,13 +452,23 @@ Result<CardRequest> Station::load_request(const std::string& workflow_id) const 
   return card_request_from_json(*text);
 }
 
-Result<std::string> Station::token_serial(const std::string& label) {
+Result<std::map<std::string, std::string>> Station::token_serials() {
   PF_ASSIGN_OR_RETURN(auto tokens, dv::list_tokens(config_.pkcs11_module));
-  for (const auto& t : tokens) {
-    if (t.label == label) return t.serial;
-  }
+  std::map<std::string, std::string> out;
+  for (const auto& t : tokens) out.emplace(t.label, t.serial);
+  return out;
+}
+
+Result<std::string> Station::token_serial(const std::string& label,
+                                          const std::map<std::string, std::string>& serials) const {
+  if (auto it = serials.find(label); it != serials.end()) return it->second;
   return make_status(Errc::kNotFound, "no token labelled '" + label + "' in " +
                                           config_.pkcs11_module);
+}
+
+Result<std::string> Station::token_serial(const std::string& label) {
+  PF_ASSIGN_OR_RETURN(auto serials, token_serials());
+  return token_serial(label, serials);
 }
 
 Status Station::prepare_card(const std::string& token_serial) {

@@ -131,6 +131,12 @@ class Station {
   Result<CardRequest> load_request(const std::string& workflow_id) const;
   // The serial of the token with this label (the module's view).
   Result<std::string> token_serial(const std::string& label);
+  // Label -> serial of every token (the first token of a label): one listing for a whole queue,
+  // where a listing per request reads every token's files each time.
+  Result<std::map<std::string, std::string>> token_serials();
+  // The serial of the token with this label in such a listing.
+  Result<std::string> token_serial(const std::string& label,
+                                   const std::map<std::string, std::string>& serials) const;
 
   // Opens the card and logs in with the card's PIN now, so the workflows that follow do not log
   // in (SoftHSM2 rewrites token.object in place at every login: a process killed during one can

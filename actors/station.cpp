@@ -649,9 +649,16 @@ Result<Event> sign_with_officer(Impl& st, const Command& c) {
 // A CA certificate the CM host returned, saved as state_dir/certs/ca-<serial>.der; returns its
 // reference "ca-<serial>".
 Result<std::string> save_ca_certificate(Impl& st, X509* ca) {
-  PF_ASSIGN_OR_RETURN(std::string der, pr::x509_to_der(ca));
   const std::string ref = "ca-" + pr::serial_hex(X509_get0_serialNumber(ca));
+  {
+    // Every enrolment returns the same CA certificates: saved durably once per process.
+    std::lock_guard lock(st.saved_ca_mu);
+    if (st.saved_ca.count(ref)) return ref;
+  }
+  PF_ASSIGN_OR_RETURN(std::string der, pr::x509_to_der(ca));
   PF_RETURN_IF_ERROR(write_durably(st.dir("certs") + "/" + ref + ".der", der));
+  std::lock_guard lock(st.saved_ca_mu);
+  st.saved_ca.insert(ref);
   return ref;
 }
 
@@ -1028,6 +1035,10 @@ void install_issue_card_executors(ExecutorRegistry& registry, std::shared_ptr<St
   install_card_pin_executors(registry, station);
   install_update_card_executors(registry, station);
   install_card_key_executors(registry, station);
+}
+
+unsigned station_blocking_threads(std::size_t cards) {
+  return static_cast<unsigned>(std::clamp<std::size_t>(cards, 4, 64));
 }
 
 Result<std::shared_ptr<Station>> station_from_environment() {

@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 
 #include "persoflow/actors/cm_link.hpp"
@@ -61,6 +62,10 @@ struct Station::Impl {
 
   std::mutex display_mu;
   PinDisplay display;
+
+  // References of the CA certificates this process has written to state_dir/certs (durably).
+  std::mutex saved_ca_mu;
+  std::set<std::string> saved_ca;
 
   // Every request to the CM host goes through this link, signed with the officer's credential.
   CmLinkOnFirstUse link;

@@ -170,6 +170,12 @@ class Station {
 // registry carries both machines, so a station runs issue and update workflows at once.
 void install_issue_card_executors(ExecutorRegistry& registry, std::shared_ptr<Station> station);
 
+// The runtime's blocking threads for a station working on `cards` cards at once: one per card
+// (4 to 64). A card command holds its thread for as long as the card takes (seconds for an RSA
+// key on a real card; SoftHSM2 waits on its token files), and a card's commands never overlap, so
+// fewer threads than cards leave cards waiting for a thread while the machine idles.
+unsigned station_blocking_threads(std::size_t cards);
+
 // Pre-personalisation, as a card bureau does it before a card reaches the RA: a key generated on
 // the card (the station's key_algorithm, CKA_ID derived from "transport/<serial>"), its
 // transport certificate issued by the CM host under the certificate procedure `procedure`

@@ -231,7 +231,7 @@ class LiveStation {
     }
 
     RuntimeOptions ro;
-    ro.blocking_threads = 4;
+    ro.blocking_threads = station_blocking_threads(requests_.size() + workflows_.size());
     ro.on_step = [this](const StepNotice& n) { push(n); };
     ro.on_workflow_end = [this](const WorkflowOutcome& o) { push(EndNotice{o}); };
     auto registry = live_station_executors(

@@ -452,13 +452,23 @@ Result<CardRequest> Station::load_request(const std::string& workflow_id) const 
   return card_request_from_json(*text);
 }
 
-Result<std::string> Station::token_serial(const std::string& label) {
+Result<std::map<std::string, std::string>> Station::token_serials() {
   PF_ASSIGN_OR_RETURN(auto tokens, dv::list_tokens(config_.pkcs11_module));
-  for (const auto& t : tokens) {
-    if (t.label == label) return t.serial;
-  }
+  std::map<std::string, std::string> out;
+  for (const auto& t : tokens) out.emplace(t.label, t.serial);
+  return out;
+}
+
+Result<std::string> Station::token_serial(const std::string& label,
+                                          const std::map<std::string, std::string>& serials) const {
+  if (auto it = serials.find(label); it != serials.end()) return it->second;
   return make_status(Errc::kNotFound, "no token labelled '" + label + "' in " +
                                           config_.pkcs11_module);
+}
+
+Result<std::string> Station::token_serial(const std::string& label) {
+  PF_ASSIGN_OR_RETURN(auto serials, token_serials());
+  return token_serial(label, serials);
 }
 
 Status Station::prepare_card(const std::string& token_serial) {
@@ -634,9 +644,16 @@ Result<Event> sign_with_officer(Impl& st, const Command& c) {
 // A CA certificate the CM host returned, saved as state_dir/certs/ca-<serial>.der; returns its
 // reference "ca-<serial>".
 Result<std::string> save_ca_certificate(Impl& st, X509* ca) {
-  PF_ASSIGN_OR_RETURN(std::string der, pr::x509_to_der(ca));
   const std::string ref = "ca-" + pr::serial_hex(X509_get0_serialNumber(ca));
+  {
+    // Every enrolment returns the same CA certificates: saved durably once per process.
+    std::lock_guard lock(st.saved_ca_mu);
+    if (st.saved_ca.count(ref)) return ref;
+  }
+  PF_ASSIGN_OR_RETURN(std::string der, pr::x509_to_der(ca));
   PF_RETURN_IF_ERROR(write_durably(st.dir("certs") + "/" + ref + ".der", der));
+  std::lock_guard lock(st.saved_ca_mu);
+  st.saved_ca.insert(ref);
   return ref;
 }
 
@@ -1013,6 +1030,10 @@ void install_issue_card_executors(ExecutorRegistry& registry, std::shared_ptr<St
   install_card_pin_executors(registry, station);
   install_update_card_executors(registry, station);
   install_card_key_executors(registry, station);
+}
+
+unsigned station_blocking_threads(std::size_t cards) {
+  return static_cast<unsigned>(std::clamp<std::size_t>(cards, 4, 64));
 }
 
 Result<std::shared_ptr<Station>> station_from_environment() {

@@ -5,10 +5,14 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <filesystem>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
 #include <string>
 
 #include "persoflow/actors/cm_link.hpp"
@@ -61,6 +65,18 @@ struct Station::Impl {
 
   std::mutex display_mu;
   PinDisplay display;
+
+  // The CM host's procedure list (genm persoflowProcedureList) as last fetched, answering for
+  // kProcedureListReuse: every card of a batch asks for its token procedure, and one list serves
+  // them all. The mutex is held while fetching, so cards arriving meanwhile take that answer.
+  static constexpr std::chrono::seconds kProcedureListReuse{10};
+  std::mutex procedure_list_mu;
+  std::optional<nlohmann::json> procedure_list;
+  std::chrono::steady_clock::time_point procedure_list_fetched;
+
+  // References of the CA certificates this process has written to state_dir/certs (durably).
+  std::mutex saved_ca_mu;
+  std::set<std::string> saved_ca;
 
   // Every request to the CM host goes through this link, signed with the officer's credential.
   CmLinkOnFirstUse link;

@@ -5,8 +5,10 @@
 // workflow ended Done, 1 otherwise, 2 for bad usage.
 #include <boost/program_options.hpp>
 #include <iostream>
+#include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "command_registry.hpp"
 #include "persoflow/actors/live_station.hpp"
@@ -43,9 +45,12 @@ int run_live(const std::string& config_path, std::vector<actors::CardRequest> re
     std::cerr << "persoflow station run: " << station.status().message() << "\n";
     return 1;
   }
+  std::optional<Result<std::map<std::string, std::string>>> serials;  // listed once, if needed
   for (auto& r : requests) {
     if (!r.token_serial.empty()) continue;
-    auto serial = (*station)->token_serial(r.token_label);
+    if (!serials) serials = (*station)->token_serials();
+    auto serial = *serials ? (*station)->token_serial(r.token_label, **serials)
+                           : Result<std::string>(serials->status());
     if (!serial) {
       std::cerr << "persoflow station run: request " << r.workflow_id << ": "
                 << serial.status().message() << "\n";

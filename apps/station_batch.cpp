@@ -1,15 +1,20 @@
 // A batch of issue-card and update-card workflows through the runtime (station_batch.hpp).
 #include "station_batch.hpp"
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <ctime>
 #include <fstream>
+#include <functional>
 #include <iomanip>
 #include <iostream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "persoflow/actors/replay.hpp"
 #include "persoflow/actors/runtime.hpp"
@@ -39,6 +44,21 @@ Result<std::string> suspension_reason(st::Journal& journal, const std::string& w
   }
   auto event = m::decode_event(records.back().body.event);
   return event.is_ok() ? m::wf::get(event->fields, "reason") : std::string();
+}
+
+// Runs fn(0) .. fn(n - 1) on a few threads at once. Preparing a card (saving its request with
+// fsync, logging in: SoftHSM2 rewrites the token's file) is mostly waiting for the disk, which
+// overlaps across cards; one after the other, a full station waits for each in turn.
+void for_each_concurrently(std::size_t n, const std::function<void(std::size_t)>& fn) {
+  constexpr std::size_t kThreads = 8;
+  std::atomic<std::size_t> next{0};
+  auto work = [&] {
+    for (std::size_t i = next++; i < n; i = next++) fn(i);
+  };
+  std::vector<std::thread> threads;
+  for (std::size_t t = 1; t < std::min(n, kThreads); ++t) threads.emplace_back(work);
+  work();
+  for (auto& t : threads) t.join();
 }
 
 }  // namespace
@@ -93,22 +113,29 @@ Result<BatchReport> run_station_batch(const std::string& config_path,
   std::vector<ac::CardRequest> startable;
   // Workflows whose saved request this queue changes: a refused one is retried with it.
   std::set<std::string> corrected;
+  std::optional<Result<std::map<std::string, std::string>>> serials;  // listed once, if needed
   for (auto& r : requests) {
     auto saved = station->load_request(r.workflow_id);
     if (r.token_serial.empty() && saved) r.token_serial = saved->token_serial;
     if (saved && !same_request(*saved, r)) corrected.insert(r.workflow_id);
     if (r.token_serial.empty()) {
-      auto serial = station->token_serial(r.token_label);
+      if (!serials) serials = station->token_serials();
+      auto serial = *serials ? station->token_serial(r.token_label, **serials)
+                             : Result<std::string>(serials->status());
       if (!serial) {
         not_started[r.workflow_id] = serial.status().message();
         continue;
       }
       r.token_serial = *serial;
     }
-    PF_RETURN_IF_ERROR(station->save_request(r));
     startable.push_back(std::move(r));
   }
   requests = std::move(startable);
+  std::vector<Status> saved(requests.size(), Status::ok());
+  for_each_concurrently(requests.size(), [&](std::size_t i) {
+    saved[i] = station->save_request(requests[i]);
+  });
+  for (const Status& s : saved) PF_RETURN_IF_ERROR(s);
 
   // Log in to every card before the runtime starts (see Station::prepare_card). A workflow
   // suspended on a refusal waits for the operator: it is resumed only with a corrected request
@@ -131,13 +158,16 @@ Result<BatchReport> run_station_batch(const std::string& config_path,
       to_resume.push_back(w.workflow_id);
       if (auto saved = station->load_request(w.workflow_id)) serials.insert(saved->token_serial);
     }
-    for (const auto& serial : serials) (void)station->prepare_card(serial);
+    const std::vector<std::string> cards(serials.begin(), serials.end());
+    for_each_concurrently(cards.size(), [&](std::size_t i) {
+      (void)station->prepare_card(cards[i]);
+    });
   }
 
   ac::ExecutorRegistry registry;
   ac::install_issue_card_executors(registry, station);
   ac::RuntimeOptions options;
-  options.blocking_threads = 4;
+  options.blocking_threads = ac::station_blocking_threads(requests.size() + to_resume.size());
   PF_ASSIGN_OR_RETURN(auto runtime, ac::Runtime::open(config.journal, std::move(registry), options));
   std::vector<std::string> resumed;
   for (const std::string& id : to_resume) {

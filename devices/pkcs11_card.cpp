@@ -23,6 +23,7 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <optional>
 
 #include "persoflow/devices/card.hpp"
 #include "persoflow/devices/faulty_card.hpp"
@@ -76,6 +77,12 @@ struct Module {
   std::mutex mu;  // guards libp11's slot list below (libp11 objects are not thread-safe)
   PKCS11_SLOT* slots = nullptr;
   unsigned int nslots = 0;
+  // Token serial -> the slot the last listing saw it in. A hint only: opening a card by serial
+  // reads that one slot's token afresh and falls back to a full listing when it differs, because
+  // with a file-backed module (SoftHSM2) a listing reads every token's files, and a station that
+  // opens each of N cards by listing all N does N^2 reads.
+  std::mutex hints_mu;
+  std::map<std::string, CK_SLOT_ID> slot_of_serial;
 };
 
 std::mutex g_modules_mu;
@@ -434,7 +441,36 @@ Result<std::vector<SlotToken>> scan_tokens(Module& m) {
     if (m.fl->C_GetTokenInfo(id, &ti) != CKR_OK) continue;
     out.push_back({id, token_info_from(si, ti)});
   }
+  // A serial seen in two slots gets no hint: opening it lists again and reports the ambiguity.
+  std::map<std::string, int> seen;
+  for (const auto& t : out) ++seen[t.info.serial];
+  std::lock_guard lock(m.hints_mu);
+  m.slot_of_serial.clear();
+  for (const auto& t : out) {
+    if (seen[t.info.serial] == 1) m.slot_of_serial.emplace(t.info.serial, t.slot);
+  }
   return out;
+}
+
+// The token in the slot where the last listing saw `serial`, read afresh; nothing when there was
+// no listing, the slot is empty now or holds another token.
+std::optional<SlotToken> hinted_token(Module& m, const std::string& serial) {
+  CK_SLOT_ID id;
+  {
+    std::lock_guard lock(m.hints_mu);
+    auto it = m.slot_of_serial.find(serial);
+    if (it == m.slot_of_serial.end()) return std::nullopt;
+    id = it->second;
+  }
+  CK_SLOT_INFO si{};
+  CK_TOKEN_INFO ti{};
+  if (m.fl->C_GetSlotInfo(id, &si) != CKR_OK || !(si.flags & CKF_TOKEN_PRESENT)) {
+    return std::nullopt;
+  }
+  if (m.fl->C_GetTokenInfo(id, &ti) != CKR_OK) return std::nullopt;
+  SlotToken t{id, token_info_from(si, ti)};
+  if (t.info.serial != serial) return std::nullopt;
+  return t;
 }
 
 // Serials in hex compare without case and leading zeros ("0A1b" == "a1B").
@@ -1284,7 +1320,16 @@ Result<std::unique_ptr<Card>> open_card(const std::string& module_path,
                                         const TokenSelector& selector) {
   PF_RETURN_IF_ERROR(reader_service_fault("opening a card"));
   PF_ASSIGN_OR_RETURN(auto module, load_module(module_path));
-  PF_ASSIGN_OR_RETURN(auto tokens, scan_tokens(*module));
+  std::vector<SlotToken> tokens;
+  // By serial alone (how the station names its cards): the slot where the last listing saw it,
+  // alone there, when that slot still holds it.
+  const bool by_serial_only = !selector.serial.empty() && selector.reader.empty() &&
+                              selector.label.empty() && !selector.uri;
+  if (auto hinted = by_serial_only ? hinted_token(*module, selector.serial) : std::nullopt) {
+    tokens.push_back(std::move(*hinted));
+  } else {
+    PF_ASSIGN_OR_RETURN(tokens, scan_tokens(*module));
+  }
   std::vector<const SlotToken*> matches;
   for (const auto& t : tokens) {
     if (selector_matches(selector, t.info)) matches.push_back(&t);

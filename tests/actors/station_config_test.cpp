@@ -1,7 +1,7 @@
 // The station's configuration and request ids, without a CM host or cards: the CM retry policy of
 // station.conf ("cm_retry": its default, its values kept through save and load, each bad value
 // refused with a one-line error naming it), and workflow ids that stay unique when many are made
-// within one millisecond.
+// within one millisecond; the blocking threads of a station's runtime.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -93,6 +93,16 @@ TEST(StationConfig, ABadCmRetryIsRefusedWithOneLineNamingIt) {
     EXPECT_NE(error.find("station.conf: "), std::string::npos) << error;
     EXPECT_EQ(error.find('\n'), std::string::npos) << error;
   }
+}
+
+// A card command holds its blocking thread while the card works: a thread per card of the
+// batch, never fewer than 4 nor more than 64.
+TEST(StationThreads, OneBlockingThreadPerCardWithinBounds) {
+  EXPECT_EQ(station_blocking_threads(0), 4u);
+  EXPECT_EQ(station_blocking_threads(3), 4u);
+  EXPECT_EQ(station_blocking_threads(17), 17u);
+  EXPECT_EQ(station_blocking_threads(64), 64u);
+  EXPECT_EQ(station_blocking_threads(1000), 64u);
 }
 
 TEST(WorkflowIds, TwoMadeInTheSameMillisecondDiffer) {

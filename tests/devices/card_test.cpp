@@ -135,6 +135,35 @@ TEST_F(CardTest, ListsAndFindsTokensByLabelSerialReaderAndUri) {
   EXPECT_NE(ambiguous.status().message().find("tokens match"), std::string::npos);
 }
 
+// Opening by serial reads the slot where the last listing saw the token; a serial the listing did
+// not see is looked for by listing again.
+TEST_F(CardTest, OpensBySerialAfterAListingAndListsAgainForAnUnknownSerial) {
+  auto a = hsm_.create_token("Listed A");
+  auto b = hsm_.create_token("Listed B");
+  auto keep_loaded = open_logged_in(a);  // the module, and what its listing saw, stay
+  ASSERT_TRUE(keep_loaded);
+  ASSERT_TRUE(list_tokens(SoftHsm::kModule).is_ok());
+  auto by_serial = [](const std::string& serial) {
+    TokenSelector sel;
+    sel.serial = serial;
+    return open_card(SoftHsm::kModule, sel);
+  };
+  auto cb = by_serial(b.serial);
+  ASSERT_TRUE(cb.is_ok()) << cb.status().message();
+  EXPECT_EQ((*cb)->token().label, "Listed B");
+  auto ca = by_serial(a.serial);
+  ASSERT_TRUE(ca.is_ok()) << ca.status().message();
+  EXPECT_EQ((*ca)->token().label, "Listed A");
+  EXPECT_TRUE((*cb)->login(UserType::kUser, b.user_pin).is_ok());
+
+  // A serial the listing did not see: listed again, and the error names what is there.
+  auto missing = by_serial("0123456789abcdef");
+  ASSERT_FALSE(missing.is_ok());
+  EXPECT_EQ(missing.status().code(), Errc::kNotFound);
+  EXPECT_NE(missing.status().message().find("Listed B"), std::string::npos)
+      << "the message lists the tokens there are: " << missing.status().message();
+}
+
 TEST_F(CardTest, WrongPinGivesClearErrorWithRetryState) {
   auto t = hsm_.create_token("Pin Card");
   TokenSelector sel;

@@ -131,6 +131,12 @@ class Station {
   Result<CardRequest> load_request(const std::string& workflow_id) const;
   // The serial of the token with this label (the module's view).
   Result<std::string> token_serial(const std::string& label);
+  // Label -> serial of every token (the first token of a label): one listing for a whole queue,
+  // where a listing per request reads every token's files each time.
+  Result<std::map<std::string, std::string>> token_serials();
+  // The serial of the token with this label in such a listing.
+  Result<std::string> token_serial(const std::string& label,
+                                   const std::map<std::string, std::string>& serials) const;
 
   // Opens the card and logs in with the card's PIN now, so the workflows that follow do not log
   // in (SoftHSM2 rewrites token.object in place at every login: a process killed during one can
@@ -163,6 +169,12 @@ class Station {
 // update answers of AskOperator (actions, token procedure, the card's PIN by reference). One
 // registry carries both machines, so a station runs issue and update workflows at once.
 void install_issue_card_executors(ExecutorRegistry& registry, std::shared_ptr<Station> station);
+
+// The runtime's blocking threads for a station working on `cards` cards at once: one per card
+// (4 to 64). A card command holds its thread for as long as the card takes (seconds for an RSA
+// key on a real card; SoftHSM2 waits on its token files), and a card's commands never overlap, so
+// fewer threads than cards leave cards waiting for a thread while the machine idles.
+unsigned station_blocking_threads(std::size_t cards);
 
 // Pre-personalisation, as a card bureau does it before a card reaches the RA: a key generated on
 // the card (the station's key_algorithm, CKA_ID derived from "transport/<serial>"), its

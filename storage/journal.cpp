@@ -44,6 +44,8 @@ namespace {
 
 const std::string kZeroHash(64, '0');
 constexpr int kBusyTimeoutMs = 200;
+// The WAL size (in frames, ~2 KiB each) at which its frames are copied into the database file.
+constexpr int kCheckpointFrames = 4096;
 
 // Schema migrations: migration i brings a journal from version i to version i + 1. Never edit a
 // released migration; add the next one.
@@ -354,23 +356,39 @@ Result<Probe> probe(const std::string& path) {
   return p;
 }
 
-// Checkpoints the WAL into the database file on its own thread and connection, so the writer
-// never pays for a checkpoint inside an append (SQLite's automatic checkpoint runs in the commit
-// that crosses the threshold and would show as a latency spike). PASSIVE checkpoints never
-// block the writer; when continuous appends keep the WAL from ever being fully copied, a
-// RESTART checkpoint (which briefly waits for the writer) bounds its size.
+// Checkpoints the WAL into the database file without blocking the writer, and lets the WAL start
+// over from its beginning while appends go on.
+//
+// SQLite writes a transaction at the start of the WAL again (instead of appending to it) only when
+// the transaction begins while every frame of the WAL is already copied into the database file.
+// A checkpoint on another connection never catches up with continuous group commits, so the WAL
+// would grow without bound, every commit appending to the file (new page-cache pages, and a file
+// size for each fdatasync to write). So the work is split:
+// - a pass on this thread and its own connection (PASSIVE: it never blocks the writer) copies the
+//   bulk once the WAL holds `frames` frames, and runs again while more than kFinishFrames are left;
+// - the writer copies the few frames committed meanwhile itself, before its next transaction
+//   (finish_due(), finished()), which then starts the WAL over.
+// A pass that a reader's snapshot kept from copying every frame leaves the WAL to grow until that
+// reader ends: no checkpoint ever waits for a reader or for the writer.
 class Checkpointer {
  public:
-  static constexpr int kFrames = 1000;         // checkpoint when the WAL holds this many frames
-  static constexpr int kRestartFrames = 8192;  // ~32 MiB of 4 KiB pages: force a restart
+  // The writer copies at most this many frames itself (a few group commits' worth).
+  static constexpr int kFinishFrames = 256;
 
-  explicit Checkpointer(const std::string& path) {
+  Checkpointer(const std::string& path, int frames) : frames_(frames) {
     if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK) {
       sqlite3_close_v2(db_);
       db_ = nullptr;
       return;
     }
     sqlite3_busy_timeout(db_, kBusyTimeoutMs);
+    // SQLite (3.40) checkpoints nothing on a connection that has not read the database yet: its
+    // WAL is opened by the first read.
+    if (!query_one(db_, "SELECT count(*) FROM sqlite_schema").is_ok()) {
+      sqlite3_close_v2(db_);
+      db_ = nullptr;
+      return;
+    }
     thread_ = std::thread([this] {
       pthread_setname_np(pthread_self(), "journal-ckpt");
       run();
@@ -385,37 +403,71 @@ class Checkpointer {
     if (thread_.joinable()) thread_.join();
     sqlite3_close_v2(db_);
   }
-  // From the writer's WAL hook, after each commit.
-  void frames(int n) {
-    if (n < kFrames || !db_) return;
-    {
-      std::lock_guard lock(mutex_);
-      frames_ = n;
+
+  // From the writer's WAL hook after each commit: the WAL holds `n` frames.
+  void committed(int n) {
+    if (!db_) return;
+    std::lock_guard lock(mutex_);
+    if (n < wal_frames_) {  // the commit started the WAL over
+      backfilled_ = 0;
+      complete_ = false;
+      next_pass_at_ = 0;
     }
-    wake_.notify_one();
+    wal_frames_ = n;
+    if (!running_ && n >= std::max(frames_, next_pass_at_) && n - backfilled_ > kFinishFrames) {
+      running_ = true;
+      wake_.notify_one();
+    }
+  }
+  // The writer, before a transaction: true when a pass copied every frame the WAL held when it
+  // began and at most kFinishFrames are left, for the writer to copy (then finished()).
+  bool finish_due() {
+    if (!db_) return false;
+    std::lock_guard lock(mutex_);
+    return complete_ && !running_ && wal_frames_ - backfilled_ <= kFinishFrames;
+  }
+  // The writer's own checkpoint: `done` of the WAL's `log` frames are in the database file
+  // (both -1 when it failed).
+  void finished(int log, int done) {
+    std::lock_guard lock(mutex_);
+    if (log >= 0) {
+      backfilled_ = done;
+      wal_frames_ = log;
+    }
+    complete_ = false;  // once per pass, even when a reader kept it from copying all
   }
 
  private:
   void run() {
     std::unique_lock lock(mutex_);
     for (;;) {
-      wake_.wait(lock, [this] { return stop_ || frames_ > 0; });
+      wake_.wait(lock, [this] { return stop_ || running_; });
       if (stop_) return;
-      frames_ = 0;
       lock.unlock();
-      int log = 0, done = 0;
-      sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
-      if (log >= kRestartFrames) {
-        sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_RESTART, &log, &done);
-      }
+      int log = -1, done = -1;
+      const int rc =
+          sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
       lock.lock();
+      running_ = false;
+      // A WAL that started over since the pass began is smaller than what the pass reports.
+      if (rc == SQLITE_OK && log >= 0 && log <= wal_frames_) {
+        backfilled_ = done;
+        complete_ = done == log;
+        // Held back by a reader: the next pass waits for more frames rather than run per commit.
+        next_pass_at_ = complete_ ? 0 : log + kFinishFrames;
+      }
     }
   }
 
+  const int frames_;
   sqlite3* db_ = nullptr;
   std::mutex mutex_;
   std::condition_variable wake_;
-  int frames_ = 0;
+  int wal_frames_ = 0;   // after the last commit
+  int backfilled_ = 0;   // frames known to be in the database file
+  bool complete_ = false;  // the last pass copied every frame it saw
+  int next_pass_at_ = 0;   // after a pass a reader held back: the WAL size for the next one
+  bool running_ = false;
   bool stop_ = false;
   std::thread thread_;
 };
@@ -442,13 +494,13 @@ class SqliteJournal final : public Journal {
   }
 
   // Moves checkpoints off the writer's path (Checkpointer above).
-  Status start_checkpointer() {
+  Status start_checkpointer(int frames) {
     PF_RETURN_IF_ERROR(exec(db_, "PRAGMA wal_autocheckpoint = 0"));
-    checkpointer_ = std::make_unique<Checkpointer>(path_);
+    checkpointer_ = std::make_unique<Checkpointer>(path_, frames);
     sqlite3_wal_hook(
         db_,
         [](void* arg, sqlite3*, const char*, int frames) {
-          static_cast<Checkpointer*>(arg)->frames(frames);
+          static_cast<Checkpointer*>(arg)->committed(frames);
           return SQLITE_OK;
         },
         checkpointer_.get());
@@ -621,6 +673,7 @@ class SqliteJournal final : public Journal {
           n, make_status(Errc::kPermissionDenied, "journal " + path_ + " is open read-only"));
     }
     if (n == 0) return GroupOutcome{Status::ok(), {}};
+    finish_checkpoint();
     if (!isolate) return *run_transaction(requests, Isolation::kAllOrNothing, group);
     if (auto out = run_transaction(requests, Isolation::kOptimistic, group)) return *out;
     // The second try takes exactly the requests of the first.
@@ -713,6 +766,19 @@ class SqliteJournal final : public Journal {
     remember_committed_flows();
     crash_point("journal.after_commit");
     return out;
+  }
+
+  // Copies the frames committed since the checkpointer's last pass, so that the transaction about
+  // to begin starts the WAL over (Checkpointer). Its failure loses nothing: the frames stay in the
+  // WAL for the next checkpoint.
+  void finish_checkpoint() {
+    if (!checkpointer_ || !checkpointer_->finish_due()) return;
+    int log = -1, done = -1;
+    if (sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &log, &done) !=
+        SQLITE_OK) {
+      log = done = -1;
+    }
+    checkpointer_->finished(log, done);
   }
 
   // A failure inside the transaction: roll it back, poisoning first when its outcome is unknown.
@@ -1376,7 +1442,13 @@ Result<std::unique_ptr<Journal>> open_journal(const std::string& path, OpenOptio
     PF_RETURN_IF_ERROR(fail(exec(db, "PRAGMA query_only = 1")));
   }
   PF_RETURN_IF_ERROR(fail(journal->prepare()));
-  if (!options.read_only) PF_RETURN_IF_ERROR(fail(journal->start_checkpointer()));
+  if (!options.read_only) {
+    const int frames = options.checkpoint_frames > 0
+                           ? static_cast<int>(std::min<std::uint32_t>(options.checkpoint_frames,
+                                                                      1u << 30))
+                           : kCheckpointFrames;
+    PF_RETURN_IF_ERROR(fail(journal->start_checkpointer(frames)));
+  }
   return std::unique_ptr<Journal>(std::move(journal));
 }
 

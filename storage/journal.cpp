@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -564,7 +565,33 @@ class SqliteJournal final : public Journal {
     return run_group(Requests{{}, &requests, &more}, /*isolate=*/true, /*group=*/true);
   }
 
-  bool poisoned() const override { return poisoned_; }
+  bool poisoned() const override { return poisoned_ || sync_failed_.load(); }
+
+  bool defer_syncs() override {
+    if (read_only_ || poisoned() || !db_) return false;
+    // The WAL is open once the connection has read the database.
+    if (!query_one(db_, "SELECT count(*) FROM sqlite_schema").is_ok()) return false;
+    sqlite3_file* wal = nullptr;
+    if (sqlite3_file_control(db_, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal) != SQLITE_OK ||
+        !defer_wal_syncs(wal)) {
+      return false;
+    }
+    deferred_wal_ = wal;
+    return true;
+  }
+
+  Status sync_committed() override {
+    if (deferred_wal_ == nullptr) return Status::ok();
+    std::lock_guard lock(sync_mutex_);
+    // After a failed fdatasync a later one may succeed without the lost pages: never trust it.
+    if (!sync_failure_.empty()) return make_status(Errc::kPoisoned, sync_failure_);
+    const int rc = sync_deferred_wal(deferred_wal_);
+    if (rc == SQLITE_OK) return Status::ok();
+    sync_failure_ = "journal " + path_ + ": syncing committed appends failed (" +
+                    sqlite3_errstr(rc) + "); their outcome is unknown, restart from disk";
+    sync_failed_.store(true);
+    return Status(std::error_code(rc, sqlite_category()), sync_failure_);
+  }
 
   Result<std::vector<JournalRecord>> records(const std::string& workflow_id) override {
     // From the workflow's last record back along previous_seq (schema version 2 keeps no index
@@ -617,7 +644,12 @@ class SqliteJournal final : public Journal {
     if (!sqlite3_get_autocommit(db_)) (void)exec(db_, "ROLLBACK");
   }
 
-  Status poisoned_status() const {
+  Status poisoned_status() {
+    if (!poisoned_ && sync_failed_.load()) {
+      std::lock_guard lock(sync_mutex_);
+      poisoned_ = true;
+      poison_reason_ = sync_failure_;
+    }
     return make_status(Errc::kPoisoned, "journal " + path_ +
                                             " refuses appends: an earlier commit's outcome is "
                                             "unknown (" +
@@ -667,7 +699,7 @@ class SqliteJournal final : public Journal {
 
   GroupOutcome run_group(Requests requests, bool isolate, bool group) {
     const std::size_t n = requests.size();
-    if (poisoned_) return fail_all(n, poisoned_status());
+    if (poisoned()) return fail_all(n, poisoned_status());
     if (read_only_) {
       return fail_all(
           n, make_status(Errc::kPermissionDenied, "journal " + path_ + " is open read-only"));
@@ -773,6 +805,9 @@ class SqliteJournal final : public Journal {
   // WAL for the next checkpoint.
   void finish_checkpoint() {
     if (!checkpointer_ || !checkpointer_->finish_due()) return;
+    // A checkpoint may copy only frames that are durable in the WAL (a torn database page is
+    // repaired from them after a power loss): its own WAL sync is deferred here, so sync first.
+    if (!sync_committed().is_ok()) return;
     int log = -1, done = -1;
     if (sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &log, &done) !=
         SQLITE_OK) {
@@ -1070,6 +1105,12 @@ class SqliteJournal final : public Journal {
   Stmt tail_, wf_get_, rec_insert_, cmd_insert_, wf_insert_, wf_update_, head_update_;
   Stmt begin_, commit_, savepoint_, release_, rollback_to_;
   std::unique_ptr<Checkpointer> checkpointer_;
+  // Sync behind the writer (defer_syncs): the writer connection's WAL, and a failed sync, which
+  // poisons the instance from whichever thread synced.
+  sqlite3_file* deferred_wal_ = nullptr;
+  std::mutex sync_mutex_;
+  std::string sync_failure_;  // guarded by sync_mutex_
+  std::atomic<bool> sync_failed_{false};
 };
 
 // ----- verify -----

@@ -138,6 +138,16 @@ class Journal {
   // True once a commit's outcome was unknown; the reason is in every later append's Status.
   virtual bool poisoned() const = 0;
 
+  // Sync behind the writer, for the group commit writer: from now on a commit returns once its
+  // frames are written, without waiting for the disk, and an append is durable only after a later
+  // sync_committed() returned OK. False (commits stay synchronous) when this instance cannot:
+  // read-only, or not on SQLite's own unix VFS (a fault injecting VFS).
+  virtual bool defer_syncs() = 0;
+  // Makes every commit so far durable (fdatasync of the WAL). May run on another thread while
+  // the owning thread appends. A failure poisons the instance (the outcome of those commits is
+  // unknown) and every later call fails too. OK at once when syncs are not deferred.
+  virtual Status sync_committed() = 0;
+
   // The records of one workflow in step order (empty for an unknown id).
   virtual Result<std::vector<JournalRecord>> records(const std::string& workflow_id) = 0;
   // Records in seq order, starting at from_seq, at most `limit` (0 = all).
@@ -152,8 +162,9 @@ class Journal {
 };
 
 // Batches the appends of many workflows into one transaction. Thread-safe; the callback runs on
-// the writer's acknowledging thread after the commit (or its failure), in the order the appends
-// were queued, so a caller acknowledges an append only once it is durable. Callbacks must not
+// the writer's acknowledging thread once the commit is durable (its fdatasync, which the
+// acknowledger does behind the writer: Journal::defer_syncs) or has failed, in the order the
+// appends were queued, so a caller acknowledges an append only once it is durable. Callbacks must not
 // block; they post back to their own strand.
 class GroupCommitWriter {
  public:

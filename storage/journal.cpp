@@ -1307,8 +1307,17 @@ bool read_only_file(const struct stat& st, const std::string& path) {
   return (st.st_mode & (S_IWUSR | S_IWGRP | S_IWOTH)) == 0 || ::access(path.c_str(), W_OK) != 0;
 }
 
+// SQLite counts every allocation under one process-wide mutex unless told not to before its
+// first use; the journal's writer allocates per statement step, and no one here reads the
+// counts. Too late (and harmless) when another part of the process used SQLite first.
+void configure_sqlite_once() {
+  static std::once_flag once;
+  std::call_once(once, [] { (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); });
+}
+
 Result<std::unique_ptr<Journal>> open_journal(const std::string& path, OpenOptions options) {
   namespace fs = std::filesystem;
+  configure_sqlite_once();
   if (path.empty()) return make_status(Errc::kInvalidArgument, "no journal path given");
   fs::path p(path);
   fs::path dir = p.parent_path().empty() ? fs::path(".") : p.parent_path();

@@ -204,6 +204,12 @@ class Stmt {
     sqlite3_clear_bindings(stmt_);
     return stmt_;
   }
+  // For the append path, where every parameter is bound again before each step and the last
+  // step reset the statement (step_done): clearing the bindings would only cost time.
+  sqlite3_stmt* rebound() {
+    sqlite3_reset(stmt_);
+    return stmt_;
+  }
 
  private:
   sqlite3_stmt* stmt_ = nullptr;
@@ -736,7 +742,7 @@ class SqliteJournal final : public Journal {
     }
     std::uint64_t seq = tail_seq_;
     std::string prev = tail_hash_;
-    pending_flows_.clear();
+    finished_flows_.clear();
 
     const std::int64_t at = wall_clock_ms_ ? wall_clock_ms_() : now_ms();
     std::size_t written = 0;
@@ -766,6 +772,7 @@ class SqliteJournal final : public Journal {
         if (Status r = step_done(release_, "release"); !r.is_ok()) return abort_all(r);
       } else if (wrote) {
         (void)exec(db_, "ROLLBACK");
+        flows_.clear();  // it holds what the rolled-back requests wrote
         return std::nullopt;
       }
       out.each[i] = s;
@@ -795,7 +802,9 @@ class SqliteJournal final : public Journal {
     }
     tail_seq_ = seq;
     tail_hash_ = std::move(prev);
-    remember_committed_flows();
+    // A finished workflow is not kept in memory (its summary on disk still decides).
+    for (const std::string& id : finished_flows_) flows_.erase(id);
+    finished_flows_.clear();
     crash_point("journal.after_commit");
     return out;
   }
@@ -881,44 +890,31 @@ class SqliteJournal final : public Journal {
   // (a miss costs one indexed read).
   static constexpr std::size_t kMaxCachedFlows = 1 << 16;
 
-  // The workflow as this transaction sees it: its earlier appends in this transaction, else the
-  // committed summary (from memory, else from disk). nullptr for a new workflow.
-  Result<const FlowInfo*> find_flow(const std::string& workflow_id) {
-    if (auto it = pending_flows_.find(workflow_id); it != pending_flows_.end()) {
-      return &it->second;
-    }
+  // The workflow as this transaction sees it, its earlier appends in this transaction included:
+  // from memory, else from its summary row. nullptr for a new workflow. flows_ is updated in
+  // place by each written append; every rolled-back transaction clears it.
+  Result<FlowInfo*> find_flow(const std::string& workflow_id) {
     if (auto it = flows_.find(workflow_id); it != flows_.end()) return &it->second;
     sqlite3_stmt* s = wf_get_.fresh();
     bind_text_ref(s, 1, workflow_id);
     int rc = sqlite3_step(s);
     if (rc == SQLITE_DONE) {
       sqlite3_reset(s);
-      return static_cast<const FlowInfo*>(nullptr);
+      return static_cast<FlowInfo*>(nullptr);
     }
     if (rc != SQLITE_ROW) {
       Status st = sqlite_error(db_, rc, "reading workflow '" + workflow_id + "'");
       sqlite3_reset(s);
       return st;
     }
-    // Nothing of this workflow is written in this transaction yet, so the row is committed.
+    // The row as this transaction sees it (a workflow forgotten by the clear below, or finished,
+    // may have been written earlier in it).
     FlowInfo info{column_string(s, 0), static_cast<std::uint64_t>(sqlite3_column_int64(s, 1)),
                   sqlite3_column_int64(s, 2),
                   static_cast<std::uint64_t>(sqlite3_column_int64(s, 3)), false};
     sqlite3_reset(s);
     if (flows_.size() >= kMaxCachedFlows) flows_.clear();
     return &flows_.insert_or_assign(workflow_id, std::move(info)).first->second;
-  }
-
-  void remember_committed_flows() {
-    for (auto& [id, info] : pending_flows_) {
-      if (info.finished) {
-        flows_.erase(id);
-        continue;
-      }
-      if (flows_.size() >= kMaxCachedFlows) flows_.clear();
-      flows_.insert_or_assign(id, std::move(info));
-    }
-    pending_flows_.clear();
   }
 
   // Validates and writes one request as record `seq`; on success its hash is in hash_. `wrote`
@@ -947,7 +943,7 @@ class SqliteJournal final : public Journal {
       }
     }
     // The workflow's summary decides the next step.
-    PF_ASSIGN_OR_RETURN(const FlowInfo* flow, find_flow(r.workflow_id));
+    PF_ASSIGN_OR_RETURN(FlowInfo* flow, find_flow(r.workflow_id));
     const std::uint64_t expected = flow ? flow->steps : 0;
     const std::int64_t created = flow ? flow->created_at_ms : at;
     if (flow && flow->machine != r.machine) {
@@ -969,7 +965,7 @@ class SqliteJournal final : public Journal {
     // The command rows first: a duplicate idempotency key, the one refusal only a write finds,
     // then fails the request's first write, and a failed statement leaves nothing behind.
     for (const CommandEntry& c : r.commands) {
-      sqlite3_stmt* cs = cmd_insert_.fresh();
+      sqlite3_stmt* cs = cmd_insert_.rebound();
       bind_text_ref(cs, 1, c.idempotency_key);
       sqlite3_bind_int64(cs, 2, static_cast<sqlite3_int64>(seq));
       sqlite3_bind_int64(cs, 3, c.index);
@@ -983,7 +979,7 @@ class SqliteJournal final : public Journal {
       wrote = true;
     }
 
-    sqlite3_stmt* s = rec_insert_.fresh();
+    sqlite3_stmt* s = rec_insert_.rebound();
     sqlite3_bind_int64(s, 1, static_cast<sqlite3_int64>(seq));
     bind_text_ref(s, 2, r.workflow_id);
     sqlite3_bind_int64(s, 3, static_cast<sqlite3_int64>(r.step));
@@ -1003,7 +999,7 @@ class SqliteJournal final : public Journal {
     wrote = true;
 
     Stmt& summary = flow ? wf_update_ : wf_insert_;
-    sqlite3_stmt* ws = summary.fresh();
+    sqlite3_stmt* ws = summary.rebound();
     bind_text_ref(ws, 1, r.workflow_id);
     bind_text_ref(ws, 2, r.machine);
     bind_text_ref(ws, 3, r.state_name);
@@ -1016,8 +1012,15 @@ class SqliteJournal final : public Journal {
 
     const bool finished = r.status == WorkflowStatus::kDone ||
                           r.status == WorkflowStatus::kCancelled;
-    pending_flows_.insert_or_assign(r.workflow_id,
-                                    FlowInfo{r.machine, r.step + 1, created, seq, finished});
+    if (flow) {
+      flow->steps = r.step + 1;
+      flow->last_seq = seq;
+      flow->finished = finished;
+    } else {
+      if (flows_.size() >= kMaxCachedFlows) flows_.clear();
+      flows_.emplace(r.workflow_id, FlowInfo{r.machine, r.step + 1, created, seq, finished});
+    }
+    if (finished) finished_flows_.push_back(r.workflow_id);
     return Status::ok();
   }
 
@@ -1096,8 +1099,8 @@ class SqliteJournal final : public Journal {
   bool tail_known_ = false;
   std::uint64_t tail_seq_ = 0;
   std::string tail_hash_;
-  std::unordered_map<std::string, FlowInfo> flows_;          // committed, see FlowInfo
-  std::unordered_map<std::string, FlowInfo> pending_flows_;  // written by this transaction
+  std::unordered_map<std::string, FlowInfo> flows_;  // see FlowInfo and find_flow
+  std::vector<std::string> finished_flows_;  // finished in this transaction: forgotten at its commit
   // Scratch reused by every append: the record's canonical bytes and its hash.
   std::string bytes_;
   std::string hash_;

@@ -492,6 +492,9 @@ class SqliteJournal final : public Journal {
     // Statements first, then the connection, then the writer lock.
     if (db_) sqlite3_wal_hook(db_, nullptr, nullptr);
     checkpointer_.reset();
+    // Closing the last connection checkpoints the WAL into the database file, and that
+    // checkpoint's own WAL sync would be deferred: make every frame durable first.
+    if (deferred_wal_ != nullptr) (void)sync_committed();
     for (Stmt* st : {&tail_, &wf_get_, &rec_insert_, &cmd_insert_, &wf_insert_, &wf_update_,
                      &head_update_, &begin_, &commit_, &savepoint_, &release_, &rollback_to_}) {
       st->finalize();

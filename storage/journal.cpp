@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -44,6 +45,8 @@ namespace {
 
 const std::string kZeroHash(64, '0');
 constexpr int kBusyTimeoutMs = 200;
+// The WAL size (in frames, ~2 KiB each) at which its frames are copied into the database file.
+constexpr int kCheckpointFrames = 4096;
 
 // Schema migrations: migration i brings a journal from version i to version i + 1. Never edit a
 // released migration; add the next one.
@@ -201,6 +204,12 @@ class Stmt {
     sqlite3_clear_bindings(stmt_);
     return stmt_;
   }
+  // For the append path, where every parameter is bound again before each step and the last
+  // step reset the statement (step_done): clearing the bindings would only cost time.
+  sqlite3_stmt* rebound() {
+    sqlite3_reset(stmt_);
+    return stmt_;
+  }
 
  private:
   sqlite3_stmt* stmt_ = nullptr;
@@ -354,23 +363,39 @@ Result<Probe> probe(const std::string& path) {
   return p;
 }
 
-// Checkpoints the WAL into the database file on its own thread and connection, so the writer
-// never pays for a checkpoint inside an append (SQLite's automatic checkpoint runs in the commit
-// that crosses the threshold and would show as a latency spike). PASSIVE checkpoints never
-// block the writer; when continuous appends keep the WAL from ever being fully copied, a
-// RESTART checkpoint (which briefly waits for the writer) bounds its size.
+// Checkpoints the WAL into the database file without blocking the writer, and lets the WAL start
+// over from its beginning while appends go on.
+//
+// SQLite writes a transaction at the start of the WAL again (instead of appending to it) only when
+// the transaction begins while every frame of the WAL is already copied into the database file.
+// A checkpoint on another connection never catches up with continuous group commits, so the WAL
+// would grow without bound, every commit appending to the file (new page-cache pages, and a file
+// size for each fdatasync to write). So the work is split:
+// - a pass on this thread and its own connection (PASSIVE: it never blocks the writer) copies the
+//   bulk once the WAL holds `frames` frames, and runs again while more than kFinishFrames are left;
+// - the writer copies the few frames committed meanwhile itself, before its next transaction
+//   (finish_due(), finished()), which then starts the WAL over.
+// A pass that a reader's snapshot kept from copying every frame leaves the WAL to grow until that
+// reader ends: no checkpoint ever waits for a reader or for the writer.
 class Checkpointer {
  public:
-  static constexpr int kFrames = 1000;         // checkpoint when the WAL holds this many frames
-  static constexpr int kRestartFrames = 8192;  // ~32 MiB of 4 KiB pages: force a restart
+  // The writer copies at most this many frames itself (a few group commits' worth).
+  static constexpr int kFinishFrames = 256;
 
-  explicit Checkpointer(const std::string& path) {
+  Checkpointer(const std::string& path, int frames) : frames_(frames) {
     if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK) {
       sqlite3_close_v2(db_);
       db_ = nullptr;
       return;
     }
     sqlite3_busy_timeout(db_, kBusyTimeoutMs);
+    // SQLite (3.40) checkpoints nothing on a connection that has not read the database yet: its
+    // WAL is opened by the first read.
+    if (!query_one(db_, "SELECT count(*) FROM sqlite_schema").is_ok()) {
+      sqlite3_close_v2(db_);
+      db_ = nullptr;
+      return;
+    }
     thread_ = std::thread([this] {
       pthread_setname_np(pthread_self(), "journal-ckpt");
       run();
@@ -385,37 +410,71 @@ class Checkpointer {
     if (thread_.joinable()) thread_.join();
     sqlite3_close_v2(db_);
   }
-  // From the writer's WAL hook, after each commit.
-  void frames(int n) {
-    if (n < kFrames || !db_) return;
-    {
-      std::lock_guard lock(mutex_);
-      frames_ = n;
+
+  // From the writer's WAL hook after each commit: the WAL holds `n` frames.
+  void committed(int n) {
+    if (!db_) return;
+    std::lock_guard lock(mutex_);
+    if (n < wal_frames_) {  // the commit started the WAL over
+      backfilled_ = 0;
+      complete_ = false;
+      next_pass_at_ = 0;
     }
-    wake_.notify_one();
+    wal_frames_ = n;
+    if (!running_ && n >= std::max(frames_, next_pass_at_) && n - backfilled_ > kFinishFrames) {
+      running_ = true;
+      wake_.notify_one();
+    }
+  }
+  // The writer, before a transaction: true when a pass copied every frame the WAL held when it
+  // began and at most kFinishFrames are left, for the writer to copy (then finished()).
+  bool finish_due() {
+    if (!db_) return false;
+    std::lock_guard lock(mutex_);
+    return complete_ && !running_ && wal_frames_ - backfilled_ <= kFinishFrames;
+  }
+  // The writer's own checkpoint: `done` of the WAL's `log` frames are in the database file
+  // (both -1 when it failed).
+  void finished(int log, int done) {
+    std::lock_guard lock(mutex_);
+    if (log >= 0) {
+      backfilled_ = done;
+      wal_frames_ = log;
+    }
+    complete_ = false;  // once per pass, even when a reader kept it from copying all
   }
 
  private:
   void run() {
     std::unique_lock lock(mutex_);
     for (;;) {
-      wake_.wait(lock, [this] { return stop_ || frames_ > 0; });
+      wake_.wait(lock, [this] { return stop_ || running_; });
       if (stop_) return;
-      frames_ = 0;
       lock.unlock();
-      int log = 0, done = 0;
-      sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
-      if (log >= kRestartFrames) {
-        sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_RESTART, &log, &done);
-      }
+      int log = -1, done = -1;
+      const int rc =
+          sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
       lock.lock();
+      running_ = false;
+      // A WAL that started over since the pass began is smaller than what the pass reports.
+      if (rc == SQLITE_OK && log >= 0 && log <= wal_frames_) {
+        backfilled_ = done;
+        complete_ = done == log;
+        // Held back by a reader: the next pass waits for more frames rather than run per commit.
+        next_pass_at_ = complete_ ? 0 : log + kFinishFrames;
+      }
     }
   }
 
+  const int frames_;
   sqlite3* db_ = nullptr;
   std::mutex mutex_;
   std::condition_variable wake_;
-  int frames_ = 0;
+  int wal_frames_ = 0;   // after the last commit
+  int backfilled_ = 0;   // frames known to be in the database file
+  bool complete_ = false;  // the last pass copied every frame it saw
+  int next_pass_at_ = 0;   // after a pass a reader held back: the WAL size for the next one
+  bool running_ = false;
   bool stop_ = false;
   std::thread thread_;
 };
@@ -433,6 +492,9 @@ class SqliteJournal final : public Journal {
     // Statements first, then the connection, then the writer lock.
     if (db_) sqlite3_wal_hook(db_, nullptr, nullptr);
     checkpointer_.reset();
+    // Closing the last connection checkpoints the WAL into the database file, and that
+    // checkpoint's own WAL sync would be deferred: make every frame durable first.
+    if (deferred_wal_ != nullptr) (void)sync_committed();
     for (Stmt* st : {&tail_, &wf_get_, &rec_insert_, &cmd_insert_, &wf_insert_, &wf_update_,
                      &head_update_, &begin_, &commit_, &savepoint_, &release_, &rollback_to_}) {
       st->finalize();
@@ -442,13 +504,13 @@ class SqliteJournal final : public Journal {
   }
 
   // Moves checkpoints off the writer's path (Checkpointer above).
-  Status start_checkpointer() {
+  Status start_checkpointer(int frames) {
     PF_RETURN_IF_ERROR(exec(db_, "PRAGMA wal_autocheckpoint = 0"));
-    checkpointer_ = std::make_unique<Checkpointer>(path_);
+    checkpointer_ = std::make_unique<Checkpointer>(path_, frames);
     sqlite3_wal_hook(
         db_,
         [](void* arg, sqlite3*, const char*, int frames) {
-          static_cast<Checkpointer*>(arg)->frames(frames);
+          static_cast<Checkpointer*>(arg)->committed(frames);
           return SQLITE_OK;
         },
         checkpointer_.get());
@@ -512,7 +574,33 @@ class SqliteJournal final : public Journal {
     return run_group(Requests{{}, &requests, &more}, /*isolate=*/true, /*group=*/true);
   }
 
-  bool poisoned() const override { return poisoned_; }
+  bool poisoned() const override { return poisoned_ || sync_failed_.load(); }
+
+  bool defer_syncs() override {
+    if (read_only_ || poisoned() || !db_) return false;
+    // The WAL is open once the connection has read the database.
+    if (!query_one(db_, "SELECT count(*) FROM sqlite_schema").is_ok()) return false;
+    sqlite3_file* wal = nullptr;
+    if (sqlite3_file_control(db_, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal) != SQLITE_OK ||
+        !defer_wal_syncs(wal)) {
+      return false;
+    }
+    deferred_wal_ = wal;
+    return true;
+  }
+
+  Status sync_committed() override {
+    if (deferred_wal_ == nullptr) return Status::ok();
+    std::lock_guard lock(sync_mutex_);
+    // After a failed fdatasync a later one may succeed without the lost pages: never trust it.
+    if (!sync_failure_.empty()) return make_status(Errc::kPoisoned, sync_failure_);
+    const int rc = sync_deferred_wal(deferred_wal_);
+    if (rc == SQLITE_OK) return Status::ok();
+    sync_failure_ = "journal " + path_ + ": syncing committed appends failed (" +
+                    sqlite3_errstr(rc) + "); their outcome is unknown, restart from disk";
+    sync_failed_.store(true);
+    return Status(std::error_code(rc, sqlite_category()), sync_failure_);
+  }
 
   Result<std::vector<JournalRecord>> records(const std::string& workflow_id) override {
     // From the workflow's last record back along previous_seq (schema version 2 keeps no index
@@ -565,7 +653,12 @@ class SqliteJournal final : public Journal {
     if (!sqlite3_get_autocommit(db_)) (void)exec(db_, "ROLLBACK");
   }
 
-  Status poisoned_status() const {
+  Status poisoned_status() {
+    if (!poisoned_ && sync_failed_.load()) {
+      std::lock_guard lock(sync_mutex_);
+      poisoned_ = true;
+      poison_reason_ = sync_failure_;
+    }
     return make_status(Errc::kPoisoned, "journal " + path_ +
                                             " refuses appends: an earlier commit's outcome is "
                                             "unknown (" +
@@ -615,12 +708,13 @@ class SqliteJournal final : public Journal {
 
   GroupOutcome run_group(Requests requests, bool isolate, bool group) {
     const std::size_t n = requests.size();
-    if (poisoned_) return fail_all(n, poisoned_status());
+    if (poisoned()) return fail_all(n, poisoned_status());
     if (read_only_) {
       return fail_all(
           n, make_status(Errc::kPermissionDenied, "journal " + path_ + " is open read-only"));
     }
     if (n == 0) return GroupOutcome{Status::ok(), {}};
+    finish_checkpoint();
     if (!isolate) return *run_transaction(requests, Isolation::kAllOrNothing, group);
     if (auto out = run_transaction(requests, Isolation::kOptimistic, group)) return *out;
     // The second try takes exactly the requests of the first.
@@ -651,7 +745,7 @@ class SqliteJournal final : public Journal {
     }
     std::uint64_t seq = tail_seq_;
     std::string prev = tail_hash_;
-    pending_flows_.clear();
+    finished_flows_.clear();
 
     const std::int64_t at = wall_clock_ms_ ? wall_clock_ms_() : now_ms();
     std::size_t written = 0;
@@ -681,6 +775,7 @@ class SqliteJournal final : public Journal {
         if (Status r = step_done(release_, "release"); !r.is_ok()) return abort_all(r);
       } else if (wrote) {
         (void)exec(db_, "ROLLBACK");
+        flows_.clear();  // it holds what the rolled-back requests wrote
         return std::nullopt;
       }
       out.each[i] = s;
@@ -710,9 +805,27 @@ class SqliteJournal final : public Journal {
     }
     tail_seq_ = seq;
     tail_hash_ = std::move(prev);
-    remember_committed_flows();
+    // A finished workflow is not kept in memory (its summary on disk still decides).
+    for (const std::string& id : finished_flows_) flows_.erase(id);
+    finished_flows_.clear();
     crash_point("journal.after_commit");
     return out;
+  }
+
+  // Copies the frames committed since the checkpointer's last pass, so that the transaction about
+  // to begin starts the WAL over (Checkpointer). Its failure loses nothing: the frames stay in the
+  // WAL for the next checkpoint.
+  void finish_checkpoint() {
+    if (!checkpointer_ || !checkpointer_->finish_due()) return;
+    // A checkpoint may copy only frames that are durable in the WAL (a torn database page is
+    // repaired from them after a power loss): its own WAL sync is deferred here, so sync first.
+    if (!sync_committed().is_ok()) return;
+    int log = -1, done = -1;
+    if (sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &log, &done) !=
+        SQLITE_OK) {
+      log = done = -1;
+    }
+    checkpointer_->finished(log, done);
   }
 
   // A failure inside the transaction: roll it back, poisoning first when its outcome is unknown.
@@ -780,44 +893,31 @@ class SqliteJournal final : public Journal {
   // (a miss costs one indexed read).
   static constexpr std::size_t kMaxCachedFlows = 1 << 16;
 
-  // The workflow as this transaction sees it: its earlier appends in this transaction, else the
-  // committed summary (from memory, else from disk). nullptr for a new workflow.
-  Result<const FlowInfo*> find_flow(const std::string& workflow_id) {
-    if (auto it = pending_flows_.find(workflow_id); it != pending_flows_.end()) {
-      return &it->second;
-    }
+  // The workflow as this transaction sees it, its earlier appends in this transaction included:
+  // from memory, else from its summary row. nullptr for a new workflow. flows_ is updated in
+  // place by each written append; every rolled-back transaction clears it.
+  Result<FlowInfo*> find_flow(const std::string& workflow_id) {
     if (auto it = flows_.find(workflow_id); it != flows_.end()) return &it->second;
     sqlite3_stmt* s = wf_get_.fresh();
     bind_text_ref(s, 1, workflow_id);
     int rc = sqlite3_step(s);
     if (rc == SQLITE_DONE) {
       sqlite3_reset(s);
-      return static_cast<const FlowInfo*>(nullptr);
+      return static_cast<FlowInfo*>(nullptr);
     }
     if (rc != SQLITE_ROW) {
       Status st = sqlite_error(db_, rc, "reading workflow '" + workflow_id + "'");
       sqlite3_reset(s);
       return st;
     }
-    // Nothing of this workflow is written in this transaction yet, so the row is committed.
+    // The row as this transaction sees it (a workflow forgotten by the clear below, or finished,
+    // may have been written earlier in it).
     FlowInfo info{column_string(s, 0), static_cast<std::uint64_t>(sqlite3_column_int64(s, 1)),
                   sqlite3_column_int64(s, 2),
                   static_cast<std::uint64_t>(sqlite3_column_int64(s, 3)), false};
     sqlite3_reset(s);
     if (flows_.size() >= kMaxCachedFlows) flows_.clear();
     return &flows_.insert_or_assign(workflow_id, std::move(info)).first->second;
-  }
-
-  void remember_committed_flows() {
-    for (auto& [id, info] : pending_flows_) {
-      if (info.finished) {
-        flows_.erase(id);
-        continue;
-      }
-      if (flows_.size() >= kMaxCachedFlows) flows_.clear();
-      flows_.insert_or_assign(id, std::move(info));
-    }
-    pending_flows_.clear();
   }
 
   // Validates and writes one request as record `seq`; on success its hash is in hash_. `wrote`
@@ -846,7 +946,7 @@ class SqliteJournal final : public Journal {
       }
     }
     // The workflow's summary decides the next step.
-    PF_ASSIGN_OR_RETURN(const FlowInfo* flow, find_flow(r.workflow_id));
+    PF_ASSIGN_OR_RETURN(FlowInfo* flow, find_flow(r.workflow_id));
     const std::uint64_t expected = flow ? flow->steps : 0;
     const std::int64_t created = flow ? flow->created_at_ms : at;
     if (flow && flow->machine != r.machine) {
@@ -868,7 +968,7 @@ class SqliteJournal final : public Journal {
     // The command rows first: a duplicate idempotency key, the one refusal only a write finds,
     // then fails the request's first write, and a failed statement leaves nothing behind.
     for (const CommandEntry& c : r.commands) {
-      sqlite3_stmt* cs = cmd_insert_.fresh();
+      sqlite3_stmt* cs = cmd_insert_.rebound();
       bind_text_ref(cs, 1, c.idempotency_key);
       sqlite3_bind_int64(cs, 2, static_cast<sqlite3_int64>(seq));
       sqlite3_bind_int64(cs, 3, c.index);
@@ -882,7 +982,7 @@ class SqliteJournal final : public Journal {
       wrote = true;
     }
 
-    sqlite3_stmt* s = rec_insert_.fresh();
+    sqlite3_stmt* s = rec_insert_.rebound();
     sqlite3_bind_int64(s, 1, static_cast<sqlite3_int64>(seq));
     bind_text_ref(s, 2, r.workflow_id);
     sqlite3_bind_int64(s, 3, static_cast<sqlite3_int64>(r.step));
@@ -902,7 +1002,7 @@ class SqliteJournal final : public Journal {
     wrote = true;
 
     Stmt& summary = flow ? wf_update_ : wf_insert_;
-    sqlite3_stmt* ws = summary.fresh();
+    sqlite3_stmt* ws = summary.rebound();
     bind_text_ref(ws, 1, r.workflow_id);
     bind_text_ref(ws, 2, r.machine);
     bind_text_ref(ws, 3, r.state_name);
@@ -915,8 +1015,15 @@ class SqliteJournal final : public Journal {
 
     const bool finished = r.status == WorkflowStatus::kDone ||
                           r.status == WorkflowStatus::kCancelled;
-    pending_flows_.insert_or_assign(r.workflow_id,
-                                    FlowInfo{r.machine, r.step + 1, created, seq, finished});
+    if (flow) {
+      flow->steps = r.step + 1;
+      flow->last_seq = seq;
+      flow->finished = finished;
+    } else {
+      if (flows_.size() >= kMaxCachedFlows) flows_.clear();
+      flows_.emplace(r.workflow_id, FlowInfo{r.machine, r.step + 1, created, seq, finished});
+    }
+    if (finished) finished_flows_.push_back(r.workflow_id);
     return Status::ok();
   }
 
@@ -995,8 +1102,8 @@ class SqliteJournal final : public Journal {
   bool tail_known_ = false;
   std::uint64_t tail_seq_ = 0;
   std::string tail_hash_;
-  std::unordered_map<std::string, FlowInfo> flows_;          // committed, see FlowInfo
-  std::unordered_map<std::string, FlowInfo> pending_flows_;  // written by this transaction
+  std::unordered_map<std::string, FlowInfo> flows_;  // see FlowInfo and find_flow
+  std::vector<std::string> finished_flows_;  // finished in this transaction: forgotten at its commit
   // Scratch reused by every append: the record's canonical bytes and its hash.
   std::string bytes_;
   std::string hash_;
@@ -1004,6 +1111,12 @@ class SqliteJournal final : public Journal {
   Stmt tail_, wf_get_, rec_insert_, cmd_insert_, wf_insert_, wf_update_, head_update_;
   Stmt begin_, commit_, savepoint_, release_, rollback_to_;
   std::unique_ptr<Checkpointer> checkpointer_;
+  // Sync behind the writer (defer_syncs): the writer connection's WAL, and a failed sync, which
+  // poisons the instance from whichever thread synced.
+  sqlite3_file* deferred_wal_ = nullptr;
+  std::mutex sync_mutex_;
+  std::string sync_failure_;  // guarded by sync_mutex_
+  std::atomic<bool> sync_failed_{false};
 };
 
 // ----- verify -----
@@ -1200,8 +1313,17 @@ bool read_only_file(const struct stat& st, const std::string& path) {
   return (st.st_mode & (S_IWUSR | S_IWGRP | S_IWOTH)) == 0 || ::access(path.c_str(), W_OK) != 0;
 }
 
+// SQLite counts every allocation under one process-wide mutex unless told not to before its
+// first use; the journal's writer allocates per statement step, and no one here reads the
+// counts. Too late (and harmless) when another part of the process used SQLite first.
+void configure_sqlite_once() {
+  static std::once_flag once;
+  std::call_once(once, [] { (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); });
+}
+
 Result<std::unique_ptr<Journal>> open_journal(const std::string& path, OpenOptions options) {
   namespace fs = std::filesystem;
+  configure_sqlite_once();
   if (path.empty()) return make_status(Errc::kInvalidArgument, "no journal path given");
   fs::path p(path);
   fs::path dir = p.parent_path().empty() ? fs::path(".") : p.parent_path();
@@ -1376,7 +1498,13 @@ Result<std::unique_ptr<Journal>> open_journal(const std::string& path, OpenOptio
     PF_RETURN_IF_ERROR(fail(exec(db, "PRAGMA query_only = 1")));
   }
   PF_RETURN_IF_ERROR(fail(journal->prepare()));
-  if (!options.read_only) PF_RETURN_IF_ERROR(fail(journal->start_checkpointer()));
+  if (!options.read_only) {
+    const int frames = options.checkpoint_frames > 0
+                           ? static_cast<int>(std::min<std::uint32_t>(options.checkpoint_frames,
+                                                                      1u << 30))
+                           : kCheckpointFrames;
+    PF_RETURN_IF_ERROR(fail(journal->start_checkpointer(frames)));
+  }
   return std::unique_ptr<Journal>(std::move(journal));
 }
 

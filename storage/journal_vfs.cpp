@@ -40,6 +40,8 @@ struct BufferedWal {
   sqlite3_file* real;
   sqlite3_int64 start;  // file offset of buffer[0]
   std::string buffer;
+  bool defer_syncs = false;  // defer_wal_syncs()
+  bool synced_once = false;
 };
 
 BufferedWal* wal(sqlite3_file* f) { return reinterpret_cast<BufferedWal*>(f); }
@@ -100,7 +102,14 @@ int wal_truncate(sqlite3_file* f, sqlite3_int64 size) {
 int wal_sync(sqlite3_file* f, int flags) {
   BufferedWal* w = wal(f);
   if (int rc = flush(w); rc != SQLITE_OK) return rc;
-  return w->real->pMethods->xSync(w->real, flags);
+  if (w->defer_syncs && w->synced_once) {
+    // The frames are in the file, so SQLite may publish them to readers; durable only after
+    // sync_deferred_wal(), which the group commit writer awaits before acknowledging.
+    return SQLITE_OK;
+  }
+  const int rc = w->real->pMethods->xSync(w->real, flags);
+  if (rc == SQLITE_OK) w->synced_once = true;
+  return rc;
 }
 
 int wal_file_size(sqlite3_file* f, sqlite3_int64* size) {
@@ -243,6 +252,21 @@ sqlite3_vfs make_vfs(sqlite3_vfs* real) {
 }
 
 }  // namespace
+
+bool defer_wal_syncs(sqlite3_file* file) {
+  if (file == nullptr || file->pMethods != &kWalMethods) return false;
+  sqlite3_vfs* unix_vfs = sqlite3_vfs_find("unix");
+  sqlite3_vfs* ours = sqlite3_vfs_find(kVfsName);
+  if (unix_vfs == nullptr || ours == nullptr || real_vfs(ours) != unix_vfs) return false;
+  wal(file)->defer_syncs = true;
+  return true;
+}
+
+int sync_deferred_wal(sqlite3_file* file) {
+  BufferedWal* w = wal(file);
+  // The unix VFS syncs with fdatasync whatever the flags (SQLite's WAL asks for NORMAL).
+  return w->real->pMethods->xSync(w->real, SQLITE_SYNC_NORMAL);
+}
 
 const char* journal_vfs() {
   static sqlite3_vfs vfs;

@@ -78,6 +78,9 @@ struct OpenOptions {
   // A cap on the journal file's size in pages (SQLite's max_page_count); 0 = no cap. Reaching it
   // fails the append with SQLITE_FULL, like a full disk (and poisons the instance).
   std::uint32_t max_page_count = 0;
+  // The WAL size in frames (pages) at which a background checkpoint copies it into the database
+  // file, so that the WAL starts over (docs/journal.md, "Checkpoints"); 0 = 4096.
+  std::uint32_t checkpoint_frames = 0;
   // The wall clock stamped on records (recorded_at_ms, milliseconds since the epoch); default the
   // system clock. A simulated station passes its virtual clock so its journal is reproducible.
   std::function<std::int64_t()> wall_clock_ms{};
@@ -135,6 +138,16 @@ class Journal {
   // True once a commit's outcome was unknown; the reason is in every later append's Status.
   virtual bool poisoned() const = 0;
 
+  // Sync behind the writer, for the group commit writer: from now on a commit returns once its
+  // frames are written, without waiting for the disk, and an append is durable only after a later
+  // sync_committed() returned OK. False (commits stay synchronous) when this instance cannot:
+  // read-only, or not on SQLite's own unix VFS (a fault injecting VFS).
+  virtual bool defer_syncs() = 0;
+  // Makes every commit so far durable (fdatasync of the WAL). May run on another thread while
+  // the owning thread appends. A failure poisons the instance (the outcome of those commits is
+  // unknown) and every later call fails too. OK at once when syncs are not deferred.
+  virtual Status sync_committed() = 0;
+
   // The records of one workflow in step order (empty for an unknown id).
   virtual Result<std::vector<JournalRecord>> records(const std::string& workflow_id) = 0;
   // Records in seq order, starting at from_seq, at most `limit` (0 = all).
@@ -149,8 +162,9 @@ class Journal {
 };
 
 // Batches the appends of many workflows into one transaction. Thread-safe; the callback runs on
-// the writer's acknowledging thread after the commit (or its failure), in the order the appends
-// were queued, so a caller acknowledges an append only once it is durable. Callbacks must not
+// the writer's acknowledging thread once the commit is durable (its fdatasync, which the
+// acknowledger does behind the writer: Journal::defer_syncs) or has failed, in the order the
+// appends were queued, so a caller acknowledges an append only once it is durable. Callbacks must not
 // block; they post back to their own strand.
 class GroupCommitWriter {
  public:

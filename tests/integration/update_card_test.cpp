@@ -19,12 +19,14 @@ namespace {
 
 namespace fs = std::filesystem;
 using persoflow::testing::ca_certificate_mismatch;
+using persoflow::testing::card_certificate_problems;
 using persoflow::testing::certificates_for;
 using persoflow::testing::cm_address;
 using persoflow::testing::CmServer;
 using persoflow::testing::persoflow_binary;
 using persoflow::testing::run;
 using persoflow::testing::RunResult;
+using persoflow::testing::serials_for;
 using persoflow::testing::TempDir;
 using persoflow::testing::write_old_ca_certificate;
 
@@ -109,15 +111,7 @@ class UpdateCard : public ::testing::Test {
   // Reads the card's "persoflow certificate" and checks it with openssl verify against the CM
   // host's CA.
   static void verify_certificate(const std::string& label) {
-    const std::string der = tmp_->file(label + ".der");
-    const std::string pem = der + ".pem";
-    auto read =
-        run({"/usr/bin/env", softhsm(), "pkcs11-tool", "--module", kModule, "--token-label", label,
-             "--read-object", "--type", "cert", "--label", "persoflow certificate", "-o", der});
-    ASSERT_EQ(read.exit_code, 0) << read.err;
-    ASSERT_EQ(run({"openssl", "x509", "-inform", "DER", "-in", der, "-out", pem}).exit_code, 0);
-    auto ok = run({"openssl", "verify", "-CAfile", (dir_ / "cm" / "ca" / "ca.pem").string(), pem});
-    EXPECT_EQ(ok.exit_code, 0) << ok.out << ok.err;
+    EXPECT_EQ(card_certificate_problems(softhsm(), label, dir_, *tmp_), "");
   }
 
   static TempDir* tmp_;
@@ -238,7 +232,7 @@ TEST_F(UpdateCard, AnUntrustedTcIsRefusedBeforeAnythingIsWritten) {
 // The CM host killed (SIGKILL) during the submission — before its transaction commits
 // (cm.after_issue) and after the commit, before the answer leaves (cm.after_issue_before_answer)
 // — and restarted: the station's retries resend the saved request and the card gets the
-// certificate; the CM database holds exactly one for it.
+// certificate; the CM database holds exactly one for it, the one on the card.
 TEST_F(UpdateCard, CmHostKilledDuringTheSubmissionStillOneCertificatePerCard) {
   const std::string address = cm_address(conf());
   int n = 0;
@@ -260,7 +254,12 @@ TEST_F(UpdateCard, CmHostKilledDuringTheSubmissionStillOneCertificatePerCard) {
     ASSERT_TRUE(server_->listening());
     EXPECT_EQ(result.exit_code, 0) << result.out << result.err;
     EXPECT_NE(result.out.find("Done"), std::string::npos) << result.out;
-    EXPECT_EQ(certificates_for(dir_, cn), 1);
+    // The one certificate the CM database holds for the card is the one on the card.
+    const std::vector<std::string> issued = serials_for(dir_, cn);
+    EXPECT_EQ(issued.size(), 1u);
+    std::string on_card;
+    EXPECT_EQ(card_certificate_problems(softhsm(), label, dir_, *tmp_, &on_card), "");
+    EXPECT_EQ(issued, std::vector<std::string>{on_card});
     const std::string held = objects(label);
     EXPECT_NE(held.find("CN=" + cn), std::string::npos) << held;
     EXPECT_EQ(held.find("Transport certificate"), std::string::npos) << held;

@@ -256,6 +256,37 @@ TEST_F(IssueCardKeys, ArchivedKeyRecoveredOntoASecondCardEqualsTheOriginal) {
   EXPECT_EQ(certificates_for(dir_, "Ann Archive"), 2);
 }
 
+// The officer's search by subject text and by decimal certificate ID, for a holder whose name is
+// not the new card's (so the automatic search by the subject fields would not find it): each
+// recovers the archived key onto the card.
+TEST_F(IssueCardKeys, SearchBySubjectOrCertificateIdRecoversTheArchivedKey) {
+  const std::string original = archived_key_card("find-00", "Sam Search");
+  ASSERT_FALSE(original.empty());
+  auto listed = run({persoflow_binary(), "cm", "certs", "list", "--dir", (dir_ / "cm").string(),
+                     "--json"});
+  ASSERT_EQ(listed.exit_code, 0) << listed.err;
+  std::string cert_id;
+  for (const auto& c : nlohmann::json::parse(listed.out)) {
+    if (c.value("subject", "").find("CN=Sam Search") != std::string::npos) {
+      cert_id = std::to_string(c.value("cert_id", 0));
+    }
+  }
+  ASSERT_FALSE(cert_id.empty()) << listed.out;
+  const std::pair<const char*, std::string> searches[] = {{"find-01", "0=subject:Sam Search"},
+                                                          {"find-02", "0=id:" + cert_id}};
+  for (const auto& [card, search] : searches) {
+    SCOPED_TRACE(search);
+    blank_card(card);
+    auto recovered = issue(conf(), card, std::string("Holder Of ") + card,
+                           {"--token-procedure", "smartcard-recover", "--action", "0=recover",
+                            "--search", search});
+    ASSERT_EQ(recovered.exit_code, 0) << recovered.out << recovered.err;
+    EXPECT_NE(recovered.out.find("Done"), std::string::npos) << recovered.out;
+    EXPECT_EQ(public_key(card, "pubkey", "persoflow key"), original);
+    EXPECT_EQ(public_key(card, "cert", "persoflow certificate"), original);
+  }
+}
+
 // Killed with SIGKILL right after the CM host generated and archived the key (command 4), and
 // right after the key and certificate were written to the card (command 8), before the outcome
 // was journaled: run again with the same workflow id, each finishes with one archived key and

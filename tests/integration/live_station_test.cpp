@@ -202,12 +202,18 @@ struct LiveSetup {
   }
 
   // `station run --live` over the queue through pcscd's private socket, once both readers are
-  // ready.
-  std::unique_ptr<Watched> live_station() const {
-    auto station = std::make_unique<Watched>(std::vector<std::string>{
+  // ready; `command_delay` ("Type:ms") holds each command of that type before it runs,
+  // `trace_commands` prints each card command's begin and end.
+  std::unique_ptr<Watched> live_station(const std::string& command_delay = {},
+                                        bool trace_commands = false) const {
+    std::vector<std::string> argv = {
         "/usr/bin/env",
-        "PCSCLITE_CSOCK_NAME=" + persoflow::testing::PcscdFixture::use_private_socket(),
-        persoflow_binary(), "station", "run", "--config", conf, "--live", "--queue", queue});
+        "PCSCLITE_CSOCK_NAME=" + persoflow::testing::PcscdFixture::use_private_socket()};
+    if (!command_delay.empty()) argv.push_back("PERSOFLOW_LIVE_COMMAND_DELAY=" + command_delay);
+    argv.insert(argv.end(), {persoflow_binary(), "station", "run", "--config", conf, "--live",
+                             "--queue", queue});
+    if (trace_commands) argv.push_back("--trace-commands");
+    auto station = std::make_unique<Watched>(argv);
     std::size_t from = 0;
     const std::string reader1 = persoflow::testing::PcscdFixture::reader_name(1);
     EXPECT_TRUE(station->wait_for(reader1 + "  reader ready", from)) << station->out();
@@ -284,14 +290,9 @@ TEST(LiveStation, CardPulledDuringTheWriteResumesWithOneCertificate) {
   ASSERT_NO_FATAL_FAILURE(setup.start());
   persoflow::testing::PcscdFixture pcscd;
   pcscd.start();
-  Watched station({"/usr/bin/env", "PCSCLITE_CSOCK_NAME=" +
-                                       persoflow::testing::PcscdFixture::use_private_socket(),
-                   "PERSOFLOW_LIVE_COMMAND_DELAY=WriteKeysAndCertificates:3000", persoflow_binary(),
-                   "station", "run", "--config", setup.conf, "--live", "--queue", setup.queue,
-                   "--trace-commands"});
+  auto watched = setup.live_station("WriteKeysAndCertificates:3000", true);
+  Watched& station = *watched;
   std::size_t from = 0;
-  const std::string reader1 = persoflow::testing::PcscdFixture::reader_name(1);
-  ASSERT_TRUE(station.wait_for(reader1 + "  reader ready", from)) << station.out();
   persoflow::sim::CardEmulator slot0({.port = pcscd.port()});
   persoflow::sim::CardEmulator slot1({.port = static_cast<std::uint16_t>(pcscd.port() + 1)});
   const std::string atr_first = *persoflow::devices::card_atr_for_token(setup.first);
@@ -438,15 +439,11 @@ TEST(LiveStation, TwoReadersProgressTogetherACardsCommandsNeverOverlap) {
   // Key generation held for 2.5 s: long enough for the two cards' to overlap, and for card A to
   // be pulled and put back while its first one is still held (a dropped command still running
   // when the resumed state issues its own: the reader's actor runs them one after the other).
-  Watched station({"/usr/bin/env", "PCSCLITE_CSOCK_NAME=" +
-                                       persoflow::testing::PcscdFixture::use_private_socket(),
-                   "PERSOFLOW_LIVE_COMMAND_DELAY=GenerateKeyOnCard:2500", persoflow_binary(),
-                   "station", "run", "--config", setup.conf, "--live", "--queue", setup.queue,
-                   "--trace-commands"});
+  auto watched = setup.live_station("GenerateKeyOnCard:2500", true);
+  Watched& station = *watched;
   std::size_t from = 0;
   const std::string reader0 = persoflow::testing::PcscdFixture::reader_name(0);
   const std::string reader1 = persoflow::testing::PcscdFixture::reader_name(1);
-  ASSERT_TRUE(station.wait_for(reader1 + "  reader ready", from)) << station.out();
 
   persoflow::sim::CardEmulator slot0({.port = pcscd.port()});
   persoflow::sim::CardEmulator slot1({.port = static_cast<std::uint16_t>(pcscd.port() + 1)});

@@ -8,8 +8,10 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <thread>
 
 #include "station_fixture.hpp"
@@ -100,6 +102,22 @@ class UpdateCard : public ::testing::Test {
                        "--token-label", label, "--list-objects", "--login", "--pin", "123456"});
     EXPECT_EQ(listed.exit_code, 0) << listed.err;
     return listed.out;
+  }
+
+  // CKA_ID -> serial of each "persoflow certificate" on the card, as pkcs11-tool lists them.
+  static std::map<std::string, std::string> cardholder_certificates(const std::string& label) {
+    std::istringstream listed(objects(label));
+    std::map<std::string, std::string> out;
+    std::string line, serial;
+    bool cardholder = false;
+    auto value = [](const std::string& l) { return l.substr(l.find(':') + 1); };
+    while (std::getline(listed, line)) {
+      if (line.find("Object;") != std::string::npos) cardholder = false;
+      if (line.find(kCardholderCertificate) != std::string::npos) cardholder = true;
+      if (cardholder && line.find("serial:") != std::string::npos) serial = value(line);
+      if (cardholder && line.find("ID:") != std::string::npos) out[value(line)] = serial;
+    }
+    return out;
   }
 
   static int count(const std::string& text, const std::string& what) {
@@ -196,6 +214,45 @@ TEST_F(UpdateCard, CaCertificatesReplacedAndOperatorPinAskedWhereTheProcedureSay
   auto journal = run(
       {"sh", "-c", "grep -c 12345678 " + (dir_ / "station" / "journal.db").string() + " || true"});
   EXPECT_EQ(journal.out, "0\n") << "the operator PIN is not in the journal";
+}
+
+// blank leaves an entry alone: a card with two keys, each certified by issue-card (PIN entered as
+// the 123456 the station's card_pin_file holds), updated with 0=blank 1=redo: one key keeps its
+// certificate, the other's is replaced on the same key.
+TEST_F(UpdateCard, BlankLeavesItsKeysCertificateAloneWhileRedoReplacesTheOther) {
+  std::ifstream in(conf());
+  auto station = nlohmann::json::parse(in);
+  station["key_entries"] = 2;
+  const std::string two_entries = (dir_ / "station" / "station-two-entries.conf").string();
+  std::ofstream(two_entries) << station.dump(2);
+  ASSERT_EQ(run({"/usr/bin/env", softhsm(), "softhsm2-util", "--init-token", "--free", "--label",
+                 "card-74", "--pin", "123456", "--so-pin", "12345678"})
+                .exit_code,
+            0);
+  auto issued = run({persoflow_binary(), "issue", "card", "--config", two_entries, "--token",
+                     "card-74", "--field", "CN=Bea Blank", "--action", "0=add", "--action",
+                     "1=add", "--pin", "entered", "--pin-fd", "0"},
+                    "123456\n123456\n");
+  ASSERT_EQ(issued.exit_code, 0) << issued.out << issued.err;
+  const std::map<std::string, std::string> before = cardholder_certificates("card-74");
+  ASSERT_EQ(before.size(), 2u) << objects("card-74");
+
+  auto update = run({persoflow_binary(), "update", "card", "--config", two_entries, "--token",
+                     "card-74", "--field", "CN=Bea Blank", "--action", "0=blank", "--action",
+                     "1=redo"});
+  ASSERT_EQ(update.exit_code, 0) << update.out << update.err;
+  EXPECT_NE(update.out.find("Done"), std::string::npos) << update.out;
+  const std::map<std::string, std::string> after = cardholder_certificates("card-74");
+  ASSERT_EQ(after.size(), 2u) << objects("card-74");
+  int kept = 0, replaced = 0;
+  for (const auto& [id, serial] : before) {
+    ASSERT_EQ(after.count(id), 1u) << "key " << id << " lost its certificate";
+    if (after.at(id) == serial) ++kept;
+    else ++replaced;
+  }
+  EXPECT_EQ(kept, 1);
+  EXPECT_EQ(replaced, 1);
+  EXPECT_EQ(certificates_for(dir_, "Bea Blank"), 3);
 }
 
 TEST_F(UpdateCard, AddOnATcCardIsRefusedAndNothingIsWritten) {

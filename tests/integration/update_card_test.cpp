@@ -273,6 +273,32 @@ TEST_F(UpdateCard, AddOnATcCardIsRefusedAndNothingIsWritten) {
   EXPECT_EQ(objects("card-71"), before);
 }
 
+// A card whose PIN is not the station's card_pin_file: the login is refused once, not retried
+// (each try would use up one of the card's), and the workflow waits for the operator with
+// nothing written; the operator cancels it.
+TEST_F(UpdateCard, AWrongCardPinIsTriedOnceAndWaitsForTheOperator) {
+  ASSERT_EQ(run({"/usr/bin/env", softhsm(), "softhsm2-util", "--init-token", "--free", "--label",
+                 "card-75", "--pin", "654321", "--so-pin", "12345678"})
+                .exit_code,
+            0);
+  auto listed = [] {
+    return run({"/usr/bin/env", softhsm(), "pkcs11-tool", "--module", kModule, "--token-label",
+                "card-75", "--list-objects", "--login", "--pin", "654321"})
+        .out;
+  };
+  const std::string before = listed();
+  auto refused = update("card-75", "Pia Pin", {"--action", "0=redo", "--workflow-id", "pia-1"});
+  EXPECT_EQ(refused.exit_code, 1) << refused.out << refused.err;
+  EXPECT_NE(refused.out.find("refused: wrong user PIN for token 'card-75' (CKR_PIN_INCORRECT)"),
+            std::string::npos)
+      << refused.out;
+  EXPECT_EQ(refused.out.find("attempt(s)"), std::string::npos) << "retried:\n" << refused.out;
+  EXPECT_EQ(listed(), before);
+  auto cancel = run({persoflow_binary(), "workflows", "cancel", "pia-1", "--config", conf()});
+  EXPECT_EQ(cancel.exit_code, 0) << cancel.out << cancel.err;
+  EXPECT_NE(cancel.out.find("Cancelled"), std::string::npos) << cancel.out;
+}
+
 TEST_F(UpdateCard, AnUntrustedTcIsRefusedBeforeAnythingIsWritten) {
   tc_card("card-72");
   const std::string before = objects("card-72");

@@ -315,37 +315,53 @@ TEST_F(UpdateCard, AnUntrustedTcIsRefusedBeforeAnythingIsWritten) {
 // The CM host killed (SIGKILL) during the submission — before its transaction commits
 // (cm.after_issue) and after the commit, before the answer leaves (cm.after_issue_before_answer)
 // — and restarted: the station's retries resend the saved request and the card gets the
-// certificate; the CM database holds exactly one for it, the one on the card.
+// certificate; the CM database holds exactly one for it, the one on the card. For update-card
+// (cr, a TC card redone) and issue-card (ir, a blank card).
 TEST_F(UpdateCard, CmHostKilledDuringTheSubmissionStillOneCertificatePerCard) {
   const std::string address = cm_address(conf());
   int n = 0;
   for (const char* point : {"cm.after_issue", "cm.after_issue_before_answer"}) {
-    SCOPED_TRACE(point);
-    const std::string label = "card-8" + std::to_string(n);
-    const std::string cn = "Kim Killed " + std::to_string(n++);
-    tc_card(label);
-    delete server_;
-    server_ =
-        new CmServer(dir_ / "cm", address, {std::string("PERSOFLOW_CRASH_AT=") + point + ":1"});
-    ASSERT_TRUE(server_->listening());
-    RunResult result;
-    std::thread station([&] { result = update(label, cn, {"--action", "tc=redo"}); });
-    EXPECT_EQ(server_->wait_exit(), 128 + SIGKILL);
-    delete server_;
-    server_ = new CmServer(dir_ / "cm", address);
-    station.join();
-    ASSERT_TRUE(server_->listening());
-    EXPECT_EQ(result.exit_code, 0) << result.out << result.err;
-    EXPECT_NE(result.out.find("Done"), std::string::npos) << result.out;
-    // The one certificate the CM database holds for the card is the one on the card.
-    const std::vector<std::string> issued = serials_for(dir_, cn);
-    EXPECT_EQ(issued.size(), 1u);
-    std::string on_card;
-    EXPECT_EQ(card_certificate_problems(softhsm(), label, dir_, *tmp_, &on_card), "");
-    EXPECT_EQ(issued, std::vector<std::string>{on_card});
-    const std::string held = objects(label);
-    EXPECT_NE(held.find("CN=" + cn), std::string::npos) << held;
-    EXPECT_EQ(held.find("Transport certificate"), std::string::npos) << held;
+    for (const bool issue : {false, true}) {
+      SCOPED_TRACE(std::string(point) + (issue ? " issue-card" : " update-card"));
+      const std::string label = "card-8" + std::to_string(n);
+      const std::string cn = "Kim Killed " + std::to_string(n++);
+      if (issue) {
+        ASSERT_EQ(run({"/usr/bin/env", softhsm(), "softhsm2-util", "--init-token", "--free",
+                       "--label", label, "--pin", "123456", "--so-pin", "12345678"})
+                      .exit_code,
+                  0);
+      } else {
+        tc_card(label);
+      }
+      delete server_;
+      server_ =
+          new CmServer(dir_ / "cm", address, {std::string("PERSOFLOW_CRASH_AT=") + point + ":1"});
+      ASSERT_TRUE(server_->listening());
+      RunResult result;
+      std::thread station([&] {
+        result = issue ? run({persoflow_binary(), "issue", "card", "--config", conf(), "--token",
+                              label, "--field", "CN=" + cn})
+                       : update(label, cn, {"--action", "tc=redo"});
+      });
+      EXPECT_EQ(server_->wait_exit(), 128 + SIGKILL);
+      delete server_;
+      server_ = new CmServer(dir_ / "cm", address);
+      station.join();
+      ASSERT_TRUE(server_->listening());
+      EXPECT_EQ(result.exit_code, 0) << result.out << result.err;
+      EXPECT_NE(result.out.find("Done"), std::string::npos) << result.out;
+      // The one certificate the CM database holds for the card is the one on the card.
+      const std::vector<std::string> issued = serials_for(dir_, cn);
+      EXPECT_EQ(issued.size(), 1u);
+      std::string on_card;
+      EXPECT_EQ(card_certificate_problems(softhsm(), label, dir_, *tmp_, &on_card), "");
+      EXPECT_EQ(issued, std::vector<std::string>{on_card});
+      if (!issue) {
+        const std::string held = objects(label);
+        EXPECT_NE(held.find("CN=" + cn), std::string::npos) << held;
+        EXPECT_EQ(held.find("Transport certificate"), std::string::npos) << held;
+      }
+    }
   }
 }
 

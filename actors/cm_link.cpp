@@ -31,12 +31,14 @@ struct Job {
 };
 
 // Every UTF8String inside a DER value (depth first), e.g. the statusString and errorDetails of a
-// CMP error message.
+// CMP error message; not inside tagged fields (an rr answer's revCerts, caPubs, a certificate),
+// whose names hold UTF8Strings too.
 void utf8_strings(std::string_view der, std::vector<std::string>& out, int depth = 0) {
   auto items = pr::der_items(der);
   if (!items || depth > 8) return;
   for (const auto& item : *items) {
     if (item.constructed) {
+      if (item.cls != V_ASN1_UNIVERSAL) continue;
       utf8_strings(item.content, out, depth + 1);
     } else if (item.cls == V_ASN1_UNIVERSAL && item.tag == V_ASN1_UTF8STRING) {
       out.emplace_back(item.content);
@@ -44,15 +46,20 @@ void utf8_strings(std::string_view der, std::vector<std::string>& out, int depth
   }
 }
 
-// Why the CM host refused: its statusString and errorDetails (OpenSSL 3.0 has no getter for the
-// errorDetails of a CMP error message: read from the DER), else what the client knows.
-std::string refusal_text(const pr::CmpClient& client, const Status& status) {
+// Why the CM host refused, into the answer: every text of its statusString and errorDetails
+// (OpenSSL 3.0 has no getter for the errorDetails of a CMP error message: read from the DER),
+// else what the client knows, as the detail for the log; the last of them as the message for a
+// person. OpenSSL puts its own texts ("request rejected by server; CMP routines; ...") before the
+// CM host's sentence, which is the last.
+void set_refusal_text(const pr::CmpClient& client, const Status& status, CmAnswer& answer) {
   std::vector<std::string> texts;
   if (auto body = pr::cmp_body_content(client.last_response_der())) utf8_strings(*body, texts);
-  std::string out;
-  for (const auto& t : texts) out += (out.empty() ? "" : "; ") + t;
-  if (out.empty()) out = client.last_failure().text;
-  return out.empty() ? status.message() : out;
+  std::string all;
+  for (const auto& t : texts) all += (all.empty() ? "" : "; ") + t;
+  if (all.empty()) all = client.last_failure().text;
+  if (all.empty()) all = status.message();
+  answer.refusal_detail = all;
+  answer.refusal_message = texts.empty() || texts.back().empty() ? all : texts.back();
 }
 
 }  // namespace
@@ -169,7 +176,7 @@ struct CmLink::Impl {
         // The CM host answered: a refusal is not retried.
         answer.refused = true;
         answer.refusal = failure;
-        answer.refusal_message = refusal_text(*client, exchanged);
+        set_refusal_text(*client, exchanged, answer);
         return answer;
       }
       last = exchanged;

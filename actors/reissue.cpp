@@ -624,7 +624,8 @@ Result<Event> submit_to_cm(Impl& st, const Command& c, const CommandContext& ctx
     if (answer->refusal.pki_status == OSSL_CMP_PKISTATUS_waiting) {
       return verification_event(st, tid_hex);
     }
-    return event("CmRefused", {{"reason", answer->refusal_message}});
+    return event("CmRefused",
+                 {{"reason", answer->refusal_message}, {"detail", answer->refusal_detail}});
   }
   PF_ASSIGN_OR_RETURN(std::string der, pr::x509_to_der(answer->enrolled->cert.get()));
   return st.issued(answer->enrolled->serial_hex, der);

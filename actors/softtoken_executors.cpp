@@ -663,7 +663,10 @@ Result<Event> submit_to_cm(SoftTokenRa& ra, const Command& c, const CommandConte
     cr.transaction_id.assign(raw_tid.begin(), raw_tid.end());
     // Unreachable after the link's retries: an error status, and the engine retries.
     PF_ASSIGN_OR_RETURN(CmAnswer enrolled, link->enroll(cr, st.dir("cmp") + "/" + tid + ".der"));
-    if (enrolled.refused) return event("CmRefused", {{"reason", enrolled.refusal_message}});
+    if (enrolled.refused) {
+      return event("CmRefused",
+                   {{"reason", enrolled.refusal_message}, {"detail", enrolled.refusal_detail}});
+    }
     PF_ASSIGN_OR_RETURN(std::string serial, save_certificate(st, enrolled.enrolled->cert.get()));
     out[item("cert", n, "serial")] = serial;
     out[item("cert", n, "ref")] = serial + "@" + key_ref;

@@ -684,7 +684,10 @@ Result<Event> enroll_card_key(Impl& st, const Command& c, const std::string& tid
   req.key = key;
   PF_ASSIGN_OR_RETURN(CmAnswer answer, link->enroll(req, saved));
   lock.unlock();
-  if (answer.refused) return event("CmRefused", {{"reason", answer.refusal_message}});
+  if (answer.refused) {
+    return event("CmRefused",
+                 {{"reason", answer.refusal_message}, {"detail", answer.refusal_detail}});
+  }
   const pr::Enrolled* enrolled = answer.enrolled.get();
   PF_ASSIGN_OR_RETURN(std::string der, pr::x509_to_der(enrolled->cert.get()));
   PF_RETURN_IF_ERROR(write_durably(st.dir("certs") + "/" + enrolled->serial_hex + ".der", der));

@@ -109,7 +109,11 @@ struct Station::Impl {
   Status ready(CardSlot& s, const std::string& serial) {
     PF_RETURN_IF_ERROR(opened(s, serial));
     if (!s.logged_in) {
-      PF_RETURN_IF_ERROR(s.card->login(devices::UserType::kUser, card_pin));
+      Status in = s.card->login(devices::UserType::kUser, card_pin);
+      // The same wrong PIN again only uses up the card's tries: no retry, the workflow waits for
+      // the operator (the right card_pin_file, or the right card).
+      if (devices::is_pin_refused(in)) return refusal(in.message());
+      PF_RETURN_IF_ERROR(in);
       s.logged_in = true;
       s.current_pin = card_pin;
     }

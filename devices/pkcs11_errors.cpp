@@ -9,6 +9,20 @@
 
 namespace persoflow::devices {
 
+bool is_pin_refused(const Status& status) {
+  if (status.is_ok() || status.code().category() != pkcs11_category()) return false;
+  switch (static_cast<CK_RV>(status.code().value())) {
+    case CKR_PIN_INCORRECT:
+    case CKR_PIN_LOCKED:
+    case CKR_PIN_EXPIRED:
+    case CKR_PIN_INVALID:
+    case CKR_PIN_LEN_RANGE:
+      return true;
+    default:
+      return false;
+  }
+}
+
 std::string ckr_name(unsigned long rv) {
   switch (rv) {
     case CKR_OK:

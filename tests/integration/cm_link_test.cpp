@@ -1,7 +1,7 @@
 // The CM link (persoflow/actors/cm_link.hpp) against a real CM host (`persoflow cm serve` on
 // 127.0.0.1): a bad cm_url refused with its reason; one certificate per transactionID whether the
 // enrolment is repeated, joined while in flight, or resent from its saved request by another
-// link; a refusal answered once, not retried; an unreachable CM host tried as often as the
+// link; a refusal answered once, not retried, shown as the CM host's own sentence; an unreachable CM host tried as often as the
 // retry policy says, then an error; a certificate revoked twice is a refusal saying so.
 #include "persoflow/actors/cm_link.hpp"
 
@@ -10,9 +10,11 @@
 #include <openssl/evp.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <nlohmann/json.hpp>
 #include <memory>
 #include <string>
 #include <vector>
@@ -184,6 +186,65 @@ TEST_F(CmLinkTest, ARefusalIsAnAnswerAndIsNotRetried) {
   EXPECT_TRUE(answer->refused);
   EXPECT_FALSE(answer->refusal_message.empty());
   EXPECT_EQ(to_cm->counters().sent, 1u);
+}
+
+// The reasons of the refusals in the CM host's audit log ("refuse" records: "<what> (transaction
+// <id>): <reason>"), read with `persoflow cm audit list --json`.
+std::vector<std::string> audited_refusals(const fs::path& cm_dir) {
+  auto listed = run({persoflow_binary(), "cm", "audit", "list", "--json", "--dir", cm_dir.string()});
+  EXPECT_EQ(listed.exit_code, 0) << listed.err;
+  std::vector<std::string> reasons;
+  for (const auto& record : nlohmann::json::parse(listed.out)) {
+    const std::string detail = record.value("detail", "");
+    const auto colon = detail.find("): ");
+    if (record.value("action", "") == "refuse" && colon != std::string::npos) {
+      reasons.push_back(detail.substr(colon + 3));
+    }
+  }
+  return reasons;
+}
+
+// What a person is shown of a refusal is the CM host's own sentence, exactly the reason its audit
+// log records, without OpenSSL's texts before it ("request rejected by server; CMP routines;
+// ..."), which the detail keeps: a genm, an ir and an rr refused.
+TEST_F(CmLinkTest, ARefusalShowsTheCmHostsOwnSentenceAndKeepsTheFullTextAsDetail) {
+  auto to_cm = link();
+  ASSERT_TRUE(to_cm);
+  std::vector<ac::CmAnswer> refusals;
+  auto genm = to_cm->general_message({{pr::kOidKeyRecovery, "not JSON"}});
+  ASSERT_TRUE(genm.is_ok()) << genm.status().message();
+  refusals.push_back(*genm);
+  Enrolment unknown("Link Unknown Procedure", "");
+  unknown.request.procedure = "no-such-procedure";
+  auto ir = to_cm->enroll(unknown.request, "");
+  ASSERT_TRUE(ir.is_ok()) << ir.status().message();
+  refusals.push_back(*ir);
+  Enrolment revoked("Link Revoked Twice", std::string(16, 'w'));
+  auto enrolled = to_cm->enroll(revoked.request, "");
+  ASSERT_TRUE(enrolled.is_ok() && enrolled->enrolled) << enrolled.status().message();
+  ASSERT_TRUE(to_cm->revoke(enrolled->enrolled->cert.get(), 4).is_ok());
+  auto rr = to_cm->revoke(enrolled->enrolled->cert.get(), 4);
+  ASSERT_TRUE(rr.is_ok()) << rr.status().message();
+  refusals.push_back(*rr);
+
+  const std::vector<std::string> audited = audited_refusals(tmp_->path() / "cm");
+  for (const ac::CmAnswer& refusal : refusals) {
+    EXPECT_TRUE(refusal.refused);
+    EXPECT_NE(std::find(audited.begin(), audited.end(), refusal.refusal_message), audited.end())
+        << "'" << refusal.refusal_message << "' is not a reason of the CM host's audit log";
+    EXPECT_EQ(refusal.refusal_message.find("rejected by server"), std::string::npos);
+    const std::string& detail = refusal.refusal_detail;
+    ASSERT_GE(detail.size(), refusal.refusal_message.size());
+    EXPECT_EQ(detail.substr(detail.size() - refusal.refusal_message.size()),
+              refusal.refusal_message);
+  }
+  EXPECT_EQ(refusals[0].refusal_message.rfind("persoflowKeyRecovery: the value is not a JSON", 0),
+            0u)
+      << refusals[0].refusal_message;
+  EXPECT_NE(refusals[0].refusal_detail.find("CMP routines"), std::string::npos)
+      << refusals[0].refusal_detail;
+  EXPECT_EQ(refusals[1].refusal_message, "unknown certificate procedure 'no-such-procedure'");
+  EXPECT_NE(refusals[2].refusal_message.find("is already revoked"), std::string::npos);
 }
 
 TEST_F(CmLinkTest, AGenmAnswersWithTheGenpItems) {

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 
 #include "station_fixture.hpp"
@@ -254,6 +255,78 @@ TEST_F(IssueCardKeys, ArchivedKeyRecoveredOntoASecondCardEqualsTheOriginal) {
   // recover-last-new: a new certificate for the recovered key.
   EXPECT_EQ(public_key("keys-02", "cert", "persoflow certificate"), original);
   EXPECT_EQ(certificates_for(dir_, "Ann Archive"), 2);
+}
+
+// The officer's search by subject text and by decimal certificate ID, for a holder whose name is
+// not the new card's (so the automatic search by the subject fields would not find it): each
+// recovers the archived key onto the card.
+TEST_F(IssueCardKeys, SearchBySubjectOrCertificateIdRecoversTheArchivedKey) {
+  const std::string original = archived_key_card("find-00", "Sam Search");
+  ASSERT_FALSE(original.empty());
+  auto listed = run({persoflow_binary(), "cm", "certs", "list", "--dir", (dir_ / "cm").string(),
+                     "--json"});
+  ASSERT_EQ(listed.exit_code, 0) << listed.err;
+  std::string cert_id;
+  for (const auto& c : nlohmann::json::parse(listed.out)) {
+    if (c.value("subject", "").find("CN=Sam Search") != std::string::npos) {
+      cert_id = std::to_string(c.value("cert_id", 0));
+    }
+  }
+  ASSERT_FALSE(cert_id.empty()) << listed.out;
+  const std::pair<const char*, std::string> searches[] = {{"find-01", "0=subject:Sam Search"},
+                                                          {"find-02", "0=id:" + cert_id}};
+  for (const auto& [card, search] : searches) {
+    SCOPED_TRACE(search);
+    blank_card(card);
+    auto recovered = issue(conf(), card, std::string("Holder Of ") + card,
+                           {"--token-procedure", "smartcard-recover", "--action", "0=recover",
+                            "--search", search});
+    ASSERT_EQ(recovered.exit_code, 0) << recovered.out << recovered.err;
+    EXPECT_NE(recovered.out.find("Done"), std::string::npos) << recovered.out;
+    EXPECT_EQ(public_key(card, "pubkey", "persoflow key"), original);
+    EXPECT_EQ(public_key(card, "cert", "persoflow certificate"), original);
+  }
+}
+
+// Token procedure smartcard-recover-all (key procedure recover-all-new): every archived key of the
+// holder is recovered onto the one entry, each with a new certificate.
+TEST_F(IssueCardKeys, RecoverAllPutsEveryArchivedKeyOfTheHolderOnTheCard) {
+  std::set<std::string> archived;
+  for (const char* card : {"all-00", "all-01"}) {
+    const std::string key = archived_key_card(card, "Al All");
+    ASSERT_FALSE(key.empty());
+    archived.insert(key);
+  }
+  ASSERT_EQ(archived.size(), 2u);
+  blank_card("all-02");
+  auto recovered = issue(conf(), "all-02", "Al All",
+                         {"--token-procedure", "smartcard-recover-all", "--action", "0=recover"});
+  ASSERT_EQ(recovered.exit_code, 0) << recovered.out << recovered.err;
+  EXPECT_NE(recovered.out.find("Done"), std::string::npos) << recovered.out;
+  const std::string held = list_objects("all-02");
+  EXPECT_EQ(count(held, "Public Key Object; RSA 2048"), 2) << held;
+  EXPECT_EQ(count(held, "Certificate Object"), 2) << held;
+  // Each public key on the card, read by its CKA_ID with pkcs11-tool, is one of the archived.
+  std::set<std::string> on_card;
+  std::istringstream lines(held);
+  std::string line;
+  bool public_key_object = false;
+  while (std::getline(lines, line)) {
+    if (line.find("Object;") != std::string::npos) {
+      public_key_object = line.find("Public Key Object") != std::string::npos;
+    }
+    const auto id = line.find("ID:");
+    if (!public_key_object || id == std::string::npos) continue;
+    const std::string hex = line.substr(line.find_first_not_of(' ', id + 3));
+    const std::string der = tmp_->file("all-02-" + hex + ".der");
+    ASSERT_EQ(run({"/usr/bin/env", softhsm(), "pkcs11-tool", "--module", kModule, "--token-label",
+                   "all-02", "--read-object", "--type", "pubkey", "--id", hex, "-o", der})
+                  .exit_code,
+              0);
+    on_card.insert(run({"openssl", "pkey", "-pubin", "-inform", "DER", "-in", der}).out);
+  }
+  EXPECT_EQ(on_card, archived);
+  EXPECT_EQ(certificates_for(dir_, "Al All"), 4);  // two when archived, two when recovered
 }
 
 // Killed with SIGKILL right after the CM host generated and archived the key (command 4), and

@@ -1,6 +1,7 @@
 // `persoflow issue card` against the demo's CM host, and an interrupted one finished by
 // `persoflow workflows resume` with PERSOFLOW_STATION_CONFIG: Done, the certificate on the card,
-// exactly one certificate for it in the CM database.
+// exactly one certificate for it in the CM database; a wrong officer PIN and an unsupported
+// algorithm end in Failed with nothing left on the card.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -8,6 +9,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -24,21 +26,37 @@ using persoflow::testing::certificates_for;
 using persoflow::testing::cm_address;
 using persoflow::testing::CmServer;
 
-TEST(IssueCard, OneCardThenAnInterruptedOneResumedByWorkflowsResume) {
-  TempDir tmp("persoflow-issue");
-  const fs::path dir = tmp.path() / "demo";
-  auto demo = run({persoflow_binary(), "demo", "--dir", dir.string(), "--cards", "1"});
-  ASSERT_EQ(demo.exit_code, 0) << demo.out << demo.err;
-  const std::string conf = (dir / "station" / "station.conf").string();
-  CmServer server(dir / "cm", cm_address(conf));
-  ASSERT_TRUE(server.listening());
+// The demo (one card) in a temporary folder, its CM host served again from its folder, and blank
+// cards made in its SoftHSM2 store.
+struct ServedDemo {
+  explicit ServedDemo(const std::string& prefix) : tmp(prefix) {}
+  TempDir tmp;
+  fs::path dir = tmp.path() / "demo";
+  std::string conf = (dir / "station" / "station.conf").string();
+  std::string softhsm = "SOFTHSM2_CONF=" + (dir / "tokens" / "softhsm2.conf").string();
+  std::unique_ptr<CmServer> server;
 
-  const std::string softhsm = "SOFTHSM2_CONF=" + (dir / "tokens" / "softhsm2.conf").string();
-  for (const char* label : {"card-50", "card-51"}) {
+  void start() {
+    auto demo = run({persoflow_binary(), "demo", "--dir", dir.string(), "--cards", "1"});
+    ASSERT_EQ(demo.exit_code, 0) << demo.out << demo.err;
+    server = std::make_unique<CmServer>(dir / "cm", cm_address(conf));
+    ASSERT_TRUE(server->listening());
+  }
+  void blank_card(const std::string& label) const {
     ASSERT_EQ(run({"/usr/bin/env", softhsm, "softhsm2-util", "--init-token", "--free", "--label",
                    label, "--pin", "123456", "--so-pin", "12345678"})
                   .exit_code,
               0);
+  }
+};
+
+TEST(IssueCard, OneCardThenAnInterruptedOneResumedByWorkflowsResume) {
+  ServedDemo served("persoflow-issue");
+  ASSERT_NO_FATAL_FAILURE(served.start());
+  const fs::path& dir = served.dir;
+  const std::string &conf = served.conf, &softhsm = served.softhsm;
+  for (const char* label : {"card-50", "card-51"}) {
+    ASSERT_NO_FATAL_FAILURE(served.blank_card(label));
   }
   auto one = run({persoflow_binary(), "issue", "card", "--config", conf, "--token", "card-50",
                   "--field", "CN=Alice Issue", "--field", "O=Example"});
@@ -66,6 +84,52 @@ TEST(IssueCard, OneCardThenAnInterruptedOneResumedByWorkflowsResume) {
   auto bad = run({persoflow_binary(), "issue", "card", "--config", conf, "--token", "card-50"});
   EXPECT_EQ(bad.exit_code, 2);
   EXPECT_NE(bad.err.find("--field"), std::string::npos) << bad.err;
+}
+
+// Two definitive failures on real parts: the officer's Signature PIN wrong (a password file that
+// does not open the officer's PKCS#12) and a key algorithm the card does not support (DSA on
+// SoftHSM2). Each ends in Failed with a reason the operator can act on, and the card is left as
+// it came: no object on it (the key generated before the signature was rolled back), no
+// certificate in the CM database.
+TEST(IssueCard, OfficerPinWrongAndAlgorithmUnsupportedFailWithNothingLeftOnTheCard) {
+  ServedDemo served("persoflow-issue-failed");
+  ASSERT_NO_FATAL_FAILURE(served.start());
+  const fs::path& dir = served.dir;
+  const std::string& conf = served.conf;
+  const std::string wrong_password = served.tmp.file("wrong.password");
+  std::ofstream(wrong_password) << "not the officer's password\n";
+
+  struct Case {
+    const char* label;
+    const char* cn;
+    const char* setting;
+    std::string value;
+    const char* reason;
+  };
+  for (const Case& c :
+       {Case{"card-54", "Otto Officer", "officer_password_file", wrong_password,
+             "the officer's token is blocked"},
+        Case{"card-55", "Dora Dsa", "key_algorithm", "DSA:1024",
+             "the card does not support the key algorithm DSA:1024"}}) {
+    SCOPED_TRACE(c.label);
+    ASSERT_NO_FATAL_FAILURE(served.blank_card(c.label));
+    std::ifstream in(conf);
+    auto changed = nlohmann::json::parse(in);
+    changed[c.setting] = c.value;
+    const std::string changed_conf = served.tmp.file(std::string(c.label) + ".conf");
+    std::ofstream(changed_conf) << changed.dump(2);
+    auto failed = run({persoflow_binary(), "issue", "card", "--config", changed_conf, "--token",
+                       c.label, "--field", std::string("CN=") + c.cn});
+    EXPECT_EQ(failed.exit_code, 1) << failed.out << failed.err;
+    EXPECT_NE(failed.out.find("Failed"), std::string::npos) << failed.out;
+    EXPECT_NE(failed.out.find(c.reason), std::string::npos) << failed.out;
+    auto objects = run({"/usr/bin/env", served.softhsm, "pkcs11-tool", "--module",
+                        "/usr/lib/softhsm/libsofthsm2.so", "--token-label", c.label, "--login",
+                        "--pin", "123456", "--list-objects"});
+    EXPECT_EQ(objects.exit_code, 0) << objects.err;
+    EXPECT_EQ(objects.out, "") << "left on the card";
+    EXPECT_EQ(certificates_for(dir, c.cn), 0);
+  }
 }
 
 }  // namespace

@@ -2,7 +2,8 @@
 // two readers, emulated cards whose ATR names a SoftHSM2 token, and the demo's CM host: a card
 // pulled out during key generation suspends its workflow; another card put into that reader is
 // refused and nothing is written to it (pkcs11-tool); the first card back resumes and completes;
-// the other card then goes through the "next card" request in the second reader.
+// the other card then goes through the "next card" request in the second reader. A card pulled
+// during the write resumes with one certificate on it.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -136,6 +137,12 @@ persoflow::testing::RunResult card_objects(const std::string& softhsm_env,
   return run(argv);
 }
 
+int occurrences(const std::string& text, const std::string& what) {
+  int n = 0;
+  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
 // The demo's CM host (served again from its folder), two fresh SoftHSM2 tokens card-60 and card-61
 // and a queue of two requests: live-a for card-60, live-b for the next card.
 struct LiveSetup {
@@ -195,12 +202,18 @@ struct LiveSetup {
   }
 
   // `station run --live` over the queue through pcscd's private socket, once both readers are
-  // ready.
-  std::unique_ptr<Watched> live_station() const {
-    auto station = std::make_unique<Watched>(std::vector<std::string>{
+  // ready; `command_delay` ("Type:ms") holds each command of that type before it runs,
+  // `trace_commands` prints each card command's begin and end.
+  std::unique_ptr<Watched> live_station(const std::string& command_delay = {},
+                                        bool trace_commands = false) const {
+    std::vector<std::string> argv = {
         "/usr/bin/env",
-        "PCSCLITE_CSOCK_NAME=" + persoflow::testing::PcscdFixture::use_private_socket(),
-        persoflow_binary(), "station", "run", "--config", conf, "--live", "--queue", queue});
+        "PCSCLITE_CSOCK_NAME=" + persoflow::testing::PcscdFixture::use_private_socket()};
+    if (!command_delay.empty()) argv.push_back("PERSOFLOW_LIVE_COMMAND_DELAY=" + command_delay);
+    argv.insert(argv.end(), {persoflow_binary(), "station", "run", "--config", conf, "--live",
+                             "--queue", queue});
+    if (trace_commands) argv.push_back("--trace-commands");
+    auto station = std::make_unique<Watched>(argv);
     std::size_t from = 0;
     const std::string reader1 = persoflow::testing::PcscdFixture::reader_name(1);
     EXPECT_TRUE(station->wait_for(reader1 + "  reader ready", from)) << station->out();
@@ -265,6 +278,47 @@ TEST(LiveStation, PulledCardSuspendsAnotherCardIsRefusedTheSameCardCompletes) {
 
   auto verify = run({persoflow_binary(), "journal", "verify", "--journal",
                      (dir / "station" / "journal.db").string()});
+  EXPECT_EQ(verify.exit_code, 0) << verify.out << verify.err;
+}
+
+// The card pulled while its WriteKeysAndCertificates is in flight (held 3 s before it touches
+// the card) and put back at once: the held write may still run on it, and the resumed state
+// issues the write again; the write re-reads the card first, so the card ends with one
+// certificate, the one the CM database holds for it (pkcs11-tool, openssl verify).
+TEST(LiveStation, CardPulledDuringTheWriteResumesWithOneCertificate) {
+  LiveSetup setup;
+  ASSERT_NO_FATAL_FAILURE(setup.start());
+  persoflow::testing::PcscdFixture pcscd;
+  pcscd.start();
+  auto watched = setup.live_station("WriteKeysAndCertificates:3000", true);
+  Watched& station = *watched;
+  std::size_t from = 0;
+  persoflow::sim::CardEmulator slot0({.port = pcscd.port()});
+  persoflow::sim::CardEmulator slot1({.port = static_cast<std::uint16_t>(pcscd.port() + 1)});
+  const std::string atr_first = *persoflow::devices::card_atr_for_token(setup.first);
+
+  ASSERT_TRUE(slot0.insert(atr_first).is_ok());
+  ASSERT_TRUE(station.wait_for("begin WriteKeysAndCertificates live-a", from)) << station.out();
+  slot0.remove();
+  ASSERT_TRUE(station.wait_for("live-a  CardRemoved -> SuspendedAwaitingCard", from))
+      << station.out();
+  ASSERT_TRUE(slot0.insert(atr_first).is_ok());
+  ASSERT_TRUE(station.wait_for("live-a  CardInserted -> WriteRequested", from)) << station.out();
+  ASSERT_TRUE(slot1.insert(*persoflow::devices::card_atr_for_token(setup.second)).is_ok());
+  EXPECT_EQ(station.wait_exit(), 0) << station.out();
+  const std::string out = station.out();
+  EXPECT_NE(out.find("live-a  card " + setup.first + "  done  Done"), std::string::npos) << out;
+
+  const std::string held = card_objects(setup.softhsm, "card-60").out;
+  EXPECT_EQ(occurrences(held, "label:      persoflow certificate"), 1) << held;
+  EXPECT_EQ(occurrences(held, "Public Key Object"), 1) << held;
+  std::string on_card;
+  EXPECT_EQ(persoflow::testing::card_certificate_problems(setup.softhsm, "card-60", setup.dir,
+                                                          setup.tmp, &on_card),
+            "");
+  EXPECT_EQ(persoflow::testing::serials_for(setup.dir, "Live A"), std::vector<std::string>{on_card});
+  auto verify = run({persoflow_binary(), "journal", "verify", "--journal",
+                     (setup.dir / "station" / "journal.db").string()});
   EXPECT_EQ(verify.exit_code, 0) << verify.out << verify.err;
 }
 
@@ -385,15 +439,11 @@ TEST(LiveStation, TwoReadersProgressTogetherACardsCommandsNeverOverlap) {
   // Key generation held for 2.5 s: long enough for the two cards' to overlap, and for card A to
   // be pulled and put back while its first one is still held (a dropped command still running
   // when the resumed state issues its own: the reader's actor runs them one after the other).
-  Watched station({"/usr/bin/env", "PCSCLITE_CSOCK_NAME=" +
-                                       persoflow::testing::PcscdFixture::use_private_socket(),
-                   "PERSOFLOW_LIVE_COMMAND_DELAY=GenerateKeyOnCard:2500", persoflow_binary(),
-                   "station", "run", "--config", setup.conf, "--live", "--queue", setup.queue,
-                   "--trace-commands"});
+  auto watched = setup.live_station("GenerateKeyOnCard:2500", true);
+  Watched& station = *watched;
   std::size_t from = 0;
   const std::string reader0 = persoflow::testing::PcscdFixture::reader_name(0);
   const std::string reader1 = persoflow::testing::PcscdFixture::reader_name(1);
-  ASSERT_TRUE(station.wait_for(reader1 + "  reader ready", from)) << station.out();
 
   persoflow::sim::CardEmulator slot0({.port = pcscd.port()});
   persoflow::sim::CardEmulator slot1({.port = static_cast<std::uint16_t>(pcscd.port() + 1)});

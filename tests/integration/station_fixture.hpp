@@ -29,15 +29,50 @@ inline std::string cm_address(const std::filesystem::path& station_conf) {
   return s.substr(at, end - at);
 }
 
-// Certificates in the CM database of DIR/cm whose subject holds "CN=<cn>".
-inline int certificates_for(const std::filesystem::path& dir, const std::string& cn) {
+// The serials (hex, as `persoflow cm certs list` shows them) of the certificates in the CM
+// database of DIR/cm whose subject holds "CN=<cn>".
+inline std::vector<std::string> serials_for(const std::filesystem::path& dir,
+                                            const std::string& cn) {
   auto listed =
       run({persoflow_binary(), "cm", "certs", "list", "--dir", (dir / "cm").string(), "--json"});
-  int n = 0;
+  std::vector<std::string> serials;
   for (const auto& c : nlohmann::json::parse(listed.out)) {
-    if (c.value("subject", "").find("CN=" + cn) != std::string::npos) ++n;
+    if (c.value("subject", "").find("CN=" + cn) != std::string::npos) {
+      serials.push_back(c.value("serial", ""));
+    }
   }
-  return n;
+  return serials;
+}
+
+inline int certificates_for(const std::filesystem::path& dir, const std::string& cn) {
+  return static_cast<int>(serials_for(dir, cn).size());
+}
+
+// The card's "persoflow certificate", read back with pkcs11-tool, checked with openssl verify
+// against the CM host's CA of DIR/cm; `serial` gets its serial as openssl prints it. Returns what
+// failed, or "".
+inline std::string card_certificate_problems(const std::string& softhsm_env,
+                                             const std::string& label,
+                                             const std::filesystem::path& dir, const TempDir& tmp,
+                                             std::string* serial = nullptr) {
+  const std::string der = tmp.file(label + "-cert.der"), pem = der + ".pem";
+  auto read = run({"/usr/bin/env", softhsm_env, "pkcs11-tool", "--module",
+                   "/usr/lib/softhsm/libsofthsm2.so", "--token-label", label, "--read-object",
+                   "--type", "cert", "--label", "persoflow certificate", "-o", der});
+  if (read.exit_code != 0) return "no persoflow certificate to read on " + label + ": " + read.err;
+  if (run({"openssl", "x509", "-inform", "DER", "-in", der, "-out", pem}).exit_code != 0) {
+    return "openssl x509 cannot read the certificate on " + label;
+  }
+  auto verified = run({"openssl", "verify", "-CAfile", (dir / "cm" / "ca" / "ca.pem").string(), pem});
+  if (verified.exit_code != 0) return "openssl verify: " + verified.out + verified.err;
+  if (serial != nullptr) {
+    auto printed = run({"openssl", "x509", "-in", pem, "-noout", "-serial"});
+    const auto eq = printed.out.find('=');
+    if (printed.exit_code != 0 || eq == std::string::npos) return "no serial: " + printed.err;
+    *serial = printed.out.substr(eq + 1);
+    while (!serial->empty() && serial->back() == '\n') serial->pop_back();
+  }
+  return "";
 }
 
 // Puts the certificate of a CA other than the CM host's ("CN=Old Card CA", made by openssl) on

@@ -8,8 +8,10 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <thread>
 
 #include "station_fixture.hpp"
@@ -19,12 +21,14 @@ namespace {
 
 namespace fs = std::filesystem;
 using persoflow::testing::ca_certificate_mismatch;
+using persoflow::testing::card_certificate_problems;
 using persoflow::testing::certificates_for;
 using persoflow::testing::cm_address;
 using persoflow::testing::CmServer;
 using persoflow::testing::persoflow_binary;
 using persoflow::testing::run;
 using persoflow::testing::RunResult;
+using persoflow::testing::serials_for;
 using persoflow::testing::TempDir;
 using persoflow::testing::write_old_ca_certificate;
 
@@ -100,6 +104,22 @@ class UpdateCard : public ::testing::Test {
     return listed.out;
   }
 
+  // CKA_ID -> serial of each "persoflow certificate" on the card, as pkcs11-tool lists them.
+  static std::map<std::string, std::string> cardholder_certificates(const std::string& label) {
+    std::istringstream listed(objects(label));
+    std::map<std::string, std::string> out;
+    std::string line, serial;
+    bool cardholder = false;
+    auto value = [](const std::string& l) { return l.substr(l.find(':') + 1); };
+    while (std::getline(listed, line)) {
+      if (line.find("Object;") != std::string::npos) cardholder = false;
+      if (line.find(kCardholderCertificate) != std::string::npos) cardholder = true;
+      if (cardholder && line.find("serial:") != std::string::npos) serial = value(line);
+      if (cardholder && line.find("ID:") != std::string::npos) out[value(line)] = serial;
+    }
+    return out;
+  }
+
   static int count(const std::string& text, const std::string& what) {
     int n = 0;
     for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
@@ -109,15 +129,7 @@ class UpdateCard : public ::testing::Test {
   // Reads the card's "persoflow certificate" and checks it with openssl verify against the CM
   // host's CA.
   static void verify_certificate(const std::string& label) {
-    const std::string der = tmp_->file(label + ".der");
-    const std::string pem = der + ".pem";
-    auto read =
-        run({"/usr/bin/env", softhsm(), "pkcs11-tool", "--module", kModule, "--token-label", label,
-             "--read-object", "--type", "cert", "--label", "persoflow certificate", "-o", der});
-    ASSERT_EQ(read.exit_code, 0) << read.err;
-    ASSERT_EQ(run({"openssl", "x509", "-inform", "DER", "-in", der, "-out", pem}).exit_code, 0);
-    auto ok = run({"openssl", "verify", "-CAfile", (dir_ / "cm" / "ca" / "ca.pem").string(), pem});
-    EXPECT_EQ(ok.exit_code, 0) << ok.out << ok.err;
+    EXPECT_EQ(card_certificate_problems(softhsm(), label, dir_, *tmp_), "");
   }
 
   static TempDir* tmp_;
@@ -204,6 +216,45 @@ TEST_F(UpdateCard, CaCertificatesReplacedAndOperatorPinAskedWhereTheProcedureSay
   EXPECT_EQ(journal.out, "0\n") << "the operator PIN is not in the journal";
 }
 
+// blank leaves an entry alone: a card with two keys, each certified by issue-card (PIN entered as
+// the 123456 the station's card_pin_file holds), updated with 0=blank 1=redo: one key keeps its
+// certificate, the other's is replaced on the same key.
+TEST_F(UpdateCard, BlankLeavesItsKeysCertificateAloneWhileRedoReplacesTheOther) {
+  std::ifstream in(conf());
+  auto station = nlohmann::json::parse(in);
+  station["key_entries"] = 2;
+  const std::string two_entries = (dir_ / "station" / "station-two-entries.conf").string();
+  std::ofstream(two_entries) << station.dump(2);
+  ASSERT_EQ(run({"/usr/bin/env", softhsm(), "softhsm2-util", "--init-token", "--free", "--label",
+                 "card-74", "--pin", "123456", "--so-pin", "12345678"})
+                .exit_code,
+            0);
+  auto issued = run({persoflow_binary(), "issue", "card", "--config", two_entries, "--token",
+                     "card-74", "--field", "CN=Bea Blank", "--action", "0=add", "--action",
+                     "1=add", "--pin", "entered", "--pin-fd", "0"},
+                    "123456\n123456\n");
+  ASSERT_EQ(issued.exit_code, 0) << issued.out << issued.err;
+  const std::map<std::string, std::string> before = cardholder_certificates("card-74");
+  ASSERT_EQ(before.size(), 2u) << objects("card-74");
+
+  auto update = run({persoflow_binary(), "update", "card", "--config", two_entries, "--token",
+                     "card-74", "--field", "CN=Bea Blank", "--action", "0=blank", "--action",
+                     "1=redo"});
+  ASSERT_EQ(update.exit_code, 0) << update.out << update.err;
+  EXPECT_NE(update.out.find("Done"), std::string::npos) << update.out;
+  const std::map<std::string, std::string> after = cardholder_certificates("card-74");
+  ASSERT_EQ(after.size(), 2u) << objects("card-74");
+  int kept = 0, replaced = 0;
+  for (const auto& [id, serial] : before) {
+    ASSERT_EQ(after.count(id), 1u) << "key " << id << " lost its certificate";
+    if (after.at(id) == serial) ++kept;
+    else ++replaced;
+  }
+  EXPECT_EQ(kept, 1);
+  EXPECT_EQ(replaced, 1);
+  EXPECT_EQ(certificates_for(dir_, "Bea Blank"), 3);
+}
+
 TEST_F(UpdateCard, AddOnATcCardIsRefusedAndNothingIsWritten) {
   tc_card("card-71");
   const std::string before = objects("card-71");
@@ -222,6 +273,32 @@ TEST_F(UpdateCard, AddOnATcCardIsRefusedAndNothingIsWritten) {
   EXPECT_EQ(objects("card-71"), before);
 }
 
+// A card whose PIN is not the station's card_pin_file: the login is refused once, not retried
+// (each try would use up one of the card's), and the workflow waits for the operator with
+// nothing written; the operator cancels it.
+TEST_F(UpdateCard, AWrongCardPinIsTriedOnceAndWaitsForTheOperator) {
+  ASSERT_EQ(run({"/usr/bin/env", softhsm(), "softhsm2-util", "--init-token", "--free", "--label",
+                 "card-75", "--pin", "654321", "--so-pin", "12345678"})
+                .exit_code,
+            0);
+  auto listed = [] {
+    return run({"/usr/bin/env", softhsm(), "pkcs11-tool", "--module", kModule, "--token-label",
+                "card-75", "--list-objects", "--login", "--pin", "654321"})
+        .out;
+  };
+  const std::string before = listed();
+  auto refused = update("card-75", "Pia Pin", {"--action", "0=redo", "--workflow-id", "pia-1"});
+  EXPECT_EQ(refused.exit_code, 1) << refused.out << refused.err;
+  EXPECT_NE(refused.out.find("refused: wrong user PIN for token 'card-75' (CKR_PIN_INCORRECT)"),
+            std::string::npos)
+      << refused.out;
+  EXPECT_EQ(refused.out.find("attempt(s)"), std::string::npos) << "retried:\n" << refused.out;
+  EXPECT_EQ(listed(), before);
+  auto cancel = run({persoflow_binary(), "workflows", "cancel", "pia-1", "--config", conf()});
+  EXPECT_EQ(cancel.exit_code, 0) << cancel.out << cancel.err;
+  EXPECT_NE(cancel.out.find("Cancelled"), std::string::npos) << cancel.out;
+}
+
 TEST_F(UpdateCard, AnUntrustedTcIsRefusedBeforeAnythingIsWritten) {
   tc_card("card-72");
   const std::string before = objects("card-72");
@@ -238,32 +315,53 @@ TEST_F(UpdateCard, AnUntrustedTcIsRefusedBeforeAnythingIsWritten) {
 // The CM host killed (SIGKILL) during the submission — before its transaction commits
 // (cm.after_issue) and after the commit, before the answer leaves (cm.after_issue_before_answer)
 // — and restarted: the station's retries resend the saved request and the card gets the
-// certificate; the CM database holds exactly one for it.
+// certificate; the CM database holds exactly one for it, the one on the card. For update-card
+// (cr, a TC card redone) and issue-card (ir, a blank card).
 TEST_F(UpdateCard, CmHostKilledDuringTheSubmissionStillOneCertificatePerCard) {
   const std::string address = cm_address(conf());
   int n = 0;
   for (const char* point : {"cm.after_issue", "cm.after_issue_before_answer"}) {
-    SCOPED_TRACE(point);
-    const std::string label = "card-8" + std::to_string(n);
-    const std::string cn = "Kim Killed " + std::to_string(n++);
-    tc_card(label);
-    delete server_;
-    server_ =
-        new CmServer(dir_ / "cm", address, {std::string("PERSOFLOW_CRASH_AT=") + point + ":1"});
-    ASSERT_TRUE(server_->listening());
-    RunResult result;
-    std::thread station([&] { result = update(label, cn, {"--action", "tc=redo"}); });
-    EXPECT_EQ(server_->wait_exit(), 128 + SIGKILL);
-    delete server_;
-    server_ = new CmServer(dir_ / "cm", address);
-    station.join();
-    ASSERT_TRUE(server_->listening());
-    EXPECT_EQ(result.exit_code, 0) << result.out << result.err;
-    EXPECT_NE(result.out.find("Done"), std::string::npos) << result.out;
-    EXPECT_EQ(certificates_for(dir_, cn), 1);
-    const std::string held = objects(label);
-    EXPECT_NE(held.find("CN=" + cn), std::string::npos) << held;
-    EXPECT_EQ(held.find("Transport certificate"), std::string::npos) << held;
+    for (const bool issue : {false, true}) {
+      SCOPED_TRACE(std::string(point) + (issue ? " issue-card" : " update-card"));
+      const std::string label = "card-8" + std::to_string(n);
+      const std::string cn = "Kim Killed " + std::to_string(n++);
+      if (issue) {
+        ASSERT_EQ(run({"/usr/bin/env", softhsm(), "softhsm2-util", "--init-token", "--free",
+                       "--label", label, "--pin", "123456", "--so-pin", "12345678"})
+                      .exit_code,
+                  0);
+      } else {
+        tc_card(label);
+      }
+      delete server_;
+      server_ =
+          new CmServer(dir_ / "cm", address, {std::string("PERSOFLOW_CRASH_AT=") + point + ":1"});
+      ASSERT_TRUE(server_->listening());
+      RunResult result;
+      std::thread station([&] {
+        result = issue ? run({persoflow_binary(), "issue", "card", "--config", conf(), "--token",
+                              label, "--field", "CN=" + cn})
+                       : update(label, cn, {"--action", "tc=redo"});
+      });
+      EXPECT_EQ(server_->wait_exit(), 128 + SIGKILL);
+      delete server_;
+      server_ = new CmServer(dir_ / "cm", address);
+      station.join();
+      ASSERT_TRUE(server_->listening());
+      EXPECT_EQ(result.exit_code, 0) << result.out << result.err;
+      EXPECT_NE(result.out.find("Done"), std::string::npos) << result.out;
+      // The one certificate the CM database holds for the card is the one on the card.
+      const std::vector<std::string> issued = serials_for(dir_, cn);
+      EXPECT_EQ(issued.size(), 1u);
+      std::string on_card;
+      EXPECT_EQ(card_certificate_problems(softhsm(), label, dir_, *tmp_, &on_card), "");
+      EXPECT_EQ(issued, std::vector<std::string>{on_card});
+      if (!issue) {
+        const std::string held = objects(label);
+        EXPECT_NE(held.find("CN=" + cn), std::string::npos) << held;
+        EXPECT_EQ(held.find("Transport certificate"), std::string::npos) << held;
+      }
+    }
   }
 }
 

@@ -50,7 +50,8 @@ struct CmAnswer {
   // The CM host refused (or answered 'waiting'; refusal.pki_status says which):
   bool refused = false;
   protocol::CmpFailure refusal;
-  std::string refusal_message;  // its statusString / errorDetails, for a person
+  std::string refusal_message;  // the CM host's own sentence, for a person
+  std::string refusal_detail;   // all its statusString / errorDetails texts, for the log
 };
 
 class CmLink {

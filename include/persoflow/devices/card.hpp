@@ -36,6 +36,10 @@ inline constexpr const char* kDefaultPkcs11Module = "/usr/lib/x86_64-linux-gnu/o
 // "CKR_PIN_INCORRECT" for a CK_RV value; "CKR_0x..." for one it does not know.
 std::string ckr_name(unsigned long rv);
 
+// Whether a login was refused for its PIN (wrong, locked, expired, invalid): trying the same PIN
+// again cannot help and uses up the card's tries.
+bool is_pin_refused(const Status& status);
+
 // The user or SO PIN's state as the token reports it in CK_TOKEN_INFO.flags. Tokens need not
 // report counts (SoftHSM2 reports none): all false then means "nothing reported".
 struct PinState {

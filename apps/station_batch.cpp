@@ -350,20 +350,25 @@ std::string default_workflow_id(const std::string& label, const std::string& kin
 }
 
 void print_batch_table(const BatchReport& report, std::ostream& out, bool with_pins) {
-  out << std::left << std::setw(10) << "card" << std::setw(13) << "workflow" << std::setw(34)
-      << "workflow id" << std::setw(29) << "state" << std::setw(7) << "steps" << std::setw(34)
-      << "certificate serial"
-      << std::setw(8) << "time";
+  // Columns as wide as their longest entry (workflow ids carry a time and a random suffix).
+  std::size_t card = 5, id = 12;
+  for (const auto& r : report.rows) {
+    card = std::max(card, r.token_label.size() + 1);
+    id = std::max(id, r.workflow_id.size() + 2);  // room for the resumed mark
+  }
+  out << std::left << std::setw(static_cast<int>(card)) << "card" << std::setw(13) << "workflow"
+      << std::setw(static_cast<int>(id)) << "workflow id" << std::setw(29) << "state"
+      << std::setw(7) << "steps" << std::setw(34) << "certificate serial" << std::setw(8)
+      << "time";
   if (with_pins) out << "PIN (shown once)";
   out << "\n";
   for (const auto& r : report.rows) {
     std::ostringstream t;
     t << std::fixed << std::setprecision(2) << r.seconds << "s";
-    out << std::left << std::setw(10) << r.token_label << std::setw(13) << r.machine
-        << std::setw(34) << (r.workflow_id + (r.resumed ? "*" : "")) << std::setw(29) << r.state
-        << std::setw(7)
-        << r.steps << std::setw(34) << (r.cert_serial.empty() ? "-" : r.cert_serial)
-        << std::setw(8) << t.str();
+    out << std::left << std::setw(static_cast<int>(card)) << r.token_label << std::setw(13)
+        << r.machine << std::setw(static_cast<int>(id)) << (r.workflow_id + (r.resumed ? "*" : ""))
+        << std::setw(29) << r.state << std::setw(7) << r.steps << std::setw(34)
+        << (r.cert_serial.empty() ? "-" : r.cert_serial) << std::setw(8) << t.str();
     if (with_pins) out << (r.pin_shown.empty() ? "-" : r.pin_shown);
     out << "\n";
     if (!r.reason.empty() && r.state != "Done") out << "    " << r.reason << "\n";

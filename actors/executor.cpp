@@ -36,6 +36,13 @@ Status refusal(std::string message) {
 
 bool is_refusal(const Status& status) { return status.code().category() == refusal_category(); }
 
+machines::Event officer_password_refused(const Status& why) {
+  return machines::Event{"OfficerPinRejected",
+                         {{"tries_left", "0"},
+                          {"reason", "the officer's credential refused the password in its file (" +
+                                         why.message() + "): correct the file and start again"}}};
+}
+
 Executor blocking_executor(
     std::function<Result<machines::Event>(const machines::Command&, const CommandContext&)> fn,
     RetryPolicy policy) {

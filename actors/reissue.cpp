@@ -550,8 +550,7 @@ Result<Event> sign_with_officer(Impl& st) {
   auto token = st.officer_token();
   if (!token) {
     if (token.status().code() == make_error_code(Errc::kPermissionDenied)) {
-      // A PKCS#12 has no retry counter: a wrong password in the file stays wrong.
-      return event("OfficerPinRejected", {{"tries_left", "0"}});
+      return officer_password_refused(token.status());
     }
     return token.status();
   }

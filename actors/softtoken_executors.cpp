@@ -579,8 +579,7 @@ Result<Event> sign_with_officer(Impl& ra) {
   auto token = ra.officer_token();
   if (!token) {
     if (token.status().code() == make_error_code(Errc::kPermissionDenied)) {
-      // A PKCS#12 has no retry counter: a wrong password in its file does not get better.
-      return event("OfficerPinRejected", {{"tries_left", "0"}});
+      return officer_password_refused(token.status());
     }
     return token.status();
   }

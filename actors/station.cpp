@@ -630,9 +630,7 @@ Result<Event> sign_with_officer(Impl& st, const Command& c) {
   auto token = st.officer_token(field(c, "pin_ref"));
   if (!token) {
     if (token.status().code() == make_error_code(Errc::kPermissionDenied)) {
-      // A PKCS#12 has no retry counter: a wrong password in the station's file does not get
-      // better by asking again.
-      return event("OfficerPinRejected", {{"tries_left", "0"}});
+      return officer_password_refused(token.status());
     }
     return token.status();
   }

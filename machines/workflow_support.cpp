@@ -363,9 +363,11 @@ Result<Transition> on_officer_pin_entered(const Kit& kit, const State& from, con
 Result<Transition> on_officer_pin_rejected(const Kit& kit, const State& from, const Event& event) {
   PF_ASSIGN_OR_RETURN(int tries_left, need_int(event, "tries_left", 0, 99));
   if (tries_left == 0) {
+    // The executor may say why (a PKCS#12 password file has no tries to count).
     return fail(kit, from,
-                "the officer's token is blocked: Signature PIN wrong too often; unblock it and "
-                "start again");
+                get(event.fields, "reason",
+                    "the officer's token is blocked: Signature PIN wrong too often; unblock it "
+                    "and start again"));
   }
   State to{"SignaturePinAwaited", from.data};
   to.data.erase("officer.pin_ref");

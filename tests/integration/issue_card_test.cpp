@@ -108,7 +108,7 @@ TEST(IssueCard, OfficerPinWrongAndAlgorithmUnsupportedFailWithNothingLeftOnTheCa
   };
   for (const Case& c :
        {Case{"card-54", "Otto Officer", "officer_password_file", wrong_password,
-             "the officer's token is blocked"},
+             "the officer's credential refused the password in its file"},
         Case{"card-55", "Dora Dsa", "key_algorithm", "DSA:1024",
              "the card does not support the key algorithm DSA:1024"}}) {
     SCOPED_TRACE(c.label);

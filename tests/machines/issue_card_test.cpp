@@ -408,8 +408,10 @@ void officer_blocked_nothing_on_card(Driver& d) {
   d.on("ProcedureChosen", procedure("generated"));
   d.on("ActionsChosen", subject({{"key.0.action", "add"}}));
   d.on("OfficerPinEntered", {{"pin_ref", "secret-store:o1"}});
-  d.on("OfficerPinRejected", {{"tries_left", "0"}});
+  d.on("OfficerPinRejected",
+       {{"tries_left", "0"}, {"reason", "the officer's credential refused the password"}});
   EXPECT_EQ(d.at(), "Failed");
+  EXPECT_EQ(d.data("reason"), "the officer's credential refused the password");
 }
 
 void cm_unreachable_then_retry_same_transaction(Driver& d) {

@@ -58,6 +58,11 @@ struct Executor {
 Status refusal(std::string message);
 bool is_refusal(const Status& status);
 
+// SignWithOfficer's answer when the officer's PKCS#12 refused the password in its file: a file
+// has no retry counter and does not get better by asking again, so the workflow fails, saying so
+// (OfficerPinRejected with no tries left and the reason).
+machines::Event officer_password_refused(const Status& why);
+
 // A blocking executor from a function that returns its outcome.
 Executor blocking_executor(
     std::function<Result<machines::Event>(const machines::Command&, const CommandContext&)> fn,

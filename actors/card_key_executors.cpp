@@ -40,24 +40,14 @@ struct TokenProcedureInfo {
   std::string pin_delivery;   // its PIN procedure's delivery (entered|shown|mailer|letter)
 };
 
-// The CM host's procedure list (genm persoflowProcedureList), fetched again once the last one is
-// older than Impl::kProcedureListReuse; a refusal or a failure is never kept.
-Result<json> procedure_list(Impl& st) {
-  std::lock_guard lock(st.procedure_list_mu);
-  const auto now = std::chrono::steady_clock::now();
-  if (st.procedure_list && now - st.procedure_list_fetched < Impl::kProcedureListReuse) {
-    return *st.procedure_list;
-  }
-  PF_ASSIGN_OR_RETURN(CmLink * link, st.cm_link());
-  PF_ASSIGN_OR_RETURN(json list, genm::procedure_list(*link));
-  st.procedure_list = list;
-  st.procedure_list_fetched = now;
-  return list;
-}
-
-// The token procedure `name` from the CM host's procedure list.
+// The token procedure `name` from the CM host's procedure list (genm persoflowProcedureList).
 Result<TokenProcedureInfo> token_procedure(Impl& st, const std::string& name) {
-  PF_ASSIGN_OR_RETURN(json list, procedure_list(st));
+  std::string refusal;
+  PF_ASSIGN_OR_RETURN(json list, configuration_genm(st, protocol::kOidProcedureList,
+                                                    json::object(), &refusal));
+  if (!refusal.empty()) {
+    return make_status(Errc::kRejected, "the CM host refused to list its procedures: " + refusal);
+  }
   TokenProcedureInfo out;
   std::vector<std::string> names;
   for (const auto& tp : list.value("token_procedures", json::array())) {

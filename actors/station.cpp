@@ -26,6 +26,7 @@
 #include <sstream>
 #include <vector>
 
+#include "cm_genm.hpp"
 #include "persoflow/actors/state_files.hpp"
 #include "persoflow/devices/card.hpp"
 #include "persoflow/devices/officer.hpp"
@@ -505,6 +506,21 @@ Result<dv::CardContents> detail::workflow_card_contents(Impl& st, Impl::CardSlot
                                             ", not the workflow's card " + serial);
   }
   return contents;
+}
+
+Result<json> detail::configuration_genm(Impl& st, const char* oid, const json& body,
+                                        std::string* refusal) {
+  const std::string key = std::string(oid) + " " + body.dump();
+  std::lock_guard lock(st.kept_answers_mu);
+  const auto now = std::chrono::steady_clock::now();
+  if (auto it = st.kept_answers.find(key);
+      it != st.kept_answers.end() && now - it->second.fetched < Impl::kConfigurationReuse) {
+    return it->second.answer;
+  }
+  PF_ASSIGN_OR_RETURN(CmLink * link, st.cm_link());
+  PF_ASSIGN_OR_RETURN(json answer, genm::json_genm(*link, oid, body, refusal));
+  if (refusal->empty()) st.kept_answers[key] = Impl::KeptAnswer{answer, now};
+  return answer;
 }
 
 Result<Fields> detail::card_contents_fields(Impl& st, Impl::CardSlot& slot,

@@ -11,7 +11,6 @@
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
-#include <optional>
 #include <set>
 #include <string>
 
@@ -66,13 +65,16 @@ struct Station::Impl {
   std::mutex display_mu;
   PinDisplay display;
 
-  // The CM host's procedure list (genm persoflowProcedureList) as last fetched, answering for
-  // kProcedureListReuse: every card of a batch asks for its token procedure, and one list serves
-  // them all. The mutex is held while fetching, so cards arriving meanwhile take that answer.
-  static constexpr std::chrono::seconds kProcedureListReuse{10};
-  std::mutex procedure_list_mu;
-  std::optional<nlohmann::json> procedure_list;
-  std::chrono::steady_clock::time_point procedure_list_fetched;
+  // Answers of the CM host about its configuration (the procedure list, a token procedure's
+  // trusted TC issuers) by info type and request, kept for kConfigurationReuse: every card of a
+  // batch asks the same, and one answer serves them all (configuration_genm).
+  static constexpr std::chrono::seconds kConfigurationReuse{10};
+  struct KeptAnswer {
+    nlohmann::json answer;
+    std::chrono::steady_clock::time_point fetched;
+  };
+  std::mutex kept_answers_mu;  // held while fetching: cards arriving meanwhile take that answer
+  std::map<std::string, KeptAnswer> kept_answers;
 
   // References of the CA certificates this process has written to state_dir/certs (durably).
   std::mutex saved_ca_mu;
@@ -140,6 +142,12 @@ using Impl = Station::Impl;
 // one (a workflow never acts on a card but its own). The caller holds the slot's mutex.
 Result<devices::CardContents> workflow_card_contents(Impl& st, Impl::CardSlot& slot,
                                                      const std::string& serial);
+
+// A genm about the CM host's configuration (info type `oid`, JSON `body`): the answer kept from
+// an identical request made less than Impl::kConfigurationReuse ago, else asked now. A refusal
+// (`refusal` set, an empty object returned) or a failure is never kept.
+Result<nlohmann::json> configuration_genm(Impl& st, const char* oid, const nlohmann::json& body,
+                                          std::string* refusal);
 
 // The card's keys, certificates and transport certificate as CardContentsRead fields (key.<i>.id,
 // key.<i>.label, key.<i>.cert_serial, tc.*, tc.key), after checking it is the card `serial`.

@@ -28,11 +28,19 @@ namespace wf = machines::wf;
 
 // One persoflowTcValidation exchange (docs/protocol.md). A refusal by the CM host is
 // Errc::kRejected with `refused` set; a transport failure is any other Status (retried).
-Result<json> tc_validation_genm(Impl& st, const json& request, bool* refused) {
-  PF_ASSIGN_OR_RETURN(CmLink * link, st.cm_link());
+// `configuration`: a request without a certificate (the token procedure's trusted TC issuers),
+// whose answer may be one kept from the last few seconds (configuration_genm).
+Result<json> tc_validation_genm(Impl& st, const json& request, bool* refused,
+                                bool configuration = false) {
   std::string refusal;
-  PF_ASSIGN_OR_RETURN(json answer,
-                      genm::json_genm(*link, protocol::kOidTcValidation, request, &refusal));
+  Result<json> asked = json::object();
+  if (configuration) {
+    asked = configuration_genm(st, protocol::kOidTcValidation, request, &refusal);
+  } else {
+    PF_ASSIGN_OR_RETURN(CmLink * link, st.cm_link());
+    asked = genm::json_genm(*link, protocol::kOidTcValidation, request, &refusal);
+  }
+  PF_ASSIGN_OR_RETURN(json answer, std::move(asked));
   *refused = !refusal.empty();
   if (*refused) return make_status(Errc::kRejected, refusal);
   return answer;
@@ -129,7 +137,8 @@ Result<Event> ask_operator_update(Station& station, const CardRequest& request, 
     // TC from any other issuer before anything is written.
     const std::string token_procedure = token_procedure_of(station, request);
     bool refused = false;
-    auto rules = tc_validation_genm(st, json{{"token_procedure", token_procedure}}, &refused);
+    auto rules = tc_validation_genm(st, json{{"token_procedure", token_procedure}}, &refused,
+                                    /*configuration=*/true);
     if (!rules && refused) {
       return refusal("the CM host refused token procedure '" + token_procedure +
                      "': " + rules.status().message());

@@ -6,7 +6,7 @@
 // a transport certificate (`persoflow prepersonalise card`), and personalises every card at
 // once through the workflow runtime (journal DIR/station/journal.db): issue-card on the blank
 // cards, update-card with redo on the TC cards. Then it runs a second batch in a child `persoflow station run` that
-// is killed with SIGKILL after a few journal commits (PERSOFLOW_CRASH_AT), restarts it, and shows
+// is killed with SIGKILL among its first commands (PERSOFLOW_CRASH_AT), restarts it, and shows
 // the resumed workflows finishing; `persoflow journal verify` ends it. The CM host is stopped at
 // the end whatever happened.
 #include <fcntl.h>
@@ -254,7 +254,8 @@ int run(int argc, char** argv) {
       "cards", po::value<int>()->default_value(8), "cards in the first batch (1..64)")(
       "force", "reuse DIR even when it is not empty (its contents are removed first)")(
       "crash-at", po::value<std::string>(),
-      "where the second batch's station is killed: POINT:K (default journal.after_commit:2*cards)");
+      "where the second batch's station is killed: POINT:K (default actors.before_command:M/2, "
+      "M the second batch's cards)");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, opts), vm);
@@ -390,7 +391,7 @@ int run(int argc, char** argv) {
             << std::setprecision(2) << "\n";
   bool ok = report->all_done;
 
-  // 6. The second batch in a child station, killed with SIGKILL after a few commits, restarted.
+  // 6. The second batch in a child station, killed with SIGKILL early, restarted.
   const std::string queue = station_dir + "/batch2.jsonl";
   {
     std::ofstream q(queue);
@@ -398,13 +399,15 @@ int run(int argc, char** argv) {
       q << ac::card_request_to_json(request_for(i, "2")) << "\n";
     }
   }
-  // Early in the batch, while the cards are being read and their keys generated: SoftHSM2's file
-  // store rewrites token.object in place (C_SetPIN), so a SIGKILL during a PIN change can leave
-  // an emulated card unreadable — a fault of the emulation, not something a real card does.
-  const int kill_after = 2 * second;
+  // Early in the batch, among the first commands (the cards being read): SoftHSM2's file store
+  // rewrites token.object in place (C_SetPIN), so a SIGKILL during a PIN change can leave an
+  // emulated card unreadable — a fault of the emulation, not something a real card does. A count
+  // of commands, not of journal commits: with every card worked on at once, a few group commits
+  // already carry some cards to their PIN change.
+  const int kill_before = std::max(1, second / 2);
   const std::string crash_at = vm.count("crash-at")
                                    ? vm["crash-at"].as<std::string>()
-                                   : "journal.after_commit:" + std::to_string(kill_after);
+                                   : "actors.before_command:" + std::to_string(kill_before);
   std::cout << "\nBatch 2: " << second << " more cards in a child station (persoflow station run "
             << "--config " << station_conf << " --queue " << queue << "),\n"
             << "killed with SIGKILL at crash point " << crash_at << " ...\n";

@@ -45,12 +45,12 @@ int run_live(const std::string& config_path, std::vector<actors::CardRequest> re
     std::cerr << "persoflow station run: " << station.status().message() << "\n";
     return 1;
   }
-  std::optional<Result<std::map<std::string, std::string>>> serials;  // listed once, if needed
+  std::optional<Result<std::map<std::string, std::string>>> by_label;  // listed once, if needed
   for (auto& r : requests) {
     if (!r.token_serial.empty()) continue;
-    if (!serials) serials = (*station)->token_serials();
-    auto serial = *serials ? (*station)->token_serial(r.token_label, **serials)
-                           : Result<std::string>(serials->status());
+    if (!by_label) by_label = (*station)->token_serials();
+    auto serial = *by_label ? (*station)->token_serial(r.token_label, **by_label)
+                            : Result<std::string>(by_label->status());
     if (!serial) {
       std::cerr << "persoflow station run: request " << r.workflow_id << ": "
                 << serial.status().message() << "\n";

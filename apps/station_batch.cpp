@@ -113,15 +113,15 @@ Result<BatchReport> run_station_batch(const std::string& config_path,
   std::vector<ac::CardRequest> startable;
   // Workflows whose saved request this queue changes: a refused one is retried with it.
   std::set<std::string> corrected;
-  std::optional<Result<std::map<std::string, std::string>>> serials;  // listed once, if needed
+  std::optional<Result<std::map<std::string, std::string>>> by_label;  // listed once, if needed
   for (auto& r : requests) {
     auto saved = station->load_request(r.workflow_id);
     if (r.token_serial.empty() && saved) r.token_serial = saved->token_serial;
     if (saved && !same_request(*saved, r)) corrected.insert(r.workflow_id);
     if (r.token_serial.empty()) {
-      if (!serials) serials = station->token_serials();
-      auto serial = *serials ? station->token_serial(r.token_label, **serials)
-                             : Result<std::string>(serials->status());
+      if (!by_label) by_label = station->token_serials();
+      auto serial = *by_label ? station->token_serial(r.token_label, **by_label)
+                              : Result<std::string>(by_label->status());
       if (!serial) {
         not_started[r.workflow_id] = serial.status().message();
         continue;

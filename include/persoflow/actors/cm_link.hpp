@@ -37,7 +37,9 @@
 namespace persoflow::actors {
 
 struct CmLinkOptions {
-  unsigned lanes = 2;  // requests sent at once
+  // Requests sent at once: the CM host works on some (its database commits included) while the
+  // link builds, signs and checks others; with 2, a full station's enrolments queued here.
+  unsigned lanes = 4;
   RetryPolicy transport_retry{4, std::chrono::milliseconds(0), std::chrono::milliseconds(200),
                               std::chrono::milliseconds(2'000)};
   std::chrono::seconds timeout{20};  // per HTTPS exchange

@@ -513,6 +513,10 @@ Result<json> detail::configuration_genm(Impl& st, const char* oid, const json& b
   const std::string key = std::string(oid) + " " + body.dump();
   std::lock_guard lock(st.kept_answers_mu);
   const auto now = std::chrono::steady_clock::now();
+  // A live station runs for days and most questions are a card's own: drop what has expired.
+  std::erase_if(st.kept_answers, [&](const auto& kept) {
+    return now - kept.second.fetched >= Impl::kConfigurationReuse;
+  });
   if (auto it = st.kept_answers.find(key);
       it != st.kept_answers.end() && now - it->second.fetched < Impl::kConfigurationReuse) {
     return it->second.answer;

@@ -1,7 +1,7 @@
 // FaultyCard (faulty_card.hpp): forwards every call to the real card, except where a devices
 // fault point fires. Which calls count as what:
-// - a write (1, 2): generate_key, store_certificate, delete_certificate(s), delete_key,
-//   change_user_pin, unblock_user_pin, change_so_pin;
+// - a write (1, 2): generate_key, import_key, store_certificate, delete_certificate(s),
+//   delete_key, change_user_pin, unblock_user_pin, change_so_pin;
 // - a login (4): login, change_user_pin, unblock_user_pin, change_so_pin;
 // - any call (3, 5): every method but token().
 // A pulled card (1, 2) and a blocked PIN (4) stay so for this object's life: the station keeps
@@ -64,6 +64,10 @@ class FaultyCard final : public Card {
   Result<std::optional<KeyInfo>> find_key(const std::vector<unsigned char>& id) override {
     PF_RETURN_IF_ERROR(before_call("C_FindObjects"));
     return card_->find_key(id);
+  }
+  Status import_key(EVP_PKEY* key, const std::vector<unsigned char>& id,
+                    std::string_view label) override {
+    return write_status("C_CreateObject", [&] { return card_->import_key(key, id, label); });
   }
   Status store_certificate(std::string_view der, const std::vector<unsigned char>& id,
                            std::string_view label) override {

@@ -369,6 +369,29 @@ TEST_F(IssueCardKeys, KilledAfterArchiveOrWriteResumesWithOneKey) {
   }
 }
 
+// With fault points armed (here a counting run, PERSOFLOW_FAULT_COUNT) every card is wrapped by
+// the fault-injecting card: a key the CM host generated and archived is still written (the
+// wrapper forwards the import and counts it as a write).
+TEST_F(IssueCardKeys, KeysFromTheCmHostAreWrittenWithFaultPointsArmed) {
+  const std::string card = "faults-armed";
+  const std::string counts = tmp_->file("fault-counts.txt");
+  blank_card(card);
+  auto r = run({"/usr/bin/env", "PERSOFLOW_FAULT_COUNT=" + counts, persoflow_binary(), "issue",
+                "card", "--config", conf(), "--token", card, "--field", "CN=Fay Faults",
+                "--token-procedure", "smartcard-archive", "--workflow-id", card + "-wf"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  const std::string held = list_objects(card);
+  EXPECT_EQ(count(held, "Public Key Object; RSA 2048"), 1) << held;
+  EXPECT_EQ(count(held, "Certificate Object"), 1) << held;
+  std::ifstream in(counts);
+  std::string number, name;
+  long writes = 0;
+  for (long n = 0; in >> number >> name >> n;) {
+    if (name == "card.pulled_before_write") writes = n;
+  }
+  EXPECT_GE(writes, 3) << "key import, certificate store and PIN change counted as writes";
+}
+
 // By default a recovery request is sent; with several recovery procedures only where a key was
 // selected (a search) or the request flag was set by hand. Entry 0 gets a key generated on the
 // card every time, entry 1 asks for recovery.

@@ -524,7 +524,7 @@ Result<Event> generate_key_on_card(Impl& st, const Command& c, const CommandCont
   // or generates whole a pair such an attempt left unfinished.
   auto key = slot->card->generate_key(alg, key_id, "persoflow reissue " + ctx.workflow_id);
   if (!key) {
-    if (key.status().message().find("CKR_DEVICE_MEMORY") != std::string::npos) {
+    if (dv::is_card_full(key.status())) {
       return event("CardFull", {{"reason", key.status().message()}});
     }
     return key.status();
@@ -660,7 +660,7 @@ Result<Event> write_certificate_to_card(Impl& st, const Command& c) {
   Status s = slot->card->store_certificate(der, dv::derive_key_id(field(c, "key_id")),
                                            "persoflow reissue");
   if (!s) {
-    if (s.message().find("CKR_DEVICE_MEMORY") != std::string::npos) {
+    if (dv::is_card_full(s)) {
       return event("CardFull", {{"reason", s.message()}});
     }
     return s;

@@ -642,6 +642,9 @@ Result<Event> generate_key(Impl& st, const Command& c, const CommandContext& ctx
   // generate_key returns the key already there under this id (an interrupted earlier attempt),
   // or generates whole a pair such an attempt left unfinished.
   auto key = slot->card->generate_key(alg, key_id, "persoflow " + ctx.workflow_id);
+  if (!key && dv::is_card_full(key.status())) {
+    return event("CardFull", {{"entry", field(c, "entry")}, {"reason", key.status().message()}});
+  }
   if (!key) return key.status();
   return event("KeyGenerated", {{"entry", field(c, "entry")}, {"key_id", key_id}});
 }
@@ -845,7 +848,7 @@ Result<Event> write_keys_and_certificates(Impl& st, const Command& c) {
       }
       Status s = write_cm_key(st, *slot->card, owner, id, "persoflow key");
       if (!s) {
-        if (s.message().find("CKR_DEVICE_MEMORY") != std::string::npos) {
+        if (dv::is_card_full(s)) {
           return event("CardFull", {{"reason", s.message()}});
         }
         return s;
@@ -856,7 +859,7 @@ Result<Event> write_keys_and_certificates(Impl& st, const Command& c) {
     PF_ASSIGN_OR_RETURN(std::string der, read_file(st.dir("certs") + "/" + cert_serial + ".der"));
     Status s = slot->card->store_certificate(der, id, "persoflow certificate");
     if (!s) {
-      if (s.message().find("CKR_DEVICE_MEMORY") != std::string::npos) {
+      if (dv::is_card_full(s)) {
         return event("CardFull", {{"reason", s.message()}});
       }
       return s;

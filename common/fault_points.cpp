@@ -63,6 +63,9 @@ constexpr FaultPointInfo kTable[] = {
      "SIGKILL right after the commit, before its appends are acknowledged; the other crash "
      "points are reached with PERSOFLOW_CRASH_AT",
      false},
+    {FaultPoint::kCardFull, "card.full", "devices",
+     "a write that makes an object on a card (key generation, key import, certificate store)",
+     "that write fails CKR_DEVICE_MEMORY without effect: the card has no room left", false},
 };
 
 struct Armed {

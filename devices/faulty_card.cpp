@@ -3,7 +3,8 @@
 // - a write (1, 2): generate_key, import_key, store_certificate, delete_certificate(s),
 //   delete_key, change_user_pin, unblock_user_pin, change_so_pin;
 // - a login (4): login, change_user_pin, unblock_user_pin, change_so_pin;
-// - any call (3, 5): every method but token().
+// - any call (3, 5): every method but token();
+// - a write that makes an object (14): generate_key, import_key, store_certificate.
 // A pulled card (1, 2) and a blocked PIN (4) stay so for this object's life: the station keeps
 // one Card per token, so the rest of the process sees the card gone, as a pulled card would be.
 #include "persoflow/devices/faulty_card.hpp"
@@ -53,6 +54,7 @@ class FaultyCard final : public Card {
   }
   Result<KeyInfo> generate_key(const KeyAlgorithm& algorithm, std::string_view idempotency_key,
                                std::string_view label) override {
+    PF_RETURN_IF_ERROR(before_new_object("C_GenerateKeyPair"));
     return write<KeyInfo>("C_GenerateKeyPair",
                           [&] { return card_->generate_key(algorithm, idempotency_key, label); });
   }
@@ -67,10 +69,12 @@ class FaultyCard final : public Card {
   }
   Status import_key(EVP_PKEY* key, const std::vector<unsigned char>& id,
                     std::string_view label) override {
+    PF_RETURN_IF_ERROR(before_new_object("C_CreateObject"));
     return write_status("C_CreateObject", [&] { return card_->import_key(key, id, label); });
   }
   Status store_certificate(std::string_view der, const std::vector<unsigned char>& id,
                            std::string_view label) override {
+    PF_RETURN_IF_ERROR(before_new_object("C_CreateObject"));
     return write_status("C_CreateObject",
                         [&] { return card_->store_certificate(der, id, label); });
   }
@@ -118,6 +122,13 @@ class FaultyCard final : public Card {
     PF_RETURN_IF_ERROR(reader_service_fault(what.c_str()));
     if (pulled_) return ckr(CKR_DEVICE_REMOVED, what + " on a pulled card");
     if (fault_fires(FaultPoint::kCardDeviceError)) return ckr(CKR_DEVICE_ERROR, what);
+    return Status::ok();
+  }
+  // Point 14: a write that would make an object finds no room (a pulled card says so instead).
+  Status before_new_object(const std::string& what) {
+    if (!pulled_ && fault_fires(FaultPoint::kCardFull)) {
+      return ckr(CKR_DEVICE_MEMORY, what + ": token '" + card_->token().label + "' is full");
+    }
     return Status::ok();
   }
   Status before_login(const std::string& what) {

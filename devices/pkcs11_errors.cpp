@@ -9,6 +9,14 @@
 
 namespace persoflow::devices {
 
+bool is_card_full(const Status& status) {
+  if (status.is_ok()) return false;
+  if (status.code().category() == pkcs11_category()) {
+    return static_cast<CK_RV>(status.code().value()) == CKR_DEVICE_MEMORY;
+  }
+  return status.message().find("CKR_DEVICE_MEMORY") != std::string::npos;
+}
+
 bool is_pin_refused(const Status& status) {
   if (status.is_ok() || status.code().category() != pkcs11_category()) return false;
   switch (static_cast<CK_RV>(status.code().value())) {

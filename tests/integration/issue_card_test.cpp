@@ -132,6 +132,31 @@ TEST(IssueCard, OfficerPinWrongAndAlgorithmUnsupportedFailWithNothingLeftOnTheCa
   }
 }
 
+// A card with no room left (fault point 14, card.full: SoftHSM2 never reports a full card) at
+// the key generation and at the certificate store after it: Failed saying the card is full,
+// and what the workflow wrote (the key) removed again.
+TEST(IssueCard, AFullCardFailsSayingSoWithWhatWasWrittenRemoved) {
+  ServedDemo served("persoflow-issue-full");
+  ASSERT_NO_FATAL_FAILURE(served.start());
+  for (const char* fault : {"card.full:1", "card.full:2"}) {
+    SCOPED_TRACE(fault);
+    const std::string label = std::string("card-6") + fault[10];
+    ASSERT_NO_FATAL_FAILURE(served.blank_card(label));
+    auto full = run({"/usr/bin/env", std::string("PERSOFLOW_FAULT=") + fault, persoflow_binary(),
+                     "issue", "card", "--config", served.conf, "--token", label, "--field",
+                     "CN=Fiona Full " + std::string(1, fault[10])});
+    EXPECT_EQ(full.exit_code, 1) << full.out << full.err;
+    EXPECT_NE(full.out.find("Failed"), std::string::npos) << full.out;
+    EXPECT_NE(full.out.find("the card is full"), std::string::npos) << full.out;
+    EXPECT_NE(full.out.find("CKR_DEVICE_MEMORY"), std::string::npos) << full.out;
+    auto objects = run({"/usr/bin/env", served.softhsm, "pkcs11-tool", "--module",
+                        "/usr/lib/softhsm/libsofthsm2.so", "--token-label", label, "--login",
+                        "--pin", "123456", "--list-objects"});
+    EXPECT_EQ(objects.exit_code, 0) << objects.err;
+    EXPECT_EQ(objects.out, "") << "left on the card";
+  }
+}
+
 }  // namespace
 
 namespace {

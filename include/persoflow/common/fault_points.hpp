@@ -41,6 +41,7 @@ enum class FaultPoint : int {
   kCmDropAfterRequest = 11,
   kCmLateAnswer = 12,
   kProcessKilled = 13,
+  kCardFull = 14,
 };
 
 struct FaultPointInfo {

@@ -39,6 +39,9 @@ std::string ckr_name(unsigned long rv);
 // Whether a login was refused for its PIN (wrong, locked, expired, invalid): trying the same PIN
 // again cannot help and uses up the card's tries.
 bool is_pin_refused(const Status& status);
+// Whether a card call failed because the card has no room left (CKR_DEVICE_MEMORY): the workflow
+// rolls back what it wrote and fails, saying so, instead of trying again.
+bool is_card_full(const Status& status);
 
 // The user or SO PIN's state as the token reports it in CK_TOKEN_INFO.flags. Tokens need not
 // report counts (SoftHSM2 reports none): all false then means "nothing reported".

@@ -79,7 +79,7 @@ struct OpenOptions {
   // fails the append with SQLITE_FULL, like a full disk (and poisons the instance).
   std::uint32_t max_page_count = 0;
   // The WAL size in frames (pages) at which a background checkpoint copies it into the database
-  // file, so that the WAL starts over (docs/journal.md, "Checkpoints"); 0 = 4096.
+  // file, so that the WAL starts over (docs/journal.md, "Checkpoints"); 0 = 16384.
   std::uint32_t checkpoint_frames = 0;
   // The wall clock stamped on records (recorded_at_ms, milliseconds since the epoch); default the
   // system clock. A simulated station passes its virtual clock so its journal is reproducible.

@@ -70,13 +70,8 @@ Result<Event> resolve_pin_letter(Impl& st, const Command& c, const CommandContex
                                                   protocol::kOidPinLetterBind, body, {}, &refused,
                                                   &why));
   if (refused) {
-    // The CM host's own sentence names the letter; the CMP status texts before it say nothing.
-    const auto named = why.find("PIN letter " + letter_id);
-    return event("PinLetterRefused",
-                 {{"pin_index", field(c, "pin_index")},
-                  {"reason", named == std::string::npos
-                                 ? "the CM host refused PIN letter " + letter_id + ": " + why
-                                 : "the CM host refused: " + why.substr(named)}});
+    return event("PinLetterRefused", {{"pin_index", field(c, "pin_index")},
+                                      {"reason", genm::pin_letter_refusal(letter_id, why)}});
   }
   PF_ASSIGN_OR_RETURN(std::string envelope,
                       protocol::base64_decode(answer["keys"][0].value("envelope", "")));

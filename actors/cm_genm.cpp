@@ -52,6 +52,13 @@ Result<json> json_genm(CmLink& link, const char* oid, const json& body, std::str
                      std::string("the CM host's genp lacks ") + pr::info_type_name(oid));
 }
 
+std::string pin_letter_refusal(const std::string& letter_id, const std::string& why) {
+  const auto named = why.find("PIN letter " + letter_id);
+  return named == std::string::npos
+             ? "the CM host refused PIN letter " + letter_id + ": " + why
+             : "the CM host refused: " + why.substr(named);
+}
+
 Result<json> procedure_list(CmLink& link) {
   std::string refusal;
   PF_ASSIGN_OR_RETURN(json list, json_genm(link, protocol::kOidProcedureList, json::object(),

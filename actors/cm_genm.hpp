@@ -54,6 +54,10 @@ Result<machines::Event> queue_pin_letter(CmLink& link, const machines::Command& 
                                          const std::string& token,
                                          const std::function<void(const std::string&)>& notify);
 
+// The operator's line for a PIN letter the CM host refused to bind: its own sentence, which
+// names the letter (the CMP status texts before it say nothing), or `why` whole.
+std::string pin_letter_refusal(const std::string& letter_id, const std::string& why);
+
 // Opens (in memory) a CMS EnvelopedData the CM host made for the officer's certificate.
 Result<std::string> open_for_officer(devices::OfficerToken& officer, std::string_view envelope);
 

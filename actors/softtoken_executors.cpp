@@ -849,8 +849,9 @@ Result<Event> resolve_pin_letter(SoftTokenRa& ra, const Command& c, const Comman
                                             &why));
   if (refused) {
     // Asking again with the same letter cannot succeed: the workflow waits for the operator.
-    st.notify(ctx.workflow_id, "PIN letter " + field(c, "letter_id") + ": " + why);
-    return refusal("PIN letter " + field(c, "letter_id") + ": " + why);
+    const std::string reason = genm::pin_letter_refusal(field(c, "letter_id"), why);
+    st.notify(ctx.workflow_id, reason);
+    return refusal(reason);
   }
   PF_ASSIGN_OR_RETURN(std::string envelope,
                       pr::base64_decode(answer["keys"][0].value("envelope", "")));

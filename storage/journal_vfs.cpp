@@ -42,6 +42,8 @@ struct BufferedWal {
   std::string buffer;
   bool defer_syncs = false;  // defer_wal_syncs()
   bool synced_once = false;
+  // A WAL header (offset 0) written since the last real sync: a WAL that starts over.
+  bool header_written = false;
 };
 
 BufferedWal* wal(sqlite3_file* f) { return reinterpret_cast<BufferedWal*>(f); }
@@ -76,6 +78,7 @@ int wal_read(sqlite3_file* f, void* out, int amount, sqlite3_int64 offset) {
 
 int wal_write(sqlite3_file* f, const void* data, int amount, sqlite3_int64 offset) {
   BufferedWal* w = wal(f);
+  if (offset == 0) w->header_written = true;
   const bool follows = !w->buffer.empty() &&
                        offset == w->start + static_cast<sqlite3_int64>(w->buffer.size());
   if (!follows) {
@@ -102,13 +105,19 @@ int wal_truncate(sqlite3_file* f, sqlite3_int64 size) {
 int wal_sync(sqlite3_file* f, int flags) {
   BufferedWal* w = wal(f);
   if (int rc = flush(w); rc != SQLITE_OK) return rc;
-  if (w->defer_syncs && w->synced_once) {
+  if (w->defer_syncs && w->synced_once && !w->header_written) {
     // The frames are in the file, so SQLite may publish them to readers; durable only after
     // sync_deferred_wal(), which the group commit writer awaits before acknowledging.
     return SQLITE_OK;
   }
+  // Never deferred: the sync after a new WAL header, which SQLite makes before the first frame
+  // of a WAL that starts over (without it, a power loss could leave the old header in front of
+  // new frames and recovery would read old pages: SQLite ticket ff5be73dee).
   const int rc = w->real->pMethods->xSync(w->real, flags);
-  if (rc == SQLITE_OK) w->synced_once = true;
+  if (rc == SQLITE_OK) {
+    w->synced_once = true;
+    w->header_written = false;
+  }
   return rc;
 }
 

@@ -15,7 +15,8 @@ const char* journal_vfs();
 // Sync behind the writer (group commit): after this, a sync that SQLite asks of this WAL writes
 // the buffer out and returns without waiting for the disk; sync_deferred_wal() then makes every
 // frame written so far durable, on any thread. The WAL's first sync (which also syncs its
-// directory when SQLite created the file) still happens at once. False, and nothing changes,
+// directory when SQLite created the file) and the sync after a new WAL header (a WAL that starts
+// over) still happen at once. False, and nothing changes,
 // when `wal` is not a WAL of this VFS or the VFS under it is not SQLite's own unix VFS (a fault
 // injecting VFS counts each sync as its commit's and stays synchronous).
 bool defer_wal_syncs(sqlite3_file* wal);

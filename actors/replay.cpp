@@ -22,12 +22,7 @@ bool drops_outstanding(const storage::AppendRequest& record, std::string_view pr
 }
 
 std::string idempotency_key(std::string_view workflow_id, std::uint64_t step, std::uint32_t index) {
-  std::string key(workflow_id);
-  key += '/';
-  key += std::to_string(step);
-  key += '/';
-  key += std::to_string(index);
-  return key;
+  return storage::idempotency_key_of(workflow_id, step, index);
 }
 
 namespace {

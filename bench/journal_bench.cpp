@@ -55,7 +55,7 @@ st::AppendRequest make_request(const std::string& workflow, std::uint64_t step) 
                                 {"subject", "CN=Ada Lovelace,O=Example"}}});
   st::CommandEntry c;
   c.index = 0;
-  c.idempotency_key = workflow + "/" + std::to_string(step + 1) + "/0";
+  c.idempotency_key = st::idempotency_key_of(workflow, step, 0);
   c.type = "SubmitToCm";
   c.payload = m::encode(m::Command{c.type, {{"procedure", "smartcard-signature"}}});
   r.commands.push_back(std::move(c));
@@ -117,9 +117,10 @@ Result<Figures> run_single(const std::string& path, double seconds) {
 
 // One thread per workflow, each blocked on its own condition variable until its append is
 // acknowledged: every append also pays an OS thread wake-up and two context switches.
-Result<Figures> run_group_threads(const std::string& path, int workflows, double seconds) {
+Result<Figures> run_group_threads(const std::string& path, int workflows, std::size_t max_batch,
+                                  double seconds) {
   PF_ASSIGN_OR_RETURN(auto journal, st::Journal::open(path, {}));
-  auto writer = st::GroupCommitWriter::start(std::move(journal), 256);
+  auto writer = st::GroupCommitWriter::start(std::move(journal), max_batch);
   std::vector<std::vector<double>> lat(static_cast<std::size_t>(workflows));
   std::atomic<bool> failed{false};
   std::string failure;
@@ -173,9 +174,9 @@ Result<Figures> run_group_threads(const std::string& path, int workflows, double
 // driver, which builds and submits the next append. Latency is from submission to the
 // acknowledgement (the callback).
 Result<Figures> run_group_drivers(const std::string& path, int workflows, int drivers,
-                                  double seconds) {
+                                  std::size_t max_batch, double seconds) {
   PF_ASSIGN_OR_RETURN(auto journal, st::Journal::open(path, {}));
-  auto writer = st::GroupCommitWriter::start(std::move(journal), 256);
+  auto writer = st::GroupCommitWriter::start(std::move(journal), max_batch);
   struct Flow {
     std::string id;
     std::uint64_t step = 0;
@@ -183,10 +184,13 @@ Result<Figures> run_group_drivers(const std::string& path, int workflows, int dr
     Status result;
     std::vector<double> latencies_us;
   };
+  // A driver is woken once per sleep, not once per acknowledgement, as Asio's scheduler wakes
+  // an idle thread once for the handlers posted while it sleeps.
   struct Driver {
     std::mutex mutex;
     std::condition_variable wake;
     std::vector<std::size_t> acknowledged;  // flows whose last append is acknowledged
+    bool sleeping = false;                  // waiting, and not yet woken
   };
   std::vector<Flow> flows(static_cast<std::size_t>(workflows));
   std::vector<Driver> driver_state(static_cast<std::size_t>(drivers));
@@ -204,7 +208,10 @@ Result<Figures> run_group_drivers(const std::string& path, int workflows, int dr
       flow.result = std::move(s);
       std::lock_guard lock(driver.mutex);
       driver.acknowledged.push_back(f);
-      driver.wake.notify_one();
+      if (driver.sleeping) {
+        driver.sleeping = false;
+        driver.wake.notify_one();
+      }
     });
   };
 
@@ -227,7 +234,11 @@ Result<Figures> run_group_drivers(const std::string& path, int workflows, int dr
       while (in_flight > 0) {
         {
           std::unique_lock lock(driver.mutex);
-          driver.wake.wait(lock, [&] { return !driver.acknowledged.empty(); });
+          while (driver.acknowledged.empty()) {
+            driver.sleeping = true;
+            driver.wake.wait(lock);
+          }
+          driver.sleeping = false;
           ready.swap(driver.acknowledged);
         }
         for (std::size_t f : ready) {
@@ -285,16 +296,19 @@ int journal_bench(int argc, char** argv) {
   double seconds = 4;
   int workflows = 64;
   int drivers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  int max_batch = 256;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--help" || a == "-h") {
       std::printf(
           "Usage: persoflow-bench journal [--seconds S] [--workflows N] [--drivers D]\n"
+          "                               [--max-batch B]\n"
           "  Appends with synchronous=FULL in a temporary directory ($TMPDIR, else /tmp):\n"
           "  one workflow alone (one transaction per event), then N workflows (default 64)\n"
           "  through the group commit writer, each waiting for its acknowledgement before\n"
           "  its next event: driven by D threads (default: one per core, as the station's\n"
-          "  runtime), then with one thread per workflow. S seconds each (default 4).\n");
+          "  runtime), then with one thread per workflow. S seconds each (default 4).\n"
+          "  B: most appends the writer commits in one transaction (default 256).\n");
       return 0;
     }
     if (a == "--seconds" && i + 1 < argc) {
@@ -303,12 +317,14 @@ int journal_bench(int argc, char** argv) {
       workflows = std::atoi(argv[++i]);
     } else if (a == "--drivers" && i + 1 < argc) {
       drivers = std::atoi(argv[++i]);
+    } else if (a == "--max-batch" && i + 1 < argc) {
+      max_batch = std::atoi(argv[++i]);
     } else {
       std::fprintf(stderr, "persoflow-bench journal: unknown option '%s'\n", a.c_str());
       return 2;
     }
   }
-  if (seconds <= 0 || workflows <= 0 || drivers <= 0) {
+  if (seconds <= 0 || workflows <= 0 || drivers <= 0 || max_batch <= 0) {
     std::fprintf(stderr,
                  "persoflow-bench journal: --seconds, --workflows and --drivers must be "
                  "positive\n");
@@ -320,12 +336,14 @@ int journal_bench(int argc, char** argv) {
     std::fprintf(stderr, "journal bench: %s\n", single.status().message().c_str());
     return 1;
   }
-  auto group = run_group_drivers(dir.file("group.db"), workflows, drivers, seconds);
+  auto group = run_group_drivers(dir.file("group.db"), workflows, drivers,
+                                 static_cast<std::size_t>(max_batch), seconds);
   if (!group.is_ok()) {
     std::fprintf(stderr, "journal bench: %s\n", group.status().message().c_str());
     return 1;
   }
-  auto threaded = run_group_threads(dir.file("group_threads.db"), workflows, seconds);
+  auto threaded = run_group_threads(dir.file("group_threads.db"), workflows,
+                                    static_cast<std::size_t>(max_batch), seconds);
   if (!threaded.is_ok()) {
     std::fprintf(stderr, "journal bench: %s\n", threaded.status().message().c_str());
     return 1;

@@ -157,7 +157,22 @@ INSERT INTO workflows_v2 SELECT workflow_id, machine, state_name, status, steps,
 DROP TABLE workflows;
 ALTER TABLE workflows_v2 RENAME TO workflows;
 )sql",
+    // 2 -> 3: no `commands` table (docs/journal.md, "Schema version 3"). A command's idempotency
+    // key is its workflow id, step and index ("w/4/0"), which the writer requires and verify
+    // checks, so keys are unique by the steps' own uniqueness; the table repeated that check at
+    // the cost of one scattered index leaf per append. Before this runs, open_journal refuses a
+    // journal holding any other key (kKeysNotDerived): nothing is dropped that was not implied.
+    R"sql(
+DROP TABLE commands;
+)sql",
 };
+
+// Finds a command whose idempotency key is not the one schema version 3 derives, in a journal
+// of version 2 (its `commands` table names each key's record and index).
+constexpr const char* kKeysNotDerived =
+    "SELECT r.seq, c.idx, c.idempotency_key FROM commands c JOIN records r ON r.seq = c.seq "
+    "WHERE c.idempotency_key <> r.workflow_id || '/' || r.step || '/' || c.idx "
+    "ORDER BY r.seq, c.idx LIMIT 1";
 static_assert(std::size(kMigrations) == kJournalSchemaVersion);
 
 std::int64_t now_ms() {
@@ -498,7 +513,7 @@ class SqliteJournal final : public Journal {
     // Closing the last connection checkpoints the WAL into the database file, and that
     // checkpoint's own WAL sync would be deferred: make every frame durable first.
     if (deferred_wal_ != nullptr) (void)sync_committed();
-    for (Stmt* st : {&tail_, &wf_get_, &rec_insert_, &cmd_insert_, &wf_insert_, &wf_update_,
+    for (Stmt* st : {&tail_, &wf_get_, &rec_insert_, &wf_insert_, &wf_update_,
                      &head_update_, &begin_, &commit_, &savepoint_, &release_, &rollback_to_}) {
       st->finalize();
     }
@@ -531,8 +546,6 @@ class SqliteJournal final : public Journal {
         "INSERT INTO records(seq, workflow_id, step, previous_seq, machine, event_type, event, "
         "result_of, state_name, state, status, commands, recorded_at_ms, prev_hash, hash) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
-    PF_RETURN_IF_ERROR(cmd_insert_.prepare(
-        db_, "INSERT INTO commands(idempotency_key, seq, idx) VALUES (?, ?, ?)"));
     // The writer knows whether a workflow has a summary row (find_flow), so it inserts or
     // updates directly instead of an upsert that tries the insert first.
     PF_RETURN_IF_ERROR(wf_insert_.prepare(
@@ -924,8 +937,8 @@ class SqliteJournal final : public Journal {
   }
 
   // Validates and writes one request as record `seq`; on success its hash is in hash_. `wrote`
-  // tells whether a row was written (and is still there) when it fails: every refusal but a
-  // duplicate idempotency key in a later command is found before the first write.
+  // tells whether a row was written (and is still there) when it fails: every refusal is found
+  // before the first write, so only an unexpected failure of the summary's write sets it.
   Status insert_one(const AppendRequest& r, std::uint64_t seq, const std::string& prev,
                     std::int64_t at, bool& wrote) {
     auto who = [&r] { return "workflow '" + r.workflow_id + "'"; };
@@ -943,9 +956,17 @@ class SqliteJournal final : public Journal {
                                                        ": command " + std::to_string(i) +
                                                        " has index " + std::to_string(c.index));
       }
-      if (c.idempotency_key.empty() || c.type.empty()) {
+      if (c.type.empty()) {
+        return make_status(Errc::kInvalidArgument, who() + ": every command needs a type");
+      }
+      // The key is derived, so two commands can share one only if two records share a step,
+      // which the step check below refuses.
+      if (!is_derived_key(c.idempotency_key, r.workflow_id, r.step, c.index)) {
         return make_status(Errc::kInvalidArgument,
-                           who() + ": every command needs a type and an idempotency key");
+                           who() + " step " + std::to_string(r.step) + ": command " +
+                               std::to_string(i) + " has idempotency key '" + c.idempotency_key +
+                               "', not '" + idempotency_key_of(r.workflow_id, r.step, c.index) +
+                               "' (workflow id/step/index); nothing written");
       }
     }
     // The workflow's summary decides the next step.
@@ -967,23 +988,6 @@ class SqliteJournal final : public Journal {
     hasher_.hash(prev, bytes_, hash_);
     const std::string_view commands = std::string_view(bytes_).substr(commands_at);
     const char* status = to_string(r.status);
-
-    // The command rows first: a duplicate idempotency key, the one refusal only a write finds,
-    // then fails the request's first write, and a failed statement leaves nothing behind.
-    for (const CommandEntry& c : r.commands) {
-      sqlite3_stmt* cs = cmd_insert_.rebound();
-      bind_text_ref(cs, 1, c.idempotency_key);
-      sqlite3_bind_int64(cs, 2, static_cast<sqlite3_int64>(seq));
-      sqlite3_bind_int64(cs, 3, c.index);
-      Status st = step_done(cmd_insert_, [&] { return "recording the commands of " + who(); });
-      if ((sqlite_rc(st) & 0xff) == SQLITE_CONSTRAINT) {
-        return make_status(Errc::kAlreadyExists, who() + ": idempotency key '" +
-                                                     c.idempotency_key +
-                                                     "' is already recorded; nothing written");
-      }
-      PF_RETURN_IF_ERROR(st);
-      wrote = true;
-    }
 
     sqlite3_stmt* s = rec_insert_.rebound();
     sqlite3_bind_int64(s, 1, static_cast<sqlite3_int64>(seq));
@@ -1111,7 +1115,7 @@ class SqliteJournal final : public Journal {
   std::string bytes_;
   std::string hash_;
   ChainHasher hasher_;
-  Stmt tail_, wf_get_, rec_insert_, cmd_insert_, wf_insert_, wf_update_, head_update_;
+  Stmt tail_, wf_get_, rec_insert_, wf_insert_, wf_update_, head_update_;
   Stmt begin_, commit_, savepoint_, release_, rollback_to_;
   std::unique_ptr<Checkpointer> checkpointer_;
   // Sync behind the writer (defer_syncs): the writer connection's WAL, and a failed sync, which
@@ -1156,24 +1160,10 @@ Result<VerifyReport> SqliteJournal::verify() {
     sqlite3_finalize(s);
     return bad(std::nullopt, std::string("cannot read records: ") + sqlite3_errmsg(db_));
   }
-  sqlite3_stmt* cs = nullptr;
-  rc = sqlite3_prepare_v2(
-      db_,
-      "SELECT seq, idx FROM commands WHERE idempotency_key = ?",
-      -1, &cs, nullptr);
-  if (rc != SQLITE_OK) {
-    sqlite3_finalize(s);
-    sqlite3_finalize(cs);
-    return bad(std::nullopt, std::string("cannot read commands: ") + sqlite3_errmsg(db_));
-  }
   struct Finalize {
-    sqlite3_stmt* a;
-    sqlite3_stmt* b;
-    ~Finalize() {
-      sqlite3_finalize(a);
-      sqlite3_finalize(b);
-    }
-  } finalize{s, cs};
+    sqlite3_stmt* s;
+    ~Finalize() { sqlite3_finalize(s); }
+  } finalize{s};
 
   struct Expected {
     std::string machine, state_name;
@@ -1184,7 +1174,6 @@ Result<VerifyReport> SqliteJournal::verify() {
   };
   std::map<std::string, Expected> flows;
   std::uint64_t expected_seq = 1;
-  std::uint64_t commands_seen = 0;
   std::string prev = kZeroHash;
   while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
     std::uint64_t seq = static_cast<std::uint64_t>(sqlite3_column_int64(s, 0));
@@ -1221,23 +1210,20 @@ Result<VerifyReport> SqliteJournal::verify() {
       return bad(seq, at + ": its link to the workflow's previous record is wrong (names record " +
                           std::to_string(previous_seq) + ")");
     }
-    // Each recorded command has its row, naming this record and the command's index; the count
-    // below finds rows that no record recorded.
-    for (const CommandEntry& c : r.body.commands) {
-      sqlite3_reset(cs);
-      bind_text_ref(cs, 1, c.idempotency_key);
-      rc = sqlite3_step(cs);
-      if (rc == SQLITE_DONE) return bad(seq, at + ": command rows are missing");
-      if (rc != SQLITE_ROW) {
-        return bad(seq, at + ": cannot read its command rows: " + sqlite3_errmsg(db_));
-      }
-      if (static_cast<std::uint64_t>(sqlite3_column_int64(cs, 0)) != seq ||
-          static_cast<std::uint32_t>(sqlite3_column_int64(cs, 1)) != c.index) {
-        return bad(seq, at + ": its command rows differ from the commands it recorded");
+    // Each command's key is the one derived from its workflow, step and index: with the steps
+    // checked above, no key is recorded twice.
+    for (std::size_t i = 0; i < r.body.commands.size(); ++i) {
+      const CommandEntry& c = r.body.commands[i];
+      if (c.index != i || !is_derived_key(c.idempotency_key, r.body.workflow_id, r.body.step,
+                                          c.index)) {
+        return bad(seq, at + ": command " + std::to_string(i) + " has index " +
+                            std::to_string(c.index) + " and idempotency key '" +
+                            c.idempotency_key + "', not '" +
+                            idempotency_key_of(r.body.workflow_id, r.body.step,
+                                               static_cast<std::uint32_t>(i)) +
+                            "'");
       }
     }
-    sqlite3_reset(cs);
-    commands_seen += r.body.commands.size();
     if (is_new) {
       flow.machine = r.body.machine;
       flow.created = r.recorded_at_ms;
@@ -1277,12 +1263,6 @@ Result<VerifyReport> SqliteJournal::verify() {
                          " does not match the journal's head (head names record " +
                          std::to_string(head) + ")");
   }
-  auto total = query_one(db_, "SELECT count(*) FROM commands");
-  if (!total.is_ok() || !total->has_value() ||
-      std::strtoull((*total)->c_str(), nullptr, 10) != commands_seen) {
-    return bad(std::nullopt, "the commands table holds rows that no record recorded");
-  }
-
   // The summaries must agree with the records.
   auto summaries = workflows();
   if (!summaries.is_ok()) {
@@ -1322,6 +1302,29 @@ bool read_only_file(const struct stat& st, const std::string& path) {
 void configure_sqlite_once() {
   static std::once_flag once;
   std::call_once(once, [] { (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); });
+}
+
+// Before the migration to schema version 3 drops the `commands` table: every recorded key must
+// be the derived one, else the journal is refused and left as it is.
+Status keys_derived(sqlite3* db, const std::string& path) {
+  sqlite3_stmt* s = nullptr;
+  int rc = sqlite3_prepare_v2(db, kKeysNotDerived, -1, &s, nullptr);
+  if (rc == SQLITE_OK) rc = sqlite3_step(s);
+  Status out = Status::ok();
+  if (rc == SQLITE_ROW) {
+    out = make_status(
+        Errc::kUnsupported,
+        "journal " + path + " cannot be migrated to schema version 3: command " +
+            std::to_string(sqlite3_column_int64(s, 1)) + " of record " +
+            std::to_string(sqlite3_column_int64(s, 0)) + " has idempotency key '" +
+            column_string(s, 2) +
+            "', and version 3 records only keys made of workflow id/step/index; the journal "
+            "is left unchanged");
+  } else if (rc != SQLITE_DONE) {
+    out = sqlite_error(db, rc, "journal " + path + ": checking its idempotency keys");
+  }
+  sqlite3_finalize(s);
+  return out;
 }
 
 Result<std::unique_ptr<Journal>> open_journal(const std::string& path, OpenOptions options) {
@@ -1478,6 +1481,12 @@ Result<std::unique_ptr<Journal>> open_journal(const std::string& path, OpenOptio
         }
       }
       for (int m = v; m < kJournalSchemaVersion; ++m) {
+        if (m == 2) {
+          if (Status s = keys_derived(db, path); !s.is_ok()) {
+            (void)exec(db, "ROLLBACK");
+            return s;
+          }
+        }
         if (Status s = exec(db, kMigrations[m]); !s.is_ok()) {
           (void)exec(db, "ROLLBACK");
           return fail(s.with_context("migrating to schema version " + std::to_string(m + 1)));

@@ -23,6 +23,7 @@
 // documented in docs/journal.md; changing it is a new version byte, never an edit.
 #include <openssl/evp.h>
 
+#include <charconv>
 #include <cstdint>
 #include <cstring>
 
@@ -78,6 +79,34 @@ Result<WorkflowStatus> parse_workflow_status(std::string_view text) {
     if (text == to_string(s)) return s;
   }
   return make_status(Errc::kCorrupt, "unknown workflow status '" + std::string(text) + "'");
+}
+
+std::string idempotency_key_of(std::string_view workflow_id, std::uint64_t step,
+                               std::uint32_t index) {
+  std::string key(workflow_id);
+  key += '/';
+  key += std::to_string(step);
+  key += '/';
+  key += std::to_string(index);
+  return key;
+}
+
+bool is_derived_key(std::string_view key, std::string_view workflow_id, std::uint64_t step,
+                    std::uint32_t index) {
+  // Compared in pieces: the writer checks every command of every append.
+  if (!key.starts_with(workflow_id)) return false;
+  key.remove_prefix(workflow_id.size());
+  auto take_number = [&key](std::uint64_t expected) {
+    if (key.empty() || key.front() != '/') return false;
+    key.remove_prefix(1);
+    char digits[24];
+    auto [end, ec] = std::to_chars(digits, digits + sizeof digits, expected);
+    const std::string_view text(digits, static_cast<std::size_t>(end - digits));
+    if (ec != std::errc() || !key.starts_with(text)) return false;
+    key.remove_prefix(text.size());
+    return true;
+  };
+  return take_number(step) && take_number(index) && key.empty();
 }
 
 void append_encoded_commands(std::string& out, const std::vector<CommandEntry>& commands) {

@@ -187,6 +187,37 @@ TEST(JournalGolden, VersionOneJournalMigratesVerifiesAndResumes) {
   EXPECT_EQ(golden_journal_problems(1), "");
 }
 
+TEST(JournalGolden, VersionTwoJournalMigratesVerifiesAndResumes) {
+  EXPECT_EQ(golden_journal_problems(2), "");
+}
+
+// Schema version 3 records only derived idempotency keys and drops the `commands` table: a
+// version-2 journal holding any other key is refused by name and left byte for byte as it was.
+TEST(JournalGolden, VersionTwoJournalWithAnotherKeyIsRefusedUnchanged) {
+  testing::TempDir dir;
+  std::string path = dir.file("journal.db");
+  std::filesystem::copy_file(golden_journal(2), path);
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db,
+                           "UPDATE commands SET idempotency_key = 'order-9' "
+                           "WHERE seq = 4 AND idx = 1",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+  }
+  auto before = test::snapshot(path);
+  auto j = Journal::open(path, {});
+  ASSERT_FALSE(j.is_ok());
+  EXPECT_EQ(j.status().code(), Errc::kUnsupported);
+  EXPECT_NE(j.status().message().find("command 1 of record 4 has idempotency key 'order-9'"),
+            std::string::npos)
+      << j.status().message();
+  EXPECT_EQ(test::snapshot(path), before);
+  EXPECT_EQ(schema_version_of(path), "2");
+}
+
 TEST(JournalGolden, CurrentVersionJournalOpensVerifiesAndResumes) {
   if (updating()) write_golden_journal();
   EXPECT_EQ(golden_journal_problems(kJournalSchemaVersion), "");

@@ -152,8 +152,17 @@ TEST(Journal, RefusedRequestsWriteNothing) {
   EXPECT_EQ(j->append(request("new", 1)).code(), Errc::kRejected);            // must start at 0
   EXPECT_EQ(j->append(request("w", 1, 1, "other")).code(), Errc::kRejected);  // other machine
   AppendRequest dup = request("v", 0);
-  dup.commands[0].idempotency_key = "w/0/0";
-  EXPECT_EQ(j->append(dup).code(), Errc::kAlreadyExists);
+  dup.commands[0].idempotency_key = "w/0/0";  // w's key: only v/0/0 is v's
+  Status not_derived = j->append(dup);
+  EXPECT_EQ(not_derived.code(), Errc::kInvalidArgument);
+  EXPECT_EQ(not_derived.message(),
+            "workflow 'v' step 0: command 0 has idempotency key 'w/0/0', not 'v/0/0' (workflow "
+            "id/step/index); nothing written");
+  for (const char* key : {"v/0/0/", "v/00/0", "v/0/1", "v/0", "v0/0", "", "/0/0"}) {
+    AppendRequest other = request("v", 0);
+    other.commands[0].idempotency_key = key;
+    EXPECT_EQ(j->append(other).code(), Errc::kInvalidArgument) << key;
+  }
   AppendRequest bad_index = request("v", 0, 2);
   bad_index.commands[1].index = 5;
   EXPECT_EQ(j->append(bad_index).code(), Errc::kInvalidArgument);
@@ -202,14 +211,38 @@ TEST(Journal, AppendEachFailsAnInvalidRequestAlone) {
   EXPECT_TRUE(j->verify()->intact);
 }
 
-TEST(Journal, AppendEachFailsADuplicateKeyAloneWhereverItIs) {
+// Makes the journal's summary write fail for a state named "Refused", after the request wrote its
+// record: the one kind of failure the writer cannot foresee (every refusal of its own is found
+// before the first write), which sends the group to the savepoint retry.
+void refuse_summaries_of_state_refused(const std::string& path) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr), SQLITE_OK);
+  for (const char* when : {"INSERT", "UPDATE"}) {
+    std::string sql = std::string("CREATE TRIGGER refuse_") + when + " BEFORE " + when +
+                      " ON workflows WHEN NEW.state_name = 'Refused' BEGIN SELECT "
+                      "RAISE(ABORT, 'refused by the test'); END";
+    ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK)
+        << sqlite3_errmsg(db);
+  }
+  sqlite3_close(db);
+}
+
+AppendRequest refused_at_summary(const std::string& workflow, std::uint64_t step) {
+  AppendRequest r = request(workflow, step, 2);
+  r.state_name = "Refused";
+  return r;
+}
+
+TEST(Journal, AppendEachFailsARequestAloneWhereverItFails) {
   TempDir dir;
-  auto j = open_rw(dir.file("journal.db"));
+  const std::string path = dir.file("journal.db");
+  auto j = open_rw(path);
   ASSERT_TRUE(j);
   ASSERT_TRUE(j->append(request("old", 0)).is_ok());  // records key old/0/0
-  // Duplicates in the first command (found by the request's first write), in a later command
-  // (found after the request wrote a row: the group runs again with savepoints), and of a key
-  // recorded earlier in the same group.
+  refuse_summaries_of_state_refused(path);
+  // Refused before any write: another workflow's key in the first command, and in a later one,
+  // and a key recorded earlier in the same group; failing after its record was written (the
+  // group runs again with savepoints).
   AppendRequest first_dup = request("a", 0, 2);
   first_dup.commands[0].idempotency_key = "old/0/0";
   AppendRequest later_dup = request("b", 0, 3);
@@ -217,16 +250,21 @@ TEST(Journal, AppendEachFailsADuplicateKeyAloneWhereverItIs) {
   AppendRequest same_group_dup = request("d", 0);
   same_group_dup.commands[0].idempotency_key = "c/0/0";
   std::vector<AppendRequest> batch = {first_dup,      request("c", 0), later_dup,
-                                      same_group_dup, request("c", 1), request("a", 0)};
+                                      same_group_dup, request("c", 1), request("a", 0),
+                                      refused_at_summary("e", 0)};
   GroupOutcome out = j->append_each(batch);
   EXPECT_TRUE(out.commit.is_ok());
-  ASSERT_EQ(out.each.size(), 6u);
-  EXPECT_EQ(out.each[0].code(), Errc::kAlreadyExists) << out.each[0].message();
+  ASSERT_EQ(out.each.size(), 7u);
+  EXPECT_EQ(out.each[0].code(), Errc::kInvalidArgument) << out.each[0].message();
   EXPECT_TRUE(out.each[1].is_ok()) << out.each[1].message();
-  EXPECT_EQ(out.each[2].code(), Errc::kAlreadyExists) << out.each[2].message();
-  EXPECT_EQ(out.each[3].code(), Errc::kAlreadyExists) << out.each[3].message();
+  EXPECT_EQ(out.each[2].code(), Errc::kInvalidArgument) << out.each[2].message();
+  EXPECT_EQ(out.each[3].code(), Errc::kInvalidArgument) << out.each[3].message();
   EXPECT_TRUE(out.each[4].is_ok()) << out.each[4].message();
   EXPECT_TRUE(out.each[5].is_ok()) << out.each[5].message();
+  EXPECT_FALSE(out.each[6].is_ok());
+  EXPECT_NE(out.each[6].message().find("refused by the test"), std::string::npos)
+      << out.each[6].message();
+  EXPECT_FALSE(j->workflow("e")->has_value());
 
   auto all = j->all_records();
   ASSERT_TRUE(all.is_ok());
@@ -248,8 +286,8 @@ TEST(Journal, AppendEachFailsADuplicateKeyAloneWhereverItIs) {
 
 // The requests a group takes in while it is written: committed in the same transaction (none of
 // them is visible to another connection when they are handed over), each failing alone,
-// including a duplicate key that sends the whole group, late ones included, to the savepoint
-// retry.
+// including a failure after a request wrote its record, which sends the whole group, late ones
+// included, to the savepoint retry.
 TEST(Journal, AppendEachTakingMoreCommitsTheLateRequestsWithTheGroup) {
   TempDir dir;
   std::string path = dir.file("journal.db");
@@ -265,11 +303,10 @@ TEST(Journal, AppendEachTakingMoreCommitsTheLateRequestsWithTheGroup) {
     sqlite3_finalize(s);
     return n;
   };
-  AppendRequest later_dup = request("dup", 0, 2);
-  later_dup.commands[1].idempotency_key = "old/0/0";
+  refuse_summaries_of_state_refused(path);
   std::vector<std::vector<AppendRequest>> arrivals = {
       {request("b", 0), request("a", 5)},  // a's step 5 is not its next step
-      {later_dup, request("a", 1)},
+      {refused_at_summary("dup", 0), request("a", 1)},
   };
   std::vector<int> committed_when_asked;
   std::vector<AppendRequest> group = {request("a", 0)};
@@ -279,7 +316,7 @@ TEST(Journal, AppendEachTakingMoreCommitsTheLateRequestsWithTheGroup) {
     for (auto& r : arrivals[committed_when_asked.size() - 1]) more.push_back(r);
   });
   EXPECT_TRUE(out.commit.is_ok()) << out.commit.message();
-  // Asked once more after each arrival but the last: its duplicate key sends the group to the
+  // Asked once more after each arrival but the last: its refused summary sends the group to the
   // savepoint retry, which takes exactly the requests of the first try.
   EXPECT_EQ(committed_when_asked, (std::vector<int>{1, 1}));
   ASSERT_EQ(group.size(), 5u);
@@ -287,7 +324,8 @@ TEST(Journal, AppendEachTakingMoreCommitsTheLateRequestsWithTheGroup) {
   EXPECT_TRUE(out.each[0].is_ok()) << out.each[0].message();
   EXPECT_TRUE(out.each[1].is_ok()) << out.each[1].message();
   EXPECT_EQ(out.each[2].code(), Errc::kRejected) << out.each[2].message();
-  EXPECT_EQ(out.each[3].code(), Errc::kAlreadyExists) << out.each[3].message();
+  EXPECT_NE(out.each[3].message().find("refused by the test"), std::string::npos)
+      << out.each[3].message();
   EXPECT_TRUE(out.each[4].is_ok()) << out.each[4].message();
   EXPECT_EQ(committed_records(), 4);
   sqlite3_close(reader);

@@ -103,9 +103,17 @@ std::string encode_commands(const std::vector<CommandEntry>& commands);
 Result<std::vector<CommandEntry>> decode_commands(std::string_view bytes);
 Result<WorkflowStatus> parse_workflow_status(std::string_view text);
 
+// The idempotency key of command `index` of a workflow's record `step`: "<workflow id>/<step>/
+// <index>". The journal records no other key (schema version 3), so keys are unique because a
+// workflow's steps are.
+std::string idempotency_key_of(std::string_view workflow_id, std::uint64_t step,
+                               std::uint32_t index);
+bool is_derived_key(std::string_view key, std::string_view workflow_id, std::uint64_t step,
+                    std::uint32_t index);
+
 // The schema version this build writes; older journals are migrated on a writable open, newer
 // ones refused.
-inline constexpr int kJournalSchemaVersion = 2;
+inline constexpr int kJournalSchemaVersion = 3;
 // SQLite's application_id of a persoflow journal ("PFJN"), checked before anything else.
 inline constexpr std::int32_t kJournalApplicationId = 0x50464A4E;
 
@@ -125,8 +133,8 @@ class Journal {
   // All in one transaction (group commit); all or nothing.
   virtual Status append_batch(std::span<const AppendRequest> requests) = 0;
   // One transaction for all, but each request stands alone: one that is invalid (wrong step,
-  // duplicate idempotency key) is rolled back to its savepoint and fails by itself while the
-  // others commit. A commit whose outcome is unknown poisons the instance and fails them all.
+  // an idempotency key that is not the derived one) fails by itself, having written nothing,
+  // while the others commit. A commit whose outcome is unknown poisons the instance and fails them all.
   virtual GroupOutcome append_each(std::span<const AppendRequest> requests) = 0;
   // append_each, and before the commit also the requests that `more` adds to `requests`: it is
   // called each time every request so far is written, until it adds none, so a group commit

@@ -296,7 +296,7 @@ int journal_bench(int argc, char** argv) {
   double seconds = 4;
   int workflows = 64;
   int drivers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  int max_batch = 256;
+  int max_batch = static_cast<int>(st::GroupCommitWriter::kDefaultMaxBatch);
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--help" || a == "-h") {
@@ -308,7 +308,7 @@ int journal_bench(int argc, char** argv) {
           "  through the group commit writer, each waiting for its acknowledgement before\n"
           "  its next event: driven by D threads (default: one per core, as the station's\n"
           "  runtime), then with one thread per workflow. S seconds each (default 4).\n"
-          "  B: most appends the writer commits in one transaction (default 256).\n");
+          "  B: most appends the writer commits in one transaction (default 32).\n");
       return 0;
     }
     if (a == "--seconds" && i + 1 < argc) {

@@ -514,7 +514,7 @@ class SqliteJournal final : public Journal {
     // checkpoint's own WAL sync would be deferred: make every frame durable first.
     if (deferred_wal_ != nullptr) (void)sync_committed();
     for (Stmt* st : {&tail_, &wf_get_, &rec_insert_, &wf_insert_, &wf_update_,
-                     &head_update_, &begin_, &commit_, &savepoint_, &release_, &rollback_to_}) {
+                     &head_seq_update_, &head_hash_update_, &begin_, &commit_, &savepoint_, &release_, &rollback_to_}) {
       st->finalize();
     }
     sqlite3_close_v2(db_);
@@ -556,10 +556,12 @@ class SqliteJournal final : public Journal {
         db_,
         "UPDATE workflows SET state_name = ?3, status = ?4, steps = ?5, updated_at_ms = ?7, "
         "last_seq = ?8 WHERE workflow_id = ?1"));
+    // One row per statement: an UPDATE of two rows needs a statement journal, which SQLite
+    // allocates and frees in every transaction.
     PF_RETURN_IF_ERROR(
-        head_update_.prepare(db_,
-                             "UPDATE meta SET value = CASE key WHEN 'head_seq' THEN ?1 ELSE ?2 END "
-                             "WHERE key IN ('head_seq', 'head_hash')"));
+        head_seq_update_.prepare(db_, "UPDATE meta SET value = ?1 WHERE key = 'head_seq'"));
+    PF_RETURN_IF_ERROR(
+        head_hash_update_.prepare(db_, "UPDATE meta SET value = ?1 WHERE key = 'head_hash'"));
     PF_RETURN_IF_ERROR(begin_.prepare(db_, "BEGIN IMMEDIATE"));
     PF_RETURN_IF_ERROR(commit_.prepare(db_, "COMMIT"));
     PF_RETURN_IF_ERROR(savepoint_.prepare(db_, "SAVEPOINT one"));
@@ -802,10 +804,12 @@ class SqliteJournal final : public Journal {
     }
     // The head (last seq and hash) once per transaction: it lets verify notice a record removed
     // from the end, which leaves no gap.
-    sqlite3_stmt* hs = head_update_.fresh();
-    bind_text(hs, 1, std::to_string(seq));
-    bind_text(hs, 2, prev);
-    if (Status h = step_done(head_update_, "updating the journal head"); !h.is_ok()) {
+    bind_text(head_seq_update_.fresh(), 1, std::to_string(seq));
+    if (Status h = step_done(head_seq_update_, "updating the journal head"); !h.is_ok()) {
+      return abort_all(h);
+    }
+    bind_text_ref(head_hash_update_.fresh(), 1, prev);
+    if (Status h = step_done(head_hash_update_, "updating the journal head"); !h.is_ok()) {
       return abort_all(h);
     }
     if (group) crash_point("journal.group.before_commit");
@@ -1115,7 +1119,7 @@ class SqliteJournal final : public Journal {
   std::string bytes_;
   std::string hash_;
   ChainHasher hasher_;
-  Stmt tail_, wf_get_, rec_insert_, wf_insert_, wf_update_, head_update_;
+  Stmt tail_, wf_get_, rec_insert_, wf_insert_, wf_update_, head_seq_update_, head_hash_update_;
   Stmt begin_, commit_, savepoint_, release_, rollback_to_;
   std::unique_ptr<Checkpointer> checkpointer_;
   // Sync behind the writer (defer_syncs): the writer connection's WAL, and a failed sync, which

@@ -177,9 +177,13 @@ class Journal {
 class GroupCommitWriter {
  public:
   using Done = std::function<void(Status)>;
+  // At most this many appends per transaction. A cap below the appends in flight lets the next
+  // group be written while the last one syncs, instead of every workflow waiting for one group
+  // (docs/journal.md, "A cap on the group").
+  static constexpr std::size_t kDefaultMaxBatch = 32;
   virtual ~GroupCommitWriter() = default;
   static std::unique_ptr<GroupCommitWriter> start(std::unique_ptr<Journal> journal,
-                                                  std::size_t max_batch = 256);
+                                                  std::size_t max_batch = kDefaultMaxBatch);
   virtual void append(AppendRequest request, Done done) = 0;
   // Commits what is queued, runs its callbacks, then stops the writer's threads. Idempotent;
   // called by the destructor.

@@ -513,8 +513,9 @@ class SqliteJournal final : public Journal {
     // Closing the last connection checkpoints the WAL into the database file, and that
     // checkpoint's own WAL sync would be deferred: make every frame durable first.
     if (deferred_wal_ != nullptr) (void)sync_committed();
-    for (Stmt* st : {&tail_, &wf_get_, &rec_insert_, &wf_insert_, &wf_update_,
-                     &head_seq_update_, &head_hash_update_, &begin_, &commit_, &savepoint_, &release_, &rollback_to_}) {
+    for (Stmt* st : {&tail_, &wf_get_, &rec_insert_, &wf_insert_, &wf_update_, &head_seq_update_,
+                     &head_hash_update_, &begin_, &commit_, &savepoint_, &release_,
+                     &rollback_to_}) {
       st->finalize();
     }
     sqlite3_close_v2(db_);
@@ -1119,7 +1120,8 @@ class SqliteJournal final : public Journal {
   std::string bytes_;
   std::string hash_;
   ChainHasher hasher_;
-  Stmt tail_, wf_get_, rec_insert_, wf_insert_, wf_update_, head_seq_update_, head_hash_update_;
+  Stmt tail_, wf_get_, rec_insert_, wf_insert_, wf_update_;
+  Stmt head_seq_update_, head_hash_update_;
   Stmt begin_, commit_, savepoint_, release_, rollback_to_;
   std::unique_ptr<Checkpointer> checkpointer_;
   // Sync behind the writer (defer_syncs): the writer connection's WAL, and a failed sync, which

@@ -134,7 +134,8 @@ class Journal {
   virtual Status append_batch(std::span<const AppendRequest> requests) = 0;
   // One transaction for all, but each request stands alone: one that is invalid (wrong step,
   // an idempotency key that is not the derived one) fails by itself, having written nothing,
-  // while the others commit. A commit whose outcome is unknown poisons the instance and fails them all.
+  // while the others commit. A commit whose outcome is unknown poisons the instance and fails
+  // them all.
   virtual GroupOutcome append_each(std::span<const AppendRequest> requests) = 0;
   // append_each, and before the commit also the requests that `more` adds to `requests`: it is
   // called each time every request so far is written, until it adds none, so a group commit

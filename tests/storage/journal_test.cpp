@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <map>
 #include <thread>
 
 #include "journal_support.hpp"
@@ -549,6 +550,42 @@ TEST(GroupCommit, SyncsBehindTheWriterAndCheckpointsBetweenGroups) {
   EXPECT_GT(std::filesystem::file_size(path), 256u << 10);
   writer.reset();
   EXPECT_EQ(intact_with(path, kThreads * kFlowsPerThread * kSteps + 1), "");
+}
+
+// The cap on a group (GroupCommitWriter::start's max_batch): appends queued faster than the
+// writer commits them fill groups up to the cap and never past it. The journal's clock ticks once
+// per transaction, so the records of one transaction share their recorded_at_ms.
+TEST(GroupCommit, NoGroupHoldsMoreThanItsCap) {
+  TempDir dir;
+  const std::string path = dir.file("journal.db");
+  std::atomic<std::int64_t> tick{1'700'000'000'000};
+  auto j = Journal::open(path, {.wall_clock_ms = [&tick] { return tick++; }});
+  ASSERT_TRUE(j.is_ok()) << j.status().message();
+  constexpr std::size_t kCap = 8;
+  auto writer = GroupCommitWriter::start(std::move(*j), kCap);
+  constexpr int kFlows = 40, kSteps = 5;
+  std::vector<std::promise<Status>> done(kFlows * kSteps);
+  for (int step = 0; step < kSteps; ++step) {
+    for (int f = 0; f < kFlows; ++f) {  // every flow's next step only once the last is in
+      const std::size_t i = static_cast<std::size_t>(step * kFlows + f);
+      writer->append(request("f" + std::to_string(f), static_cast<std::uint64_t>(step)),
+                     [&done, i](Status s) { done[i].set_value(std::move(s)); });
+    }
+    for (int f = 0; f < kFlows; ++f) {
+      EXPECT_TRUE(done[static_cast<std::size_t>(step * kFlows + f)].get_future().get().is_ok());
+    }
+  }
+  writer.reset();
+  auto reader = Journal::open(path, {.read_only = true});
+  ASSERT_TRUE(reader.is_ok()) << reader.status().message();
+  auto all = (*reader)->all_records();
+  ASSERT_TRUE(all.is_ok());
+  ASSERT_EQ(all->size(), static_cast<std::size_t>(kFlows * kSteps));
+  std::map<std::int64_t, std::size_t> per_transaction;
+  for (const auto& r : *all) ++per_transaction[r.recorded_at_ms];
+  std::size_t largest = 0;
+  for (const auto& [at, n] : per_transaction) largest = std::max(largest, n);
+  EXPECT_EQ(largest, kCap) << per_transaction.size() << " transactions";
 }
 
 TEST(GroupCommit, StopCommitsWhatIsQueued) {

@@ -326,8 +326,8 @@ int journal_bench(int argc, char** argv) {
   }
   if (seconds <= 0 || workflows <= 0 || drivers <= 0 || max_batch <= 0) {
     std::fprintf(stderr,
-                 "persoflow-bench journal: --seconds, --workflows and --drivers must be "
-                 "positive\n");
+                 "persoflow-bench journal: --seconds, --workflows, --drivers and --max-batch "
+                 "must be positive\n");
     return 2;
   }
   testing::TempDir dir("persoflow-bench-journal");

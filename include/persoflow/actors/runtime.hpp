@@ -47,7 +47,8 @@ struct StepNotice {
 struct RuntimeOptions {
   unsigned io_threads = 0;        // 0: one per core
   unsigned blocking_threads = 4;  // the pool of blocking executors
-  std::size_t max_batch = storage::GroupCommitWriter::kDefaultMaxBatch;  // appends per group commit
+  // Appends per group commit.
+  std::size_t max_batch = storage::GroupCommitWriter::kDefaultMaxBatch;
   // Resolves a journaled machine name; default machines::find_machine. Tests use it to run a
   // changed machine under the same name.
   std::function<const machines::MachineDef*(std::string_view)> find_machine;

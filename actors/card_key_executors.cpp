@@ -43,11 +43,9 @@ struct TokenProcedureInfo {
 // The token procedure `name` from the CM host's procedure list (genm persoflowProcedureList).
 Result<TokenProcedureInfo> token_procedure(Impl& st, const std::string& name) {
   std::string refusal;
-  PF_ASSIGN_OR_RETURN(json list, configuration_genm(st, protocol::kOidProcedureList,
-                                                    json::object(), &refusal));
-  if (!refusal.empty()) {
-    return make_status(Errc::kRejected, "the CM host refused to list its procedures: " + refusal);
-  }
+  PF_ASSIGN_OR_RETURN(json asked, configuration_genm(st, protocol::kOidProcedureList,
+                                                     json::object(), &refusal));
+  PF_ASSIGN_OR_RETURN(json list, genm::procedure_list_answer(std::move(asked), refusal));
   TokenProcedureInfo out;
   std::vector<std::string> names;
   for (const auto& tp : list.value("token_procedures", json::array())) {

@@ -63,6 +63,10 @@ Result<json> procedure_list(CmLink& link) {
   std::string refusal;
   PF_ASSIGN_OR_RETURN(json list, json_genm(link, protocol::kOidProcedureList, json::object(),
                                            &refusal));
+  return procedure_list_answer(std::move(list), refusal);
+}
+
+Result<json> procedure_list_answer(json list, const std::string& refusal) {
   if (!refusal.empty()) {
     return make_status(Errc::kRejected, "the CM host refused to list its procedures: " + refusal);
   }

@@ -28,6 +28,9 @@ Result<nlohmann::json> json_genm(CmLink& link, const char* oid, const nlohmann::
 // The CM host's procedures as it lists them for the officer (genm persoflowProcedureList): token,
 // certificate and key procedures. A refusal is Errc::kRejected with the CM host's reason.
 Result<nlohmann::json> procedure_list(CmLink& link);
+// A procedure-list answer however it was asked (json_genm's `list` and `refusal`): the list, or
+// the refusal as procedure_list gives it.
+Result<nlohmann::json> procedure_list_answer(nlohmann::json list, const std::string& refusal);
 
 // A genm with one info item `oid` carrying `body`, saved at `request_file` before it is sent; the
 // genp's JSON is kept at `answer_file` (a repeat answers from it without asking), a single

@@ -51,11 +51,20 @@ constexpr int kBusyTimeoutMs = 200;
 // cheaper per append, at the price of a larger WAL to recover after a crash.
 constexpr int kCheckpointFrames = 16384;
 
+Status keys_derived(sqlite3* db, const std::string& path);
+
+// A schema migration: its SQL, and a check that refuses, before the SQL runs, a journal the
+// migration cannot take (the transaction is rolled back: the journal stays as it was).
+struct Migration {
+  const char* sql;
+  Status (*check)(sqlite3* db, const std::string& path) = nullptr;
+};
+
 // Schema migrations: migration i brings a journal from version i to version i + 1. Never edit a
 // released migration; add the next one.
-constexpr const char* kMigrations[] = {
+constexpr Migration kMigrations[] = {
     // 0 -> 1: the first schema.
-    R"sql(
+    {R"sql(
 CREATE TABLE meta(
   key   TEXT PRIMARY KEY,
   value TEXT NOT NULL
@@ -100,13 +109,13 @@ CREATE TABLE workflows(
 CREATE INDEX workflows_by_status ON workflows(status);
 INSERT INTO meta(key, value) VALUES ('magic', 'persoflow-journal'), ('head_seq', '0'),
   ('head_hash', '0000000000000000000000000000000000000000000000000000000000000000');
-)sql",
+)sql"},
     // 1 -> 2: fewer B-trees per append (docs/journal.md, "Schema version 2"). A record links to
     // its workflow's previous record instead of an index on (workflow_id, step); a command row
     // keeps only what finds its record (its type and payload are in the record's commands);
     // commands and workflows are keyed by their natural keys without a rowid; no index on the
     // workflows' status. Record values are copied unchanged: the hash chain still holds.
-    R"sql(
+    {R"sql(
 CREATE TABLE records_v2(
   seq            INTEGER PRIMARY KEY,
   workflow_id    TEXT NOT NULL,
@@ -156,15 +165,16 @@ INSERT INTO workflows_v2 SELECT workflow_id, machine, state_name, status, steps,
   updated_at_ms, last_seq FROM workflows;
 DROP TABLE workflows;
 ALTER TABLE workflows_v2 RENAME TO workflows;
-)sql",
+)sql"},
     // 2 -> 3: no `commands` table (docs/journal.md, "Schema version 3"). A command's idempotency
     // key is its workflow id, step and index ("w/4/0"), which the writer requires and verify
     // checks, so keys are unique by the steps' own uniqueness; the table repeated that check at
-    // the cost of one scattered index leaf per append. Before this runs, open_journal refuses a
-    // journal holding any other key (kKeysNotDerived): nothing is dropped that was not implied.
-    R"sql(
+    // the cost of one scattered index leaf per append. Its check refuses a journal holding any
+    // other key (kKeysNotDerived): nothing is dropped that was not implied.
+    {R"sql(
 DROP TABLE commands;
 )sql",
+     keys_derived},
 };
 
 // Finds a command whose idempotency key is not the one schema version 3 derives, in a journal
@@ -279,6 +289,13 @@ Result<std::optional<std::string>> query_one(sqlite3* db, const char* sql) {
   sqlite3_finalize(s);
   if (!st.is_ok()) return st;
   return out;
+}
+
+// A first read of the database: it opens the WAL (SQLite 3.40 checkpoints nothing, and gives no
+// WAL file, on a connection that has not read yet), and rolls back a hot journal a killed writer
+// left.
+Status read_database(sqlite3* db) {
+  return query_one(db, "SELECT count(*) FROM sqlite_schema").status();
 }
 
 const char* kRecordColumns =
@@ -407,9 +424,7 @@ class Checkpointer {
       return;
     }
     sqlite3_busy_timeout(db_, kBusyTimeoutMs);
-    // SQLite (3.40) checkpoints nothing on a connection that has not read the database yet: its
-    // WAL is opened by the first read.
-    if (!query_one(db_, "SELECT count(*) FROM sqlite_schema").is_ok()) {
+    if (!read_database(db_).is_ok()) {
       sqlite3_close_v2(db_);
       db_ = nullptr;
       return;
@@ -597,8 +612,7 @@ class SqliteJournal final : public Journal {
 
   bool defer_syncs() override {
     if (read_only_ || poisoned() || !db_) return false;
-    // The WAL is open once the connection has read the database.
-    if (!query_one(db_, "SELECT count(*) FROM sqlite_schema").is_ok()) return false;
+    if (!read_database(db_).is_ok()) return false;
     sqlite3_file* wal = nullptr;
     if (sqlite3_file_control(db_, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal) != SQLITE_OK ||
         !defer_wal_syncs(wal)) {
@@ -1379,7 +1393,7 @@ Result<std::unique_ptr<Journal>> open_journal(const std::string& path, OpenOptio
     sqlite3* db = nullptr;
     if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) == SQLITE_OK) {
       sqlite3_busy_timeout(db, kBusyTimeoutMs);
-      (void)query_one(db, "SELECT count(*) FROM sqlite_schema");  // rolls the hot journal back
+      (void)read_database(db);
     }
     sqlite3_close_v2(db);
     exists = ::stat(path.c_str(), &st) == 0;
@@ -1487,13 +1501,13 @@ Result<std::unique_ptr<Journal>> open_journal(const std::string& path, OpenOptio
         }
       }
       for (int m = v; m < kJournalSchemaVersion; ++m) {
-        if (m == 2) {
-          if (Status s = keys_derived(db, path); !s.is_ok()) {
+        if (kMigrations[m].check) {
+          if (Status s = kMigrations[m].check(db, path); !s.is_ok()) {
             (void)exec(db, "ROLLBACK");
             return s;
           }
         }
-        if (Status s = exec(db, kMigrations[m]); !s.is_ok()) {
+        if (Status s = exec(db, kMigrations[m].sql); !s.is_ok()) {
           (void)exec(db, "ROLLBACK");
           return fail(s.with_context("migrating to schema version " + std::to_string(m + 1)));
         }

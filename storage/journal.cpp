@@ -50,6 +50,10 @@ constexpr int kBusyTimeoutMs = 200;
 // page rewritten by many commits (an index leaf, a summary) is copied once per cycle: rarer is
 // cheaper per append, at the price of a larger WAL to recover after a crash.
 constexpr int kCheckpointFrames = 16384;
+// Records between two writes of the workflows table (schema version 4): a reader adds at most
+// this many records to its rows, and the writer writes each workflow's row once per this many
+// records instead of with each of its appends.
+constexpr std::uint64_t kSummaryEvery = 4096;
 
 Status keys_derived(sqlite3* db, const std::string& path);
 
@@ -175,6 +179,26 @@ ALTER TABLE workflows_v2 RENAME TO workflows;
 DROP TABLE commands;
 )sql",
      keys_derived},
+    // 3 -> 4: the workflows table is written every so many records instead of with each one
+    // (docs/journal.md, "Schema version 4"). Its rows describe the records up to meta
+    // `summary_seq`; the view workflow_summaries adds the records after it (the tail), and every
+    // reader reads the view. The table is current when migrated.
+    {R"sql(
+INSERT INTO meta(key, value) SELECT 'summary_seq', value FROM meta WHERE key = 'head_seq';
+CREATE VIEW workflow_summaries AS
+WITH tail AS (
+  SELECT workflow_id, max(seq) AS last_seq, min(seq) AS first_seq FROM records
+  WHERE seq > (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'summary_seq')
+  GROUP BY workflow_id)
+SELECT workflow_id, machine, state_name, status, steps, created_at_ms, updated_at_ms, last_seq
+  FROM workflows WHERE workflow_id NOT IN (SELECT workflow_id FROM tail)
+UNION ALL
+SELECT r.workflow_id, r.machine, r.state_name, r.status, r.step + 1,
+  coalesce((SELECT w.created_at_ms FROM workflows w WHERE w.workflow_id = t.workflow_id),
+           (SELECT f.recorded_at_ms FROM records f WHERE f.seq = t.first_seq)),
+  r.recorded_at_ms, r.seq
+  FROM tail t JOIN records r ON r.seq = t.last_seq;
+)sql"},
 };
 
 // Finds a command whose idempotency key is not the one schema version 3 derives, in a journal
@@ -520,6 +544,7 @@ class SqliteJournal final : public Journal {
   void set_wall_clock(std::function<std::int64_t()> wall_clock_ms) {
     wall_clock_ms_ = std::move(wall_clock_ms);
   }
+  void set_summary_every(std::uint64_t records) { summary_every_ = records; }
 
   ~SqliteJournal() override {
     // Statements first, then the connection, then the writer lock.
@@ -528,9 +553,8 @@ class SqliteJournal final : public Journal {
     // Closing the last connection checkpoints the WAL into the database file, and that
     // checkpoint's own WAL sync would be deferred: make every frame durable first.
     if (deferred_wal_ != nullptr) (void)sync_committed();
-    for (Stmt* st : {&tail_, &wf_get_, &rec_insert_, &wf_insert_, &wf_update_, &head_seq_update_,
-                     &head_hash_update_, &begin_, &commit_, &savepoint_, &release_,
-                     &rollback_to_}) {
+    for (Stmt* st : {&tail_, &wf_get_, &rec_insert_, &wf_upsert_, &summary_seq_update_,
+                     &head_seq_update_, &head_hash_update_, &begin_, &commit_}) {
       st->finalize();
     }
     sqlite3_close_v2(db_);
@@ -562,16 +586,14 @@ class SqliteJournal final : public Journal {
         "INSERT INTO records(seq, workflow_id, step, previous_seq, machine, event_type, event, "
         "result_of, state_name, state, status, commands, recorded_at_ms, prev_hash, hash) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
-    // The writer knows whether a workflow has a summary row (find_flow), so it inserts or
-    // updates directly instead of an upsert that tries the insert first.
-    PF_RETURN_IF_ERROR(wf_insert_.prepare(
+    PF_RETURN_IF_ERROR(wf_upsert_.prepare(
         db_,
         "INSERT INTO workflows(workflow_id, machine, state_name, status, steps, created_at_ms, "
-        "updated_at_ms, last_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"));
-    PF_RETURN_IF_ERROR(wf_update_.prepare(
-        db_,
-        "UPDATE workflows SET state_name = ?3, status = ?4, steps = ?5, updated_at_ms = ?7, "
-        "last_seq = ?8 WHERE workflow_id = ?1"));
+        "updated_at_ms, last_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
+        "ON CONFLICT(workflow_id) DO UPDATE SET state_name = ?3, status = ?4, steps = ?5, "
+        "updated_at_ms = ?7, last_seq = ?8"));
+    PF_RETURN_IF_ERROR(summary_seq_update_.prepare(
+        db_, "UPDATE meta SET value = ?1 WHERE key = 'summary_seq'"));
     // One row per statement: an UPDATE of two rows needs a statement journal, which SQLite
     // allocates and frees in every transaction.
     PF_RETURN_IF_ERROR(
@@ -580,9 +602,6 @@ class SqliteJournal final : public Journal {
         head_hash_update_.prepare(db_, "UPDATE meta SET value = ?1 WHERE key = 'head_hash'"));
     PF_RETURN_IF_ERROR(begin_.prepare(db_, "BEGIN IMMEDIATE"));
     PF_RETURN_IF_ERROR(commit_.prepare(db_, "COMMIT"));
-    PF_RETURN_IF_ERROR(savepoint_.prepare(db_, "SAVEPOINT one"));
-    PF_RETURN_IF_ERROR(release_.prepare(db_, "RELEASE one"));
-    PF_RETURN_IF_ERROR(rollback_to_.prepare(db_, "ROLLBACK TO one"));
     return Status::ok();
   }
 
@@ -640,7 +659,7 @@ class SqliteJournal final : public Journal {
     // on workflow_id). Each link must point back, so a damaged link cannot loop.
     std::string sql = std::string(
                           "WITH RECURSIVE chain(seq) AS ("
-                          "SELECT last_seq FROM workflows WHERE workflow_id = ?1 "
+                          "SELECT last_seq FROM workflow_summaries WHERE workflow_id = ?1 "
                           "UNION ALL SELECT r.previous_seq FROM records r JOIN chain c "
                           "ON r.seq = c.seq WHERE r.previous_seq > 0 AND r.previous_seq < r.seq) "
                           "SELECT ") +
@@ -708,11 +727,9 @@ class SqliteJournal final : public Journal {
   // How the requests of one transaction are kept apart.
   enum class Isolation {
     kAllOrNothing,  // append / append_batch: the first failure fails them all
-    // append_each without savepoints: every refusal is found before the request writes, or by
-    // its first write (a failed statement leaves nothing); a failure after a request wrote
-    // something gives up and the group runs again with kSavepoints.
-    kOptimistic,
-    kSavepoints,  // append_each, each request under its own savepoint
+    // append_each: a request fails alone. Every refusal is found before the request writes, and
+    // its one write (the record's INSERT) leaves nothing when it fails, so no savepoint is needed.
+    kEachAlone,
   };
 
   // The requests of one transaction: a fixed span, or a vector that `more` extends while the
@@ -748,17 +765,12 @@ class SqliteJournal final : public Journal {
     }
     if (n == 0) return GroupOutcome{Status::ok(), {}};
     finish_checkpoint();
-    if (!isolate) return *run_transaction(requests, Isolation::kAllOrNothing, group);
-    if (auto out = run_transaction(requests, Isolation::kOptimistic, group)) return *out;
-    // The second try takes exactly the requests of the first.
-    requests.more = nullptr;
-    return *run_transaction(requests, Isolation::kSavepoints, group);
+    return run_transaction(requests, isolate ? Isolation::kEachAlone : Isolation::kAllOrNothing,
+                           group);
   }
 
-  // One transaction over `requests`; nullopt when kOptimistic has to give up (rolled back,
-  // nothing written).
-  std::optional<GroupOutcome> run_transaction(const Requests& requests, Isolation isolation,
-                                              bool group) {
+  // One transaction over `requests`.
+  GroupOutcome run_transaction(const Requests& requests, Isolation isolation, bool group) {
     GroupOutcome out;
     out.each.assign(requests.size(), Status::ok());
     const std::size_t n = requests.size();
@@ -776,46 +788,38 @@ class SqliteJournal final : public Journal {
       if (Status s = load_tail(tail_seq_, tail_hash_); !s.is_ok()) return abort_group(n, s);
       tail_known_ = true;
     }
+    if (!pending_known_) {
+      if (Status s = load_pending(); !s.is_ok()) return abort_group(n, s);
+      pending_known_ = true;
+    }
     std::uint64_t seq = tail_seq_;
     std::string prev = tail_hash_;
     finished_flows_.clear();
 
     const std::int64_t at = wall_clock_ms_ ? wall_clock_ms_() : now_ms();
     std::size_t written = 0;
-    const bool savepoints = isolation == Isolation::kSavepoints;
     // Whenever every request so far is written, `more` may add the ones that arrived meanwhile.
     for (std::size_t i = 0; i < requests.size() || requests.take_more(); ++i) {
       out.each.resize(requests.size(), Status::ok());
-      if (savepoints) {
-        if (Status s = step_done(savepoint_, "savepoint"); !s.is_ok()) return abort_all(s);
-      }
-      bool wrote = false;
-      Status s = insert_one(requests[i], seq + 1, prev, at, wrote);
+      Status s = insert_one(requests[i], seq + 1, prev, at);
       if (s.is_ok()) {
         ++seq;
         prev.swap(hash_);
         ++written;
-        if (savepoints) {
-          if (Status r = step_done(release_, "release"); !r.is_ok()) return abort_all(r);
-        }
         continue;
       }
       if (outcome_unknown(sqlite_rc(s)) || isolation == Isolation::kAllOrNothing) {
         return abort_all(s);
-      }
-      if (savepoints) {
-        if (Status r = step_done(rollback_to_, "rollback"); !r.is_ok()) return abort_all(r);
-        if (Status r = step_done(release_, "release"); !r.is_ok()) return abort_all(r);
-      } else if (wrote) {
-        (void)exec(db_, "ROLLBACK");
-        flows_.clear();  // it holds what the rolled-back requests wrote
-        return std::nullopt;
       }
       out.each[i] = s;
     }
     if (written == 0) {
       (void)exec(db_, "ROLLBACK");
       return out;
+    }
+    const bool summaries_due = seq - summary_seq_ >= summary_every_;
+    if (summaries_due) {
+      if (Status w = write_summaries(seq); !w.is_ok()) return abort_all(w);
     }
     // The head (last seq and hash) once per transaction: it lets verify notice a record removed
     // from the end, which leaves no gap.
@@ -840,6 +844,10 @@ class SqliteJournal final : public Journal {
     }
     tail_seq_ = seq;
     tail_hash_ = std::move(prev);
+    if (summaries_due) {
+      summary_seq_ = seq;
+      pending_.clear();
+    }
     // A finished workflow is not kept in memory (its summary on disk still decides).
     for (const std::string& id : finished_flows_) flows_.erase(id);
     finished_flows_.clear();
@@ -867,7 +875,7 @@ class SqliteJournal final : public Journal {
   GroupOutcome abort_group(std::size_t n, const Status& s) {
     // Whatever went wrong, the next transaction reads the tail and the workflows from disk.
     tail_known_ = false;
-    flows_.clear();
+    forget_flows();
     if (outcome_unknown(sqlite_rc(s))) {
       Status cause = s.with_context("journal " + path_);
       poison(cause);
@@ -928,11 +936,126 @@ class SqliteJournal final : public Journal {
   // (a miss costs one indexed read).
   static constexpr std::size_t kMaxCachedFlows = 1 << 16;
 
+  // A workflow's row of the workflows table, waiting in memory for the table's next write.
+  struct SummaryRow {
+    std::string machine, state_name;
+    WorkflowStatus status = WorkflowStatus::kRunning;
+    std::uint64_t steps = 0;
+    std::int64_t created_at_ms = 0, updated_at_ms = 0;
+    std::uint64_t last_seq = 0;
+  };
+
+  // After a rolled-back transaction: what the writer keeps in memory is read from disk again.
+  void forget_flows() {
+    flows_.clear();
+    pending_.clear();
+    pending_known_ = false;
+  }
+
+  // The rows the records after the table's last write (meta summary_seq) make, from disk.
+  Status load_pending() {
+    pending_.clear();
+    auto since = query_one(db_, "SELECT value FROM meta WHERE key = 'summary_seq'");
+    if (!since.is_ok()) return since.status().with_context("journal " + path_);
+    if (!since->has_value()) {
+      return make_status(Errc::kCorrupt, "journal " + path_ + ": meta has no summary_seq");
+    }
+    summary_seq_ = std::strtoull((*since)->c_str(), nullptr, 10);
+    sqlite3_stmt* s = nullptr;
+    int rc = sqlite3_prepare_v2(db_,
+                                "SELECT seq, workflow_id, machine, state_name, status, step, "
+                                "recorded_at_ms FROM records WHERE seq > ? ORDER BY seq",
+                                -1, &s, nullptr);
+    if (rc != SQLITE_OK) {
+      sqlite3_finalize(s);
+      return sqlite_error(db_, rc, "journal " + path_ + ": reading the latest records");
+    }
+    sqlite3_bind_int64(s, 1, static_cast<sqlite3_int64>(summary_seq_));
+    Status st = Status::ok();
+    while (st.is_ok() && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+      const std::string id = column_string(s, 1);
+      auto status = parse_workflow_status(column_string(s, 4));
+      if (!status.is_ok()) {
+        st = status.status().with_context("journal " + path_ + ": record " +
+                                          std::to_string(sqlite3_column_int64(s, 0)));
+        break;
+      }
+      const std::uint64_t step = static_cast<std::uint64_t>(sqlite3_column_int64(s, 5));
+      const std::int64_t at = sqlite3_column_int64(s, 6);
+      auto [it, is_new] = pending_.try_emplace(id);
+      SummaryRow& row = it->second;
+      if (is_new) {
+        // Created in the tail, or earlier: then the table's row says when.
+        row.created_at_ms = at;
+        if (step > 0) {
+          auto created = table_created_at(id);
+          if (!created.is_ok()) {
+            st = created.status();
+            break;
+          }
+          if (*created) row.created_at_ms = **created;
+        }
+      }
+      row.machine = column_string(s, 2);
+      row.state_name = column_string(s, 3);
+      row.status = *status;
+      row.steps = step + 1;
+      row.updated_at_ms = at;
+      row.last_seq = static_cast<std::uint64_t>(sqlite3_column_int64(s, 0));
+    }
+    if (st.is_ok() && rc != SQLITE_DONE) {
+      st = sqlite_error(db_, rc, "journal " + path_ + ": reading the latest records");
+    }
+    sqlite3_finalize(s);
+    return st;
+  }
+
+  Result<std::optional<std::int64_t>> table_created_at(const std::string& workflow_id) {
+    sqlite3_stmt* s = wf_get_.fresh();
+    bind_text_ref(s, 1, workflow_id);
+    const int rc = sqlite3_step(s);
+    std::optional<std::int64_t> created;
+    if (rc == SQLITE_ROW) created = sqlite3_column_int64(s, 2);
+    sqlite3_reset(s);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+      return sqlite_error(db_, rc, "journal " + path_ + ": reading workflow '" + workflow_id + "'");
+    }
+    return created;
+  }
+
+  // Writes the rows waiting in memory to the workflows table, which then describes every record
+  // up to `seq` (the transaction's last).
+  Status write_summaries(std::uint64_t seq) {
+    for (const auto& [id, row] : pending_) {
+      sqlite3_stmt* ws = wf_upsert_.rebound();
+      bind_text_ref(ws, 1, id);
+      bind_text_ref(ws, 2, row.machine);
+      bind_text_ref(ws, 3, row.state_name);
+      bind_text_ref(ws, 4, to_string(row.status));
+      sqlite3_bind_int64(ws, 5, static_cast<sqlite3_int64>(row.steps));
+      sqlite3_bind_int64(ws, 6, row.created_at_ms);
+      sqlite3_bind_int64(ws, 7, row.updated_at_ms);
+      sqlite3_bind_int64(ws, 8, static_cast<sqlite3_int64>(row.last_seq));
+      PF_RETURN_IF_ERROR(
+          step_done(wf_upsert_, [&] { return "journal " + path_ + ": writing the summary of '" + id + "'"; }));
+    }
+    bind_text(summary_seq_update_.fresh(), 1, std::to_string(seq));
+    return step_done(summary_seq_update_, "journal " + path_ + ": writing the summaries' seq");
+  }
+
   // The workflow as this transaction sees it, its earlier appends in this transaction included:
-  // from memory, else from its summary row. nullptr for a new workflow. flows_ is updated in
-  // place by each written append; every rolled-back transaction clears it.
+  // from memory, else from its rows (pending, then the table). nullptr for a new workflow.
+  // flows_ is updated in place by each written append; every rolled-back transaction clears it.
   Result<FlowInfo*> find_flow(const std::string& workflow_id) {
     if (auto it = flows_.find(workflow_id); it != flows_.end()) return &it->second;
+    if (auto it = pending_.find(workflow_id); it != pending_.end()) {
+      const SummaryRow& row = it->second;
+      if (flows_.size() >= kMaxCachedFlows) flows_.clear();
+      return &flows_
+                  .insert_or_assign(workflow_id, FlowInfo{row.machine, row.steps,
+                                                          row.created_at_ms, row.last_seq, false})
+                  .first->second;
+    }
     sqlite3_stmt* s = wf_get_.fresh();
     bind_text_ref(s, 1, workflow_id);
     int rc = sqlite3_step(s);
@@ -955,11 +1078,10 @@ class SqliteJournal final : public Journal {
     return &flows_.insert_or_assign(workflow_id, std::move(info)).first->second;
   }
 
-  // Validates and writes one request as record `seq`; on success its hash is in hash_. `wrote`
-  // tells whether a row was written (and is still there) when it fails: every refusal is found
-  // before the first write, so only an unexpected failure of the summary's write sets it.
+  // Validates and writes one request as record `seq`; on success its hash is in hash_. Every
+  // refusal is found before the record's INSERT, and a failed INSERT leaves nothing.
   Status insert_one(const AppendRequest& r, std::uint64_t seq, const std::string& prev,
-                    std::int64_t at, bool& wrote) {
+                    std::int64_t at) {
     auto who = [&r] { return "workflow '" + r.workflow_id + "'"; };
     if (r.workflow_id.empty() || r.machine.empty() || r.event_type.empty() ||
         r.state_name.empty()) {
@@ -1025,19 +1147,16 @@ class SqliteJournal final : public Journal {
     bind_text_ref(s, 14, prev);
     bind_text_ref(s, 15, hash_);
     PF_RETURN_IF_ERROR(step_done(rec_insert_, [&] { return "recording " + who(); }));
-    wrote = true;
 
-    Stmt& summary = flow ? wf_update_ : wf_insert_;
-    sqlite3_stmt* ws = summary.rebound();
-    bind_text_ref(ws, 1, r.workflow_id);
-    bind_text_ref(ws, 2, r.machine);
-    bind_text_ref(ws, 3, r.state_name);
-    bind_text_ref(ws, 4, status);
-    sqlite3_bind_int64(ws, 5, static_cast<sqlite3_int64>(r.step + 1));
-    sqlite3_bind_int64(ws, 6, created);
-    sqlite3_bind_int64(ws, 7, at);
-    sqlite3_bind_int64(ws, 8, static_cast<sqlite3_int64>(seq));
-    PF_RETURN_IF_ERROR(step_done(summary, [&] { return "updating the summary of " + who(); }));
+    // The summary row waits in memory for the next write of the table (write_summaries).
+    SummaryRow& row = pending_[r.workflow_id];
+    row.machine = r.machine;
+    row.state_name = r.state_name;
+    row.status = r.status;
+    row.steps = r.step + 1;
+    row.created_at_ms = created;
+    row.updated_at_ms = at;
+    row.last_seq = seq;
 
     const bool finished = r.status == WorkflowStatus::kDone ||
                           r.status == WorkflowStatus::kCancelled;
@@ -1078,12 +1197,15 @@ class SqliteJournal final : public Journal {
     return out;
   }
 
-  Result<std::vector<WorkflowSummary>> select_workflows(const std::string& where,
-                                                        std::optional<std::string> arg) {
+  // From the view every reader reads, or from `from`.
+  Result<std::vector<WorkflowSummary>> select_workflows(
+      const std::string& where, std::optional<std::string> arg,
+      const char* from = "workflow_summaries") {
     std::string sql =
-        "SELECT workflow_id, machine, state_name, status, steps, created_at_ms, updated_at_ms "
-        "FROM workflows WHERE " +
-        where;
+        std::string(
+            "SELECT workflow_id, machine, state_name, status, steps, created_at_ms, "
+            "updated_at_ms FROM ") +
+        from + " WHERE " + where;
     sqlite3_stmt* s = nullptr;
     int rc = sqlite3_prepare_v2(db_, sql.c_str(), -1, &s, nullptr);
     if (rc != SQLITE_OK) {
@@ -1129,14 +1251,21 @@ class SqliteJournal final : public Journal {
   std::uint64_t tail_seq_ = 0;
   std::string tail_hash_;
   std::unordered_map<std::string, FlowInfo> flows_;  // see FlowInfo and find_flow
+  // The workflows table describes the records up to summary_seq_; pending_ holds the rows of the
+  // workflows appended since, written to the table once summary_every_ records have followed
+  // (write_summaries). Read from disk by the first transaction and after a failed one.
+  bool pending_known_ = false;
+  std::uint64_t summary_seq_ = 0;
+  std::uint64_t summary_every_ = kSummaryEvery;
+  std::unordered_map<std::string, SummaryRow> pending_;
   std::vector<std::string> finished_flows_;  // finished in this transaction: forgotten at its commit
   // Scratch reused by every append: the record's canonical bytes and its hash.
   std::string bytes_;
   std::string hash_;
   ChainHasher hasher_;
-  Stmt tail_, wf_get_, rec_insert_, wf_insert_, wf_update_;
+  Stmt tail_, wf_get_, rec_insert_, wf_upsert_, summary_seq_update_;
   Stmt head_seq_update_, head_hash_update_;
-  Stmt begin_, commit_, savepoint_, release_, rollback_to_;
+  Stmt begin_, commit_;
   std::unique_ptr<Checkpointer> checkpointer_;
   // Sync behind the writer (defer_syncs): the writer connection's WAL, and a failed sync, which
   // poisons the instance from whichever thread synced.
@@ -1147,6 +1276,36 @@ class SqliteJournal final : public Journal {
 };
 
 // ----- verify -----
+
+// What is wrong with `rows` as the summaries of `expected` (a fold of the records): the record
+// to name, if one, and the reason ("" if nothing is wrong).
+struct SummariesProblem {
+  std::optional<std::uint64_t> seq;
+  std::string reason;
+};
+template <typename Expected>
+SummariesProblem summaries_problem(const std::vector<WorkflowSummary>& rows,
+                                   const std::map<std::string, Expected>& expected,
+                                   const std::string& what) {
+  if (rows.size() != expected.size()) {
+    return {std::nullopt, "the " + what + " list " + std::to_string(rows.size()) +
+                              " workflows, the records " + std::to_string(expected.size())};
+  }
+  for (const WorkflowSummary& w : rows) {
+    auto f = expected.find(w.workflow_id);
+    if (f == expected.end()) {
+      return {std::nullopt, "the " + what + " list '" + w.workflow_id + "', which has no records"};
+    }
+    const Expected& e = f->second;
+    if (w.machine != e.machine || w.state_name != e.state_name || w.status != e.status ||
+        w.steps != e.steps || w.created_at_ms != e.created || w.updated_at_ms != e.updated) {
+      return {e.last_seq, "the summary of workflow '" + w.workflow_id + "' in the " + what +
+                              " disagrees with its records (last record " +
+                              std::to_string(e.last_seq) + ")"};
+    }
+  }
+  return {};
+}
 
 Result<VerifyReport> SqliteJournal::verify() {
   VerifyReport report;
@@ -1193,6 +1352,13 @@ Result<VerifyReport> SqliteJournal::verify() {
     std::uint64_t last_seq = 0;
   };
   std::map<std::string, Expected> flows;
+  // The workflows table describes the records up to summary_seq (schema version 4).
+  auto summary_seq_text = query_one(db_, "SELECT value FROM meta WHERE key = 'summary_seq'");
+  if (!summary_seq_text.is_ok() || !summary_seq_text->has_value()) {
+    return bad(std::nullopt, "the meta table has no summary_seq");
+  }
+  const std::uint64_t summary_seq = std::strtoull((*summary_seq_text)->c_str(), nullptr, 10);
+  std::map<std::string, Expected> flows_at_summary;
   std::uint64_t expected_seq = 1;
   std::string prev = kZeroHash;
   while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
@@ -1256,6 +1422,7 @@ Result<VerifyReport> SqliteJournal::verify() {
     prev = r.hash;
     ++expected_seq;
     ++report.records_checked;
+    if (seq == summary_seq) flows_at_summary = flows;
   }
   if (rc != SQLITE_DONE) {
     return bad(expected_seq, "record " + std::to_string(expected_seq) +
@@ -1283,28 +1450,28 @@ Result<VerifyReport> SqliteJournal::verify() {
                          " does not match the journal's head (head names record " +
                          std::to_string(head) + ")");
   }
-  // The summaries must agree with the records.
+  if (summary_seq > last) {
+    return bad(std::nullopt, "the workflows table claims to describe record " +
+                                 std::to_string(summary_seq) + " but the last record is " +
+                                 std::to_string(last));
+  }
+  // The summaries must agree with the records: the table with those up to summary_seq, and what
+  // every reader sees (the view, the table with the records after it) with all of them.
+  auto table = select_workflows("1", {}, "workflows");
+  if (!table.is_ok()) {
+    return bad(std::nullopt, "the workflows table cannot be read: " + table.status().message());
+  }
+  if (auto p = summaries_problem(*table, flows_at_summary, "workflows table");
+      !p.reason.empty()) {
+    return bad(p.seq, p.reason + "; the table describes the records up to " +
+                          std::to_string(summary_seq));
+  }
   auto summaries = workflows();
   if (!summaries.is_ok()) {
-    return bad(std::nullopt, "the workflows table cannot be read: " + summaries.status().message());
+    return bad(std::nullopt, "the workflows cannot be read: " + summaries.status().message());
   }
-  if (summaries->size() != flows.size()) {
-    return bad(std::nullopt, "the workflows table lists " + std::to_string(summaries->size()) +
-                                 " workflows, the records " + std::to_string(flows.size()));
-  }
-  for (const WorkflowSummary& w : *summaries) {
-    auto f = flows.find(w.workflow_id);
-    if (f == flows.end()) {
-      return bad(std::nullopt,
-                 "the workflows table lists '" + w.workflow_id + "', which has no records");
-    }
-    const Expected& e = f->second;
-    if (w.machine != e.machine || w.state_name != e.state_name || w.status != e.status ||
-        w.steps != e.steps || w.created_at_ms != e.created || w.updated_at_ms != e.updated) {
-      return bad(e.last_seq, "the summary of workflow '" + w.workflow_id +
-                                 "' disagrees with its records (last record " +
-                                 std::to_string(e.last_seq) + ")");
-    }
+  if (auto p = summaries_problem(*summaries, flows, "workflow summaries"); !p.reason.empty()) {
+    return bad(p.seq, p.reason);
   }
   return report;
 }
@@ -1443,6 +1610,7 @@ Result<std::unique_ptr<Journal>> open_journal(const std::string& path, OpenOptio
   int rc = sqlite3_open_v2(path.c_str(), &db, flags, vfs);
   auto journal = std::make_unique<SqliteJournal>(path, db, lock_fd, options.read_only);
   journal->set_wall_clock(options.wall_clock_ms);
+  journal->set_summary_every(options.summary_every > 0 ? options.summary_every : kSummaryEvery);
   if (rc != SQLITE_OK) return sqlite_error(db, rc, "journal " + path + " cannot be opened");
   sqlite3_extended_result_codes(db, 1);
   sqlite3_busy_timeout(db, kBusyTimeoutMs);

@@ -218,6 +218,10 @@ TEST(JournalGolden, VersionTwoJournalWithAnotherKeyIsRefusedUnchanged) {
   EXPECT_EQ(schema_version_of(path), "2");
 }
 
+TEST(JournalGolden, VersionThreeJournalMigratesVerifiesAndResumes) {
+  EXPECT_EQ(golden_journal_problems(3), "");
+}
+
 TEST(JournalGolden, CurrentVersionJournalOpensVerifiesAndResumes) {
   if (updating()) write_golden_journal();
   EXPECT_EQ(golden_journal_problems(kJournalSchemaVersion), "");

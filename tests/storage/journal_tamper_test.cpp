@@ -17,7 +17,8 @@ class Tamper : public ::testing::Test {
  protected:
   void SetUp() override {
     path_ = dir_.file("journal.db");
-    auto j = Journal::open(path_, {});
+    // The workflows table is written with records 4 and 8; record 9 follows it.
+    auto j = Journal::open(path_, {.summary_every = 4});
     ASSERT_TRUE(j.is_ok()) << j.status().message();
     // 9 records over three interleaved workflows: seq 1..9.
     for (std::uint64_t step = 0; step < 3; ++step) {
@@ -202,6 +203,24 @@ TEST_F(Tamper, BrokenLinkToTheWorkflowsPreviousRecord) {
 TEST_F(Tamper, ChangedWorkflowSummary) {
   sql("UPDATE workflows SET status = 'done' WHERE workflow_id = 'b'");
   EXPECT_EQ(bad_record_problems(8, "summary of workflow 'b'"), "");
+}
+
+// Readers see c's record 9 instead of its row in the table, but verify checks the row too.
+TEST_F(Tamper, ChangedSummaryOfAWorkflowWithALaterRecord) {
+  sql("UPDATE workflows SET state_name = 'Elsewhere' WHERE workflow_id = 'c'");
+  EXPECT_EQ(bad_record_problems(6, "summary of workflow 'c' in the workflows table"), "");
+}
+
+TEST_F(Tamper, SummariesClaimingAnotherRecord) {
+  // The table holds a's row after record 7; up to record 4 a's last record is 4.
+  sql("UPDATE meta SET value = '4' WHERE key = 'summary_seq'");
+  EXPECT_EQ(bad_record_problems(4, "summary of workflow 'a' in the workflows table"), "");
+  sql("UPDATE meta SET value = '12' WHERE key = 'summary_seq'");
+  VerifyReport r = verify();
+  EXPECT_FALSE(r.intact);
+  EXPECT_NE(r.reason.find("claims to describe record 12 but the last record is 9"),
+            std::string::npos)
+      << r.reason;
 }
 
 }  // namespace

@@ -212,23 +212,23 @@ TEST(Journal, AppendEachFailsAnInvalidRequestAlone) {
   EXPECT_TRUE(j->verify()->intact);
 }
 
-// Makes the journal's summary write fail for a state named "Refused", after the request wrote its
-// record: the one kind of failure the writer cannot foresee (every refusal of its own is found
-// before the first write), which sends the group to the savepoint retry.
-void refuse_summaries_of_state_refused(const std::string& path) {
+// Makes the INSERT of a record fail for a state named "Refused": the one kind of failure the
+// writer cannot foresee (every refusal of its own is found before it writes), inside the group's
+// transaction.
+void refuse_records_of_state_refused(const std::string& path) {
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr), SQLITE_OK);
-  for (const char* when : {"INSERT", "UPDATE"}) {
-    std::string sql = std::string("CREATE TRIGGER refuse_") + when + " BEFORE " + when +
-                      " ON workflows WHEN NEW.state_name = 'Refused' BEGIN SELECT "
-                      "RAISE(ABORT, 'refused by the test'); END";
-    ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK)
-        << sqlite3_errmsg(db);
-  }
+  ASSERT_EQ(sqlite3_exec(db,
+                         "CREATE TRIGGER refuse_state BEFORE INSERT ON records WHEN "
+                         "NEW.state_name = 'Refused' BEGIN SELECT RAISE(ABORT, 'refused by the "
+                         "test'); END",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK)
+      << sqlite3_errmsg(db);
   sqlite3_close(db);
 }
 
-AppendRequest refused_at_summary(const std::string& workflow, std::uint64_t step) {
+AppendRequest refused_at_insert(const std::string& workflow, std::uint64_t step) {
   AppendRequest r = request(workflow, step, 2);
   r.state_name = "Refused";
   return r;
@@ -240,10 +240,9 @@ TEST(Journal, AppendEachFailsARequestAloneWhereverItFails) {
   auto j = open_rw(path);
   ASSERT_TRUE(j);
   ASSERT_TRUE(j->append(request("old", 0)).is_ok());  // records key old/0/0
-  refuse_summaries_of_state_refused(path);
+  refuse_records_of_state_refused(path);
   // Refused before any write: another workflow's key in the first command, and in a later one,
-  // and a key recorded earlier in the same group; failing after its record was written (the
-  // group runs again with savepoints).
+  // and a key recorded earlier in the same group; failing at its record's INSERT.
   AppendRequest first_dup = request("a", 0, 2);
   first_dup.commands[0].idempotency_key = "old/0/0";
   AppendRequest later_dup = request("b", 0, 3);
@@ -252,7 +251,7 @@ TEST(Journal, AppendEachFailsARequestAloneWhereverItFails) {
   same_group_dup.commands[0].idempotency_key = "c/0/0";
   std::vector<AppendRequest> batch = {first_dup,      request("c", 0), later_dup,
                                       same_group_dup, request("c", 1), request("a", 0),
-                                      refused_at_summary("e", 0)};
+                                      refused_at_insert("e", 0)};
   GroupOutcome out = j->append_each(batch);
   EXPECT_TRUE(out.commit.is_ok());
   ASSERT_EQ(out.each.size(), 7u);
@@ -287,8 +286,7 @@ TEST(Journal, AppendEachFailsARequestAloneWhereverItFails) {
 
 // The requests a group takes in while it is written: committed in the same transaction (none of
 // them is visible to another connection when they are handed over), each failing alone,
-// including a failure after a request wrote its record, which sends the whole group, late ones
-// included, to the savepoint retry.
+// including a failure of its record's INSERT.
 TEST(Journal, AppendEachTakingMoreCommitsTheLateRequestsWithTheGroup) {
   TempDir dir;
   std::string path = dir.file("journal.db");
@@ -304,10 +302,10 @@ TEST(Journal, AppendEachTakingMoreCommitsTheLateRequestsWithTheGroup) {
     sqlite3_finalize(s);
     return n;
   };
-  refuse_summaries_of_state_refused(path);
+  refuse_records_of_state_refused(path);
   std::vector<std::vector<AppendRequest>> arrivals = {
       {request("b", 0), request("a", 5)},  // a's step 5 is not its next step
-      {refused_at_summary("dup", 0), request("a", 1)},
+      {refused_at_insert("dup", 0), request("a", 1)},
   };
   std::vector<int> committed_when_asked;
   std::vector<AppendRequest> group = {request("a", 0)};
@@ -317,9 +315,8 @@ TEST(Journal, AppendEachTakingMoreCommitsTheLateRequestsWithTheGroup) {
     for (auto& r : arrivals[committed_when_asked.size() - 1]) more.push_back(r);
   });
   EXPECT_TRUE(out.commit.is_ok()) << out.commit.message();
-  // Asked once more after each arrival but the last: its refused summary sends the group to the
-  // savepoint retry, which takes exactly the requests of the first try.
-  EXPECT_EQ(committed_when_asked, (std::vector<int>{1, 1}));
+  // Asked once more after each arrival, until none came.
+  EXPECT_EQ(committed_when_asked, (std::vector<int>{1, 1, 1}));
   ASSERT_EQ(group.size(), 5u);
   ASSERT_EQ(out.each.size(), 5u);
   EXPECT_TRUE(out.each[0].is_ok()) << out.each[0].message();
@@ -338,6 +335,84 @@ TEST(Journal, AppendEachTakingMoreCommitsTheLateRequestsWithTheGroup) {
   EXPECT_FALSE(j->workflow("dup")->has_value());
   auto report = j->verify();
   EXPECT_TRUE(report->intact) << report->reason;
+}
+
+// Schema version 4: the workflows table is written once `summary_every` records followed its last
+// write; between writes every reader still sees each workflow as of its last record, and a new
+// writer instance picks the unwritten rows up from the records.
+TEST(Journal, WorkflowsTableIsWrittenEverySoManyRecordsAndReadersSeeTheLatest) {
+  TempDir dir;
+  const std::string path = dir.file("journal.db");
+  auto table = [&path] {
+    std::map<std::string, std::string> rows;  // workflow -> "state_name/steps", plus "#seq"
+    sqlite3* db = nullptr;
+    EXPECT_EQ(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+    sqlite3_stmt* s = nullptr;
+    sqlite3_prepare_v2(db,
+                       "SELECT workflow_id, state_name || '/' || steps FROM workflows UNION ALL "
+                       "SELECT '#seq', value FROM meta WHERE key = 'summary_seq'",
+                       -1, &s, nullptr);
+    while (sqlite3_step(s) == SQLITE_ROW) {
+      rows[reinterpret_cast<const char*>(sqlite3_column_text(s, 0))] =
+          reinterpret_cast<const char*>(sqlite3_column_text(s, 1));
+    }
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return rows;
+  };
+  auto seen = [](Journal& j, const std::string& workflow) {
+    auto w = j.workflow(workflow);
+    if (!w.is_ok() || !w->has_value()) return std::string("none");
+    return (*w)->state_name + "/" + std::to_string((*w)->steps);
+  };
+  using Rows = std::map<std::string, std::string>;
+  {
+    auto j = Journal::open(path, {.summary_every = 3});
+    ASSERT_TRUE(j.is_ok()) << j.status().message();
+    ASSERT_TRUE((*j)->append(request("a", 0)).is_ok());
+    ASSERT_TRUE((*j)->append(request("b", 0)).is_ok());
+    EXPECT_EQ(table(), (Rows{{"#seq", "0"}}));
+    EXPECT_EQ(seen(**j, "a"), "Step0/1");
+    ASSERT_TRUE((*j)->append(request("a", 1)).is_ok());  // record 3: the table is written
+    EXPECT_EQ(table(), (Rows{{"#seq", "3"}, {"a", "Step1/2"}, {"b", "Step0/1"}}));
+    ASSERT_TRUE((*j)->append(request("a", 2)).is_ok());
+    ASSERT_TRUE((*j)->append(request("c", 0)).is_ok());
+    EXPECT_EQ(table(), (Rows{{"#seq", "3"}, {"a", "Step1/2"}, {"b", "Step0/1"}}));
+    EXPECT_EQ(seen(**j, "a"), "Step2/3");
+    EXPECT_EQ(seen(**j, "c"), "Step0/1");
+    ASSERT_EQ((*j)->workflows()->size(), 3u);
+    EXPECT_EQ((*j)->records("a")->size(), 3u);
+  }
+  {
+    // Another reader, and a new writer that continues a (table row and a later record) and c
+    // (only in the records) and writes their rows with the next write of the table.
+    auto ro = Journal::open(path, {.read_only = true});
+    ASSERT_TRUE(ro.is_ok());
+    EXPECT_EQ(seen(**ro, "a"), "Step2/3");
+    auto unfinished = (*ro)->unfinished();
+    ASSERT_TRUE(unfinished.is_ok());
+    EXPECT_EQ(unfinished->size(), 3u);
+    EXPECT_EQ(intact_with(path, 5), "");
+
+    auto j = Journal::open(path, {.summary_every = 3});
+    ASSERT_TRUE(j.is_ok());
+    EXPECT_EQ((*j)->append(request("a", 2)).code(), Errc::kRejected);  // a's next step is 3
+    ASSERT_TRUE((*j)->append(request("a", 3)).is_ok());                 // record 6
+    EXPECT_EQ(table(), (Rows{{"#seq", "6"}, {"a", "Step3/4"}, {"b", "Step0/1"}, {"c", "Step0/1"}}));
+    ASSERT_TRUE((*j)->append(request("c", 1)).is_ok());
+    EXPECT_EQ(seen(**j, "c"), "Step1/2");
+    auto a = (*j)->workflow("a");
+    auto c = (*j)->workflow("c");
+    ASSERT_TRUE(a.is_ok() && a->has_value() && c.is_ok() && c->has_value());
+    auto a_records = (*j)->records("a");
+    auto c_records = (*j)->records("c");
+    ASSERT_TRUE(a_records.is_ok() && c_records.is_ok());
+    ASSERT_EQ(a_records->size(), 4u);
+    ASSERT_EQ(c_records->size(), 2u);
+    EXPECT_EQ((*a)->created_at_ms, a_records->front().recorded_at_ms);
+    EXPECT_EQ((*c)->created_at_ms, c_records->front().recorded_at_ms);
+  }
+  EXPECT_EQ(intact_with(path, 7), "");
 }
 
 TEST(Journal, WriterSeesWorkflowsWrittenByAnEarlierInstance) {

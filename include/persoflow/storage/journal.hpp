@@ -81,6 +81,10 @@ struct OpenOptions {
   // The WAL size in frames (pages) at which a background checkpoint copies it into the database
   // file, so that the WAL starts over (docs/journal.md, "Checkpoints"); 0 = 16384.
   std::uint32_t checkpoint_frames = 0;
+  // How many records the writer appends before it writes the workflows table again (docs/
+  // journal.md, "Schema version 4"); readers add the records since its last write. 0 = 4096;
+  // 1 = with every transaction.
+  std::uint32_t summary_every = 0;
   // The wall clock stamped on records (recorded_at_ms, milliseconds since the epoch); default the
   // system clock. A simulated station passes its virtual clock so its journal is reproducible.
   std::function<std::int64_t()> wall_clock_ms{};
@@ -113,7 +117,7 @@ bool is_derived_key(std::string_view key, std::string_view workflow_id, std::uin
 
 // The schema version this build writes; older journals are migrated on a writable open, newer
 // ones refused.
-inline constexpr int kJournalSchemaVersion = 3;
+inline constexpr int kJournalSchemaVersion = 4;
 // SQLite's application_id of a persoflow journal ("PFJN"), checked before anything else.
 inline constexpr std::int32_t kJournalApplicationId = 0x50464A4E;
 

@@ -14,6 +14,7 @@
 // (64 futex wake-ups) stays off it too.
 #include <pthread.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <deque>
@@ -30,6 +31,7 @@ class Writer final : public GroupCommitWriter {
   Writer(std::unique_ptr<Journal> journal, std::size_t max_batch)
       : journal_(std::move(journal)),
         max_batch_(max_batch == 0 ? 1 : max_batch),
+        reserved_(std::min<std::size_t>(max_batch_, 256)),
         sync_behind_(journal_->defer_syncs()) {
     // Named, so that top, perf and gdb show which thread is which.
     acknowledger_ = std::thread([this] {
@@ -86,6 +88,8 @@ class Writer final : public GroupCommitWriter {
   void run() {
     std::vector<Done> done;
     std::vector<AppendRequest> requests;
+    done.reserve(reserved_);
+    requests.reserve(reserved_);
     for (;;) {
       {
         std::unique_lock lock(mutex_);
@@ -105,8 +109,12 @@ class Writer final : public GroupCommitWriter {
         committed_.push_back({std::move(done), std::move(outcome.each), std::move(requests)});
         ack_wake_.notify_one();
       }
+      // Moved out above: make room for a whole group again, so that taking requests (under the
+      // queue's lock) never grows the vectors, relocating every request taken so far.
       done.clear();
       requests.clear();
+      done.reserve(reserved_);
+      requests.reserve(reserved_);
     }
     std::lock_guard lock(ack_mutex_);
     writer_done_ = true;
@@ -167,6 +175,7 @@ class Writer final : public GroupCommitWriter {
 
   std::unique_ptr<Journal> journal_;
   const std::size_t max_batch_;
+  const std::size_t reserved_;  // room made for each group: max_batch_, within reason
   // Commits return before their fdatasync; the acknowledger syncs (Journal::defer_syncs).
   const bool sync_behind_;
   std::mutex mutex_;

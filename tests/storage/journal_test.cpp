@@ -378,8 +378,10 @@ TEST(Journal, WorkflowsTableIsWrittenEverySoManyRecordsAndReadersSeeTheLatest) {
     ASSERT_TRUE((*j)->append(request("a", 2)).is_ok());
     ASSERT_TRUE((*j)->append(request("c", 0)).is_ok());
     EXPECT_EQ(table(), (Rows{{"#seq", "3"}, {"a", "Step1/2"}, {"b", "Step0/1"}}));
-    EXPECT_EQ(seen(**j, "a"), "Step2/3");
-    EXPECT_EQ(seen(**j, "c"), "Step0/1");
+    EXPECT_EQ(seen(**j, "a"), "Step2/3");  // its row, and records after it
+    EXPECT_EQ(seen(**j, "b"), "Step0/1");  // only its row
+    EXPECT_EQ(seen(**j, "c"), "Step0/1");  // only records after the table's write
+    EXPECT_EQ(seen(**j, "nobody"), "none");
     ASSERT_EQ((*j)->workflows()->size(), 3u);
     EXPECT_EQ((*j)->records("a")->size(), 3u);
   }

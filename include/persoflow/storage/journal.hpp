@@ -82,7 +82,7 @@ struct OpenOptions {
   // file, so that the WAL starts over (docs/journal.md, "Checkpoints"); 0 = 16384.
   std::uint32_t checkpoint_frames = 0;
   // How many records the writer appends before it writes the workflows table again (docs/
-  // journal.md, "Schema version 4"); readers add the records since its last write. 0 = 4096;
+  // journal.md, "Schema version 4"); readers add the records since its last write. 0 = 1024;
   // 1 = with every transaction.
   std::uint32_t summary_every = 0;
   // The wall clock stamped on records (recorded_at_ms, milliseconds since the epoch); default the

@@ -606,6 +606,7 @@ Result<std::unique_ptr<Runtime>> Runtime::open(const std::string& journal_path,
                                                ExecutorRegistry executors, RuntimeOptions options) {
   storage::OpenOptions journal_options;
   journal_options.wall_clock_ms = options.journal_wall_clock_ms;
+  journal_options.summary_every = options.journal_summary_every;
   PF_ASSIGN_OR_RETURN(auto journal, storage::Journal::open(journal_path, journal_options));
   PF_ASSIGN_OR_RETURN(auto reader,
                       storage::Journal::open(journal_path, {.create_if_missing = false, .read_only = true}));

@@ -46,6 +46,9 @@ int main(int argc, char** argv) {
   pa::RuntimeOptions options;
   options.io_threads = 2;
   options.blocking_threads = 2;
+  // The journal's workflows table is written every 16 records, so that kills also fall on the
+  // transactions that write it and resumes read summaries from the table and the records after.
+  options.journal_summary_every = 16;
   if (batch > 0) options.max_batch = static_cast<std::size_t>(batch);
   auto runtime = pa::Runtime::open(journal, pa::test::order_executors(env), options);
   if (!runtime.is_ok()) {

@@ -49,6 +49,9 @@ struct RuntimeOptions {
   unsigned blocking_threads = 4;  // the pool of blocking executors
   // Appends per group commit.
   std::size_t max_batch = storage::GroupCommitWriter::kDefaultMaxBatch;
+  // Records between writes of the journal's workflows table (storage::OpenOptions::
+  // summary_every; 0: the journal's default). The crash test makes it small.
+  std::uint32_t journal_summary_every = 0;
   // Resolves a journaled machine name; default machines::find_machine. Tests use it to run a
   // changed machine under the same name.
   std::function<const machines::MachineDef*(std::string_view)> find_machine;

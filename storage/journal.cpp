@@ -710,8 +710,8 @@ class SqliteJournal final : public Journal {
   }
 
   Result<std::optional<WorkflowSummary>> workflow(const std::string& workflow_id) override {
-    PF_ASSIGN_OR_RETURN(auto list, select_workflows("1", workflow_id,
-                                                    ("(" + std::string(kOneWorkflow) + ")").c_str()));
+    const std::string one = "(" + std::string(kOneWorkflow) + ")";
+    PF_ASSIGN_OR_RETURN(auto list, select_workflows("1", workflow_id, one.c_str()));
     if (list.empty()) return std::optional<WorkflowSummary>();
     return std::optional<WorkflowSummary>(std::move(list.front()));
   }
@@ -1063,8 +1063,9 @@ class SqliteJournal final : public Journal {
       sqlite3_bind_int64(ws, 6, row.created_at_ms);
       sqlite3_bind_int64(ws, 7, row.updated_at_ms);
       sqlite3_bind_int64(ws, 8, static_cast<sqlite3_int64>(row.last_seq));
-      PF_RETURN_IF_ERROR(
-          step_done(wf_upsert_, [&] { return "journal " + path_ + ": writing the summary of '" + id + "'"; }));
+      PF_RETURN_IF_ERROR(step_done(wf_upsert_, [&] {
+        return "journal " + path_ + ": writing the summary of '" + id + "'";
+      }));
     }
     bind_text(summary_seq_update_.fresh(), 1, std::to_string(seq));
     return step_done(summary_seq_update_, "journal " + path_ + ": writing the summaries' seq");

@@ -25,6 +25,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
@@ -60,23 +61,20 @@ constexpr std::uint64_t kSummaryEvery = 1024;
 // view's pass over every record after summary_seq: its last record there, found from the newest
 // down, else its row of the table.
 constexpr const char* kOneWorkflow = R"sql(
+WITH tail AS NOT MATERIALIZED (
+  SELECT seq, step, recorded_at_ms FROM records
+  WHERE seq > (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'summary_seq')
+    AND workflow_id = ?1)
 SELECT r.workflow_id, r.machine, r.state_name, r.status, r.step + 1 AS steps,
   coalesce((SELECT w.created_at_ms FROM workflows w WHERE w.workflow_id = ?1),
-           (SELECT f.recorded_at_ms FROM records f
-            WHERE f.seq > (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'summary_seq')
-              AND f.workflow_id = ?1 AND f.step = 0)) AS created_at_ms,
+           (SELECT recorded_at_ms FROM tail WHERE step = 0)) AS created_at_ms,
   r.recorded_at_ms AS updated_at_ms, r.seq AS last_seq
 FROM records r
-WHERE r.seq = (SELECT seq FROM records
-               WHERE seq > (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'summary_seq')
-                 AND workflow_id = ?1 ORDER BY seq DESC LIMIT 1)
+WHERE r.seq = (SELECT seq FROM tail ORDER BY seq DESC LIMIT 1)
 UNION ALL
 SELECT workflow_id, machine, state_name, status, steps, created_at_ms, updated_at_ms, last_seq
 FROM workflows
-WHERE workflow_id = ?1 AND NOT EXISTS (
-  SELECT 1 FROM records
-  WHERE seq > (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'summary_seq')
-    AND workflow_id = ?1))sql";
+WHERE workflow_id = ?1 AND NOT EXISTS (SELECT 1 FROM tail))sql";
 
 Status keys_derived(sqlite3* db, const std::string& path);
 
@@ -336,6 +334,20 @@ Result<std::optional<std::string>> query_one(sqlite3* db, const char* sql) {
   sqlite3_finalize(s);
   if (!st.is_ok()) return st;
   return out;
+}
+
+// Meta `summary_seq` (schema version 4): the last record the workflows table describes.
+Result<std::uint64_t> read_summary_seq(sqlite3* db) {
+  PF_ASSIGN_OR_RETURN(auto text, query_one(db, "SELECT value FROM meta WHERE key = 'summary_seq'"));
+  if (!text) return make_status(Errc::kCorrupt, "the meta table has no summary_seq");
+  std::uint64_t seq = 0;
+  const char* end = text->data() + text->size();
+  auto [at, ec] = std::from_chars(text->data(), end, seq);
+  if (ec != std::errc() || at != end) {
+    return make_status(Errc::kCorrupt,
+                       "the meta table's summary_seq '" + *text + "' is not a record number");
+  }
+  return seq;
 }
 
 // A first read of the database: it opens the WAL (SQLite 3.40 checkpoints nothing, and gives no
@@ -982,12 +994,9 @@ class SqliteJournal final : public Journal {
   // The rows the records after the table's last write (meta summary_seq) make, from disk.
   Status load_pending() {
     pending_.clear();
-    auto since = query_one(db_, "SELECT value FROM meta WHERE key = 'summary_seq'");
+    auto since = read_summary_seq(db_);
     if (!since.is_ok()) return since.status().with_context("journal " + path_);
-    if (!since->has_value()) {
-      return make_status(Errc::kCorrupt, "journal " + path_ + ": meta has no summary_seq");
-    }
-    summary_seq_ = std::strtoull((*since)->c_str(), nullptr, 10);
+    summary_seq_ = *since;
     sqlite3_stmt* s = nullptr;
     int rc = sqlite3_prepare_v2(db_,
                                 "SELECT seq, workflow_id, machine, state_name, status, step, "
@@ -1381,11 +1390,9 @@ Result<VerifyReport> SqliteJournal::verify() {
   };
   std::map<std::string, Expected> flows;
   // The workflows table describes the records up to summary_seq (schema version 4).
-  auto summary_seq_text = query_one(db_, "SELECT value FROM meta WHERE key = 'summary_seq'");
-  if (!summary_seq_text.is_ok() || !summary_seq_text->has_value()) {
-    return bad(std::nullopt, "the meta table has no summary_seq");
-  }
-  const std::uint64_t summary_seq = std::strtoull((*summary_seq_text)->c_str(), nullptr, 10);
+  auto summary_seq_read = read_summary_seq(db_);
+  if (!summary_seq_read.is_ok()) return bad(std::nullopt, summary_seq_read.status().message());
+  const std::uint64_t summary_seq = *summary_seq_read;
   std::map<std::string, Expected> flows_at_summary;
   std::uint64_t expected_seq = 1;
   std::string prev = kZeroHash;

@@ -221,6 +221,11 @@ TEST_F(Tamper, SummariesClaimingAnotherRecord) {
   EXPECT_NE(r.reason.find("claims to describe record 12 but the last record is 9"),
             std::string::npos)
       << r.reason;
+  sql("UPDATE meta SET value = 'four' WHERE key = 'summary_seq'");
+  r = verify();
+  EXPECT_FALSE(r.intact);
+  EXPECT_NE(r.reason.find("summary_seq 'four' is not a record number"), std::string::npos)
+      << r.reason;
 }
 
 }  // namespace
